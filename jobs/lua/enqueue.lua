@@ -1,0 +1,90 @@
+-- enqueue.lua: write new jobs of one queue, or replay them by idempotency key, atomically.
+--
+-- KEYS[1]        ready list of the queue (LPUSH; workers pop from the right)
+-- KEYS[2]        scheduled sorted set of the queue (score: run-at, ms)
+-- KEYS[1+2i]     job hash of job i (i = 1..n)
+-- KEYS[2+2i]     idempotency key of job i (its job hash again when it has none)
+-- ARGV[1]        now, ms since the epoch (the producer's clock)
+-- ARGV[2]        lifetime of an idempotency record, ms
+-- ARGV[3]        the queue's kind
+-- ARGV[4]        job-hash key prefix, to read the status of a replayed job ("<prefix>:<id>")
+-- ARGV[5]        n, the number of jobs
+-- ARGV[6+7(i-1) .. 12+7(i-1)], for job i:
+--                id, fingerprint ("" when no idempotency key), run_at ms ("0" = now),
+--                max_attempts, producer, idempotency key ("" = none), payload JSON
+--
+-- Returns one {code, id, status, run_at ms} per job, in order:
+--   1  created: the new job's id, status "queued" or "scheduled", and run-at
+--   2  replayed: the key was seen with the same fingerprint; the earlier job's id, status, run-at
+--   0  conflict: the key was seen with another fingerprint; the earlier job's id
+--  -1  not written, because another job of this call conflicts
+-- A call with any conflict writes nothing, so a batch is all or nothing within its queue.
+
+local now = tonumber(ARGV[1])
+local idem_ttl = ARGV[2]
+local kind = ARGV[3]
+local job_prefix = ARGV[4]
+local n = tonumber(ARGV[5])
+local STRIDE = 7
+
+local results = {}
+local conflict = false
+
+-- Pass 1: look up every idempotency key before writing anything.
+for i = 1, n do
+  local a = 5 + STRIDE * (i - 1)
+  local fingerprint = ARGV[a + 2]
+  results[i] = false
+  if fingerprint ~= '' then
+    local record = redis.call('GET', KEYS[2 + 2 * i])
+    if record then
+      local space = string.find(record, ' ', 1, true)
+      local seen_fingerprint = string.sub(record, 1, space - 1)
+      local seen_id = string.sub(record, space + 1)
+      if seen_fingerprint == fingerprint then
+        local seen = redis.call('HMGET', job_prefix .. ':' .. seen_id, 'status', 'run_at')
+        results[i] = {2, seen_id, seen[1] or 'succeeded', seen[2] or '0'}
+      else
+        results[i] = {0, seen_id, '', '0'}
+        conflict = true
+      end
+    end
+  end
+end
+
+if conflict then
+  for i = 1, n do
+    if not results[i] then
+      results[i] = {-1, ARGV[5 + STRIDE * (i - 1) + 1], '', '0'}
+    end
+  end
+  return results
+end
+
+-- Pass 2: write the jobs that are new.
+for i = 1, n do
+  if not results[i] then
+    local a = 5 + STRIDE * (i - 1)
+    local id, fingerprint, run_at = ARGV[a + 1], ARGV[a + 2], tonumber(ARGV[a + 3])
+    local status = 'queued'
+    if run_at > now then
+      status = 'scheduled'
+    else
+      run_at = now
+    end
+    redis.call('HSET', KEYS[1 + 2 * i],
+      'id', id, 'kind', kind, 'status', status, 'attempts', 0,
+      'max_attempts', ARGV[a + 4], 'producer', ARGV[a + 5], 'idempotency_key', ARGV[a + 6],
+      'created_at', now, 'run_at', run_at, 'payload', ARGV[a + 7])
+    if status == 'scheduled' then
+      redis.call('ZADD', KEYS[2], run_at, id)
+    else
+      redis.call('LPUSH', KEYS[1], id)
+    end
+    if fingerprint ~= '' then
+      redis.call('SET', KEYS[2 + 2 * i], fingerprint .. ' ' .. id, 'PX', idem_ttl)
+    end
+    results[i] = {1, id, status, tostring(run_at)}
+  end
+end
+return results

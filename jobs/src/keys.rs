@@ -1,0 +1,89 @@
+//! Every Redis key Jobplane writes, built in one place.
+//!
+//! Each queue's keys share the hash tag `{<kind>}` (`jobplane:{email}:ready`, ...), so every
+//! Lua script touches exactly one Redis Cluster slot. The namespace in front lets tests and
+//! several deployments share one Redis.
+
+use crate::Kind;
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    namespace: String,
+}
+
+impl Keys {
+    pub fn new(namespace: impl Into<String>) -> Self {
+        Self { namespace: namespace.into() }
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub fn queue(&self, kind: Kind) -> QueueKeys {
+        QueueKeys { prefix: format!("{}:{{{}}}", self.namespace, kind.as_str()) }
+    }
+}
+
+/// The keys of one queue. All share the queue's hash tag.
+#[derive(Debug, Clone)]
+pub struct QueueKeys {
+    prefix: String,
+}
+
+impl QueueKeys {
+    /// LIST of ids ready to run; producers `LPUSH`, workers pop from the right (FIFO).
+    pub fn ready(&self) -> String {
+        format!("{}:ready", self.prefix)
+    }
+
+    /// ZSET of ids waiting for a time, scored by run-at in ms since the epoch.
+    pub fn scheduled(&self) -> String {
+        format!("{}:scheduled", self.prefix)
+    }
+
+    /// ZSET of ids being worked on, scored by lease deadline in ms since the epoch.
+    pub fn active(&self) -> String {
+        format!("{}:active", self.prefix)
+    }
+
+    /// HASH holding one job: its payload, status, attempts and timestamps.
+    pub fn job(&self, id: &str) -> String {
+        format!("{}:{id}", self.job_prefix())
+    }
+
+    /// The part of a job key before the id, for scripts that meet ids they were not given keys for.
+    pub fn job_prefix(&self) -> String {
+        format!("{}:job", self.prefix)
+    }
+
+    /// STRING `<fingerprint> <job id>` recording an idempotency key of one producer.
+    /// A producer's name never holds `:` (it is the part before `:` in `PRODUCER_API_KEYS`),
+    /// so the key is unambiguous whatever the idempotency key holds.
+    pub fn idempotency(&self, producer: &str, key: &str) -> String {
+        format!("{}:idem:{producer}:{key}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The part Redis Cluster hashes: between the first `{` and the next `}`.
+    fn hash_tag(key: &str) -> &str {
+        let start = key.find('{').unwrap() + 1;
+        let end = start + key[start..].find('}').unwrap();
+        &key[start..end]
+    }
+
+    #[test]
+    fn every_key_of_a_queue_shares_its_hash_tag() {
+        let q = Keys::new("jobplane").queue(Kind::Email);
+        let keys = [q.ready(), q.scheduled(), q.active(), q.job("0190"), q.idempotency("shop", "order-{7}:x")];
+        for key in &keys {
+            assert_eq!(hash_tag(key), "email", "{key}");
+        }
+        assert_eq!(q.ready(), "jobplane:{email}:ready");
+        assert_eq!(q.job("abc"), "jobplane:{email}:job:abc");
+    }
+}

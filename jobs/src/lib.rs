@@ -1,0 +1,22 @@
+//! Jobplane's shared library. It knows nothing of HTTP: it owns the job kinds and their
+//! payloads, the validation rules, the Redis layout (`keys`) and its Lua scripts, the enqueue
+//! client (`store`), the settings readers and the PostgreSQL migrations.
+
+pub mod db;
+pub mod envelope;
+pub mod fingerprint;
+pub mod keys;
+pub mod kind;
+pub mod payload;
+pub mod redis_conn;
+pub mod settings;
+pub mod status;
+pub mod store;
+pub mod validation;
+
+pub use envelope::{JobRequest, NewJob, ValidJob};
+pub use keys::Keys;
+pub use kind::Kind;
+pub use status::{JobInfo, JobStatus};
+pub use store::{EnqueueOutcome, Store, StoreError};
+pub use validation::FieldError;

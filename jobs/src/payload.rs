@@ -1,0 +1,410 @@
+//! The typed payload of each kind, its validation, and its normal form as stored in Redis.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::Kind;
+use crate::validation::{Checker, FieldError, from_serde};
+
+/// The most recipients (to + cc + bcc) one SES `SendEmail` takes.
+pub const MAX_EMAIL_RECIPIENTS: usize = 50;
+
+/// A validated payload in its normal form. Workers read it back by kind, never by guessing.
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[serde(untagged)]
+pub enum Payload {
+    OtpSms(OtpSms),
+    Email(Email),
+    Webhook(Webhook),
+    AuditLog(AuditLog),
+}
+
+impl Payload {
+    /// Reads and validates the payload of `kind`; errors point under `base` (`/payload`).
+    /// `now` fills defaults that depend on time (an audit event's `occurred_at`).
+    pub fn parse(kind: Kind, value: Value, base: &str, now: DateTime<Utc>) -> Result<Self, Vec<FieldError>> {
+        if !value.is_object() {
+            return Err(vec![FieldError::new(base, "must be a JSON object")]);
+        }
+        let mut checker = Checker::new(base);
+        let payload = match kind {
+            Kind::OtpSms => Payload::OtpSms(read::<OtpSms>(value, base)?.checked(&mut checker)),
+            Kind::Email => Payload::Email(read::<Email>(value, base)?.checked(&mut checker)),
+            Kind::Webhook => Payload::Webhook(read::<Webhook>(value, base)?.checked(&mut checker)),
+            Kind::AuditLog => Payload::AuditLog(read::<AuditLog>(value, base)?.checked(&mut checker, now)),
+        };
+        checker.finish().map(|()| payload)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("payloads serialize")
+    }
+}
+
+fn read<T: for<'de> Deserialize<'de>>(value: Value, base: &str) -> Result<T, Vec<FieldError>> {
+    serde_path_to_error::deserialize(value).map_err(|e| vec![from_serde(base, &e)])
+}
+
+/// A one-time code. Its `Debug` never shows the digits, so no log line can leak it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(transparent)]
+#[schema(value_type = String, example = "482913")]
+pub struct OtpCode(String);
+
+impl OtpCode {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for OtpCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OtpCode(\"[redacted]\")")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OtpSms {
+    /// E.164, such as +14155550100.
+    #[schema(example = "+14155550100")]
+    pub to: String,
+    /// 4 to 10 digits; never logged, never shown.
+    pub code: OtpCode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// 30 to 86400, default 300: not delivered by `created_at + ttl_seconds`, never sent.
+    #[serde(default = "default_otp_ttl")]
+    pub ttl_seconds: u32,
+}
+
+fn default_otp_ttl() -> u32 {
+    300
+}
+
+impl OtpSms {
+    fn checked(mut self, c: &mut Checker) -> Self {
+        match e164(&self.to) {
+            Some(normal) => self.to = normal,
+            None => c.fail("to", "must be a valid phone number in E.164 form, such as +14155550100"),
+        }
+        let code = self.code.expose();
+        if !(4..=10).contains(&code.len()) || !code.bytes().all(|b| b.is_ascii_digit()) {
+            c.fail("code", "must be 4 to 10 digits");
+        }
+        if let Some(template) = &self.template {
+            c.name("template", template, 64);
+        }
+        c.range("ttl_seconds", self.ttl_seconds, 30, 86_400);
+        self
+    }
+}
+
+/// The number in E.164 form when `raw` is a valid, fully international number.
+fn e164(raw: &str) -> Option<String> {
+    if !raw.starts_with('+') || raw.len() > 32 {
+        return None;
+    }
+    let number = phonenumber::parse(None, raw).ok()?;
+    phonenumber::is_valid(&number).then(|| number.format().mode(phonenumber::Mode::E164).to_string())
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Email {
+    #[serde(deserialize_with = "one_or_many")]
+    pub to: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub cc: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub bcc: Vec<String>,
+    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub reply_to: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub html: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<EmailTemplate>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailTemplate {
+    pub name: String,
+    #[serde(default)]
+    pub data: Map<String, Value>,
+}
+
+/// Accepts `"a@x.org"` as well as `["a@x.org", ...]`.
+fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(s) => vec![s],
+        OneOrMany::Many(v) => v,
+    })
+}
+
+impl Email {
+    fn checked(self, c: &mut Checker) -> Self {
+        if self.to.is_empty() {
+            c.fail("to", "must name at least one address");
+        }
+        for (field, list) in [("to", &self.to), ("cc", &self.cc), ("bcc", &self.bcc), ("reply_to", &self.reply_to)] {
+            for (i, address) in list.iter().enumerate() {
+                if !is_mailbox(address) {
+                    c.fail(
+                        &format!("{field}/{i}"),
+                        "must be an email address, such as ada@example.org or Ada <ada@example.org>",
+                    );
+                }
+            }
+        }
+        if self.to.len() + self.cc.len() + self.bcc.len() > MAX_EMAIL_RECIPIENTS {
+            c.fail("to", format!("to, cc and bcc together must hold at most {MAX_EMAIL_RECIPIENTS} addresses"));
+        }
+        if self.reply_to.len() > 10 {
+            c.fail("reply_to", "must hold at most 10 addresses");
+        }
+        if let Some(from) = &self.from
+            && !is_mailbox(from)
+        {
+            c.fail("from", "must be an email address, such as ada@example.org or Ada <ada@example.org>");
+        }
+        self.check_content(c);
+        self
+    }
+
+    fn check_content(&self, c: &mut Checker) {
+        if let Some(template) = &self.template {
+            for (field, present) in
+                [("subject", self.subject.is_some()), ("text", self.text.is_some()), ("html", self.html.is_some())]
+            {
+                if present {
+                    c.fail(field, "must be absent when template is given (the SES template supplies it)");
+                }
+            }
+            c.name("template/name", &template.name, 64);
+            if serde_json::to_string(&template.data).map_or(0, |s| s.len()) > 64 * 1024 {
+                c.fail("template/data", "must be at most 64 KiB as JSON");
+            }
+            return;
+        }
+        match &self.subject {
+            Some(subject) => c.text("subject", subject, 998),
+            None => c.fail("subject", "is required unless template is given"),
+        }
+        if self.text.is_none() && self.html.is_none() {
+            c.fail("text", "text or html is required unless template is given");
+        }
+        for (field, body) in [("text", &self.text), ("html", &self.html)] {
+            if body.as_ref().is_some_and(|b| b.trim().is_empty()) {
+                c.fail(field, "must not be empty");
+            }
+        }
+    }
+}
+
+/// `ada@example.org`, or `Ada Lovelace <ada@example.org>`.
+fn is_mailbox(s: &str) -> bool {
+    let address = match (s.rfind('<'), s.strip_suffix('>')) {
+        (Some(open), Some(inner)) => {
+            let name = &s[..open];
+            if name.contains(['<', '>', '\r', '\n']) {
+                return false;
+            }
+            &inner[open + 1..]
+        }
+        _ => s,
+    };
+    s.len() <= 320
+        && !address.is_empty()
+        && email_address::EmailAddress::is_valid(address)
+        && !address.contains(['<', '>'])
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: String,
+    pub event: String,
+    #[serde(default)]
+    pub data: Value,
+}
+
+impl Webhook {
+    fn checked(self, c: &mut Checker) -> Self {
+        match url::Url::parse(&self.url) {
+            Ok(url) if !matches!(url.scheme(), "http" | "https") => c.fail("url", "must be an http or https URL"),
+            Ok(url) if url.host_str().is_none_or(str::is_empty) => c.fail("url", "must name a host"),
+            Ok(url) if !url.username().is_empty() || url.password().is_some() => {
+                c.fail("url", "must not carry credentials; the signature authenticates the sender");
+            }
+            Ok(_) if self.url.len() > 2048 => c.fail("url", "must be at most 2048 characters"),
+            Ok(_) => {}
+            Err(e) => c.fail("url", format!("must be an absolute http or https URL ({e})")),
+        }
+        c.name("event", &self.event, 128);
+        self
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLog {
+    /// Filled in at enqueue when absent, so every copy of a job names the same event.
+    #[serde(default)]
+    pub event_id: Option<Uuid>,
+    pub tenant_id: String,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "203.0.113.7")]
+    pub ip: Option<IpAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+impl AuditLog {
+    fn checked(mut self, c: &mut Checker, now: DateTime<Utc>) -> Self {
+        c.text("tenant_id", &self.tenant_id, 128);
+        c.text("actor", &self.actor, 256);
+        c.text("action", &self.action, 128);
+        c.text("resource_type", &self.resource_type, 128);
+        c.optional_text("resource_id", self.resource_id.as_deref(), 256);
+        c.optional_text("user_agent", self.user_agent.as_deref(), 1024);
+        if serde_json::to_string(&self.metadata).map_or(0, |s| s.len()) > 64 * 1024 {
+            c.fail("metadata", "must be at most 64 KiB as JSON");
+        }
+        let occurred_at = *self.occurred_at.get_or_insert(now);
+        if occurred_at > now + Duration::hours(24) {
+            c.fail("occurred_at", "must not be more than 24 hours in the future");
+        }
+        self.event_id.get_or_insert_with(Uuid::now_v7);
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn parse(kind: Kind, value: Value) -> Result<Payload, Vec<FieldError>> {
+        Payload::parse(kind, value, "/payload", Utc::now())
+    }
+
+    fn fields(result: Result<Payload, Vec<FieldError>>) -> Vec<String> {
+        result.unwrap_err().into_iter().map(|e| e.field).collect()
+    }
+
+    #[test]
+    fn otp_numbers_are_checked_and_normalized() {
+        let p = parse(Kind::OtpSms, json!({"to": "+1 415 555 2671", "code": "123456"})).unwrap();
+        let Payload::OtpSms(otp) = p else { panic!() };
+        assert_eq!(otp.to, "+14155552671");
+        assert_eq!(otp.ttl_seconds, 300);
+        for bad in ["0912345678", "+1555", "+999999999999", "hello"] {
+            assert_eq!(fields(parse(Kind::OtpSms, json!({"to": bad, "code": "1234"}))), ["/payload/to"], "{bad}");
+        }
+        for bad in ["123", "12345678901", "12a4"] {
+            assert_eq!(fields(parse(Kind::OtpSms, json!({"to": "+886912345678", "code": bad}))), ["/payload/code"]);
+        }
+    }
+
+    #[test]
+    fn otp_code_never_shows_in_debug() {
+        let p = parse(Kind::OtpSms, json!({"to": "+886912345678", "code": "987654"})).unwrap();
+        assert!(!format!("{p:?}").contains("987654"));
+    }
+
+    #[test]
+    fn email_rules() {
+        assert!(parse(Kind::Email, json!({"to": "a@example.org", "subject": "Hi", "text": "x"})).is_ok());
+        assert!(
+            parse(
+                Kind::Email,
+                json!({"to": ["Ada <a@example.org>"], "template": {"name": "welcome", "data": {"n": 1}}})
+            )
+            .is_ok()
+        );
+        assert_eq!(fields(parse(Kind::Email, json!({"to": [], "subject": "Hi", "text": "x"}))), ["/payload/to"]);
+        assert_eq!(
+            fields(parse(Kind::Email, json!({"to": ["nope"], "subject": "Hi", "text": "x"}))),
+            ["/payload/to/0"]
+        );
+        assert_eq!(fields(parse(Kind::Email, json!({"to": "a@example.org", "subject": "Hi"}))), ["/payload/text"]);
+        assert_eq!(
+            fields(parse(Kind::Email, json!({"to": "a@example.org", "subject": "Hi", "template": {"name": "t"}}))),
+            ["/payload/subject"]
+        );
+        let many: Vec<String> = (0..51).map(|i| format!("u{i}@example.org")).collect();
+        assert_eq!(fields(parse(Kind::Email, json!({"to": many, "subject": "Hi", "text": "x"}))), ["/payload/to"]);
+    }
+
+    #[test]
+    fn webhook_rules() {
+        assert!(
+            parse(Kind::Webhook, json!({"url": "https://example.org/hook", "event": "order.created", "data": [1]}))
+                .is_ok()
+        );
+        for bad in ["ftp://example.org", "not a url", "https://user:pw@example.org/", "/relative"] {
+            assert_eq!(fields(parse(Kind::Webhook, json!({"url": bad, "event": "e"}))), ["/payload/url"], "{bad}");
+        }
+        assert_eq!(
+            fields(parse(Kind::Webhook, json!({"url": "https://example.org", "event": "has space"}))),
+            ["/payload/event"]
+        );
+    }
+
+    #[test]
+    fn audit_log_defaults_and_rules() {
+        let now = Utc::now();
+        let p = Payload::parse(
+            Kind::AuditLog,
+            json!({"tenant_id": "t1", "actor": "u1", "action": "login", "resource_type": "session"}),
+            "/payload",
+            now,
+        )
+        .unwrap();
+        let Payload::AuditLog(a) = p else { panic!() };
+        assert_eq!(a.occurred_at, Some(now));
+        assert!(a.event_id.is_some());
+        let bad = json!({"tenant_id": "", "actor": "u", "action": "a", "resource_type": "r", "ip": "1.2.3"});
+        assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/ip"]);
+        let bad = json!({"tenant_id": " ", "actor": "u", "action": "a", "resource_type": "r"});
+        assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/tenant_id"]);
+    }
+
+    #[test]
+    fn unknown_payload_fields_are_named() {
+        assert_eq!(
+            fields(parse(Kind::Webhook, json!({"url": "https://e.org", "event": "e", "secret": 1}))),
+            ["/payload/secret"]
+        );
+        assert_eq!(fields(parse(Kind::Webhook, json!([1]))), ["/payload"]);
+    }
+}

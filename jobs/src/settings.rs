@@ -1,0 +1,93 @@
+//! Reading settings from the environment: a bad value stops the process at start with one
+//! line naming the variable.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {problem}")]
+pub struct SettingError {
+    pub name: &'static str,
+    pub problem: String,
+}
+
+impl SettingError {
+    pub fn new(name: &'static str, problem: impl Into<String>) -> Self {
+        Self { name, problem: problem.into() }
+    }
+}
+
+/// A snapshot of the environment. Tests build one from pairs instead of changing the process's.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    pub fn from_process() -> Self {
+        Self { vars: std::env::vars().collect() }
+    }
+
+    pub fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        Self { vars: pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect() }
+    }
+
+    /// The value, with an empty one counted as absent.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    pub fn or(&self, name: &str, default: &str) -> String {
+        self.get(name).unwrap_or(default).to_owned()
+    }
+
+    pub fn require(&self, name: &'static str, what: &str) -> Result<&str, SettingError> {
+        self.get(name).ok_or_else(|| SettingError::new(name, format!("is required: {what}")))
+    }
+
+    pub fn parse<T: FromStr>(&self, name: &'static str, default: T) -> Result<T, SettingError>
+    where
+        T::Err: Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw.trim().parse().map_err(|e| SettingError::new(name, format!("`{raw}` is not valid ({e})"))),
+        }
+    }
+
+    pub fn seconds(&self, name: &'static str, default: u64) -> Result<Duration, SettingError> {
+        self.parse(name, default).map(Duration::from_secs)
+    }
+
+    pub fn millis(&self, name: &'static str, default: u64) -> Result<Duration, SettingError> {
+        self.parse(name, default).map(Duration::from_millis)
+    }
+
+    pub fn flag(&self, name: &'static str, default: bool) -> Result<bool, SettingError> {
+        match self.get(name).map(str::to_ascii_lowercase).as_deref() {
+            None => Ok(default),
+            Some("true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(other) => Err(SettingError::new(name, format!("`{other}` is not true or false"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_variable() {
+        let env = Env::from_pairs(&[("N", "x"), ("B", "maybe"), ("E", "")]);
+        assert_eq!(
+            env.parse::<u32>("N", 1).unwrap_err().to_string(),
+            "N: `x` is not valid (invalid digit found in string)"
+        );
+        assert!(env.flag("B", false).unwrap_err().to_string().starts_with("B: "));
+        assert_eq!(env.parse::<u32>("E", 7).unwrap(), 7);
+        assert!(env.require("E", "a thing").unwrap_err().to_string().starts_with("E: is required"));
+    }
+}

@@ -1,0 +1,78 @@
+//! The producer API's settings, read from the environment.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use jobs::redis_conn::RedisSettings;
+use jobs::settings::{Env, SettingError};
+
+use crate::auth::ApiKeys;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `PRODUCER_ADDR`, default `127.0.0.1:8080`.
+    pub addr: SocketAddr,
+    pub redis: RedisSettings,
+    /// `REDIS_TIMEOUT_MS`, default 1000: the longest any request waits on Redis, so a dead
+    /// Redis gives a `503` well within 2 s.
+    pub redis_timeout: Duration,
+    /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/jobs`.
+    pub database_url: String,
+    /// `PRODUCER_API_KEYS`, required: `name:secret,...`.
+    pub api_keys: ApiKeys,
+    /// `IDEMPOTENCY_TTL_SECONDS`, default 86400 (24 h).
+    pub idempotency_ttl: Duration,
+    /// `LOG_FORMAT=json` for JSON lines.
+    pub json_logs: bool,
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+        let redis_timeout = env.millis("REDIS_TIMEOUT_MS", 1000)?;
+        if redis_timeout.is_zero() || redis_timeout > Duration::from_secs(30) {
+            return Err(SettingError::new("REDIS_TIMEOUT_MS", "must be between 1 and 30000"));
+        }
+        let idempotency_ttl = env.seconds("IDEMPOTENCY_TTL_SECONDS", 86_400)?;
+        if idempotency_ttl < Duration::from_mins(1) {
+            return Err(SettingError::new("IDEMPOTENCY_TTL_SECONDS", "must be at least 60"));
+        }
+        Ok(Self {
+            addr: env.parse("PRODUCER_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
+            redis: RedisSettings::from_env(env)?,
+            redis_timeout,
+            database_url: env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs"),
+            api_keys: ApiKeys::parse(env.require("PRODUCER_API_KEYS", "comma-separated name:secret pairs")?)
+                .map_err(|problem| SettingError::new("PRODUCER_API_KEYS", problem))?,
+            idempotency_ttl,
+            json_logs: match env.or("LOG_FORMAT", "text").as_str() {
+                "json" => true,
+                "text" => false,
+                other => return Err(SettingError::new("LOG_FORMAT", format!("`{other}` is not text or json"))),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(pairs: &[(&str, &str)]) -> String {
+        Config::from_env(&Env::from_pairs(pairs)).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn each_bad_setting_names_its_variable() {
+        let keys = ("PRODUCER_API_KEYS", "shop:0123456789abcdef");
+        assert!(error(&[]).starts_with("PRODUCER_API_KEYS: is required"));
+        assert!(error(&[("PRODUCER_API_KEYS", "nocolon")]).starts_with("PRODUCER_API_KEYS: "));
+        assert!(error(&[keys, ("PRODUCER_ADDR", "localhost")]).starts_with("PRODUCER_ADDR: "));
+        assert!(error(&[keys, ("REDIS_URL", "http://x")]).starts_with("REDIS_URL: "));
+        assert!(error(&[keys, ("REDIS_TIMEOUT_MS", "0")]).starts_with("REDIS_TIMEOUT_MS: "));
+        assert!(error(&[keys, ("LOG_FORMAT", "xml")]).starts_with("LOG_FORMAT: "));
+        assert!(error(&[keys, ("REDIS_NAMESPACE", "a{b}")]).starts_with("REDIS_NAMESPACE: "));
+        let config = Config::from_env(&Env::from_pairs(&[keys])).unwrap();
+        assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.idempotency_ttl, Duration::from_hours(24));
+    }
+}

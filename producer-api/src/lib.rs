@@ -1,0 +1,73 @@
+//! The producer API: authenticates producers, validates their jobs and enqueues them into
+//! Redis with one round trip. `router(state)` and `run(config, listener, shutdown)` let tests
+//! start it in-process on port 0.
+
+pub mod auth;
+pub mod config;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use jobs::{Keys, Store};
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use crate::auth::ApiKeys;
+pub use crate::config::Config;
+use crate::problem::ApiError;
+
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub api_keys: ApiKeys,
+}
+
+impl AppState {
+    /// Connects lazily: the API starts, and reports not ready, while Redis is down.
+    pub fn new(config: &Config) -> anyhow::Result<Self> {
+        let conn = jobs::redis_conn::connect(&config.redis.url, config.redis_timeout)?;
+        let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout);
+        Ok(Self { store, api_keys: config.api_keys.clone() })
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let request_id = axum::http::HeaderName::from_static("x-request-id");
+    Router::new()
+        .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
+        .route("/v1/jobs/batch", post(routes::create_batch).layer(DefaultBodyLimit::max(routes::BATCH_BODY_LIMIT)))
+        .route("/v1/jobs/{id}", get(routes::get_job))
+        .route("/openapi.json", get(openapi::json))
+        .route("/docs", get(openapi::docs))
+        .with_state(state.clone())
+        .merge(service::ops_router(state.store))
+        .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(service::http_metrics))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(ApiError::Internal("a handler panicked".into()))
+        }))
+        .layer(TraceLayer::new_for_http())
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    service::metrics_handle();
+    let state = AppState::new(&config)?;
+    // Enqueueing needs only Redis: a PostgreSQL outage at start must not stop the API.
+    tokio::spawn(service::migrate_until_done(config.database_url.clone()));
+    tracing::info!(addr = %listener.local_addr()?, "producer-api listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

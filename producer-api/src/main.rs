@@ -1,0 +1,37 @@
+use clap::{Parser, Subcommand};
+use jobs::settings::Env;
+use producer_api::Config;
+
+/// Jobplane's producer API: validates and enqueues jobs.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Apply the PostgreSQL migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    if let Some(Command::Migrate) = cli.command {
+        service::init_tracing(false);
+        service::migrate(&env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs")).await?;
+        tracing::info!("migrations applied");
+        return Ok(());
+    }
+    let config = Config::from_env(&env).unwrap_or_else(|e| service::exit_on_bad_setting("producer-api", &e));
+    service::init_tracing(config.json_logs);
+    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap_or_else(|e| {
+        service::exit_on_bad_setting("producer-api", &format!("PRODUCER_ADDR: cannot listen on {} ({e})", config.addr))
+    });
+    producer_api::run(config, listener, service::shutdown_signal()).await
+}

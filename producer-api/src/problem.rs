@@ -1,0 +1,109 @@
+//! One error type for the API, rendered as `application/problem+json` (RFC 9457).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jobs::FieldError;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Problem {
+    #[schema(example = "/problems/validation")]
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    #[schema(example = "The request is not valid")]
+    pub title: &'static str,
+    #[schema(example = 422)]
+    pub status: u16,
+    pub detail: String,
+    /// Every broken rule, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    /// Batch only: jobs of other kinds in the batch that were enqueued before a conflict.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enqueued: Option<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("a valid bearer API key is required")]
+    Unauthorized,
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("{} rule(s) broken", .0.len())]
+    Validation(Vec<FieldError>),
+    #[error("the idempotency key was already used with a different request")]
+    IdempotencyConflict { errors: Vec<FieldError>, enqueued: Option<Value> },
+    #[error("no such job")]
+    NotFound,
+    #[error("the queue store is unreachable; try again shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "/problems/unauthorized", "Unauthorized"),
+            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "/problems/malformed-json", "Malformed JSON"),
+            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "/problems/too-large", "Request body too large"),
+            ApiError::Validation(_) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation", "The request is not valid")
+            }
+            ApiError::IdempotencyConflict { .. } => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "/problems/idempotency-key-reused",
+                "Idempotency key reused with another request",
+            ),
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
+            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal server error"),
+        }
+    }
+}
+
+impl From<jobs::StoreError> for ApiError {
+    fn from(e: jobs::StoreError) -> Self {
+        match e {
+            jobs::StoreError::Unavailable(detail) => {
+                tracing::warn!(%detail, "redis unavailable");
+                ApiError::Unavailable
+            }
+            jobs::StoreError::Protocol(detail) => ApiError::Internal(detail),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, kind, title) = self.parts();
+        if let ApiError::Internal(detail) = &self {
+            tracing::error!(%detail, "request failed");
+        }
+        let detail = self.to_string();
+        let (errors, enqueued) = match self {
+            ApiError::Validation(errors) => (errors, None),
+            ApiError::IdempotencyConflict { errors, enqueued } => (errors, enqueued),
+            _ => (Vec::new(), None),
+        };
+        let problem = Problem { kind, title, status: status.as_u16(), detail, errors, enqueued };
+        let mut response = (status, axum::Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}

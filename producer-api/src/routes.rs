@@ -1,0 +1,286 @@
+//! `/v1/jobs`: enqueue one job or a batch, and read a job's status.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use jobs::payload::Payload;
+use jobs::{EnqueueOutcome, FieldError, JobInfo, Kind, NewJob, ValidJob};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::Producer;
+use crate::problem::{ApiError, Problem};
+
+pub const SINGLE_BODY_LIMIT: usize = 256 * 1024;
+pub const BATCH_BODY_LIMIT: usize = 8 * 1024 * 1024;
+pub const MAX_BATCH: usize = 1000;
+
+/// A job to enqueue (request schema, for the OpenAPI document; the handler validates the raw JSON).
+#[derive(Debug, ToSchema)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct JobRequestDoc {
+    kind: Kind,
+    payload: Payload,
+    /// When to run, RFC 3339. A time in the past means now.
+    run_at: Option<DateTime<Utc>>,
+    /// Run after this many seconds (not together with `run_at`); at most 366 days.
+    delay_seconds: Option<u64>,
+    /// Bounded per kind: otp_sms 1–10 (default 5), email 1–25 (8), webhook 1–25 (10), audit_log 1–50 (20).
+    max_attempts: Option<u32>,
+    /// Batch items only; a single job takes the `Idempotency-Key` header.
+    idempotency_key: Option<String>,
+}
+
+#[derive(Debug, ToSchema)]
+#[expect(dead_code, reason = "documentation only")]
+pub struct BatchRequestDoc {
+    /// 1 to 1000 jobs; all are validated before any is written.
+    jobs: Vec<JobRequestDoc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Accepted {
+    pub id: String,
+    pub kind: Kind,
+    /// `queued` or `scheduled` when created; the job's current status on a replay.
+    pub status: String,
+    pub run_at: DateTime<Utc>,
+    pub links: Links,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Links {
+    #[serde(rename = "self")]
+    pub self_link: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchAccepted {
+    pub jobs: Vec<BatchItem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchItem {
+    pub id: String,
+    pub status: String,
+    /// Present and true when the item's idempotency key returned an earlier job.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
+}
+
+fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Result<Value, ApiError> {
+    let bytes = body.map_err(|rejection| match rejection.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::TooLarge(limit),
+        _ => ApiError::MalformedJson(rejection.body_text()),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters, optionally in the
+/// quoted form of a structured-field string.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(raw) = headers.get("idempotency-key") else { return Ok(None) };
+    let invalid =
+        || ApiError::Validation(vec![FieldError::new("Idempotency-Key", "must be 1 to 255 visible ASCII characters")]);
+    let text = raw.to_str().map_err(|_| invalid())?;
+    let key = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(text);
+    if jobs::envelope::valid_idempotency_key(key) { Ok(Some(key.to_owned())) } else { Err(invalid()) }
+}
+
+fn count_created(job: &NewJob, outcome: &EnqueueOutcome) {
+    if matches!(outcome, EnqueueOutcome::Created { .. }) {
+        metrics::counter!("jobplane_jobs_enqueued_total", "kind" => job.kind.as_str(), "producer" => job.producer.clone()).increment(1);
+    }
+}
+
+/// Enqueue one job.
+#[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobRequestDoc,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; the same key and body within 24 h return the same job")),
+    responses(
+        (status = 202, description = "Enqueued: the job is in Redis", body = Accepted),
+        (status = 200, description = "Replayed: this key was seen with the same body (header `Idempotent-Replayed: true`)", body = Accepted),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job, or the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create_job(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let value = json_body(body, SINGLE_BODY_LIMIT)?;
+    let key = idempotency_key(&headers)?;
+    if value.get("idempotency_key").is_some() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "/idempotency_key",
+            "belongs in the Idempotency-Key header for a single job (the field is for batch items)",
+        )]));
+    }
+    let now = Utc::now();
+    let mut job = ValidJob::parse(value, "", now).map_err(ApiError::Validation)?;
+    job.idempotency_key = key;
+    let job = job.into_new(&producer, now);
+    let outcome = state.store.enqueue(std::slice::from_ref(&job)).await?.pop().unwrap_or(EnqueueOutcome::NotWritten);
+    count_created(&job, &outcome);
+    let (status, id, job_status, run_at) = match outcome {
+        EnqueueOutcome::Created { id, status, run_at } => (StatusCode::ACCEPTED, id, status, run_at),
+        EnqueueOutcome::Replayed { id, status, run_at } => (StatusCode::OK, id, status, run_at),
+        EnqueueOutcome::Conflict { existing_id } => {
+            return Err(ApiError::IdempotencyConflict {
+                errors: vec![FieldError::new(
+                    "Idempotency-Key",
+                    format!("was used with a different request (job {existing_id})"),
+                )],
+                enqueued: None,
+            });
+        }
+        EnqueueOutcome::NotWritten => {
+            return Err(ApiError::Internal("enqueue.lua wrote nothing without a conflict".into()));
+        }
+    };
+    let link = format!("/v1/jobs/{id}");
+    let mut response = (
+        status,
+        Json(Accepted { id, kind: job.kind, status: job_status, run_at, links: Links { self_link: link.clone() } }),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    if let Ok(location) = HeaderValue::from_str(&link) {
+        headers.insert(header::LOCATION, location);
+    }
+    if status == StatusCode::OK {
+        headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchRequest {
+    jobs: Vec<Value>,
+}
+
+/// Enqueue up to 1000 jobs. All are validated before any is written; each kind's jobs are
+/// written atomically, all kinds in one Redis round trip.
+#[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequestDoc,
+    responses(
+        (status = 202, description = "Every job is in Redis, in request order", body = BatchAccepted),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 8 MiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Some job is invalid (nothing written), or an idempotency key was used with another body (nothing of that kind written; `enqueued` lists what other kinds wrote)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn create_batch(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
+    let value = json_body(body, BATCH_BODY_LIMIT)?;
+    let request: BatchRequest = serde_path_to_error::deserialize(value)
+        .map_err(|e| ApiError::Validation(vec![jobs::validation::from_serde("", &e)]))?;
+    let now = Utc::now();
+    let jobs = validate_batch(request.jobs, now)?;
+    let jobs: Vec<NewJob> = jobs.into_iter().map(|job| job.into_new(&producer, now)).collect();
+    let outcomes = state.store.enqueue(&jobs).await?;
+    for (job, outcome) in jobs.iter().zip(&outcomes) {
+        count_created(job, outcome);
+    }
+    batch_answer(outcomes)
+}
+
+fn validate_batch(items: Vec<Value>, now: DateTime<Utc>) -> Result<Vec<ValidJob>, ApiError> {
+    if items.is_empty() || items.len() > MAX_BATCH {
+        return Err(ApiError::Validation(vec![FieldError::new("/jobs", format!("must hold 1 to {MAX_BATCH} jobs"))]));
+    }
+    let mut errors = Vec::new();
+    let mut valid = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        match ValidJob::parse(item, &format!("/jobs/{i}"), now) {
+            Ok(job) => valid.push(job),
+            Err(mut e) => errors.append(&mut e),
+        }
+    }
+    if errors.is_empty() {
+        let mut seen: HashMap<(Kind, &str), usize> = HashMap::new();
+        for (i, job) in valid.iter().enumerate() {
+            if let Some(key) = job.idempotency_key.as_deref()
+                && let Some(first) = seen.insert((job.kind, key), i)
+            {
+                errors.push(FieldError::new(
+                    format!("/jobs/{i}/idempotency_key"),
+                    format!("repeats the key of /jobs/{first}"),
+                ));
+            }
+        }
+    }
+    if errors.is_empty() { Ok(valid) } else { Err(ApiError::Validation(errors)) }
+}
+
+fn batch_answer(outcomes: Vec<EnqueueOutcome>) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
+    let mut conflicts = Vec::new();
+    let mut written = Vec::new();
+    let mut items = Vec::with_capacity(outcomes.len());
+    for (i, outcome) in outcomes.into_iter().enumerate() {
+        match outcome {
+            EnqueueOutcome::Created { id, status, .. } => {
+                written.push(serde_json::json!({"index": i, "id": id}));
+                items.push(BatchItem { id, status, replayed: false });
+            }
+            EnqueueOutcome::Replayed { id, status, .. } => {
+                written.push(serde_json::json!({"index": i, "id": id}));
+                items.push(BatchItem { id, status, replayed: true });
+            }
+            EnqueueOutcome::Conflict { existing_id } => conflicts.push(FieldError::new(
+                format!("/jobs/{i}/idempotency_key"),
+                format!("was used with a different request (job {existing_id})"),
+            )),
+            EnqueueOutcome::NotWritten => {}
+        }
+    }
+    if conflicts.is_empty() {
+        Ok((StatusCode::ACCEPTED, Json(BatchAccepted { jobs: items })))
+    } else {
+        Err(ApiError::IdempotencyConflict {
+            errors: conflicts,
+            enqueued: (!written.is_empty()).then(|| Value::from(written)),
+        })
+    }
+}
+
+/// A job's status. Jobs are visible to the producer that enqueued them, for at least 24 h after they end.
+#[utoipa::path(get, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "The job", body = JobInfo),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, expired, or another producer's", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    Path(id): Path<String>,
+) -> Result<Json<JobInfo>, ApiError> {
+    if uuid::Uuid::try_parse(&id).is_err() {
+        return Err(ApiError::NotFound);
+    }
+    match state.store.job(&id).await? {
+        Some(job) if job.producer == producer => Ok(Json(job)),
+        _ => Err(ApiError::NotFound),
+    }
+}

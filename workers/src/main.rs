@@ -1,0 +1,20 @@
+use clap::Parser;
+use jobs::settings::Env;
+
+/// Jobplane's worker: processes jobs; run as many copies as you like.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Comma-separated kinds to consume (otp_sms, email, webhook, audit_log); overrides WORKER_KINDS.
+    #[arg(long)]
+    kinds: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = workers::Config::from_env(&Env::from_process(), cli.kinds.as_deref())
+        .unwrap_or_else(|e| service::exit_on_bad_setting("worker", &e));
+    service::init_tracing(config.json_logs);
+    workers::run(config, service::shutdown_signal()).await
+}
