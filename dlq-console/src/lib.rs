@@ -61,8 +61,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     service::metrics_handle();
     let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(1))?;
-    let store =
-        Store::new(conn, Keys::new(&config.redis.namespace), Duration::from_hours(24), Duration::from_secs(1));
+    let store = Store::new(conn, Keys::new(&config.redis.namespace), Duration::from_hours(24), Duration::from_secs(1));
     tracing::info!(addr = %listener.local_addr()?, operators = config.operators.len(), "dlq-console listening");
     let app = service::ops_router(store).layer(axum::middleware::from_fn(service::http_metrics));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;

@@ -54,8 +54,7 @@ fn parse_kinds(raw: Option<&str>) -> Result<BTreeSet<Kind>, String> {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
     let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(2))?;
-    let store =
-        Store::new(conn, Keys::new(&config.redis.namespace), Duration::from_hours(24), Duration::from_secs(2));
+    let store = Store::new(conn, Keys::new(&config.redis.namespace), Duration::from_hours(24), Duration::from_secs(2));
     if let Err(e) = store.ping().await {
         tracing::warn!(error = %e, "redis not reachable yet; will keep trying");
     }

@@ -1,0 +1,12 @@
+//! End-to-end tests against real Redis and PostgreSQL. Each test has its own Redis
+//! namespace (or its own `redis-server`) and its own database, so all run in parallel.
+
+mod batch;
+mod binaries;
+mod enqueue;
+mod idempotency;
+mod migrations;
+mod ops;
+mod redis_down;
+mod support;
+mod validation;

@@ -1,0 +1,92 @@
+use chrono::{Datelike, Months, Utc};
+use sqlx::Row;
+
+use crate::support::OwnDatabase;
+
+#[tokio::test]
+async fn migrations_create_partitioned_audit_logs() {
+    let db = OwnDatabase::create().await;
+    service::migrate(&db.url).await.unwrap();
+    service::migrate(&db.url).await.unwrap(); // applying twice is harmless
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'audit_logs'::regclass ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let month = Utc::now().date_naive().with_day(1).unwrap();
+    let mut expected: Vec<String> =
+        (0..3).map(|i| format!("audit_logs_{}", (month + Months::new(i)).format("%Y_%m"))).collect();
+    expected.push("audit_logs_default".into());
+    expected.sort();
+    assert_eq!(partitions, expected);
+
+    let indexes: Vec<String> =
+        sqlx::query_scalar("SELECT indexname::text FROM pg_indexes WHERE tablename = 'audit_logs' ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        indexes,
+        ["audit_logs_pkey", "audit_logs_tenant_action_time", "audit_logs_tenant_actor_time", "audit_logs_tenant_time"]
+    );
+
+    let created: i32 = sqlx::query_scalar("SELECT jobplane_ensure_audit_partitions(2)").fetch_one(&pool).await.unwrap();
+    assert_eq!(created, 0);
+    pool.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn an_event_is_stored_once_and_no_date_is_refused() {
+    let db = OwnDatabase::create().await;
+    service::migrate(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let insert = "INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
+                  VALUES ($1, 't1', 'u1', 'login', 'session', $2) ON CONFLICT DO NOTHING";
+    let event = uuid::Uuid::now_v7();
+    let now = Utc::now();
+    for _ in 0..2 {
+        sqlx::query(insert).bind(event).bind(now).execute(&pool).await.unwrap();
+    }
+    let far = "2040-05-01T00:00:00Z".parse::<chrono::DateTime<Utc>>().unwrap();
+    sqlx::query(insert).bind(uuid::Uuid::now_v7()).bind(far).execute(&pool).await.unwrap();
+    let rows =
+        sqlx::query("SELECT tableoid::regclass::text AS part, count(*) AS n FROM audit_logs GROUP BY 1 ORDER BY 1")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let rows: Vec<(String, i64)> = rows.iter().map(|r| (r.get("part"), r.get("n"))).collect();
+    assert_eq!(rows, [(format!("audit_logs_{}", now.format("%Y_%m")), 1), ("audit_logs_default".to_owned(), 1)]);
+
+    // A constraint carries the rule the API enforces.
+    let blank = sqlx::query("INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at) VALUES ($1, '', 'u', 'a', 'r', now())")
+        .bind(uuid::Uuid::now_v7())
+        .execute(&pool)
+        .await;
+    assert!(blank.unwrap_err().to_string().contains("check constraint"));
+    pool.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_new_month_partition_adopts_rows_from_the_default() {
+    let db = OwnDatabase::create().await;
+    service::migrate(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let insert = "INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
+                  VALUES ($1, 't1', 'u1', 'login', 'session', $2)";
+    // Four months ahead: no partition yet, so the row waits in the default one.
+    let ahead = Utc::now() + Months::new(4);
+    sqlx::query(insert).bind(uuid::Uuid::now_v7()).bind(ahead).execute(&pool).await.unwrap();
+    let created: i32 = sqlx::query_scalar("SELECT jobplane_ensure_audit_partitions(4)").fetch_one(&pool).await.unwrap();
+    assert_eq!(created, 2);
+    let part: String =
+        sqlx::query_scalar("SELECT tableoid::regclass::text FROM audit_logs").fetch_one(&pool).await.unwrap();
+    assert_eq!(part, format!("audit_logs_{}", ahead.format("%Y_%m")));
+    pool.close().await;
+    db.drop().await;
+}

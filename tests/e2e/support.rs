@@ -1,0 +1,254 @@
+//! Test fixtures: the producer API in-process on port 0 under its own Redis namespace, a
+//! `redis-server` of a test's own, a PostgreSQL database of a test's own, and the built binaries.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jobs::settings::Env;
+use producer_api::{AppState, Config};
+use serde_json::Value;
+
+pub const SHOP_KEY: &str = "shop-secret-0123456789";
+pub const BILLING_KEY: &str = "billing-secret-0123456789";
+
+pub fn redis_url() -> String {
+    std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A namespace no other test uses, so tests can share one Redis and run in parallel.
+pub fn namespace() -> String {
+    format!("t{}", uuid::Uuid::new_v4().simple())
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The producer API, served from this process.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub namespace: String,
+    pub redis_url: String,
+    pub http: reqwest::Client,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_on(&redis_url()).await
+    }
+
+    pub async fn spawn_on(redis_url: &str) -> Self {
+        let namespace = namespace();
+        let keys = format!("shop:{SHOP_KEY},billing:{BILLING_KEY}");
+        let env =
+            Env::from_pairs(&[("PRODUCER_API_KEYS", &keys), ("REDIS_URL", redis_url), ("REDIS_NAMESPACE", &namespace)]);
+        let config = Config::from_env(&env).unwrap();
+        let state = AppState::new(&config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, producer_api::router(state)).await.unwrap();
+        });
+        Self { addr, namespace, redis_url: redis_url.to_owned(), http: reqwest::Client::new(), server }
+    }
+
+    /// A new connection each time, so a test that restarts Redis still reads it afterwards.
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis_url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn key(&self, rest: &str) -> String {
+        format!("{}:{rest}", self.namespace)
+    }
+
+    pub async fn post_job(&self, body: &Value, idempotency_key: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.post(self.url("/v1/jobs")).bearer_auth(SHOP_KEY).json(body);
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.unwrap()
+    }
+
+    pub async fn get_job(&self, id: &str, secret: &str) -> reqwest::Response {
+        self.http.get(self.url(&format!("/v1/jobs/{id}"))).bearer_auth(secret).send().await.unwrap()
+    }
+
+    pub async fn ready(&self, kind: &str) -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(self.key(&format!("{{{kind}}}:ready")))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap()
+    }
+
+    pub async fn scheduled(&self, kind: &str) -> Vec<(String, i64)> {
+        redis::cmd("ZRANGE")
+            .arg(self.key(&format!("{{{kind}}}:scheduled")))
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap()
+    }
+
+    pub async fn job_hash(&self, kind: &str, id: &str) -> std::collections::HashMap<String, String> {
+        redis::cmd("HGETALL")
+            .arg(self.key(&format!("{{{kind}}}:job:{id}")))
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap()
+    }
+
+    /// Every key of this test's namespace.
+    pub fn keys(&self) -> Vec<String> {
+        keys_of(&self.redis_url, &self.namespace)
+    }
+}
+
+fn keys_of(redis_url: &str, namespace: &str) -> Vec<String> {
+    let Ok(mut conn) =
+        redis::Client::open(redis_url).and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+    else {
+        return Vec::new();
+    };
+    let Ok(iter) = redis::Commands::scan_match::<_, String>(&mut conn, format!("{namespace}:*")) else {
+        return Vec::new();
+    };
+    iter.filter_map(Result::ok).collect()
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+        let keys = keys_of(&self.redis_url, &self.namespace);
+        if let Ok(mut conn) = redis::Client::open(self.redis_url.as_str())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(1)))
+        {
+            for chunk in keys.chunks(500) {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(chunk).query(&mut conn);
+            }
+        }
+    }
+}
+
+/// A `redis-server` of the test's own, on its own port and folder, killed on drop.
+pub struct OwnRedis {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl OwnRedis {
+    pub fn start() -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("jobplane-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut redis = Self { port, dir, child: None };
+        redis.restart();
+        redis
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts (again) on the same port, with AOF so a restart keeps what was written.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+            .arg("--dir")
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test installs it)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let client = redis::Client::open(self.url()).unwrap();
+        while Instant::now() < deadline {
+            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200))
+                && redis::cmd("PING").query::<String>(&mut conn).is_ok()
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server on port {} did not answer within 10 s", self.port);
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The server part of `DATABASE_URL` (default the local server), for databases of tests' own.
+fn server_url() -> String {
+    let url =
+        std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    match url.rfind('/') {
+        Some(i) if url[..i].contains("://") && i > url.find("://").unwrap() + 2 => url[..i].to_owned(),
+        _ => url,
+    }
+}
+
+/// A PostgreSQL database of the test's own; dropped with `drop()`.
+pub struct OwnDatabase {
+    pub name: String,
+    pub url: String,
+}
+
+impl OwnDatabase {
+    pub async fn create() -> Self {
+        let name = format!("jobplane_test_{}", uuid::Uuid::new_v4().simple());
+        let admin = format!("{}/postgres", server_url());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        Self { url: format!("{}/{name}", server_url()), name }
+    }
+
+    pub async fn drop(self) {
+        let admin = format!("{}/postgres", server_url());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// A binary of the workspace, as `cargo nextest run --workspace` (or `cargo build`) built it.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
+    let path = dir.join(name);
+    assert!(path.exists(), "{} is not built; run `cargo build --bins` first", path.display());
+    path
+}
+
+/// Polls `url` until it answers 200, for at most 15 s.
+pub async fn wait_until_ok(url: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if reqwest::get(url).await.is_ok_and(|r| r.status().is_success()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{url} did not answer 200 within 15 s");
+}
