@@ -12,9 +12,11 @@ fn run_with(name: &str, env: &[(&str, &str)]) -> Output {
     Command::new(binary(name)).env_clear().envs(env.iter().copied()).output().unwrap()
 }
 
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+
 #[test]
 fn a_bad_setting_stops_each_process_with_one_line_naming_it() {
-    let cases: [(&str, &[(&str, &str)], &str); 5] = [
+    let cases: [Case; 5] = [
         ("producer-api", &[], "producer-api: PRODUCER_API_KEYS: is required"),
         (
             "producer-api",
@@ -117,7 +119,7 @@ async fn the_producer_binary_serves_migrates_and_stops_cleanly() {
     let mut conn = redis::Client::open(redis.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
     let ready_key = format!("{ns}:{{webhook}}:ready");
     let ready: Vec<String> = redis::cmd("LRANGE").arg(&ready_key).arg(0).arg(-1).query_async(&mut conn).await.unwrap();
-    assert_eq!(ready, [id.clone()]);
+    assert_eq!(ready, [id.as_str()]);
     let _: () = redis::cmd("DEL")
         .arg(&ready_key)
         .arg(format!("{ns}:{{webhook}}:job:{id}"))

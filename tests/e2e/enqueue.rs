@@ -20,7 +20,7 @@ async fn an_immediate_job_goes_straight_to_its_ready_list() {
     assert_eq!(body["links"]["self"], format!("/v1/jobs/{id}"));
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 7);
 
-    assert_eq!(app.ready("webhook").await, [id.clone()]);
+    assert_eq!(app.ready("webhook").await, [id.as_str()]);
     assert!(app.scheduled("webhook").await.is_empty());
     let hash = app.job_hash("webhook", &id).await;
     assert_eq!(hash["status"], "queued");

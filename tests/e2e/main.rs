@@ -1,6 +1,8 @@
 //! End-to-end tests against real Redis and PostgreSQL. Each test has its own Redis
 //! namespace (or its own `redis-server`) and its own database, so all run in parallel.
 
+#![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
+
 mod batch;
 mod binaries;
 mod enqueue;

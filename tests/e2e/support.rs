@@ -12,6 +12,8 @@ use serde_json::Value;
 
 pub const SHOP_KEY: &str = "shop-secret-0123456789";
 pub const BILLING_KEY: &str = "billing-secret-0123456789";
+/// Used by the metrics test alone, so its counts are exact even when tests share a process.
+pub const METRICS_KEY: &str = "metrics-secret-0123456789";
 
 pub fn redis_url() -> String {
     std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
@@ -19,7 +21,7 @@ pub fn redis_url() -> String {
 
 /// A namespace no other test uses, so tests can share one Redis and run in parallel.
 pub fn namespace() -> String {
-    format!("t{}", uuid::Uuid::new_v4().simple())
+    format!("t{}", uuid::Uuid::now_v7().simple())
 }
 
 pub fn free_port() -> u16 {
@@ -42,7 +44,7 @@ impl TestApp {
 
     pub async fn spawn_on(redis_url: &str) -> Self {
         let namespace = namespace();
-        let keys = format!("shop:{SHOP_KEY},billing:{BILLING_KEY}");
+        let keys = format!("shop:{SHOP_KEY},billing:{BILLING_KEY},metrics:{METRICS_KEY}");
         let env =
             Env::from_pairs(&[("PRODUCER_API_KEYS", &keys), ("REDIS_URL", redis_url), ("REDIS_NAMESPACE", &namespace)]);
         let config = Config::from_env(&env).unwrap();
@@ -151,7 +153,7 @@ pub struct OwnRedis {
 impl OwnRedis {
     pub fn start() -> Self {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("jobplane-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!("jobplane-redis-{port}-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let mut redis = Self { port, dir, child: None };
         redis.restart();
@@ -218,7 +220,7 @@ pub struct OwnDatabase {
 
 impl OwnDatabase {
     pub async fn create() -> Self {
-        let name = format!("jobplane_test_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("jobplane_test_{}", uuid::Uuid::now_v7().simple());
         let admin = format!("{}/postgres", server_url());
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
         sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
