@@ -29,28 +29,42 @@ CREATE INDEX audit_logs_tenant_time ON audit_logs (tenant_id, occurred_at DESC, 
 CREATE INDEX audit_logs_tenant_action_time ON audit_logs (tenant_id, action, occurred_at DESC);
 CREATE INDEX audit_logs_tenant_actor_time ON audit_logs (tenant_id, actor, occurred_at DESC);
 
--- Creates the monthly partitions from this month to `months_ahead` months ahead, if missing.
--- Workers call it at start and daily; rows already in the default partition for a new
+-- A repeated event_id is stored once, whatever its occurred_at: the primary key above can
+-- only hold (event_id, occurred_at), so writers first claim the event_id here and insert into
+-- audit_logs only the events they claimed, in the same transaction:
+--   WITH claimed AS (INSERT INTO audit_event_ids (event_id) SELECT ... ON CONFLICT DO NOTHING RETURNING event_id)
+--   INSERT INTO audit_logs ... WHERE event_id IN (SELECT event_id FROM claimed)
+CREATE TABLE audit_event_ids (
+    event_id    uuid        PRIMARY KEY,
+    recorded_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Creates the monthly partitions (UTC months) from this month to `months_ahead` months
+-- ahead, if missing. Workers call it at start and daily, possibly several at once: an
+-- advisory lock makes the calls take turns. Rows already in the default partition for a new
 -- month are moved into it, since PostgreSQL refuses a partition that overlaps default rows.
+-- Bounds are timestamptz values at UTC midnight, so the session's TimeZone cannot shift them.
 CREATE FUNCTION jobplane_ensure_audit_partitions(months_ahead integer DEFAULT 2)
 RETURNS integer LANGUAGE plpgsql AS $$
 DECLARE
-    first_month date := date_trunc('month', now() AT TIME ZONE 'UTC')::date;
-    month_start date;
+    first_month timestamptz := date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+    month_start timestamptz;
+    month_end timestamptz;
     name text;
     created integer := 0;
 BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('jobplane_ensure_audit_partitions'));
     FOR i IN 0..months_ahead LOOP
-        month_start := (first_month + make_interval(months => i))::date;
-        name := format('audit_logs_%s', to_char(month_start, 'YYYY_MM'));
+        month_start := ((first_month AT TIME ZONE 'UTC') + make_interval(months => i)) AT TIME ZONE 'UTC';
+        month_end := ((first_month AT TIME ZONE 'UTC') + make_interval(months => i + 1)) AT TIME ZONE 'UTC';
+        name := format('audit_logs_%s', to_char(month_start AT TIME ZONE 'UTC', 'YYYY_MM'));
         CONTINUE WHEN to_regclass(name) IS NOT NULL;
-        EXECUTE format('CREATE TEMP TABLE moving ON COMMIT DROP AS SELECT * FROM audit_logs_default WHERE occurred_at >= %L AND occurred_at < %L',
-                       month_start, month_start + interval '1 month');
-        EXECUTE format('DELETE FROM audit_logs_default WHERE occurred_at >= %L AND occurred_at < %L',
-                       month_start, month_start + interval '1 month');
+        CREATE TEMP TABLE moving ON COMMIT DROP AS
+            SELECT * FROM audit_logs_default WHERE occurred_at >= month_start AND occurred_at < month_end;
+        DELETE FROM audit_logs_default WHERE occurred_at >= month_start AND occurred_at < month_end;
         EXECUTE format('CREATE TABLE %I PARTITION OF audit_logs FOR VALUES FROM (%L) TO (%L)',
-                       name, month_start, month_start + interval '1 month');
-        EXECUTE 'INSERT INTO audit_logs SELECT * FROM moving';
+                       name, month_start, month_end);
+        INSERT INTO audit_logs SELECT * FROM moving;
         DROP TABLE moving;
         created := created + 1;
     END LOOP;

@@ -9,6 +9,8 @@
 -- ARGV[3]        the queue's kind
 -- ARGV[4]        job-hash key prefix, to read the status of a replayed job ("<prefix>:<id>")
 -- ARGV[5]        n, the number of jobs
+-- ARGV[6+7n]     "check" to only look for conflicts and write nothing (a batch spanning queues
+--                checks every queue before writing any), anything else to write
 -- ARGV[6+7(i-1) .. 12+7(i-1)], for job i:
 --                id, fingerprint ("" when no idempotency key), run_at ms ("0" = now),
 --                max_attempts, producer, idempotency key ("" = none), payload JSON
@@ -19,6 +21,8 @@
 --   0  conflict: the key was seen with another fingerprint; the earlier job's id
 --  -1  not written, because another job of this call conflicts
 -- A call with any conflict writes nothing, so a batch is all or nothing within its queue.
+-- An idempotency record is "<fingerprint> <job id>"; one whose job is gone (deleted by an
+-- operator) no longer holds its key, and the job is created anew.
 
 local now = tonumber(ARGV[1])
 local idem_ttl = ARGV[2]
@@ -26,6 +30,7 @@ local kind = ARGV[3]
 local job_prefix = ARGV[4]
 local n = tonumber(ARGV[5])
 local STRIDE = 7
+local check_only = ARGV[6 + STRIDE * n] == 'check'
 
 local results = {}
 local conflict = false
@@ -41,9 +46,11 @@ for i = 1, n do
       local space = string.find(record, ' ', 1, true)
       local seen_fingerprint = string.sub(record, 1, space - 1)
       local seen_id = string.sub(record, space + 1)
-      if seen_fingerprint == fingerprint then
-        local seen = redis.call('HMGET', job_prefix .. ':' .. seen_id, 'status', 'run_at')
-        results[i] = {2, seen_id, seen[1] or 'succeeded', seen[2] or '0'}
+      local seen = redis.call('HMGET', job_prefix .. ':' .. seen_id, 'status', 'run_at')
+      if not seen[1] then
+        redis.call('DEL', KEYS[2 + 2 * i])
+      elseif seen_fingerprint == fingerprint then
+        results[i] = {2, seen_id, seen[1], seen[2]}
       else
         results[i] = {0, seen_id, '', '0'}
         conflict = true
@@ -52,7 +59,7 @@ for i = 1, n do
   end
 end
 
-if conflict then
+if conflict or check_only then
   for i = 1, n do
     if not results[i] then
       results[i] = {-1, ARGV[5 + STRIDE * (i - 1) + 1], '', '0'}

@@ -17,8 +17,9 @@ pub fn valid_idempotency_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// One job as it arrives: `POST /v1/jobs`, or one item of a batch.
-#[derive(Debug, Deserialize)]
+/// One job as it arrives: `POST /v1/jobs`, or one item of a batch. Its `Debug` leaves the
+/// payload out, since it may hold an OTP code.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JobRequest {
     pub kind: String,
@@ -32,6 +33,12 @@ pub struct JobRequest {
     /// Only in batches; a single job takes the `Idempotency-Key` header.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+}
+
+impl std::fmt::Debug for JobRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobRequest").field("kind", &self.kind).field("payload", &"[redacted]").finish_non_exhaustive()
+    }
 }
 
 /// A request that passed every rule, not yet given an id.
@@ -121,8 +128,8 @@ fn schedule(c: &mut Checker, request: &JobRequest, now: DateTime<Utc>) -> Option
     }
 }
 
-/// A job ready to be written: what `enqueue.lua` receives.
-#[derive(Debug, Clone)]
+/// A job ready to be written: what `enqueue.lua` receives. Its `Debug` leaves the payload out.
+#[derive(Clone)]
 pub struct NewJob {
     /// UUIDv7: unique across producers and sortable by creation time.
     pub id: Uuid,
@@ -136,6 +143,18 @@ pub struct NewJob {
     pub producer: String,
     /// The idempotency key and the request's fingerprint.
     pub idempotency: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for NewJob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewJob")
+            .field("id", &self.id)
+            .field("kind", &self.kind)
+            .field("payload", &"[redacted]")
+            .field("run_at", &self.run_at)
+            .field("producer", &self.producer)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]

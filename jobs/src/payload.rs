@@ -298,12 +298,27 @@ impl AuditLog {
         if serde_json::to_string(&self.metadata).map_or(0, |s| s.len()) > 64 * 1024 {
             c.fail("metadata", "must be at most 64 KiB as JSON");
         }
+        if self.metadata.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)) {
+            c.fail("metadata", "must not contain the NUL character (\\u0000), which PostgreSQL cannot store");
+        }
         let occurred_at = *self.occurred_at.get_or_insert(now);
         if occurred_at > now + Duration::hours(24) {
             c.fail("occurred_at", "must not be more than 24 hours in the future");
         }
+        if occurred_at < DateTime::UNIX_EPOCH {
+            c.fail("occurred_at", "must not be before 1970-01-01T00:00:00Z");
+        }
         self.event_id.get_or_insert_with(Uuid::now_v7);
         self
+    }
+}
+
+fn holds_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -357,6 +372,8 @@ mod tests {
             ["/payload/to/0"]
         );
         assert_eq!(fields(parse(Kind::Email, json!({"to": "a@example.org", "subject": "Hi"}))), ["/payload/text"]);
+        let injected = json!({"to": "a@example.org", "subject": "Hi\r\nBcc: x@example.org", "text": "x"});
+        assert_eq!(fields(parse(Kind::Email, injected)), ["/payload/subject"]);
         assert_eq!(
             fields(parse(Kind::Email, json!({"to": "a@example.org", "subject": "Hi", "template": {"name": "t"}}))),
             ["/payload/subject"]
@@ -397,6 +414,12 @@ mod tests {
         assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/ip"]);
         let bad = json!({"tenant_id": " ", "actor": "u", "action": "a", "resource_type": "r"});
         assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/tenant_id"]);
+        let bad = json!({"tenant_id": "t", "actor": "u", "action": "a", "resource_type": "r", "metadata": {"k": ["a\u{0}b"]}});
+        assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/metadata"]);
+        let bad = json!({"tenant_id": "t", "actor": "u", "action": "a", "resource_type": "r", "occurred_at": "1969-12-31T23:59:59Z"});
+        assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/occurred_at"]);
+        let bad = json!({"tenant_id": "t", "actor": "u\r\nx", "action": "a", "resource_type": "r"});
+        assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/actor"]);
     }
 
     #[test]

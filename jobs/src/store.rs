@@ -75,15 +75,38 @@ impl Store {
 
     /// Writes `jobs` with one `enqueue.lua` call per queue, all in one pipeline: one round
     /// trip. Each queue's call is atomic; outcomes come back in the order of `jobs`.
+    ///
+    /// Jobs of several queues that carry idempotency keys are first checked in every queue
+    /// (a read-only round trip), so a conflict in one queue writes nothing in any. Only a
+    /// conflicting request racing this one between the two trips can still leave other
+    /// queues written; their outcomes then say so.
     pub async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let mut groups: BTreeMap<Kind, Vec<usize>> = BTreeMap::new();
         for (i, job) in jobs.iter().enumerate() {
             groups.entry(job.kind).or_default().push(i);
         }
+        if groups.len() > 1 && jobs.iter().any(|j| j.idempotency.is_some()) {
+            let checked = self.run_enqueue(jobs, &groups, true).await?;
+            if checked.iter().any(|o| matches!(o, EnqueueOutcome::Conflict { .. })) {
+                return Ok(checked
+                    .into_iter()
+                    .map(|o| if let EnqueueOutcome::Conflict { .. } = o { o } else { EnqueueOutcome::NotWritten })
+                    .collect());
+            }
+        }
+        self.run_enqueue(jobs, &groups, false).await
+    }
+
+    async fn run_enqueue(
+        &self,
+        jobs: &[NewJob],
+        groups: &BTreeMap<Kind, Vec<usize>>,
+        check_only: bool,
+    ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let now_ms = jobs.first().map_or(0, |j| j.created_at.timestamp_millis());
         let mut pipe = redis::pipe();
-        for (kind, indices) in &groups {
-            self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now_ms);
+        for (kind, indices) in groups {
+            self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now_ms, check_only);
         }
         let replies: ScriptReply = self.run_scripts(&pipe).await?;
         let mut outcomes = vec![EnqueueOutcome::NotWritten; jobs.len()];
@@ -114,6 +137,7 @@ impl Store {
         kind: Kind,
         jobs: impl ExactSizeIterator<Item = &'a NewJob>,
         now_ms: i64,
+        check_only: bool,
     ) {
         let queue = self.keys.queue(kind);
         let mut call = ENQUEUE.prepare_invoke();
@@ -139,6 +163,7 @@ impl Store {
                 .arg(job.idempotency.as_ref().map_or("", |(key, _)| key.as_str()))
                 .arg(&job.payload);
         }
+        call.arg(if check_only { "check" } else { "write" });
         pipe.invoke_script(&call);
     }
 

@@ -35,7 +35,7 @@ impl<'a> Checker<'a> {
         self.errors.push(FieldError::new(pointer, message));
     }
 
-    /// A required text: not blank, at most `max` characters.
+    /// A required single-line text: not blank, at most `max` characters.
     pub fn text(&mut self, field: &str, value: &str, max: usize) {
         if value.trim().is_empty() {
             self.fail(field, "must not be empty");
@@ -49,8 +49,10 @@ impl<'a> Checker<'a> {
             if value.chars().count() > max {
                 self.fail(field, format!("must be at most {max} characters"));
             }
-            if value.chars().any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t') {
-                self.fail(field, "must not contain control characters");
+            // One line: a CR or LF in a subject could inject a mail header, and PostgreSQL
+            // refuses NUL in text.
+            if value.chars().any(|c| c.is_control() && c != '\t') {
+                self.fail(field, "must be one line without control characters");
             }
         }
     }

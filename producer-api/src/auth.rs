@@ -75,7 +75,9 @@ impl FromRequestParts<AppState> for Producer {
             .headers
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token)
             .ok_or(ApiError::Unauthorized)?;
         state.api_keys.authenticate(token.trim()).map(|name| Producer(name.to_owned())).ok_or(ApiError::Unauthorized)
     }

@@ -40,7 +40,10 @@ pub enum ApiError {
     IdempotencyConflict { errors: Vec<FieldError>, enqueued: Option<Value> },
     #[error("no such job")]
     NotFound,
-    #[error("the queue store is unreachable; try again shortly")]
+    #[error(
+        "the queue store did not answer in time, so whether the job was written is unknown; \
+         retry with the same Idempotency-Key to get exactly one job"
+    )]
     Unavailable,
     #[error("internal error")]
     Internal(String),

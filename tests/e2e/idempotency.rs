@@ -110,3 +110,31 @@ async fn a_malformed_key_is_refused() {
     assert_eq!(quoted.json::<Value>().await.unwrap()["id"], bare["id"]);
     assert!(app.keys().iter().all(|k| !k.contains("has space")));
 }
+
+#[tokio::test]
+async fn a_key_whose_job_was_deleted_enqueues_anew() {
+    let app = TestApp::spawn().await;
+    let first: Value = app.post_job(&webhook(), Some("gone-1")).await.json().await.unwrap();
+    let id = first["id"].as_str().unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(app.key(&format!("{{webhook}}:job:{id}")))
+        .query_async(&mut app.redis().await)
+        .await
+        .unwrap();
+    let again = app.post_job(&webhook(), Some("gone-1")).await;
+    assert_eq!(again.status(), 202);
+    let again: Value = again.json().await.unwrap();
+    assert_ne!(again["id"], first["id"]);
+    assert_eq!(app.post_job(&webhook(), Some("gone-1")).await.status(), 200);
+}
+
+#[tokio::test]
+async fn a_key_is_scoped_to_its_kind() {
+    // Documented scope: the record lives in its queue's hash slot (Redis Cluster), so the
+    // same key for another kind is another job, not a conflict.
+    let app = TestApp::spawn().await;
+    assert_eq!(app.post_job(&webhook(), Some("k")).await.status(), 202);
+    let email = json!({"kind": "email", "payload": {"to": "a@example.org", "subject": "s", "text": "t"}});
+    assert_eq!(app.post_job(&email, Some("k")).await.status(), 202);
+    assert_eq!(app.post_job(&email, Some("k")).await.status(), 200);
+}

@@ -90,3 +90,69 @@ async fn a_new_month_partition_adopts_rows_from_the_default() {
     pool.close().await;
     db.drop().await;
 }
+
+#[tokio::test]
+async fn partition_bounds_are_utc_months_whatever_the_session_time_zone() {
+    let db = OwnDatabase::create().await;
+    service::migrate(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    for zone in ["Asia/Taipei", "America/Los_Angeles"] {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query(&format!("SET TimeZone = '{zone}'")).execute(&mut *conn).await.unwrap();
+        let created: i32 =
+            sqlx::query_scalar("SELECT jobplane_ensure_audit_partitions(5)").fetch_one(&mut *conn).await.unwrap();
+        assert!(created <= 3, "{zone}: {created}");
+    }
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::query("SET TimeZone = 'UTC'").execute(&mut *conn).await.unwrap();
+    let bounds: Vec<String> = sqlx::query_scalar(
+        "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'audit_logs'::regclass AND c.relname <> 'audit_logs_default' ORDER BY 1",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    drop(conn);
+    assert_eq!(bounds.len(), 6);
+    for bound in &bounds {
+        // pg_get_expr renders in the session zone, UTC here: every bound is a month's first midnight.
+        assert_eq!(bound.matches("-01 00:00:00+00").count(), 2, "{bound}");
+    }
+    pool.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn concurrent_partition_calls_take_turns() {
+    let db = OwnDatabase::create().await;
+    service::migrate(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let calls =
+        (0..4).map(|_| sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(8)").fetch_one(&pool));
+    let created: Vec<i32> = futures::future::try_join_all(calls).await.unwrap();
+    assert_eq!(created.iter().sum::<i32>(), 6, "each partition created once: {created:?}");
+    pool.close().await;
+    db.drop().await;
+}
+
+#[tokio::test]
+async fn a_repeated_event_id_is_stored_once_whatever_its_time() {
+    let db = OwnDatabase::create().await;
+    service::migrate(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let insert =
+        "WITH claimed AS (INSERT INTO audit_event_ids (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING event_id)
+                  INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
+                  SELECT event_id, 't1', 'u1', 'login', 'session', $2 FROM claimed";
+    let event = uuid::Uuid::now_v7();
+    sqlx::query(insert).bind(event).bind(Utc::now()).execute(&pool).await.unwrap();
+    sqlx::query(insert).bind(event).bind(Utc::now() - chrono::Duration::minutes(5)).execute(&pool).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE event_id = $1")
+        .bind(event)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    pool.close().await;
+    db.drop().await;
+}

@@ -187,6 +187,13 @@ impl OwnRedis {
         panic!("redis-server on port {} did not answer within 10 s", self.port);
     }
 
+    /// SIGSTOP / SIGCONT: a Redis that accepts connections but never answers.
+    pub fn freeze(&self, frozen: bool) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();

@@ -125,4 +125,14 @@ async fn requests_without_a_valid_key_are_401() {
         assert_eq!(response.headers()["content-type"], "application/problem+json");
     }
     assert!(app.keys().is_empty());
+    // The scheme name is case-insensitive (RFC 9110).
+    let upper = app
+        .http
+        .post(&url)
+        .header("authorization", format!("BEARER {}", crate::support::SHOP_KEY))
+        .json(&webhook())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(upper.status(), 202);
 }
