@@ -47,9 +47,20 @@ impl QueueKeys {
         format!("{}:active", self.prefix)
     }
 
+    /// ZSET of dead (and expired) job ids, scored by dead_at in ms: the dead-letter index.
+    /// The letters themselves are the job hashes, kept until evicted by cap or age.
+    pub fn dead(&self) -> String {
+        format!("{}:dead", self.prefix)
+    }
+
     /// HASH holding one job: its payload, status, attempts and timestamps.
     pub fn job(&self, id: &str) -> String {
         format!("{}:{id}", self.job_prefix())
+    }
+
+    /// LIST of one job's attempt records (JSON: attempt, started_at, finished_at, error, worker).
+    pub fn attempts(&self, id: &str) -> String {
+        format!("{}:attempts", self.job(id))
     }
 
     /// The part of a job key before the id, for scripts that meet ids they were not given keys for.

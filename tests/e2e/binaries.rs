@@ -16,7 +16,7 @@ type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
 
 #[test]
 fn a_bad_setting_stops_each_process_with_one_line_naming_it() {
-    let cases: [Case; 5] = [
+    let cases: [Case; 8] = [
         ("producer-api", &[], "producer-api: PRODUCER_API_KEYS: is required"),
         (
             "producer-api",
@@ -26,6 +26,13 @@ fn a_bad_setting_stops_each_process_with_one_line_naming_it() {
         ("worker", &[("WORKER_KINDS", "email,fax")], "worker: WORKER_KINDS: unknown kind `fax`"),
         ("worker", &[("REDIS_NAMESPACE", "{bad}")], "worker: REDIS_NAMESPACE: "),
         ("dlq-console", &[], "dlq-console: CONSOLE_TOKEN: is required"),
+        ("worker", &[("WORKER_METRICS_ADDR", "0")], "worker: WEBHOOK_SIGNING_SECRET: is required"),
+        (
+            "worker",
+            &[("WEBHOOK_SIGNING_SECRET", "secret"), ("WORKER_METRICS_ADDR", "0")],
+            "worker: WEBHOOK_SIGNING_SECRET: must start with whsec_",
+        ),
+        ("worker", &[("WORKER_KINDS", "otp_sms"), ("SMS_PROVIDER", "carrier-pigeon")], "worker: SMS_PROVIDER: "),
     ];
     for (name, env, expected) in cases {
         let output = run_with(name, env);
@@ -164,7 +171,17 @@ async fn the_worker_and_console_start_and_answer_health_checks() {
     let unreachable_db = format!("postgres://postgres@127.0.0.1:{}/jobs", free_port());
     let common =
         [("REDIS_URL", redis.as_str()), ("REDIS_NAMESPACE", ns.as_str()), ("DATABASE_URL", unreachable_db.as_str())];
-    let worker = Running::start("worker", &[&common[..], &[("WORKER_METRICS_ADDR", worker_addr.as_str())]].concat());
+    let worker = Running::start(
+        "worker",
+        &[
+            &common[..],
+            &[
+                ("WORKER_METRICS_ADDR", worker_addr.as_str()),
+                ("WEBHOOK_SIGNING_SECRET", crate::support::WEBHOOK_SECRET),
+            ],
+        ]
+        .concat(),
+    );
     let console = Running::start(
         "dlq-console",
         &[&common[..], &[("CONSOLE_ADDR", console_addr.as_str()), ("CONSOLE_TOKEN", "console-token-0123456789")]]

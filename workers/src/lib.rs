@@ -1,15 +1,34 @@
-//! The worker process. In this first version it starts, validates its settings, connects to
-//! Redis and PostgreSQL and answers `/healthz`, `/readyz` and `/metrics`; job processing
-//! (fetch, leases, retries, dead letters) is the worker-runtime issue.
+//! The worker process: one apalis worker per kind it consumes, each leasing jobs from its
+//! queue in Redis ([`backend`]), running them ([`deliver`]) and recording each outcome
+//! ([`ack`]) with the retry policy and the dead letters of `jobs`.
 
-use std::collections::BTreeSet;
+pub mod ack;
+pub mod backend;
+pub mod deliver;
+pub mod leases;
+pub mod outcome;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use apalis::prelude::*;
+use apalis_core::error::BoxDynError;
+use apalis_core::task::data::Data;
+use apalis_core::worker::context::WorkerContext;
+use futures::StreamExt;
+use jobs::queue::{Leased, Queue, Retention};
 use jobs::redis_conn::RedisSettings;
+use jobs::retry::Backoff;
 use jobs::settings::{Env, SettingError};
 use jobs::{Keys, Kind, Store};
 use tokio::net::TcpListener;
+
+use crate::ack::Acker;
+use crate::backend::{FetchSettings, RedisBackend};
+use crate::deliver::Deliveries;
+use crate::leases::Inflight;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -20,7 +39,19 @@ pub struct Config {
     pub database_url: String,
     /// `WORKER_KINDS` (or `--kinds`): the kinds this worker consumes, default all.
     pub kinds: BTreeSet<Kind>,
+    /// `WORKER_CONCURRENCY_<KIND>` (default 50 each; audit_log 20).
+    pub concurrency: BTreeMap<Kind, usize>,
+    pub backoff: BTreeMap<Kind, Backoff>,
+    /// `WORKER_BATCH` (default 100): most jobs leased per fetch.
+    pub batch: usize,
+    /// `WORKER_LEASE_SECONDS` (default 30): a job whose worker stops answering runs again after this.
+    pub lease: Duration,
+    /// `WORKER_SHUTDOWN_GRACE_SECONDS` (default 30): how long SIGTERM waits for running jobs.
+    pub grace: Duration,
+    /// `JOB_RETENTION_SECONDS` (86400), `DEAD_LETTER_CAP` (100000), `DEAD_LETTER_MAX_AGE_SECONDS` (90 days).
+    pub retention: Retention,
     pub json_logs: bool,
+    env: Env,
 }
 
 impl Config {
@@ -33,12 +64,48 @@ impl Config {
         };
         let kinds = parse_kinds(kinds_flag.or(env.get("WORKER_KINDS")))
             .map_err(|problem| SettingError::new("WORKER_KINDS", problem))?;
+        let mut concurrency = BTreeMap::new();
+        let mut backoff = BTreeMap::new();
+        for kind in Kind::ALL {
+            let (name, default) = match kind {
+                Kind::OtpSms => ("WORKER_CONCURRENCY_OTP_SMS", 50),
+                Kind::Email => ("WORKER_CONCURRENCY_EMAIL", 50),
+                Kind::Webhook => ("WORKER_CONCURRENCY_WEBHOOK", 50),
+                Kind::AuditLog => ("WORKER_CONCURRENCY_AUDIT_LOG", 20),
+            };
+            let n: usize = env.parse(name, default)?;
+            if !(1..=10_000).contains(&n) {
+                return Err(SettingError::new(name, "must be between 1 and 10000"));
+            }
+            concurrency.insert(kind, n);
+            backoff.insert(kind, Backoff::from_env(env, kind)?);
+        }
+        let lease = env.seconds("WORKER_LEASE_SECONDS", 30)?;
+        if lease < Duration::from_secs(3) {
+            return Err(SettingError::new("WORKER_LEASE_SECONDS", "must be at least 3"));
+        }
+        let batch: usize = env.parse("WORKER_BATCH", 100)?;
+        if !(1..=1000).contains(&batch) {
+            return Err(SettingError::new("WORKER_BATCH", "must be between 1 and 1000"));
+        }
+        let retention = Retention {
+            finished: env.seconds("JOB_RETENTION_SECONDS", 86_400)?,
+            dead_cap: env.parse("DEAD_LETTER_CAP", 100_000)?,
+            dead_age: env.seconds("DEAD_LETTER_MAX_AGE_SECONDS", 90 * 86_400)?,
+        };
         Ok(Self {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
             database_url: env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs"),
             kinds,
+            concurrency,
+            backoff,
+            batch,
+            lease,
+            grace: env.seconds("WORKER_SHUTDOWN_GRACE_SECONDS", 30)?,
+            retention,
             json_logs: env.get("LOG_FORMAT") == Some("json"),
+            env: env.clone(),
         })
     }
 }
@@ -50,27 +117,123 @@ fn parse_kinds(raw: Option<&str>) -> Result<BTreeSet<Kind>, String> {
     }
 }
 
-/// Runs until `shutdown` resolves.
+/// A name unique to this process, shown in attempt records.
+fn worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+async fn handle(payload: String, job: Data<Leased>, deliveries: Data<Arc<Deliveries>>) -> Result<(), BoxDynError> {
+    deliveries.run(&job, &payload).await.map_err(Into::into)
+}
+
+struct Running {
+    kind: Kind,
+    context: WorkerContext,
+    queue: Queue,
+    inflight: Inflight,
+    /// Driven by the caller's task: apalis's worker future is not `Send` with handlers like ours.
+    done: futures::future::LocalBoxFuture<'static, Result<(), String>>,
+}
+
+/// Runs until `shutdown` resolves, then drains. Returns an error, for a non-zero exit, if a
+/// worker ends by itself: a worker never stays alive and idle.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
-    let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(2))?;
-    let store = Store::new(conn, Keys::new(&config.redis.namespace), Duration::from_hours(24), Duration::from_secs(2));
-    if let Err(e) = store.ping().await {
-        tracing::warn!(error = %e, "redis not reachable yet; will keep trying");
-    }
+    let deliveries = Arc::new(Deliveries::from_env(&config.env, &config.kinds, &config.database_url)?);
+    let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(5))?;
+    let keys = Keys::new(&config.redis.namespace);
+    let id = worker_id();
     tokio::spawn(service::migrate_until_done(config.database_url.clone()));
-    let kinds: Vec<&str> = config.kinds.iter().map(|k| k.as_str()).collect();
-    tracing::info!(?kinds, "worker started (job processing arrives with the worker runtime)");
-    match config.metrics_addr {
-        Some(addr) => {
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|e| anyhow::anyhow!("WORKER_METRICS_ADDR: cannot listen on {addr} ({e})"))?;
-            tracing::info!(%addr, "worker metrics listening");
-            axum::serve(listener, service::ops_router(store)).with_graceful_shutdown(shutdown).await?;
-        }
-        None => shutdown.await,
+    let mut running: Vec<Running> =
+        config.kinds.iter().map(|&kind| start(&config, kind, &conn, &keys, &id, &deliveries)).collect();
+    tracing::info!(worker = %id, kinds = ?config.kinds, "worker started");
+
+    if let Some(addr) = config.metrics_addr {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|e| anyhow::anyhow!("WORKER_METRICS_ADDR: cannot listen on {addr} ({e})"))?;
+        let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(2));
+        tokio::spawn(async move { axum::serve(listener, service::ops_router(store)).await });
     }
+
+    let ended = futures::future::select_all(running.iter_mut().map(|r| &mut r.done));
+    tokio::select! {
+        () = shutdown => drain(running, config.grace).await,
+        (result, index, _) = ended => {
+            let kind = config.kinds.iter().nth(index).map_or("?", |k| k.as_str());
+            let why = match result { Ok(()) => "ended".to_owned(), Err(e) => e };
+            anyhow::bail!("the {kind} worker stopped by itself ({why}); exiting so a supervisor restarts this process")
+        }
+    }
+}
+
+fn start(
+    config: &Config,
+    kind: Kind,
+    conn: &redis::aio::ConnectionManager,
+    keys: &Keys,
+    id: &str,
+    deliveries: &Arc<Deliveries>,
+) -> Running {
+    let queue = Queue::new(conn.clone(), keys, kind, id);
+    let inflight = Inflight::default();
+    let acker = Acker::spawn(queue.clone(), config.backoff[&kind], config.retention, inflight.clone());
+    tokio::spawn(leases::keep_alive(queue.clone(), inflight.clone(), config.lease));
+    let concurrency = config.concurrency[&kind];
+    let settings = FetchSettings {
+        batch: config.batch,
+        concurrency,
+        lease: config.lease,
+        promote_limit: 1000,
+        idle_min: Duration::from_millis(5),
+        idle_max: Duration::from_millis(100),
+    };
+    let backend = RedisBackend::new(queue.clone(), settings, inflight.clone(), acker);
+    let context = WorkerContext::new(&format!("{id}:{kind}"));
+    let worker = WorkerBuilder::new(&context)
+        .backend(backend)
+        .data(deliveries.clone())
+        .concurrency(concurrency)
+        .catch_panic()
+        .build(handle);
+    let stopper = context.clone();
+    let done = Box::pin(async move {
+        let mut stream = std::pin::pin!(worker.stream());
+        let mut first_error = None;
+        while let Some(event) = stream.next().await {
+            if let Err(e) = event {
+                tracing::error!(%kind, error = %e, "worker failed; draining");
+                first_error.get_or_insert_with(|| e.to_string());
+                let _ = stopper.stop();
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    });
+    Running { kind, context, queue, inflight, done }
+}
+
+/// SIGTERM: stop fetching, let running jobs finish within `grace`, put back what is left.
+async fn drain(running: Vec<Running>, grace: Duration) -> anyhow::Result<()> {
+    tracing::info!(grace_seconds = grace.as_secs(), "stopping: no new jobs; waiting for running ones");
+    for r in &running {
+        let _ = r.context.stop();
+    }
+    let deadline = tokio::time::Instant::now() + grace;
+    for r in running {
+        if tokio::time::timeout_at(deadline, r.done).await.is_err() {
+            let left = r.inflight.snapshot();
+            match r.queue.release(&left).await {
+                Ok(n) => {
+                    tracing::warn!(kind = %r.kind, put_back = n, "grace period over: put back the jobs still running")
+                }
+                Err(e) => {
+                    tracing::error!(kind = %r.kind, error = %e, "grace period over and Redis unreachable: leases will expire")
+                }
+            }
+        }
+    }
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -79,7 +242,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn kinds_narrow_and_bad_ones_are_named() {
+    fn kinds_narrow_and_bad_settings_are_named() {
         assert_eq!(parse_kinds(None).unwrap().len(), 4);
         assert_eq!(parse_kinds(Some("email, webhook")).unwrap().len(), 2);
         let err = Config::from_env(&Env::from_pairs(&[("WORKER_KINDS", "email,fax")]), None).unwrap_err();
@@ -91,5 +254,9 @@ mod tests {
         assert!(
             Config::from_env(&Env::from_pairs(&[("WORKER_METRICS_ADDR", "0")]), None).unwrap().metrics_addr.is_none()
         );
+        let err = Config::from_env(&Env::from_pairs(&[("WORKER_CONCURRENCY_EMAIL", "0")]), None).unwrap_err();
+        assert!(err.to_string().starts_with("WORKER_CONCURRENCY_EMAIL: "));
+        let err = Config::from_env(&Env::from_pairs(&[("WORKER_LEASE_SECONDS", "1")]), None).unwrap_err();
+        assert!(err.to_string().starts_with("WORKER_LEASE_SECONDS: "));
     }
 }

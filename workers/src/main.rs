@@ -11,10 +11,20 @@ struct Cli {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() {
     let cli = Cli::parse();
     let config = workers::Config::from_env(&Env::from_process(), cli.kinds.as_deref())
         .unwrap_or_else(|e| service::exit_on_bad_setting("worker", &e));
     service::init_tracing(config.json_logs);
-    workers::run(config, service::shutdown_signal()).await
+    if let Err(e) = workers::run(config, service::shutdown_signal()).await {
+        // A bad provider setting is found while starting: one line naming it, like the others.
+        match e.downcast_ref::<jobs::settings::SettingError>() {
+            Some(setting) => service::exit_on_bad_setting("worker", setting),
+            None => {
+                tracing::error!(error = format!("{e:#}"), "worker failed");
+                eprintln!("worker: {e:#}");
+                std::process::exit(1);
+            }
+        }
+    }
 }

@@ -1,0 +1,73 @@
+-- fetch.lua: lease up to `batch` jobs of one queue to one worker.
+--
+-- KEYS[1]  ready list (producers LPUSH; we pop from the right: FIFO)
+-- KEYS[2]  scheduled sorted set (score: run-at, ms)
+-- KEYS[3]  active sorted set (score: lease deadline, ms)
+-- KEYS[4]  dead sorted set (score: dead_at, ms)
+-- ARGV[1]  now, ms since the epoch
+-- ARGV[2]  lease, ms: a job not acknowledged or extended by now + lease is recovered
+-- ARGV[3]  batch: the most jobs to lease
+-- ARGV[4]  promote limit: the most due scheduled jobs, and the most expired leases, moved per call
+-- ARGV[5]  job-hash key prefix ("<prefix>:<id>")
+-- ARGV[6]  worker id
+-- ARGV[7]  idempotency key prefix ("<prefix>:<producer>:<key>")
+--
+-- Returns {promoted, recovered, job, job, ...}; each job is the flat array
+-- {id, attempts, max_attempts, created_at, payload, producer}, attempts counting this one.
+--
+-- Work per call is bounded by ARGV[3] and ARGV[4], never by the size of a set: due jobs are
+-- moved in slices, so a backlog of any size drains without one giant reply or unpack.
+
+local now = tonumber(ARGV[1])
+local lease = tonumber(ARGV[2])
+local batch = tonumber(ARGV[3])
+local limit = tonumber(ARGV[4])
+local prefix = ARGV[5]
+local worker = ARGV[6]
+local idem_prefix = ARGV[7]
+
+-- Due jobs (delayed, or waiting out a retry backoff) go to the popping end: they are late already.
+local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('RPUSH', KEYS[1], id)
+end
+
+-- Leases that ran out belong to workers that died: the attempt counts, with its own record,
+-- and the job runs again, or is buried when that was its last attempt.
+local LOST = 'lease expired: the worker stopped answering'
+local lost = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(lost) do
+  redis.call('ZREM', KEYS[3], id)
+  local key = prefix .. ':' .. id
+  local job = redis.call('HMGET', key, 'attempts', 'max_attempts', 'started_at', 'worker')
+  if job[1] then
+    redis.call('RPUSH', key .. ':attempts', cjson.encode({
+      attempt = tonumber(job[1]), started_at = tonumber(job[3]), finished_at = now, error = LOST, worker = job[4] }))
+    redis.call('HSET', key, 'last_error', LOST)
+    if tonumber(job[1]) >= tonumber(job[2]) then
+      bury(KEYS[4], key, id, 'exhausted', now, idem_prefix)
+    else
+      redis.call('HSET', key, 'status', 'queued')
+      redis.call('RPUSH', KEYS[1], id)
+    end
+  end
+end
+
+local result = {#due, #lost}
+local ids = redis.call('RPOP', KEYS[1], batch)
+if not ids then
+  return result
+end
+for _, id in ipairs(ids) do
+  local key = prefix .. ':' .. id
+  local job = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'created_at', 'payload', 'producer')
+  -- A job deleted meanwhile (purged, evicted) or already finished is skipped, not run.
+  if job[1] and job[1] ~= 'succeeded' and job[1] ~= 'dead' and job[1] ~= 'expired' then
+    local attempts = tonumber(job[2]) + 1
+    redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now, 'worker', worker)
+    redis.call('ZADD', KEYS[3], now + lease, id)
+    table.insert(result, {id, attempts, tonumber(job[3]), tonumber(job[4]), job[5], job[6]})
+  end
+end
+return result

@@ -1,0 +1,76 @@
+-- finish.lua: record the outcome of attempts of one queue, in one call.
+--
+-- KEYS[1]  ready list (unused; declared so every script names the queue's keys alike)
+-- KEYS[2]  scheduled sorted set
+-- KEYS[3]  active sorted set   KEYS[4]  dead sorted set (score: dead_at, ms)
+-- ARGV[1]  now, ms since the epoch
+-- ARGV[2]  retention, ms: how long a finished job (succeeded) stays readable
+-- ARGV[3]  dead-letter cap: the most dead jobs kept; the oldest beyond it are evicted
+-- ARGV[4]  dead-letter age, ms: dead jobs older than this are evicted
+-- ARGV[5]  job-hash key prefix ("<prefix>:<id>"; attempts list "<prefix>:<id>:attempts")
+-- ARGV[6]  idempotency key prefix ("<prefix>:<producer>:<key>")
+-- ARGV[7]  n, the number of outcomes
+-- ARGV[8+6(i-1) .. 13+6(i-1)], for outcome i:
+--          id, attempt (the number fetch.lua handed out), outcome, error ("" = none),
+--          run_at ms (for "retry"; else "0"), attempt record JSON {started_at, finished_at, error, worker}
+--          outcome: "succeeded" | "retry" | "exhausted" | "permanent" | "expired" | "panicked"
+--
+-- Returns {recorded, stale, evicted}: an outcome is stale when the job's lease was lost and
+-- it was leased again (another attempt now owns it); stale outcomes change nothing.
+-- A dead job's idempotency record is deleted, so the key can enqueue anew.
+
+local now = tonumber(ARGV[1])
+local retention = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+local max_age = tonumber(ARGV[4])
+local prefix = ARGV[5]
+local idem_prefix = ARGV[6]
+local n = tonumber(ARGV[7])
+local STRIDE = 6
+
+local recorded, stale, evicted = 0, 0, 0
+
+for i = 1, n do
+  local a = 7 + STRIDE * (i - 1)
+  local id, attempt, outcome, err, run_at, record =
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local key = prefix .. ':' .. id
+  local current = redis.call('HMGET', key, 'status', 'attempts')
+  if current[1] ~= 'running' or current[2] ~= attempt or not redis.call('ZSCORE', KEYS[3], id) then
+    stale = stale + 1
+  else
+    recorded = recorded + 1
+    redis.call('ZREM', KEYS[3], id)
+    redis.call('RPUSH', key .. ':attempts', record)
+    if err ~= '' then
+      redis.call('HSET', key, 'last_error', err)
+    end
+    if outcome == 'succeeded' then
+      redis.call('HSET', key, 'status', 'succeeded', 'finished_at', now)
+      redis.call('PEXPIRE', key, retention)
+      redis.call('PEXPIRE', key .. ':attempts', retention)
+    elseif outcome == 'retry' then
+      redis.call('HSET', key, 'status', 'retrying', 'run_at', run_at)
+      redis.call('ZADD', KEYS[2], tonumber(run_at), id)
+    else
+      bury(KEYS[4], key, id, outcome, now, idem_prefix)
+    end
+  end
+end
+
+-- Keep the dead letters bounded: by age, then by count, oldest first. Each eviction is
+-- counted and returned so the worker logs a warning and a metric; nothing goes silently.
+local function evict(ids)
+  for _, id in ipairs(ids) do
+    redis.call('ZREM', KEYS[4], id)
+    redis.call('DEL', prefix .. ':' .. id, prefix .. ':' .. id .. ':attempts')
+    evicted = evicted + 1
+  end
+end
+evict(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - max_age, 'LIMIT', 0, 1000))
+local over = redis.call('ZCARD', KEYS[4]) - cap
+if over > 0 then
+  evict(redis.call('ZRANGE', KEYS[4], 0, math.min(over, 1000) - 1))
+end
+
+return {recorded, stale, evicted}

@@ -1,0 +1,216 @@
+//! The worker's side of a queue: lease jobs, renew leases, record outcomes, put jobs back.
+//! Each call is one Lua script over one queue's keys (one Redis Cluster slot).
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+
+use crate::keys::QueueKeys;
+use crate::{Keys, Kind, StoreError};
+
+fn with_bury(script: &str) -> Script {
+    Script::new(&format!("{}{script}", include_str!("../lua/bury.lua")))
+}
+
+static FETCH: LazyLock<Script> = LazyLock::new(|| with_bury(include_str!("../lua/fetch.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| with_bury(include_str!("../lua/finish.lua")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/extend.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+
+/// How long jobs and dead letters stay, and how many dead letters a queue keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// A succeeded job stays readable this long, then expires.
+    pub finished: Duration,
+    pub dead_cap: u64,
+    pub dead_age: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self { finished: Duration::from_hours(24), dead_cap: 100_000, dead_age: Duration::from_hours(90 * 24) }
+    }
+}
+
+/// A job leased to this worker.
+#[derive(Debug, Clone)]
+pub struct Leased {
+    pub id: String,
+    pub kind: Kind,
+    /// This attempt's number, from 1.
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub producer: String,
+}
+
+/// How an attempt ended, as `finish.lua` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    /// Run again at this time.
+    Retry {
+        at: DateTime<Utc>,
+    },
+    /// Dead letter with this reason: `exhausted`, `permanent`, `expired` or `panicked`.
+    Dead {
+        reason: &'static str,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub job: Leased,
+    pub outcome: Outcome,
+    /// The error of a failed attempt; never holds a payload value.
+    pub error: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+struct AttemptRecord<'a> {
+    attempt: u32,
+    started_at: i64,
+    finished_at: i64,
+    error: Option<&'a str>,
+    worker: &'a str,
+}
+
+/// What one `finish` call did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FinishReport {
+    pub recorded: u64,
+    /// Outcomes of attempts whose lease was lost meanwhile: ignored.
+    pub stale: u64,
+    /// Dead letters removed by the cap or the age limit.
+    pub evicted: u64,
+}
+
+/// The worker's handle on one queue.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    conn: ConnectionManager,
+    kind: Kind,
+    keys: QueueKeys,
+    idempotency_prefix: String,
+    worker: String,
+}
+
+impl Queue {
+    pub fn new(conn: ConnectionManager, keys: &Keys, kind: Kind, worker: impl Into<String>) -> Self {
+        let queue = keys.queue(kind);
+        let idempotency_prefix = queue.idempotency("", "").trim_end_matches(':').to_owned();
+        Self { conn, kind, keys: queue, idempotency_prefix, worker: worker.into() }
+    }
+
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Leases up to `batch` jobs for `lease`, after promoting due scheduled jobs and recovering
+    /// expired leases (at most `promote_limit` of each). Returns the jobs with their payloads.
+    pub async fn fetch(
+        &self,
+        now: DateTime<Utc>,
+        lease: Duration,
+        batch: usize,
+        promote_limit: usize,
+    ) -> Result<Vec<(Leased, String)>, StoreError> {
+        let mut call = FETCH.prepare_invoke();
+        call.key(self.keys.ready()).key(self.keys.scheduled()).key(self.keys.active()).key(self.keys.dead());
+        call.arg(now.timestamp_millis())
+            .arg(lease.as_millis())
+            .arg(batch)
+            .arg(promote_limit)
+            .arg(self.keys.job_prefix())
+            .arg(&self.worker)
+            .arg(&self.idempotency_prefix);
+        let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
+        reply
+            .into_iter()
+            .skip(2)
+            .map(|v| {
+                let (id, attempt, max_attempts, created_at, payload, producer): (
+                    String,
+                    u32,
+                    u32,
+                    i64,
+                    String,
+                    String,
+                ) = redis::from_redis_value(v)?;
+                let created_at = DateTime::from_timestamp_millis(created_at).unwrap_or_default();
+                Ok((Leased { id, kind: self.kind, attempt, max_attempts, created_at, producer }, payload))
+            })
+            .collect::<Result<_, redis::RedisError>>()
+            .map_err(StoreError::from)
+    }
+
+    /// Records outcomes in one call. Dead letters beyond the retention's cap or age are evicted.
+    pub async fn finish(
+        &self,
+        done: &[Finished],
+        now: DateTime<Utc>,
+        retention: &Retention,
+    ) -> Result<FinishReport, StoreError> {
+        let mut call = FINISH.prepare_invoke();
+        call.key(self.keys.ready()).key(self.keys.scheduled()).key(self.keys.active()).key(self.keys.dead());
+        call.arg(now.timestamp_millis())
+            .arg(retention.finished.as_millis())
+            .arg(retention.dead_cap)
+            .arg(retention.dead_age.as_millis())
+            .arg(self.keys.job_prefix())
+            .arg(&self.idempotency_prefix)
+            .arg(done.len());
+        for f in done {
+            let (outcome, run_at) = match &f.outcome {
+                Outcome::Succeeded => ("succeeded", 0),
+                Outcome::Retry { at } => ("retry", at.timestamp_millis()),
+                Outcome::Dead { reason } => (*reason, 0),
+            };
+            let record = AttemptRecord {
+                attempt: f.job.attempt,
+                started_at: f.started_at.timestamp_millis(),
+                finished_at: f.finished_at.timestamp_millis(),
+                error: f.error.as_deref(),
+                worker: &self.worker,
+            };
+            call.arg(&f.job.id)
+                .arg(f.job.attempt)
+                .arg(outcome)
+                .arg(f.error.as_deref().unwrap_or(""))
+                .arg(run_at)
+                .arg(serde_json::to_string(&record).unwrap_or_default());
+        }
+        let (recorded, stale, evicted): (u64, u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
+        Ok(FinishReport { recorded, stale, evicted })
+    }
+
+    /// Renews the leases of `ids` to `now + lease`.
+    pub async fn extend(&self, ids: &[String], now: DateTime<Utc>, lease: Duration) -> Result<u64, StoreError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let deadline = now.timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
+        let mut call = EXTEND.prepare_invoke();
+        call.key(self.keys.active()).arg(deadline).arg(ids);
+        Ok(call.invoke_async(&mut self.conn.clone()).await?)
+    }
+
+    /// Puts back leased jobs this worker will not finish, the attempt not counted.
+    pub async fn release(&self, jobs: &[(String, u32)]) -> Result<u64, StoreError> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        let mut call = RELEASE.prepare_invoke();
+        call.key(self.keys.ready()).key(self.keys.active()).arg(self.keys.job_prefix());
+        for (id, attempt) in jobs {
+            call.arg(id).arg(attempt);
+        }
+        Ok(call.invoke_async(&mut self.conn.clone()).await?)
+    }
+}

@@ -1,0 +1,108 @@
+//! A local webhook receiver: records every delivery and answers as a test scripts it.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+
+/// One answer: a status, an optional `Retry-After`, and a delay before answering.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply {
+    pub status: u16,
+    pub retry_after: Option<u64>,
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub const OK: Reply = Reply { status: 200, retry_after: None, delay: Duration::ZERO };
+
+    pub fn status(status: u16) -> Self {
+        Self { status, ..Self::OK }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub at: Instant,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Delivery {
+    pub fn webhook_id(&self) -> String {
+        self.headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Script {
+    replies: VecDeque<Reply>,
+    otherwise: Option<Reply>,
+    deliveries: Vec<Delivery>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Receiver {
+    pub addr: SocketAddr,
+    script: Arc<Mutex<Script>>,
+}
+
+impl Receiver {
+    /// Answers with `replies` in turn, then with `otherwise` forever.
+    pub async fn start(replies: &[Reply], otherwise: Reply) -> Self {
+        let script = Arc::new(Mutex::new(Script {
+            replies: replies.iter().copied().collect(),
+            otherwise: Some(otherwise),
+            deliveries: Vec::new(),
+        }));
+        let app = Router::new().route("/hook", post(receive)).with_state(script.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { addr, script }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.script.lock().unwrap().deliveries.clone()
+    }
+
+    /// Waits until at least `n` deliveries arrived, for at most `limit`.
+    pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Delivery> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let got = self.deliveries();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn receive(State(script): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: Bytes) -> Response {
+    let reply = {
+        let mut script = script.lock().unwrap();
+        script.deliveries.push(Delivery { at: Instant::now(), headers, body });
+        let fallback = script.otherwise.unwrap_or(Reply::OK);
+        script.replies.pop_front().unwrap_or(fallback)
+    };
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), "receiver says so").into_response();
+    if let Some(seconds) = reply.retry_after {
+        response.headers_mut().insert("retry-after", seconds.to_string().parse().unwrap());
+    }
+    response
+}

@@ -1,0 +1,108 @@
+//! Deliveries: what running a job of each kind means. Each kind's real provider sits behind
+//! its module; the worker runtime only sees [`Deliveries::run`].
+
+mod audit;
+mod email;
+mod sms;
+pub mod webhook;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use jobs::Kind;
+use jobs::queue::Leased;
+use jobs::settings::{Env, SettingError};
+
+use crate::outcome::JobError;
+
+#[derive(Debug)]
+pub struct Deliveries {
+    webhook: Option<webhook::WebhookSender>,
+    sms: sms::SmsProvider,
+    email: email::EmailProvider,
+    audit: audit::AuditWriter,
+}
+
+impl Deliveries {
+    /// Reads the settings of the kinds this worker consumes.
+    pub fn from_env(
+        env: &Env,
+        kinds: &std::collections::BTreeSet<Kind>,
+        database_url: &str,
+    ) -> Result<Self, SettingError> {
+        let webhook = if kinds.contains(&Kind::Webhook) {
+            let secret =
+                env.require("WEBHOOK_SIGNING_SECRET", "whsec_<base64>, the Standard Webhooks signing secret")?;
+            let timeout = env.millis("WEBHOOK_TIMEOUT_MS", 10_000)?;
+            Some(
+                webhook::WebhookSender::new(secret, timeout)
+                    .map_err(|e| SettingError::new("WEBHOOK_SIGNING_SECRET", e))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            webhook,
+            sms: sms::SmsProvider::from_env(env)?,
+            email: email::EmailProvider::from_env(env)?,
+            audit: audit::AuditWriter::new(database_url)
+                .map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?,
+        })
+    }
+
+    /// Runs one attempt of `job`. The payload was validated at enqueue; one that no longer
+    /// reads (a foreign writer) is a permanent failure, never a panic.
+    pub async fn run(&self, job: &Leased, payload: &str) -> Result<(), JobError> {
+        let unreadable =
+            |e: serde_json::Error| JobError::Permanent(format!("the payload does not read as {} ({e})", job.kind));
+        match job.kind {
+            Kind::Webhook => {
+                let sender =
+                    self.webhook.as_ref().ok_or_else(|| JobError::Retry("this worker has no webhook sender".into()))?;
+                sender.deliver(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await
+            }
+            Kind::OtpSms => {
+                let otp: jobs::payload::OtpSms = serde_json::from_str(payload).map_err(unreadable)?;
+                let ttl = chrono::Duration::seconds(i64::from(otp.ttl_seconds));
+                if Utc::now() > job.created_at + ttl {
+                    return Err(JobError::Expired(format!("not delivered within its ttl of {} s", otp.ttl_seconds)));
+                }
+                self.sms.send(&job.id, &otp).await
+            }
+            Kind::Email => self.email.send(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await,
+            Kind::AuditLog => self.audit.write(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await,
+        }
+    }
+}
+
+/// How long to wait, from a `Retry-After` header: delay-seconds or an HTTP date; at most a day.
+pub fn retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
+    let text = value?.to_str().ok()?.trim();
+    let wait = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => {
+            let at = chrono::DateTime::parse_from_rfc2822(text).ok()?;
+            (at.with_timezone(&Utc) - Utc::now()).to_std().unwrap_or(Duration::ZERO)
+        }
+    };
+    Some(wait.min(Duration::from_hours(24)))
+}
+
+#[cfg(test)]
+mod tests {
+    use reqwest::header::HeaderValue;
+
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("3"))), Some(Duration::from_secs(3)));
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("999999"))), Some(Duration::from_hours(24)));
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("Sun, 06 Nov 1994 08:49:37 GMT"))), Some(Duration::ZERO));
+        let later = (Utc::now() + chrono::Duration::seconds(60)).to_rfc2822();
+        let wait = retry_after(Some(&HeaderValue::from_str(&later).unwrap())).unwrap();
+        assert!((Duration::from_secs(58)..=Duration::from_secs(60)).contains(&wait), "{wait:?}");
+        assert_eq!(retry_after(Some(&HeaderValue::from_static("soon"))), None);
+        assert_eq!(retry_after(None), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! Typed outcomes of a handler, and how each becomes the next step of the job's life.
+
+use std::time::Duration;
+
+use apalis_core::error::{AbortError, BoxDynError};
+use chrono::{DateTime, Utc};
+use jobs::queue::{Leased, Outcome};
+use jobs::retry::Backoff;
+
+/// Why an attempt failed. Anything else a handler returns counts as [`JobError::Retry`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JobError {
+    /// Try again after the policy's backoff.
+    #[error("{0}")]
+    Retry(String),
+    /// Try again, not sooner than `after` (a `Retry-After`, a throttle).
+    #[error("{message}")]
+    RetryAfter { after: Duration, message: String },
+    /// Never try again: straight to the dead letters.
+    #[error("{0}")]
+    Permanent(String),
+    /// Too late to deliver (an OTP past its TTL): never sent, kept with the dead letters.
+    #[error("{0}")]
+    Expired(String),
+}
+
+/// Turns a handler's result into the outcome `finish.lua` records, and the error text kept.
+pub fn judge(
+    job: &Leased,
+    result: Result<(), &BoxDynError>,
+    backoff: &Backoff,
+    now: DateTime<Utc>,
+) -> (Outcome, Option<String>) {
+    let Err(error) = result else { return (Outcome::Succeeded, None) };
+    let last = job.attempt >= job.max_attempts;
+    let retry = |after: Option<Duration>, reason: &'static str| {
+        if last {
+            Outcome::Dead { reason }
+        } else {
+            let delay = backoff.next_delay(job.attempt, after);
+            let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
+            Outcome::Retry { at: now.checked_add_signed(delay).unwrap_or(DateTime::<Utc>::MAX_UTC) }
+        }
+    };
+    if let Some(e) = error.downcast_ref::<JobError>() {
+        let outcome = match e {
+            JobError::Retry(_) => retry(None, "exhausted"),
+            JobError::RetryAfter { after, .. } => retry(Some(*after), "exhausted"),
+            JobError::Permanent(_) => Outcome::Dead { reason: "permanent" },
+            JobError::Expired(_) => Outcome::Dead { reason: "expired" },
+        };
+        return (outcome, Some(e.to_string()));
+    }
+    if let Some(abort) = error.downcast_ref::<AbortError>() {
+        // apalis's catch-panic layer reports a panic as an AbortError around a PanicError.
+        let detail = std::error::Error::source(abort).map_or_else(|| abort.to_string(), ToString::to_string);
+        return (retry(None, "panicked"), Some(format!("panicked: {detail}")));
+    }
+    (retry(None, "exhausted"), Some(error.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(attempt: u32, max_attempts: u32) -> Leased {
+        Leased {
+            id: "j".into(),
+            kind: jobs::Kind::Webhook,
+            attempt,
+            max_attempts,
+            created_at: Utc::now(),
+            producer: "p".into(),
+        }
+    }
+
+    fn boxed(e: JobError) -> BoxDynError {
+        Box::new(e)
+    }
+
+    #[test]
+    fn outcomes_follow_the_error_and_the_attempt() {
+        let backoff = Backoff { base: Duration::from_secs(1), cap: Duration::from_secs(1), jitter: true };
+        let now = Utc::now();
+        assert_eq!(judge(&job(1, 3), Ok(()), &backoff, now), (Outcome::Succeeded, None));
+        let (o, e) = judge(&job(1, 3), Err(&boxed(JobError::Retry("503".into()))), &backoff, now);
+        assert!(matches!(o, Outcome::Retry { at } if at <= now + chrono::Duration::seconds(1)));
+        assert_eq!(e.as_deref(), Some("503"));
+        let (o, _) = judge(&job(3, 3), Err(&boxed(JobError::Retry("503".into()))), &backoff, now);
+        assert_eq!(o, Outcome::Dead { reason: "exhausted" });
+        let (o, _) = judge(&job(1, 3), Err(&boxed(JobError::Permanent("400".into()))), &backoff, now);
+        assert_eq!(o, Outcome::Dead { reason: "permanent" });
+        let (o, _) = judge(&job(1, 3), Err(&boxed(JobError::Expired("ttl".into()))), &backoff, now);
+        assert_eq!(o, Outcome::Dead { reason: "expired" });
+        let after = JobError::RetryAfter { after: Duration::from_secs(7), message: "429".into() };
+        let (o, _) = judge(&job(1, 3), Err(&boxed(after)), &backoff, now);
+        assert_eq!(o, Outcome::Retry { at: now + chrono::Duration::seconds(7) });
+        let other: BoxDynError = "io".into();
+        assert!(matches!(judge(&job(1, 3), Err(&other), &backoff, now).0, Outcome::Retry { .. }));
+    }
+}
