@@ -5,10 +5,14 @@
 
 mod batch;
 mod binaries;
+mod chaos;
 mod enqueue;
 mod idempotency;
 mod migrations;
 mod ops;
+mod panics;
+mod receiver;
 mod redis_down;
 mod support;
 mod validation;
+mod worker;

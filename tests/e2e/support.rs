@@ -261,3 +261,116 @@ pub async fn wait_until_ok(url: &str) {
     }
     panic!("{url} did not answer 200 within 15 s");
 }
+
+/// The signing secret every test worker uses (24 random-looking bytes, base64).
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// A `worker` process of the test's own, killed on drop.
+pub struct WorkerProcess {
+    pub child: Child,
+    pub metrics_addr: String,
+}
+
+impl WorkerProcess {
+    /// Starts `worker` on `redis_url` and `namespace` with test-friendly settings, overridden by `extra`.
+    pub fn start(redis_url: &str, namespace: &str, extra: &[(&str, &str)]) -> Self {
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
+        let unreachable_db = format!("postgres://postgres@127.0.0.1:{}/jobs", free_port());
+        let child = Command::new(binary("worker"))
+            .env_clear()
+            .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("REDIS_URL", redis_url)
+            .env("REDIS_NAMESPACE", namespace)
+            .env("DATABASE_URL", unreachable_db)
+            .env("WORKER_METRICS_ADDR", &metrics_addr)
+            .env("WORKER_KINDS", "webhook")
+            .env("WEBHOOK_SIGNING_SECRET", WEBHOOK_SECRET)
+            .env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
+            .envs(extra.iter().copied())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self { child, metrics_addr }
+    }
+
+    pub fn signal(&self, signal: &str) {
+        assert!(Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap().success());
+    }
+
+    /// The exit code, waiting at most `limit`; `None` if still running.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status.code().unwrap_or(-1));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl TestApp {
+    /// Enqueues `n` webhooks to `url` through the API; returns their ids in order.
+    pub async fn enqueue_webhooks(&self, url: &str, n: usize, max_attempts: u32) -> Vec<String> {
+        let mut ids = Vec::with_capacity(n);
+        let job = serde_json::json!({"kind": "webhook", "max_attempts": max_attempts, "payload": {"url": url, "event": "test.ping", "data": {"n": 1}}});
+        for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+            let jobs = vec![job.clone(); chunk.len()];
+            let response = self
+                .http
+                .post(self.url("/v1/jobs/batch"))
+                .bearer_auth(SHOP_KEY)
+                .json(&serde_json::json!({ "jobs": jobs }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 202);
+            let body: Value = response.json().await.unwrap();
+            ids.extend(body["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_owned()));
+        }
+        ids
+    }
+
+    /// Polls the job's status until it is one of `statuses`, for at most `limit`.
+    pub async fn wait_status(&self, id: &str, statuses: &[&str], limit: Duration) -> Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let job: Value = self.get_job(id, SHOP_KEY).await.json().await.unwrap();
+            if statuses.contains(&job["status"].as_str().unwrap_or_default()) || Instant::now() > deadline {
+                return job;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The attempt records of a job, oldest first.
+    pub async fn attempts(&self, kind: &str, id: &str) -> Vec<Value> {
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.key(&format!("{{{kind}}}:job:{id}:attempts")))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap();
+        raw.iter().map(|r| serde_json::from_str(r).unwrap()).collect()
+    }
+
+    /// Counts of the queue's keys: ready, scheduled, active, dead.
+    pub async fn depths(&self, kind: &str) -> (usize, usize, usize, usize) {
+        let mut conn = self.redis().await;
+        let mut pipe = redis::pipe();
+        pipe.cmd("LLEN").arg(self.key(&format!("{{{kind}}}:ready")));
+        for set in ["scheduled", "active", "dead"] {
+            pipe.cmd("ZCARD").arg(self.key(&format!("{{{kind}}}:{set}")));
+        }
+        pipe.query_async(&mut conn).await.unwrap()
+    }
+}

@@ -19,8 +19,13 @@ use jobs::{Keys, Kind, NewJob, Store};
 
 async fn depth(conn: &mut redis::aio::MultiplexedConnection, keys: &Keys) -> u64 {
     let q = keys.queue(Kind::Webhook);
-    let (ready, scheduled, active): (u64, u64, u64) =
-        redis::pipe().llen(q.ready()).zcard(q.scheduled()).zcard(q.active()).query_async(conn).await.unwrap_or_default();
+    let (ready, scheduled, active): (u64, u64, u64) = redis::pipe()
+        .llen(q.ready())
+        .zcard(q.scheduled())
+        .zcard(q.active())
+        .query_async(conn)
+        .await
+        .unwrap_or_default();
     ready + scheduled + active
 }
 
@@ -47,13 +52,27 @@ async fn main() -> anyhow::Result<()> {
     for total in sizes {
         let namespace = format!("bench-{}", uuid::Uuid::now_v7().simple());
         let keys = Keys::new(&namespace);
-        let store = Store::new(jobs::redis_conn::connect(&url, Duration::from_secs(30))?, keys.clone(), Duration::from_hours(1), Duration::from_secs(30));
+        let store = Store::new(
+            jobs::redis_conn::connect(&url, Duration::from_secs(30))?,
+            keys.clone(),
+            Duration::from_hours(1),
+            Duration::from_secs(30),
+        );
         let payload = serde_json::json!({"url": hook, "event": "bench.ping", "data": {"n": 1}}).to_string();
         let mut written = 0;
         while written < total {
             let now = Utc::now();
             let jobs: Vec<NewJob> = (0..1000.min(total - written))
-                .map(|_| NewJob { id: uuid::Uuid::now_v7(), kind: Kind::Webhook, payload: payload.clone(), created_at: now, run_at: None, max_attempts: 10, producer: "bench".into(), idempotency: None })
+                .map(|_| NewJob {
+                    id: uuid::Uuid::now_v7(),
+                    kind: Kind::Webhook,
+                    payload: payload.clone(),
+                    created_at: now,
+                    run_at: None,
+                    max_attempts: 10,
+                    producer: "bench".into(),
+                    idempotency: None,
+                })
                 .collect();
             written += store.enqueue(&jobs).await?.len();
         }
@@ -80,7 +99,11 @@ async fn main() -> anyhow::Result<()> {
         }
         let secs = started.elapsed().as_secs_f64();
         let delivered = received.load(Ordering::Relaxed) - before;
-        println!("backlog {total:>9}: drained in {secs:>7.2} s = {:>8.0} jobs/s (delivered {delivered}, duplicates {})", total as f64 / secs, delivered.saturating_sub(total as u64));
+        println!(
+            "backlog {total:>9}: drained in {secs:>7.2} s = {:>8.0} jobs/s (delivered {delivered}, duplicates {})",
+            total as f64 / secs,
+            delivered.saturating_sub(total as u64)
+        );
         let _ = worker.kill();
         let _ = worker.wait();
         let pattern = format!("{namespace}:*");

@@ -40,7 +40,9 @@ pub struct FetchSettings {
     pub idle_max: Duration,
 }
 
-type Fetch = BoxFuture<'static, Result<Vec<(Leased, String)>, StoreError>>;
+/// A fetch runs as a task of its own, which records the leased jobs in [`Inflight`] as soon as
+/// Redis answers: a stopping worker can then put them back even if it no longer waits for it.
+type Fetch = tokio::task::JoinHandle<Result<Vec<(Leased, String)>, StoreError>>;
 
 pub struct RedisBackend {
     queue: Queue,
@@ -87,8 +89,14 @@ impl RedisBackend {
     fn start_fetch(&mut self, count: usize) {
         let queue = self.queue.clone();
         let settings = self.settings;
-        self.fetching =
-            Some(async move { queue.fetch(Utc::now(), settings.lease, count, settings.promote_limit).await }.boxed());
+        let inflight = self.inflight.clone();
+        self.fetching = Some(tokio::spawn(async move {
+            let jobs = queue.fetch(Utc::now(), settings.lease, count, settings.promote_limit).await?;
+            for (job, _) in &jobs {
+                inflight.insert(&job.id, job.attempt);
+            }
+            Ok(jobs)
+        }));
     }
 
     fn fetched(&mut self, result: Result<Vec<(Leased, String)>, StoreError>) {
@@ -102,7 +110,6 @@ impl RedisBackend {
                 self.failures = 0;
                 self.idle = self.settings.idle_min;
                 for (job, payload) in jobs {
-                    self.inflight.insert(&job.id, job.attempt);
                     let task = TaskBuilder::new(payload)
                         .task_id(TaskId::from_string(job.id.clone()))
                         .attempt(job.attempt.saturating_sub(1) as usize)
@@ -144,7 +151,7 @@ impl Backend for RedisBackend {
             if let Some(fetch) = self.fetching.as_mut() {
                 let result = std::task::ready!(fetch.poll_unpin(cx));
                 self.fetching = None;
-                self.fetched(result);
+                self.fetched(result.unwrap_or_else(|e| Err(StoreError::Protocol(format!("fetch task failed: {e}")))));
                 continue;
             }
             if let Some(timer) = self.timer.as_mut() {
@@ -161,8 +168,16 @@ impl Backend for RedisBackend {
         }
     }
 
-    /// Puts back the jobs leased but not started, so other workers run them at once.
+    /// Puts back the jobs leased but not started, so other workers run them at once: those
+    /// buffered, and those of a fetch Redis may already have run.
     fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
+        if let Some(fetch) = self.fetching.as_mut() {
+            let result = std::task::ready!(fetch.poll_unpin(cx));
+            self.fetching = None;
+            if let Ok(Ok(jobs)) = result {
+                self.fetched(Ok(jobs));
+            }
+        }
         if self.releasing.is_none() {
             let jobs: Vec<(String, u32)> = self
                 .buffer

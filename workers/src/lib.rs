@@ -119,12 +119,20 @@ fn parse_kinds(raw: Option<&str>) -> Result<BTreeSet<Kind>, String> {
 
 /// A name unique to this process, shown in attempt records.
 fn worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".into(), |h| h.trim().to_owned());
     format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
 }
 
+/// Runs the delivery as a task of its own, so jobs spread over every core (apalis polls its
+/// jobs inside one worker future); a panic is raised again here for apalis's catch-panic layer.
 async fn handle(payload: String, job: Data<Leased>, deliveries: Data<Arc<Deliveries>>) -> Result<(), BoxDynError> {
-    deliveries.run(&job, &payload).await.map_err(Into::into)
+    let job = Leased::clone(&job);
+    let deliveries = Arc::clone(&deliveries);
+    match tokio::spawn(async move { deliveries.run(&job, &payload).await }).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(Box::new(e)),
+    }
 }
 
 struct Running {
@@ -225,10 +233,10 @@ async fn drain(running: Vec<Running>, grace: Duration) -> anyhow::Result<()> {
             let left = r.inflight.snapshot();
             match r.queue.release(&left).await {
                 Ok(n) => {
-                    tracing::warn!(kind = %r.kind, put_back = n, "grace period over: put back the jobs still running")
+                    tracing::warn!(kind = %r.kind, put_back = n, "grace period over: put back the jobs still running");
                 }
                 Err(e) => {
-                    tracing::error!(kind = %r.kind, error = %e, "grace period over and Redis unreachable: leases will expire")
+                    tracing::error!(kind = %r.kind, error = %e, "grace period over and Redis unreachable: leases will expire");
                 }
             }
         }

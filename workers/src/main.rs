@@ -18,13 +18,11 @@ async fn main() {
     service::init_tracing(config.json_logs);
     if let Err(e) = workers::run(config, service::shutdown_signal()).await {
         // A bad provider setting is found while starting: one line naming it, like the others.
-        match e.downcast_ref::<jobs::settings::SettingError>() {
-            Some(setting) => service::exit_on_bad_setting("worker", setting),
-            None => {
-                tracing::error!(error = format!("{e:#}"), "worker failed");
-                eprintln!("worker: {e:#}");
-                std::process::exit(1);
-            }
+        if let Some(setting) = e.downcast_ref::<jobs::settings::SettingError>() {
+            service::exit_on_bad_setting("worker", setting);
         }
+        tracing::error!(error = format!("{e:#}"), "worker failed");
+        eprintln!("worker: {e:#}");
+        std::process::exit(1);
     }
 }
