@@ -104,3 +104,59 @@ async fn retry_after_is_honoured() {
         "gap {gap:?}: Retry-After 3 beats a 300 ms backoff"
     );
 }
+
+#[tokio::test]
+async fn dead_letters_beyond_the_cap_are_evicted_and_counted() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[], Reply::status(400)).await;
+    let worker = WorkerProcess::start(&app.redis_url, &app.namespace, &[("DEAD_LETTER_CAP", "2")]);
+    let ids = app.enqueue_webhooks(&receiver.url(), 5, 3).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while receiver.deliveries().len() < 5 || app.depths("webhook").await.2 > 0 {
+        assert!(std::time::Instant::now() < deadline, "the jobs did not all die");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The two newest letters stay; the three oldest were evicted: their hashes are gone too.
+    assert_eq!(app.depths("webhook").await, (0, 0, 0, 2));
+    let kept: Vec<bool> = futures::future::join_all(ids.iter().map(|id| app.job_hash("webhook", id)))
+        .await
+        .iter()
+        .map(|h| !h.is_empty())
+        .collect();
+    assert_eq!(kept.iter().filter(|k| **k).count(), 2, "{kept:?}");
+    let metrics = reqwest::get(format!("http://{}/metrics", worker.metrics_addr)).await.unwrap().text().await.unwrap();
+    let line = metrics.lines().find(|l| l.starts_with("jobplane_dead_letters_evicted_total{")).expect(&metrics);
+    assert!(line.contains("kind=\"webhook\"") && line.ends_with(" 3"), "{line}");
+}
+
+#[tokio::test]
+async fn an_otp_past_its_ttl_is_never_sent_and_ends_expired() {
+    let app = TestApp::spawn().await;
+    let store = jobs::Store::new(
+        jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(2)).unwrap(),
+        jobs::Keys::new(&app.namespace),
+        Duration::from_hours(24),
+        Duration::from_secs(2),
+    );
+    // Enqueued a minute ago with a 30 s TTL: too late by the time any worker sees it.
+    let job = jobs::NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: jobs::Kind::OtpSms,
+        payload: r#"{"to":"+886912345678","code":"482913","ttl_seconds":30}"#.into(),
+        created_at: chrono::Utc::now() - chrono::Duration::seconds(60),
+        run_at: None,
+        max_attempts: 5,
+        producer: "shop".into(),
+        idempotency: None,
+    };
+    store.enqueue(std::slice::from_ref(&job)).await.unwrap();
+    let _worker =
+        WorkerProcess::start(&app.redis_url, &app.namespace, &[("WORKER_KINDS", "otp_sms"), ("SMS_PROVIDER", "log")]);
+    let id = job.id.to_string();
+    let status = app.wait_status(&id, &["expired", "succeeded", "dead"], Duration::from_secs(20)).await;
+    assert_eq!(status["status"], "expired", "{status}");
+    assert_eq!(status["attempts"], 1);
+    assert_eq!(status["last_error"], "not delivered within its ttl of 30 s");
+    assert_eq!(app.job_hash("otp_sms", &id).await["reason"], "expired");
+    assert_eq!(app.depths("otp_sms").await, (0, 0, 0, 1));
+}
