@@ -10,8 +10,13 @@ local function bury(dead_key, job_key, id, reason, now, idem_prefix)
   redis.call('HSET', job_key, 'status', status, 'reason', reason, 'dead_at', now, 'finished_at', now)
   redis.call('ZADD', dead_key, now, id)
   local idem = redis.call('HMGET', job_key, 'producer', 'idempotency_key')
-  if idem[2] and idem[2] ~= '' then
-    redis.call('DEL', idem_prefix .. ':' .. idem[1] .. ':' .. idem[2])
+  if idem[1] and idem[2] and idem[2] ~= '' then
+    -- Only while the record still names this job: past its 24 h the key may belong to a newer one.
+    local idem_key = idem_prefix .. ':' .. idem[1] .. ':' .. idem[2]
+    local record = redis.call('GET', idem_key)
+    if record and string.sub(record, -(#id + 1)) == ' ' .. id then
+      redis.call('DEL', idem_key)
+    end
   end
 end
 

@@ -4,7 +4,8 @@
 -- KEYS[2]  scheduled sorted set (score: run-at, ms)
 -- KEYS[3]  active sorted set (score: lease deadline, ms)
 -- KEYS[4]  dead sorted set (score: dead_at, ms)
--- ARGV[1]  now, ms since the epoch
+-- ARGV[1]  unused (was the caller's clock): leases are computed on Redis's own clock (TIME),
+--          so workers whose clocks disagree never take each other's live jobs
 -- ARGV[2]  lease, ms: a job not acknowledged or extended by now + lease is recovered
 -- ARGV[3]  batch: the most jobs to lease
 -- ARGV[4]  promote limit: the most due scheduled jobs, and the most expired leases, moved per call
@@ -18,7 +19,8 @@
 -- Work per call is bounded by ARGV[3] and ARGV[4], never by the size of a set: due jobs are
 -- moved in slices, so a backlog of any size drains without one giant reply or unpack.
 
-local now = tonumber(ARGV[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
 local lease = tonumber(ARGV[2])
 local batch = tonumber(ARGV[3])
 local limit = tonumber(ARGV[4])
@@ -42,10 +44,11 @@ for _, id in ipairs(lost) do
   local key = prefix .. ':' .. id
   local job = redis.call('HMGET', key, 'attempts', 'max_attempts', 'started_at', 'worker')
   if job[1] then
+    local attempts, max_attempts = tonumber(job[1]) or 0, tonumber(job[2]) or 1
     redis.call('RPUSH', key .. ':attempts', cjson.encode({
-      attempt = tonumber(job[1]), started_at = tonumber(job[3]), finished_at = now, error = LOST, worker = job[4] }))
+      attempt = attempts, started_at = tonumber(job[3]), finished_at = now, error = LOST, worker = job[4] or '' }))
     redis.call('HSET', key, 'last_error', LOST)
-    if tonumber(job[1]) >= tonumber(job[2]) then
+    if attempts >= max_attempts then
       bury(KEYS[4], key, id, 'exhausted', now, idem_prefix)
     else
       redis.call('HSET', key, 'status', 'queued')
@@ -64,10 +67,12 @@ for _, id in ipairs(ids) do
   local job = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'created_at', 'payload', 'producer')
   -- A job deleted meanwhile (purged, evicted) or already finished is skipped, not run.
   if job[1] and job[1] ~= 'succeeded' and job[1] ~= 'dead' and job[1] ~= 'expired' then
-    local attempts = tonumber(job[2]) + 1
+    -- Fields a foreign writer left out get safe values: a script error here would leave the
+    -- ids already popped in no list at all.
+    local attempts = (tonumber(job[2]) or 0) + 1
     redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now, 'worker', worker)
     redis.call('ZADD', KEYS[3], now + lease, id)
-    table.insert(result, {id, attempts, tonumber(job[3]), tonumber(job[4]), job[5], job[6]})
+    table.insert(result, {id, attempts, tonumber(job[3]) or 1, tonumber(job[4]) or now, job[5] or '', job[6] or ''})
   end
 end
 return result

@@ -190,14 +190,13 @@ impl Queue {
         Ok(FinishReport { recorded, stale, evicted })
     }
 
-    /// Renews the leases of `ids` to `now + lease`.
-    pub async fn extend(&self, ids: &[String], now: DateTime<Utc>, lease: Duration) -> Result<u64, StoreError> {
+    /// Renews the leases of `ids` to Redis's now + `lease`.
+    pub async fn extend(&self, ids: &[String], lease: Duration) -> Result<u64, StoreError> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let deadline = now.timestamp_millis() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2);
         let mut call = EXTEND.prepare_invoke();
-        call.key(self.keys.active()).arg(deadline).arg(ids);
+        call.key(self.keys.active()).arg(lease.as_millis()).arg(ids);
         Ok(call.invoke_async(&mut self.conn.clone()).await?)
     }
 

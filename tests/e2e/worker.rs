@@ -160,3 +160,37 @@ async fn an_otp_past_its_ttl_is_never_sent_and_ends_expired() {
     assert_eq!(app.job_hash("otp_sms", &id).await["reason"], "expired");
     assert_eq!(app.depths("otp_sms").await, (0, 0, 0, 1));
 }
+
+#[tokio::test]
+async fn webhooks_to_private_addresses_are_refused_permanently() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[], Reply::OK).await;
+    let _worker = WorkerProcess::start(&app.redis_url, &app.namespace, &[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "false")]);
+    let port = receiver.addr.port();
+    // An IP literal, and a name that resolves to loopback (checked after resolution).
+    for url in [format!("http://127.0.0.1:{port}/hook"), format!("http://localhost:{port}/hook")] {
+        let id = app.enqueue_webhooks(&url, 1, 5).await.remove(0);
+        let job = app.wait_status(&id, &["dead", "succeeded"], Duration::from_secs(20)).await;
+        assert_eq!(job["status"], "dead", "{url}: {job}");
+        assert_eq!(job["attempts"], 1);
+        let error = job["last_error"].as_str().unwrap();
+        assert!(error.contains("is not a public address"), "{error}");
+        assert_eq!(app.job_hash("webhook", &id).await["reason"], "permanent");
+    }
+    assert!(receiver.deliveries().is_empty(), "nothing reached the receiver");
+}
+
+#[tokio::test]
+async fn an_attempt_past_the_job_timeout_fails_and_is_retried() {
+    let app = TestApp::spawn().await;
+    let slow = Reply { delay: Duration::from_secs(3), ..Reply::OK };
+    let receiver = Receiver::start(&[slow], Reply::OK).await;
+    let mut settings = EXACT_BACKOFF.to_vec();
+    settings.push(("WORKER_JOB_TIMEOUT_SECONDS", "1"));
+    let _worker = WorkerProcess::start(&app.redis_url, &app.namespace, &settings);
+    let id = app.enqueue_webhooks(&receiver.url(), 1, 5).await.remove(0);
+    let job = app.wait_status(&id, &["succeeded", "dead"], Duration::from_secs(20)).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["attempts"], 2);
+    assert_eq!(job["last_error"], "timed out after 1 s");
+}

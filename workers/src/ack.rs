@@ -41,12 +41,12 @@ impl Acker {
 
     /// Records one finished attempt and returns once it is in Redis.
     async fn record(&self, finished: Finished) {
-        let id = finished.job.id.clone();
+        let (id, attempt) = (finished.job.id.clone(), finished.job.attempt);
         let (done_tx, done_rx) = oneshot::channel();
         if self.tx.send((finished, done_tx)).await.is_ok() {
             let _ = done_rx.await;
         }
-        self.inflight.remove(&id);
+        self.inflight.remove(&id, attempt);
     }
 }
 
@@ -54,23 +54,38 @@ async fn write_batches(queue: Queue, mut rx: mpsc::Receiver<Pending>, retention:
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (done, waiters): (Vec<Finished>, Vec<_>) = batch.drain(..).unzip();
-        let mut wait = Duration::from_millis(50);
-        loop {
-            match queue.finish(&done, Utc::now(), &retention).await {
-                Ok(report) => {
-                    count(&queue, &done, report);
-                    break;
-                }
-                Err(e) => {
-                    // Outcomes are never dropped: the jobs wait (holding their slots) until Redis answers.
-                    tracing::warn!(kind = %queue.kind(), error = %e, outcomes = done.len(), "could not record outcomes; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
-                }
-            }
-        }
+        write(&queue, &done, &retention).await;
         for waiter in waiters {
             let _ = waiter.send(());
+        }
+    }
+}
+
+/// Writes `done`, retrying while Redis is unreachable: outcomes are never dropped for an
+/// outage, the jobs wait until Redis answers. A batch the script itself refuses is written
+/// one outcome at a time, so one bad outcome cannot block its kind; an outcome refused alone is
+/// logged and left to its lease, which runs the job again.
+async fn write(queue: &Queue, done: &[Finished], retention: &Retention) {
+    let mut wait = Duration::from_millis(50);
+    loop {
+        match queue.finish(done, Utc::now(), retention).await {
+            Ok(report) => return count(queue, done, report),
+            Err(jobs::StoreError::Protocol(e)) if done.len() > 1 => {
+                tracing::error!(kind = %queue.kind(), error = %e, "a batch of outcomes was refused; writing them one by one");
+                for one in done {
+                    Box::pin(write(queue, std::slice::from_ref(one), retention)).await;
+                }
+                return;
+            }
+            Err(jobs::StoreError::Protocol(e)) => {
+                tracing::error!(kind = %queue.kind(), job_id = %done[0].job.id, error = %e, "outcome refused; the job's lease will run it again");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(kind = %queue.kind(), error = %e, outcomes = done.len(), "could not record outcomes; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
         }
     }
 }

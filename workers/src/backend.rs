@@ -192,8 +192,8 @@ impl Backend for RedisBackend {
                         Ok(n) => tracing::info!(kind = %queue.kind(), released = n, "put back jobs not started"),
                         Err(e) => tracing::warn!(kind = %queue.kind(), error = %e, "could not put back jobs; their leases will expire"),
                     }
-                    for (id, _) in &jobs {
-                        inflight.remove(id);
+                    for (id, attempt) in &jobs {
+                        inflight.remove(id, *attempt);
                     }
                 }
                 .boxed(),

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use jobs::queue::Queue;
 
 /// Job id → the attempt number this worker was handed.
@@ -16,8 +15,13 @@ impl Inflight {
         self.lock().insert(id.to_owned(), attempt);
     }
 
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
+    /// Forgets `id` if it is still at `attempt`: a newer attempt of the same job, leased by a
+    /// fetch before this one finished recording, keeps its entry (and its lease renewals).
+    pub fn remove(&self, id: &str, attempt: u32) {
+        let mut map = self.lock();
+        if map.get(id) == Some(&attempt) {
+            map.remove(id);
+        }
     }
 
     pub fn snapshot(&self) -> Vec<(String, u32)> {
@@ -45,7 +49,7 @@ pub async fn keep_alive(queue: Queue, inflight: Inflight, lease: Duration) {
     loop {
         tick.tick().await;
         let ids: Vec<String> = inflight.snapshot().into_iter().map(|(id, _)| id).collect();
-        if let Err(e) = queue.extend(&ids, Utc::now(), lease).await {
+        if let Err(e) = queue.extend(&ids, lease).await {
             tracing::warn!(kind = %queue.kind(), error = %e, held = ids.len(), "could not renew leases; retrying");
         }
     }

@@ -124,14 +124,22 @@ fn worker_id() -> String {
 }
 
 /// Runs the delivery as a task of its own, so jobs spread over every core (apalis polls its
-/// jobs inside one worker future); a panic is raised again here for apalis's catch-panic layer.
+/// jobs inside one worker future), bounded by the job timeout; a panic is raised again here
+/// for apalis's catch-panic layer.
 async fn handle(payload: String, job: Data<Leased>, deliveries: Data<Arc<Deliveries>>) -> Result<(), BoxDynError> {
     let job = Leased::clone(&job);
     let deliveries = Arc::clone(&deliveries);
-    match tokio::spawn(async move { deliveries.run(&job, &payload).await }).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => Err(Box::new(e)),
+    let timeout = deliveries.timeout;
+    let task = tokio::spawn(async move { deliveries.run(&job, &payload).await });
+    let abort = task.abort_handle();
+    match tokio::time::timeout(timeout, task).await {
+        Ok(Ok(result)) => result.map_err(Into::into),
+        Ok(Err(e)) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Ok(Err(e)) => Err(Box::new(e)),
+        Err(_) => {
+            abort.abort();
+            Err(Box::new(outcome::JobError::Retry(format!("timed out after {} s", timeout.as_secs()))))
+        }
     }
 }
 
@@ -227,20 +235,20 @@ async fn drain(running: Vec<Running>, grace: Duration) -> anyhow::Result<()> {
     for r in &running {
         let _ = r.context.stop();
     }
+    // Every kind drains at once: a slow kind must not hold back the outcomes of the others.
     let deadline = tokio::time::Instant::now() + grace;
-    for r in running {
+    let drains = running.into_iter().map(|r| async move {
         if tokio::time::timeout_at(deadline, r.done).await.is_err() {
             let left = r.inflight.snapshot();
             match r.queue.release(&left).await {
-                Ok(n) => {
-                    tracing::warn!(kind = %r.kind, put_back = n, "grace period over: put back the jobs still running");
-                }
+                Ok(n) => tracing::warn!(kind = %r.kind, put_back = n, "grace period over: put back the jobs still running"),
                 Err(e) => {
                     tracing::error!(kind = %r.kind, error = %e, "grace period over and Redis unreachable: leases will expire");
                 }
             }
         }
-    }
+    });
+    futures::future::join_all(drains).await;
     tracing::info!("stopped");
     Ok(())
 }

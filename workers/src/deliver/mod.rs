@@ -17,6 +17,9 @@ use crate::outcome::JobError;
 
 #[derive(Debug)]
 pub struct Deliveries {
+    /// `WORKER_JOB_TIMEOUT_SECONDS` (default 300): an attempt still running after this fails
+    /// (retryable), so a hung far side cannot hold a slot and renew its lease forever.
+    pub timeout: Duration,
     webhook: Option<webhook::WebhookSender>,
     sms: sms::SmsProvider,
     email: email::EmailProvider,
@@ -34,14 +37,20 @@ impl Deliveries {
             let secret =
                 env.require("WEBHOOK_SIGNING_SECRET", "whsec_<base64>, the Standard Webhooks signing secret")?;
             let timeout = env.millis("WEBHOOK_TIMEOUT_MS", 10_000)?;
+            let allow_private = env.flag("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?;
             Some(
-                webhook::WebhookSender::new(secret, timeout)
+                webhook::WebhookSender::new(secret, timeout, allow_private)
                     .map_err(|e| SettingError::new("WEBHOOK_SIGNING_SECRET", e))?,
             )
         } else {
             None
         };
+        let timeout = env.seconds("WORKER_JOB_TIMEOUT_SECONDS", 300)?;
+        if timeout.is_zero() {
+            return Err(SettingError::new("WORKER_JOB_TIMEOUT_SECONDS", "must be at least 1"));
+        }
         Ok(Self {
+            timeout,
             webhook,
             sms: sms::SmsProvider::from_env(env)?,
             email: email::EmailProvider::from_env(env)?,
