@@ -4,14 +4,14 @@
 -- KEYS[2]  scheduled sorted set (score: run-at, ms)
 -- KEYS[3]  active sorted set (score: lease deadline, ms)
 -- KEYS[4]  dead sorted set (score: dead_at, ms)
--- ARGV[1]  unused (was the caller's clock): leases are computed on Redis's own clock (TIME),
---          so workers whose clocks disagree never take each other's live jobs
--- ARGV[2]  lease, ms: a job not acknowledged or extended by now + lease is recovered
--- ARGV[3]  batch: the most jobs to lease
--- ARGV[4]  promote limit: the most due scheduled jobs, and the most expired leases, moved per call
--- ARGV[5]  job-hash key prefix ("<prefix>:<id>")
--- ARGV[6]  worker id
--- ARGV[7]  idempotency key prefix ("<prefix>:<producer>:<key>")
+-- ARGV[1]  lease, ms: a job not acknowledged or extended by now + lease is recovered
+-- ARGV[2]  batch: the most jobs to lease
+-- ARGV[3]  promote limit: the most due scheduled jobs, and the most expired leases, moved per call
+-- ARGV[4]  job-hash key prefix ("<prefix>:<id>")
+-- ARGV[5]  worker id
+-- ARGV[6]  idempotency key prefix ("<prefix>:<producer>:<key>")
+--
+-- "now" is Redis's own clock (TIME), so workers whose clocks disagree never take each other's live jobs.
 --
 -- Returns {promoted, recovered, job, job, ...}; each job is the flat array
 -- {id, attempts, max_attempts, created_at, payload, producer}, attempts counting this one.
@@ -21,12 +21,12 @@
 
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
-local lease = tonumber(ARGV[2])
-local batch = tonumber(ARGV[3])
-local limit = tonumber(ARGV[4])
-local prefix = ARGV[5]
-local worker = ARGV[6]
-local idem_prefix = ARGV[7]
+local lease = tonumber(ARGV[1])
+local batch = tonumber(ARGV[2])
+local limit = tonumber(ARGV[3])
+local prefix = ARGV[4]
+local worker = ARGV[5]
+local idem_prefix = ARGV[6]
 
 -- Due jobs (delayed, or waiting out a retry backoff) go to the popping end: they are late already.
 local due = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, limit)

@@ -72,7 +72,12 @@ impl QueueKeys {
     /// A producer's name never holds `:` (it is the part before `:` in `PRODUCER_API_KEYS`),
     /// so the key is unambiguous whatever the idempotency key holds.
     pub fn idempotency(&self, producer: &str, key: &str) -> String {
-        format!("{}:idem:{producer}:{key}", self.prefix)
+        format!("{}:{producer}:{key}", self.idempotency_prefix())
+    }
+
+    /// The part of an idempotency key before `:<producer>:<key>`, for scripts that build it.
+    pub fn idempotency_prefix(&self) -> String {
+        format!("{}:idem", self.prefix)
     }
 }
 

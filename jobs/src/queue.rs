@@ -104,7 +104,7 @@ pub struct Queue {
 impl Queue {
     pub fn new(conn: ConnectionManager, keys: &Keys, kind: Kind, worker: impl Into<String>) -> Self {
         let queue = keys.queue(kind);
-        let idempotency_prefix = queue.idempotency("", "").trim_end_matches(':').to_owned();
+        let idempotency_prefix = queue.idempotency_prefix();
         Self { conn, kind, keys: queue, idempotency_prefix, worker: worker.into() }
     }
 
@@ -116,15 +116,13 @@ impl Queue {
     /// expired leases (at most `promote_limit` of each). Returns the jobs with their payloads.
     pub async fn fetch(
         &self,
-        now: DateTime<Utc>,
         lease: Duration,
         batch: usize,
         promote_limit: usize,
     ) -> Result<Vec<(Leased, String)>, StoreError> {
         let mut call = FETCH.prepare_invoke();
         call.key(self.keys.ready()).key(self.keys.scheduled()).key(self.keys.active()).key(self.keys.dead());
-        call.arg(now.timestamp_millis())
-            .arg(lease.as_millis())
+        call.arg(lease.as_millis())
             .arg(batch)
             .arg(promote_limit)
             .arg(self.keys.job_prefix())

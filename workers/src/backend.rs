@@ -17,7 +17,6 @@ use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
-use chrono::Utc;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use jobs::StoreError;
@@ -91,7 +90,7 @@ impl RedisBackend {
         let settings = self.settings;
         let inflight = self.inflight.clone();
         self.fetching = Some(tokio::spawn(async move {
-            let jobs = queue.fetch(Utc::now(), settings.lease, count, settings.promote_limit).await?;
+            let jobs = queue.fetch(settings.lease, count, settings.promote_limit).await?;
             for (job, _) in &jobs {
                 inflight.insert(&job.id, job.attempt);
             }
