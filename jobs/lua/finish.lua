@@ -10,9 +10,10 @@
 -- ARGV[5]  job-hash key prefix ("<prefix>:<id>"; attempts list "<prefix>:<id>:attempts")
 -- ARGV[6]  idempotency key prefix ("<prefix>:<producer>:<key>")
 -- ARGV[7]  n, the number of outcomes
--- ARGV[8+6(i-1) .. 13+6(i-1)], for outcome i:
+-- ARGV[8+7(i-1) .. 14+7(i-1)], for outcome i:
 --          id, attempt (the number fetch.lua handed out), outcome, error ("" = none),
---          run_at ms (for "retry"; else "0"), attempt record JSON {started_at, finished_at, error, worker}
+--          run_at ms (for "retry"; else "0"), attempt record JSON {started_at, finished_at, error, worker},
+--          provider message id ("" = none; kept on the job as provider_message_id)
 --          outcome: "succeeded" | "retry" | "exhausted" | "permanent" | "expired" | "panicked"
 --
 -- Returns {recorded, stale, evicted}: an outcome is stale when the job's lease was lost and
@@ -26,14 +27,14 @@ local max_age = tonumber(ARGV[4])
 local prefix = ARGV[5]
 local idem_prefix = ARGV[6]
 local n = tonumber(ARGV[7])
-local STRIDE = 6
+local STRIDE = 7
 
 local recorded, stale, evicted = 0, 0, 0
 
 for i = 1, n do
   local a = 7 + STRIDE * (i - 1)
-  local id, attempt, outcome, err, run_at, record =
-    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local id, attempt, outcome, err, run_at, record, provider_id =
+    ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6], ARGV[a + 7]
   local key = prefix .. ':' .. id
   local current = redis.call('HMGET', key, 'status', 'attempts')
   if current[1] ~= 'running' or current[2] ~= attempt or not redis.call('ZSCORE', KEYS[3], id) then
@@ -44,6 +45,9 @@ for i = 1, n do
     redis.call('RPUSH', key .. ':attempts', record)
     if err ~= '' then
       redis.call('HSET', key, 'last_error', err)
+    end
+    if provider_id ~= '' then
+      redis.call('HSET', key, 'provider_message_id', provider_id)
     end
     if outcome == 'succeeded' then
       redis.call('HSET', key, 'status', 'succeeded', 'finished_at', now)

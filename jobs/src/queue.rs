@@ -68,6 +68,8 @@ pub struct Finished {
     pub outcome: Outcome,
     /// The error of a failed attempt; never holds a payload value.
     pub error: Option<String>,
+    /// The provider's id of what a succeeded attempt sent (an SES message id, a Twilio SID).
+    pub provider_id: Option<String>,
     pub started_at: DateTime<Utc>,
     pub finished_at: DateTime<Utc>,
 }
@@ -182,7 +184,8 @@ impl Queue {
                 .arg(outcome)
                 .arg(f.error.as_deref().unwrap_or(""))
                 .arg(run_at)
-                .arg(serde_json::to_string(&record).unwrap_or_default());
+                .arg(serde_json::to_string(&record).unwrap_or_default())
+                .arg(f.provider_id.as_deref().unwrap_or(""));
         }
         let (recorded, stale, evicted): (u64, u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
         Ok(FinishReport { recorded, stale, evicted })

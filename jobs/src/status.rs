@@ -66,6 +66,10 @@ pub struct JobInfo {
     pub created_at: DateTime<Utc>,
     pub run_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What the provider called the message it accepted: the SES message id, the Twilio
+    /// message SID or the SMS gateway's id. Set once an attempt succeeds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provider_message_id: Option<String>,
     /// The API key name that enqueued the job; not shown, used to keep producers apart.
     #[serde(skip)]
     pub producer: String,
@@ -88,6 +92,7 @@ impl JobInfo {
             created_at: millis("created_at")?,
             run_at: millis("run_at")?,
             finished_at: millis("finished_at"),
+            provider_message_id: fields.get("provider_message_id").filter(|v| !v.is_empty()).cloned(),
             producer: fields.get("producer")?.clone(),
         })
     }

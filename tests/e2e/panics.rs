@@ -20,12 +20,12 @@ use workers::leases::Inflight;
 use crate::support::TestApp;
 
 /// Panics as the job's `event` says: `panic.first` on attempt 1 only, `panic.always` every time.
-async fn moody(payload: String, job: Data<Leased>) -> Result<(), BoxDynError> {
+async fn moody(payload: String, job: Data<Leased>) -> Result<workers::outcome::Delivered, BoxDynError> {
     let payload: Value = serde_json::from_str(&payload)?;
     match payload["event"].as_str() {
         Some("panic.first") if job.attempt == 1 => panic!("first attempt of {} refuses", job.id),
         Some("panic.always") => panic!("attempt {} of {} refuses", job.attempt, job.id),
-        _ => Ok(()),
+        _ => Ok(workers::outcome::Delivered::done()),
     }
 }
 

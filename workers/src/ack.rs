@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tower::{Layer, Service};
 
 use crate::leases::Inflight;
-use crate::outcome::judge;
+use crate::outcome::{Delivered, judge};
 
 /// Most outcomes written by one `finish.lua` call.
 const MAX_BATCH: usize = 256;
@@ -137,15 +137,14 @@ pub struct AckService<S> {
     acker: Acker,
 }
 
-impl<S, Res> Service<Task<String>> for AckService<S>
+impl<S> Service<Task<String>> for AckService<S>
 where
-    S: Service<Task<String>, Response = Res, Error = BoxDynError>,
+    S: Service<Task<String>, Response = Delivered, Error = BoxDynError>,
     S::Future: Send + 'static,
-    Res: Send + 'static,
 {
-    type Response = Res;
+    type Response = Delivered;
     type Error = BoxDynError;
-    type Future = BoxFuture<'static, Result<Res, BoxDynError>>;
+    type Future = BoxFuture<'static, Result<Delivered, BoxDynError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -164,7 +163,8 @@ where
                 if let Some(error) = &error {
                     tracing::info!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, producer = %job.producer, %error, ?outcome, "attempt failed");
                 }
-                acker.record(Finished { job, outcome, error, started_at, finished_at }).await;
+                let provider_id = result.as_ref().ok().and_then(|d| d.provider_id.clone());
+                acker.record(Finished { job, outcome, error, provider_id, started_at, finished_at }).await;
             }
             result
         }

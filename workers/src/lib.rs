@@ -126,7 +126,11 @@ fn worker_id() -> String {
 /// Runs the delivery as a task of its own, so jobs spread over every core (apalis polls its
 /// jobs inside one worker future), bounded by the job timeout; a panic is raised again here
 /// for apalis's catch-panic layer.
-async fn handle(payload: String, job: Data<Leased>, deliveries: Data<Arc<Deliveries>>) -> Result<(), BoxDynError> {
+async fn handle(
+    payload: String,
+    job: Data<Leased>,
+    deliveries: Data<Arc<Deliveries>>,
+) -> Result<outcome::Delivered, BoxDynError> {
     let job = Leased::clone(&job);
     let deliveries = Arc::clone(&deliveries);
     let timeout = deliveries.timeout;

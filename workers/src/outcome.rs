@@ -7,6 +7,24 @@ use chrono::{DateTime, Utc};
 use jobs::queue::{Leased, Outcome};
 use jobs::retry::Backoff;
 
+/// What a succeeded attempt reports: the provider's id of what it sent, when there is one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivered {
+    pub provider_id: Option<String>,
+}
+
+impl Delivered {
+    /// Succeeded; the far side named no message.
+    pub fn done() -> Self {
+        Self::default()
+    }
+
+    /// Succeeded, and the provider calls the message `id`.
+    pub fn with_id(id: impl Into<String>) -> Self {
+        Self { provider_id: Some(id.into()) }
+    }
+}
+
 /// Why an attempt failed. Anything else a handler returns counts as [`JobError::Retry`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JobError {

@@ -4,7 +4,7 @@
 use jobs::payload::AuditLog;
 use sqlx::PgPool;
 
-use crate::outcome::JobError;
+use crate::outcome::{Delivered, JobError};
 
 const INSERT: &str = "
     WITH claimed AS (
@@ -23,7 +23,7 @@ impl AuditWriter {
         Ok(Self { pool: jobs::db::pool(database_url, 4)? })
     }
 
-    pub async fn write(&self, job_id: &str, event: &AuditLog) -> Result<(), JobError> {
+    pub async fn write(&self, job_id: &str, event: &AuditLog) -> Result<Delivered, JobError> {
         let event_id = event.event_id.ok_or_else(|| JobError::Permanent("the event has no event_id".into()))?;
         let occurred_at =
             event.occurred_at.ok_or_else(|| JobError::Permanent("the event has no occurred_at".into()))?;
@@ -47,6 +47,6 @@ impl AuditWriter {
                 }
                 _ => JobError::Retry(format!("postgresql: {e}")),
             })?;
-        Ok(())
+        Ok(Delivered::done())
     }
 }

@@ -4,7 +4,7 @@
 use jobs::payload::Email;
 use jobs::settings::{Env, SettingError};
 
-use crate::outcome::JobError;
+use crate::outcome::{Delivered, JobError};
 
 #[derive(Debug)]
 pub enum EmailProvider {
@@ -22,7 +22,7 @@ impl EmailProvider {
     }
 
     #[expect(clippy::unused_async, reason = "the real providers (the job-kinds issue) await their requests")]
-    pub async fn send(&self, job_id: &str, email: &Email) -> Result<(), JobError> {
+    pub async fn send(&self, job_id: &str, email: &Email) -> Result<Delivered, JobError> {
         match self {
             Self::Log => {
                 let recipients = email.to.len() + email.cc.len() + email.bcc.len();
@@ -32,7 +32,7 @@ impl EmailProvider {
                     template = email.template.as_ref().map(|t| t.name.as_str()),
                     "email (log provider): sent"
                 );
-                Ok(())
+                Ok(Delivered::done())
             }
         }
     }

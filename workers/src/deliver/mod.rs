@@ -13,7 +13,7 @@ use jobs::Kind;
 use jobs::queue::Leased;
 use jobs::settings::{Env, SettingError};
 
-use crate::outcome::JobError;
+use crate::outcome::{Delivered, JobError};
 
 #[derive(Debug)]
 pub struct Deliveries {
@@ -61,7 +61,7 @@ impl Deliveries {
 
     /// Runs one attempt of `job`. The payload was validated at enqueue; one that no longer
     /// reads (a foreign writer) is a permanent failure, never a panic.
-    pub async fn run(&self, job: &Leased, payload: &str) -> Result<(), JobError> {
+    pub async fn run(&self, job: &Leased, payload: &str) -> Result<Delivered, JobError> {
         let unreadable =
             |e: serde_json::Error| JobError::Permanent(format!("the payload does not read as {} ({e})", job.kind));
         match job.kind {

@@ -4,7 +4,7 @@
 use jobs::payload::OtpSms;
 use jobs::settings::{Env, SettingError};
 
-use crate::outcome::JobError;
+use crate::outcome::{Delivered, JobError};
 
 #[derive(Debug)]
 pub enum SmsProvider {
@@ -25,11 +25,11 @@ impl SmsProvider {
     }
 
     #[expect(clippy::unused_async, reason = "the real providers (the job-kinds issue) await their requests")]
-    pub async fn send(&self, job_id: &str, otp: &OtpSms) -> Result<(), JobError> {
+    pub async fn send(&self, job_id: &str, otp: &OtpSms) -> Result<Delivered, JobError> {
         match self {
             Self::Log => {
                 tracing::info!(job_id, to = %mask(&otp.to), template = otp.template.as_deref().unwrap_or("default"), "sms (log provider): verification code sent, code [redacted]");
-                Ok(())
+                Ok(Delivered::done())
             }
         }
     }

@@ -19,7 +19,7 @@ use hmac::{Hmac, Mac};
 use jobs::payload::Webhook;
 use sha2::Sha256;
 
-use crate::outcome::JobError;
+use crate::outcome::{Delivered, JobError};
 
 /// The most of a response body kept in the error record.
 const BODY_SNIPPET: usize = 256;
@@ -129,7 +129,7 @@ impl WebhookSender {
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
 
-    pub async fn deliver(&self, id: &str, webhook: &Webhook) -> Result<(), JobError> {
+    pub async fn deliver(&self, id: &str, webhook: &Webhook) -> Result<Delivered, JobError> {
         if !self.allow_private {
             // The resolver never sees an IP literal: check it here.
             let literal = url::Url::parse(&webhook.url).ok().and_then(|u| match u.host() {
@@ -161,7 +161,7 @@ impl WebhookSender {
             })?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            return Ok(Delivered::done());
         }
         let after = super::retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
         let message = format!("HTTP {}{}", status.as_u16(), snippet(response).await);
