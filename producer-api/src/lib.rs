@@ -2,6 +2,7 @@
 //! Redis with one round trip. `router(state)` and `run(config, listener, shutdown)` let tests
 //! start it in-process on port 0.
 
+pub mod audit_logs;
 pub mod auth;
 pub mod config;
 pub mod openapi;
@@ -26,6 +27,8 @@ use crate::problem::ApiError;
 pub struct AppState {
     pub store: Store,
     pub api_keys: ApiKeys,
+    /// PostgreSQL, for `GET /v1/audit-logs` only; connects on first use.
+    pub db: sqlx::PgPool,
 }
 
 impl AppState {
@@ -33,7 +36,9 @@ impl AppState {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let conn = jobs::redis_conn::connect(&config.redis.url, config.redis_timeout)?;
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout);
-        Ok(Self { store, api_keys: config.api_keys.clone() })
+        let db = jobs::db::pool(&config.database_url, 8)
+            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        Ok(Self { store, api_keys: config.api_keys.clone(), db })
     }
 }
 
@@ -43,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
         .route("/v1/jobs/batch", post(routes::create_batch).layer(DefaultBodyLimit::max(routes::BATCH_BODY_LIMIT)))
         .route("/v1/jobs/{id}", get(routes::get_job))
+        .route("/v1/audit-logs", get(audit_logs::list))
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .with_state(state.clone())

@@ -11,10 +11,11 @@ use crate::routes;
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Jobplane producer API", description = "Validates and enqueues OTP SMS, email, webhook and audit-log jobs."),
-    paths(routes::create_job, routes::create_batch, routes::get_job),
+    paths(routes::create_job, routes::create_batch, routes::get_job, crate::audit_logs::list),
     components(schemas(Problem, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind)),
     modifiers(&BearerAuth),
-    tags((name = "jobs", description = "Enqueue jobs and follow them"))
+    tags((name = "jobs", description = "Enqueue jobs and follow them"),
+         (name = "audit logs", description = "Read the audit events workers wrote to PostgreSQL"))
 )]
 pub struct ApiDoc;
 

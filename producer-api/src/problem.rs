@@ -45,6 +45,8 @@ pub enum ApiError {
          retry with the same Idempotency-Key to get exactly one job"
     )]
     Unavailable,
+    #[error("the audit-log database did not answer; try again shortly")]
+    DatabaseUnavailable,
     #[error("internal error")]
     Internal(String),
 }
@@ -64,7 +66,9 @@ impl ApiError {
                 "Idempotency key reused with another request",
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
-            ApiError::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable"),
+            ApiError::Unavailable | ApiError::DatabaseUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable")
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal server error"),
         }
     }

@@ -39,7 +39,8 @@ pub struct Config {
     pub database_url: String,
     /// `WORKER_KINDS` (or `--kinds`): the kinds this worker consumes, default all.
     pub kinds: BTreeSet<Kind>,
-    /// `WORKER_CONCURRENCY_<KIND>` (default 50 each; audit_log 20).
+    /// `WORKER_CONCURRENCY_<KIND>` (default 50 each; audit_log 2000: an audit job only waits
+    /// for its batch, and two batches of `AUDIT_BATCH_SIZE` keep the writer busy).
     pub concurrency: BTreeMap<Kind, usize>,
     pub backoff: BTreeMap<Kind, Backoff>,
     /// `WORKER_BATCH` (default 100): most jobs leased per fetch.
@@ -71,7 +72,7 @@ impl Config {
                 Kind::OtpSms => ("WORKER_CONCURRENCY_OTP_SMS", 50),
                 Kind::Email => ("WORKER_CONCURRENCY_EMAIL", 50),
                 Kind::Webhook => ("WORKER_CONCURRENCY_WEBHOOK", 50),
-                Kind::AuditLog => ("WORKER_CONCURRENCY_AUDIT_LOG", 20),
+                Kind::AuditLog => ("WORKER_CONCURRENCY_AUDIT_LOG", 2000),
             };
             let n: usize = env.parse(name, default)?;
             if !(1..=10_000).contains(&n) {

@@ -1,52 +1,267 @@
-//! Audit-log events into PostgreSQL. This version writes each job's event with one statement
-//! (stored once per `event_id`); batching many jobs per statement is the job-kinds issue.
+//! Audit-log events into PostgreSQL, in batches. Each audit job hands its event to one writer
+//! task and waits; the writer collects events until it has `AUDIT_BATCH_SIZE` of them or
+//! `AUDIT_FLUSH_MS` has passed since the first, and writes them all with one statement. Each job
+//! succeeds only once its batch has committed, so an acknowledged event is in PostgreSQL.
+//!
+//! - A PostgreSQL outage: the batch is retried, with backoff, for up to
+//!   `AUDIT_OUTAGE_RETRY_SECONDS` while the jobs' leases are kept alive; only then do the jobs
+//!   fail their attempt and go to the durable retry. An outage shorter than that costs no attempt.
+//! - A row PostgreSQL refuses (a broken rule, a value it cannot read): the batch is split in
+//!   halves until the refused rows stand alone; those fail permanently (dead letters), their
+//!   neighbours are written.
+//! - A repeated `event_id`, in one batch or across batches and redeliveries, is stored once: the
+//!   statement claims each event id in `audit_event_ids` and inserts only what it claimed.
 
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, Utc};
 use jobs::payload::AuditLog;
+use jobs::settings::{Env, SettingError};
 use sqlx::PgPool;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
 use crate::outcome::{Delivered, JobError};
 
-const INSERT: &str = "
-    WITH claimed AS (
-        INSERT INTO audit_event_ids (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING event_id
+/// One statement per batch: the batch's columns arrive as arrays, duplicates of an event id
+/// inside the batch collapse to the first, and only newly claimed ids are inserted.
+const INSERT_BATCH: &str = "
+    WITH input AS (
+        SELECT DISTINCT ON (event_id) *
+        FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::inet[],
+                    $8::text[], $9::jsonb[], $10::timestamptz[], $11::uuid[])
+             WITH ORDINALITY AS t(event_id, tenant_id, actor, action, resource_type, resource_id, ip,
+                                  user_agent, metadata, occurred_at, job_id, position)
+        ORDER BY event_id, position
+    ),
+    claimed AS (
+        INSERT INTO audit_event_ids (event_id) SELECT event_id FROM input
+        ON CONFLICT DO NOTHING RETURNING event_id
     )
-    INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, resource_id, ip, user_agent, metadata, occurred_at, job_id)
-    SELECT event_id, $2, $3, $4, $5, $6, $7::inet, $8, $9, $10, $11::uuid FROM claimed";
+    INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, resource_id, ip, user_agent,
+                            metadata, occurred_at, job_id)
+    SELECT i.event_id, i.tenant_id, i.actor, i.action, i.resource_type, i.resource_id, i.ip, i.user_agent,
+           i.metadata, i.occurred_at, i.job_id
+    FROM input i JOIN claimed c ON c.event_id = i.event_id";
 
-#[derive(Debug)]
+/// How the writer batches.
+#[derive(Debug, Clone, Copy)]
+pub struct AuditSettings {
+    /// `AUDIT_BATCH_SIZE` (default 1000): a batch is written once it holds this many events.
+    pub batch: usize,
+    /// `AUDIT_FLUSH_MS` (default 200): ... or this long after its first event arrived.
+    pub flush: Duration,
+    /// `AUDIT_OUTAGE_RETRY_SECONDS` (default 60): how long a batch keeps trying while
+    /// PostgreSQL is unreachable before its jobs fail the attempt.
+    pub outage_retry: Duration,
+}
+
+impl AuditSettings {
+    pub fn from_env(env: &Env, job_timeout: Duration) -> Result<Self, SettingError> {
+        let batch: usize = env.parse("AUDIT_BATCH_SIZE", 1000)?;
+        if !(1..=10_000).contains(&batch) {
+            return Err(SettingError::new("AUDIT_BATCH_SIZE", "must be between 1 and 10000"));
+        }
+        let flush = env.millis("AUDIT_FLUSH_MS", 200)?;
+        if flush.is_zero() || flush > Duration::from_mins(1) {
+            return Err(SettingError::new("AUDIT_FLUSH_MS", "must be between 1 and 60000"));
+        }
+        let outage_retry = env.seconds("AUDIT_OUTAGE_RETRY_SECONDS", 60)?;
+        if outage_retry + flush + Duration::from_secs(10) > job_timeout {
+            return Err(SettingError::new(
+                "AUDIT_OUTAGE_RETRY_SECONDS",
+                format!(
+                    "must leave at least 10 s of WORKER_JOB_TIMEOUT_SECONDS ({} s) for the write itself",
+                    job_timeout.as_secs()
+                ),
+            ));
+        }
+        Ok(Self { batch, flush, outage_retry })
+    }
+}
+
+/// One event as it is written.
+#[derive(Debug, Clone)]
+struct Row {
+    event_id: Uuid,
+    tenant_id: String,
+    actor: String,
+    action: String,
+    resource_type: String,
+    resource_id: Option<String>,
+    ip: Option<String>,
+    user_agent: Option<String>,
+    metadata: serde_json::Value,
+    occurred_at: DateTime<Utc>,
+    job_id: Option<Uuid>,
+}
+
+impl Row {
+    fn new(job_id: &str, event: &AuditLog) -> Result<Self, JobError> {
+        Ok(Self {
+            event_id: event.event_id.ok_or_else(|| JobError::Permanent("the event has no event_id".into()))?,
+            tenant_id: event.tenant_id.clone(),
+            actor: event.actor.clone(),
+            action: event.action.clone(),
+            resource_type: event.resource_type.clone(),
+            resource_id: event.resource_id.clone(),
+            ip: event.ip.map(|ip| ip.to_string()),
+            user_agent: event.user_agent.clone(),
+            metadata: serde_json::Value::Object(event.metadata.clone()),
+            occurred_at: event.occurred_at.ok_or_else(|| JobError::Permanent("the event has no occurred_at".into()))?,
+            job_id: job_id.parse().ok(),
+        })
+    }
+}
+
+type Pending = (Row, oneshot::Sender<Result<(), JobError>>);
+
+/// The handle audit jobs write through; cheap to share.
+#[derive(Debug, Clone)]
 pub struct AuditWriter {
-    pool: PgPool,
+    tx: mpsc::Sender<Pending>,
 }
 
 impl AuditWriter {
-    pub fn new(database_url: &str) -> Result<Self, sqlx::Error> {
-        Ok(Self { pool: jobs::db::pool(database_url, 4)? })
+    /// Starts the writer task. It ends when the last handle is dropped.
+    pub fn spawn(pool: PgPool, settings: AuditSettings) -> Self {
+        let (tx, rx) = mpsc::channel(settings.batch * 2);
+        tokio::spawn(run(pool, rx, settings));
+        Self { tx }
     }
 
+    /// Returns once the event's batch has committed (or failed).
     pub async fn write(&self, job_id: &str, event: &AuditLog) -> Result<Delivered, JobError> {
-        let event_id = event.event_id.ok_or_else(|| JobError::Permanent("the event has no event_id".into()))?;
-        let occurred_at =
-            event.occurred_at.ok_or_else(|| JobError::Permanent("the event has no occurred_at".into()))?;
-        sqlx::query(INSERT)
-            .bind(event_id)
-            .bind(&event.tenant_id)
-            .bind(&event.actor)
-            .bind(&event.action)
-            .bind(&event.resource_type)
-            .bind(&event.resource_id)
-            .bind(event.ip.map(|ip| ip.to_string()))
-            .bind(&event.user_agent)
-            .bind(sqlx::types::Json(&event.metadata))
-            .bind(occurred_at)
-            .bind(job_id)
-            .execute(&self.pool)
-            .await
-            .map_err(|e| match &e {
-                sqlx::Error::Database(db) if db.is_check_violation() => {
-                    JobError::Permanent(format!("the event breaks a rule: {db}"))
-                }
-                _ => JobError::Retry(format!("postgresql: {e}")),
-            })?;
+        let row = Row::new(job_id, event)?;
+        let (reply, written) = oneshot::channel();
+        let stopped = || JobError::Retry("the audit-log writer has stopped".into());
+        self.tx.send((row, reply)).await.map_err(|_| stopped())?;
+        written.await.map_err(|_| stopped())??;
         Ok(Delivered::done())
+    }
+}
+
+async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, settings: AuditSettings) {
+    let mut batch = Vec::with_capacity(settings.batch);
+    while rx.recv_many(&mut batch, settings.batch).await > 0 {
+        let deadline = tokio::time::Instant::now() + settings.flush;
+        while batch.len() < settings.batch {
+            let room = settings.batch - batch.len();
+            match tokio::time::timeout_at(deadline, rx.recv_many(&mut batch, room)).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let (rows, replies): (Vec<Row>, Vec<_>) = batch.drain(..).unzip();
+        metrics::histogram!("jobplane_audit_batch_size").record(f64::from(u32::try_from(rows.len()).unwrap_or(u32::MAX)));
+        let results = write_isolating(&pool, &rows, settings.outage_retry).await;
+        let written = results.iter().filter(|r| r.is_ok()).count();
+        metrics::counter!("jobplane_audit_events_written_total").increment(written as u64);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result);
+        }
+    }
+}
+
+/// Why a batch did not commit.
+#[derive(Debug)]
+enum Failure {
+    /// PostgreSQL refused something in the batch: a row breaks a rule or cannot be read.
+    Refused(String),
+    /// PostgreSQL could not take the batch now (unreachable, restarting, not migrated yet).
+    Unavailable(String),
+}
+
+/// Writes `rows`, one result per row: a refused batch is split until the refused rows stand
+/// alone, so one poison event does not sink its neighbours.
+async fn write_isolating(pool: &PgPool, rows: &[Row], outage_retry: Duration) -> Vec<Result<(), JobError>> {
+    match write_retrying(pool, rows, outage_retry).await {
+        Ok(()) => vec![Ok(()); rows.len()],
+        Err(Failure::Unavailable(e)) => vec![Err(JobError::Retry(format!("postgresql unavailable: {e}"))); rows.len()],
+        Err(Failure::Refused(e)) if rows.len() == 1 => {
+            tracing::warn!(event_id = %rows[0].event_id, error = %e, "postgresql refused an audit event");
+            vec![Err(JobError::Permanent(format!("postgresql refused the event: {e}")))]
+        }
+        Err(Failure::Refused(_)) => {
+            let (left, right) = rows.split_at(rows.len() / 2);
+            let mut results = Box::pin(write_isolating(pool, left, outage_retry)).await;
+            results.extend(Box::pin(write_isolating(pool, right, outage_retry)).await);
+            results
+        }
+    }
+}
+
+/// One statement for the whole batch, tried again while PostgreSQL is unavailable, for at most
+/// `outage_retry` of waiting in all.
+async fn write_retrying(pool: &PgPool, rows: &[Row], outage_retry: Duration) -> Result<(), Failure> {
+    let policy = ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .with_total_delay(Some(outage_retry));
+    (|| insert(pool, rows))
+        .retry(policy)
+        .when(|e| matches!(e, Failure::Unavailable(_)))
+        .notify(|e, wait| {
+            tracing::warn!(error = ?e, events = rows.len(), retry_in_ms = wait.as_millis(), "audit batch not written; retrying");
+        })
+        .await
+}
+
+async fn insert(pool: &PgPool, rows: &[Row]) -> Result<(), Failure> {
+    let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>();
+    let optional = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(INSERT_BATCH)
+        .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
+        .bind(column(|r| r.tenant_id.clone()))
+        .bind(column(|r| r.actor.clone()))
+        .bind(column(|r| r.action.clone()))
+        .bind(column(|r| r.resource_type.clone()))
+        .bind(optional(|r| r.resource_id.clone()))
+        .bind(optional(|r| r.ip.clone()))
+        .bind(optional(|r| r.user_agent.clone()))
+        .bind(rows.iter().map(|r| sqlx::types::Json(&r.metadata)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(&e))
+}
+
+/// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation) are about the
+/// rows; anything else (I/O, pool timeout, shutdown, a table not migrated yet) is about the
+/// server, and passes.
+fn classify(e: &sqlx::Error) -> Failure {
+    if let sqlx::Error::Database(db) = e
+        && db.code().is_some_and(|code| code.starts_with("22") || code.starts_with("23"))
+    {
+        return Failure::Refused(db.message().to_owned());
+    }
+    Failure::Unavailable(e.to_string())
+}
+
+/// Keeps the monthly partitions of `audit_logs` ahead of time: this month and the next two,
+/// checked at start and then daily. Waits, retrying, while PostgreSQL or the migrations are not
+/// there yet; a missing partition is never fatal (the default partition takes the rows).
+pub async fn keep_partitions(pool: PgPool) {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        match sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2)").fetch_one(&pool).await {
+            Ok(created) => {
+                if created > 0 {
+                    tracing::info!(created, "audit-log partitions created");
+                }
+                wait = Duration::from_secs(1);
+                tokio::time::sleep(Duration::from_hours(24)).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "audit-log partitions not checked; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_mins(5));
+            }
+        }
     }
 }

@@ -23,7 +23,7 @@ pub struct Deliveries {
     webhook: Option<webhook::WebhookSender>,
     sms: sms::SmsProvider,
     email: email::EmailProvider,
-    audit: audit::AuditWriter,
+    audit: Option<audit::AuditWriter>,
 }
 
 impl Deliveries {
@@ -49,13 +49,20 @@ impl Deliveries {
         if timeout.is_zero() {
             return Err(SettingError::new("WORKER_JOB_TIMEOUT_SECONDS", "must be at least 1"));
         }
+        let audit = if kinds.contains(&Kind::AuditLog) {
+            let settings = audit::AuditSettings::from_env(env, timeout)?;
+            let pool = jobs::db::pool(database_url, 4).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
+            tokio::spawn(audit::keep_partitions(pool.clone()));
+            Some(audit::AuditWriter::spawn(pool, settings))
+        } else {
+            None
+        };
         Ok(Self {
             timeout,
             webhook,
             sms: sms::SmsProvider::from_env(env)?,
             email: email::EmailProvider::from_env(env)?,
-            audit: audit::AuditWriter::new(database_url)
-                .map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?,
+            audit,
         })
     }
 
@@ -79,7 +86,11 @@ impl Deliveries {
                 self.sms.send(&job.id, &otp).await
             }
             Kind::Email => self.email.send(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await,
-            Kind::AuditLog => self.audit.write(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await,
+            Kind::AuditLog => {
+                let writer =
+                    self.audit.as_ref().ok_or_else(|| JobError::Retry("this worker has no audit-log writer".into()))?;
+                writer.write(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await
+            }
         }
     }
 }
