@@ -492,3 +492,61 @@ async fn finished_jobs_expire_and_redis_memory_returns_near_its_baseline() {
     assert_eq!(keys, baseline_keys, "finished jobs did not expire within 15 s");
     assert!(after_memory <= baseline_memory + SLACK, "used_memory {after_memory} B vs baseline {baseline_memory} B");
 }
+
+/// PostgreSQL stops for 30 s while audit events keep arriving: every accepted event is written
+/// once PostgreSQL is back, none is dead, and the outage costs no job an attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_events_survive_a_30_s_postgresql_outage() {
+    use crate::audit::{drained, enqueue_all, event, rows};
+    use crate::support::OwnPostgres;
+
+    let pg = OwnPostgres::start();
+    let url = pg.url("postgres");
+    let app = TestApp::spawn().await;
+    let worker = WorkerProcess::start(
+        &app.redis_url,
+        &app.namespace,
+        &[("WORKER_KINDS", "audit_log"), ("DATABASE_URL", &url), ("AUDIT_FLUSH_MS", "100")],
+    );
+    let batch = |n: usize| -> Vec<serde_json::Value> {
+        (0..n).map(|_| event("acme", uuid::Uuid::now_v7(), "invoice.paid", Utc::now())).collect()
+    };
+    let pool = jobs::db::pool(&url, 2).unwrap();
+    enqueue_all(&app, &batch(500)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rows(&pool).await < 500 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(rows(&pool).await, 500, "written before the outage");
+    pool.close().await;
+
+    pg.stop();
+    let outage = Instant::now();
+    // Events keep arriving all through the outage.
+    for _ in 0..6 {
+        enqueue_all(&app, &batch(250)).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(outage.elapsed())).await;
+    let depths = app.depths("audit_log").await;
+    assert_eq!(depths.3, 0, "nothing died during the outage");
+    pg.start_again();
+    let back = Instant::now();
+    enqueue_all(&app, &batch(500)).await;
+
+    let depths = drained(&app, Duration::from_secs(90)).await;
+    let pool = jobs::db::pool(&url, 2).unwrap();
+    let written = rows(&pool).await;
+    println!(
+        "postgresql outage {:.1} s: {written} of 2500 events written, {:.1} s after it came back; depths {depths:?}",
+        (back - outage).as_secs_f64(),
+        back.elapsed().as_secs_f64()
+    );
+    assert_eq!(depths, (0, 0, 0, 0), "every job succeeded (ready, scheduled, active, dead)");
+    assert_eq!(written, 2500, "every accepted event is in PostgreSQL once");
+    // The outage was shorter than AUDIT_OUTAGE_RETRY_SECONDS: the batches waited, no attempt failed.
+    let text = reqwest::get(format!("http://{}/metrics", worker.metrics_addr)).await.unwrap().text().await.unwrap();
+    let completed: Vec<&str> = text.lines().filter(|l| l.starts_with("jobplane_jobs_completed_total{")).collect();
+    assert_eq!(completed, [r#"jobplane_jobs_completed_total{kind="audit_log",outcome="succeeded"} 2500"#]);
+    pool.close().await;
+}

@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
+mod audit;
 mod batch;
 mod binaries;
 mod chaos;

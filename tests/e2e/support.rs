@@ -43,10 +43,16 @@ impl TestApp {
     }
 
     pub async fn spawn_on(redis_url: &str) -> Self {
+        Self::spawn_with(redis_url, &[]).await
+    }
+
+    /// With more settings, such as the `DATABASE_URL` that `GET /v1/audit-logs` reads.
+    pub async fn spawn_with(redis_url: &str, extra: &[(&str, &str)]) -> Self {
         let namespace = namespace();
         let keys = format!("shop:{SHOP_KEY},billing:{BILLING_KEY},metrics:{METRICS_KEY}");
-        let env =
-            Env::from_pairs(&[("PRODUCER_API_KEYS", &keys), ("REDIS_URL", redis_url), ("REDIS_NAMESPACE", &namespace)]);
+        let mut pairs = vec![("PRODUCER_API_KEYS", keys.as_str()), ("REDIS_URL", redis_url), ("REDIS_NAMESPACE", &namespace)];
+        pairs.extend_from_slice(extra);
+        let env = Env::from_pairs(&pairs);
         let config = Config::from_env(&env).unwrap();
         let state = AppState::new(&config).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -238,6 +244,106 @@ impl OwnDatabase {
         let admin = format!("{}/postgres", server_url());
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.unwrap();
         sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name)).execute(&mut conn).await.unwrap();
+    }
+}
+
+/// A PostgreSQL server of the test's own (initdb in a temporary folder, its own port), for
+/// tests that stop and start it; stopped and removed on drop.
+pub struct OwnPostgres {
+    pub port: u16,
+    dir: PathBuf,
+    bindir: PathBuf,
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let bindir = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server binaries under /usr/lib/postgresql (scripts/test installs them)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .filter(|bin| bin.join("initdb").exists())
+            .max_by_key(|bin| bin.parent().and_then(|v| v.file_name()?.to_str()?.parse::<u32>().ok()))
+            .expect("initdb under /usr/lib/postgresql/*/bin");
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("jobplane-pg-{port}-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let pg = Self { port, dir, bindir };
+        if pg.as_root() {
+            // initdb refuses to run as root: the cluster belongs to the postgres user.
+            assert!(Command::new("chown").arg("postgres").arg(&pg.dir).status().unwrap().success());
+        }
+        let data = pg.dir.join("data");
+        let status = pg
+            .as_owner("initdb")
+            .arg("-D")
+            .arg(&data)
+            .args(["--username=postgres", "--auth=trust", "--encoding=UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "initdb failed");
+        pg.start_again();
+        pg
+    }
+
+    fn as_root(&self) -> bool {
+        std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
+    }
+
+    fn as_owner(&self, program: &str) -> Command {
+        let program = self.bindir.join(program);
+        let mut command = if self.as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(program);
+            c
+        } else {
+            Command::new(program)
+        };
+        command.current_dir("/");
+        command
+    }
+
+    pub fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let status = self
+            .as_owner("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("log"))
+            .args(["-o", &options, "-w", "-t", "30", "start"])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl start failed; see {}", self.dir.join("log").display());
+    }
+
+    /// A fast shutdown: open connections are cut, new ones refused, as in a real outage.
+    pub fn stop(&self) {
+        let _ = self
+            .as_owner("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-t", "30", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
