@@ -268,7 +268,7 @@ impl OwnPostgres {
         let dir = std::env::temp_dir().join(format!("jobplane-pg-{port}-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let pg = Self { port, dir, bindir };
-        if pg.as_root() {
+        if Self::as_root() {
             // initdb refuses to run as root: the cluster belongs to the postgres user.
             assert!(Command::new("chown").arg("postgres").arg(&pg.dir).status().unwrap().success());
         }
@@ -286,13 +286,13 @@ impl OwnPostgres {
         pg
     }
 
-    fn as_root(&self) -> bool {
+    fn as_root() -> bool {
         std::os::unix::fs::MetadataExt::uid(&std::fs::metadata("/proc/self").unwrap()) == 0
     }
 
     fn as_owner(&self, program: &str) -> Command {
         let program = self.bindir.join(program);
-        let mut command = if self.as_root() {
+        let mut command = if Self::as_root() {
             let mut c = Command::new("runuser");
             c.args(["-u", "postgres", "--"]).arg(program);
             c

@@ -55,6 +55,9 @@ pub struct AuditSettings {
     /// `AUDIT_OUTAGE_RETRY_SECONDS` (default 60): how long a batch keeps trying while
     /// PostgreSQL is unreachable before its jobs fail the attempt.
     pub outage_retry: Duration,
+    /// `AUDIT_WRITERS` (default 2): batches written at once, each on its own connection, so
+    /// the next batch fills and commits while one is in flight.
+    pub writers: usize,
 }
 
 impl AuditSettings {
@@ -77,7 +80,11 @@ impl AuditSettings {
                 ),
             ));
         }
-        Ok(Self { batch, flush, outage_retry })
+        let writers: usize = env.parse("AUDIT_WRITERS", 2)?;
+        if !(1..=32).contains(&writers) {
+            return Err(SettingError::new("AUDIT_WRITERS", "must be between 1 and 32"));
+        }
+        Ok(Self { batch, flush, outage_retry, writers })
     }
 }
 
@@ -143,8 +150,15 @@ impl AuditWriter {
 }
 
 async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, settings: AuditSettings) {
+    let writers = std::sync::Arc::new(tokio::sync::Semaphore::new(settings.writers));
     let mut batch = Vec::with_capacity(settings.batch);
-    while rx.recv_many(&mut batch, settings.batch).await > 0 {
+    loop {
+        // Collect the next batch only once a writer is free to take it, so it keeps growing
+        // while every writer is busy.
+        let Ok(writer) = writers.clone().acquire_owned().await else { return };
+        if rx.recv_many(&mut batch, settings.batch).await == 0 {
+            return;
+        }
         let deadline = tokio::time::Instant::now() + settings.flush;
         while batch.len() < settings.batch {
             let room = settings.batch - batch.len();
@@ -154,13 +168,17 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, settings: AuditSetti
             }
         }
         let (rows, replies): (Vec<Row>, Vec<_>) = batch.drain(..).unzip();
-        metrics::histogram!("jobplane_audit_batch_size").record(f64::from(u32::try_from(rows.len()).unwrap_or(u32::MAX)));
-        let results = write_isolating(&pool, &rows, settings.outage_retry).await;
-        let written = results.iter().filter(|r| r.is_ok()).count();
-        metrics::counter!("jobplane_audit_events_written_total").increment(written as u64);
-        for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(result);
-        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            metrics::histogram!("jobplane_audit_batch_size").record(f64::from(u32::try_from(rows.len()).unwrap_or(u32::MAX)));
+            let results = write_isolating(&pool, &rows, settings.outage_retry).await;
+            let written = results.iter().filter(|r| r.is_ok()).count();
+            metrics::counter!("jobplane_audit_events_written_total").increment(written as u64);
+            for (reply, result) in replies.into_iter().zip(results) {
+                let _ = reply.send(result);
+            }
+            drop(writer);
+        });
     }
 }
 

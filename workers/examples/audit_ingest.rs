@@ -1,0 +1,149 @@
+//! Audit-log ingestion, end to end (run by `bench/audit.sh`; never part of the tests).
+//!
+//! Starts the release `producer-api` and `worker` binaries on a database and a Redis namespace of
+//! their own, posts N events (default 100,000) through `POST /v1/jobs/batch` (1000 a request,
+//! 4 requests in flight) and times from the first request until every row is in PostgreSQL.
+//! Two worker set-ups, alternated over the runs, on the same machine in the same run:
+//! - `batched`: the defaults (`AUDIT_BATCH_SIZE=1000`, `AUDIT_FLUSH_MS=200`, `AUDIT_WRITERS=2`);
+//! - `one insert per event`: `AUDIT_BATCH_SIZE=1` with `AUDIT_WRITERS=8`, so each event is one
+//!   statement and eight statements run at once: the per-event baseline, given the same
+//!   parallelism a connection pool would give it.
+//!
+//! Prints each run and the median of each set-up, and their ratio.
+
+#![expect(clippy::cast_precision_loss, reason = "rates for a report")]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+
+const KEY: &str = "bench-secret-0123456789";
+
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(18_080, |a| a.port())
+}
+
+async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyhow::Result<f64> {
+    let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let server = std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let suffix = uuid::Uuid::now_v7().simple().to_string();
+    let (database, namespace) = (format!("bench_audit_{suffix}"), format!("bench-{suffix}"));
+    let admin = sqlx::PgPool::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await?;
+    let db_url = format!("{server}/{database}");
+    jobs::db::migrate(&jobs::db::pool(&db_url, 1)?).await?;
+    let addr = format!("127.0.0.1:{}", free_port());
+    let api = Killed(
+        Command::new(bin.join("producer-api"))
+            .env("PRODUCER_API_KEYS", format!("bench:{KEY}"))
+            .env("PRODUCER_ADDR", &addr)
+            .env("REDIS_URL", &redis_url)
+            .env("REDIS_NAMESPACE", &namespace)
+            .env("DATABASE_URL", &db_url)
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let (batch, writers, concurrency) = if baseline { ("1", "8", "200") } else { ("1000", "2", "2000") };
+    let worker = Killed(
+        Command::new(bin.join("worker"))
+            .env("REDIS_URL", &redis_url)
+            .env("REDIS_NAMESPACE", &namespace)
+            .env("DATABASE_URL", &db_url)
+            .env("WORKER_KINDS", "audit_log")
+            .env("WORKER_METRICS_ADDR", "0")
+            .env("AUDIT_BATCH_SIZE", batch)
+            .env("AUDIT_WRITERS", writers)
+            .env("WORKER_CONCURRENCY_AUDIT_LOG", concurrency)
+            .env("JOB_RETENTION_SECONDS", "60")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .spawn()?,
+    );
+    let http = reqwest::Client::new();
+    let ready = format!("http://{addr}/readyz");
+    while !http.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pool = jobs::db::pool(&db_url, 1)?;
+    let now = chrono::Utc::now();
+    let bodies: Vec<serde_json::Value> = (0..events)
+        .collect::<Vec<_>>()
+        .chunks(1000)
+        .map(|chunk| {
+            let jobs: Vec<_> = chunk
+                .iter()
+                .map(|i| json!({"kind": "audit_log", "payload": {"tenant_id": format!("t{}", i % 50),
+                    "actor": "user:7", "action": "invoice.paid", "resource_type": "invoice",
+                    "resource_id": format!("inv_{i}"), "metadata": {"n": i}, "occurred_at": now}}))
+                .collect();
+            json!({ "jobs": jobs })
+        })
+        .collect();
+    let started = Instant::now();
+    let url = format!("http://{addr}/v1/jobs/batch");
+    let mut posts = futures::stream::iter(bodies.iter().map(|body| http.post(&url).bearer_auth(KEY).json(body).send()))
+        .buffer_unordered(4);
+    while let Some(response) = posts.next().await {
+        anyhow::ensure!(response?.status() == 202, "enqueue refused");
+    }
+    let target = i64::try_from(events)?;
+    loop {
+        let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs").fetch_one(&pool).await?;
+        if rows >= target {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    drop((worker, api));
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&admin).await?;
+    let mut conn = redis::Client::open(redis_url.as_str())?.get_multiplexed_async_connection().await?;
+    let stale: Vec<String> = redis::cmd("KEYS").arg(format!("{namespace}:*")).query_async(&mut conn).await?;
+    for chunk in stale.chunks(1000) {
+        let () = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await?;
+    }
+    Ok(rate)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
+    let bin = std::path::PathBuf::from(std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
+    let (mut batched, mut single) = (Vec::new(), Vec::new());
+    for run in 1..=runs {
+        for baseline in [false, true] {
+            let rate = run_once(events, baseline, &bin).await?;
+            let name = if baseline { "one insert per event" } else { "batched" };
+            println!("run {run}: {name:<21} {events} events end to end: {rate:>9.0} rows/s");
+            if baseline { &mut single } else { &mut batched }.push(rate);
+        }
+    }
+    let range = |v: &[f64]| {
+        let (lo, hi) = v.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
+        format!("{lo:.0}–{hi:.0}")
+    };
+    let (b, s) = (median(batched.clone()), median(single.clone()));
+    println!("median batched:              {b:>9.0} rows/s (min–max {})", range(&batched));
+    println!("median one insert per event: {s:>9.0} rows/s (min–max {})", range(&single));
+    println!("ratio batched / one insert per event: {:.1}×", b / s);
+    Ok(())
+}
