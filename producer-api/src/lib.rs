@@ -36,8 +36,7 @@ impl AppState {
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let conn = jobs::redis_conn::connect(&config.redis.url, config.redis_timeout)?;
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout);
-        let db = jobs::db::pool(&config.database_url, 8)
-            .map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let db = jobs::db::pool(&config.database_url, 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
         Ok(Self { store, api_keys: config.api_keys.clone(), db })
     }
 }

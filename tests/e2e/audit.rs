@@ -62,7 +62,9 @@ async fn all_pages(app: &TestApp, query: &str) -> (Vec<Uuid>, usize) {
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         pages += 1;
-        ids.extend(body["items"].as_array().unwrap().iter().map(|i| i["event_id"].as_str().unwrap().parse::<Uuid>().unwrap()));
+        ids.extend(
+            body["items"].as_array().unwrap().iter().map(|i| i["event_id"].as_str().unwrap().parse::<Uuid>().unwrap()),
+        );
         match body["next_cursor"].as_str() {
             Some(next) => cursor = Some(next.to_owned()),
             None => return (ids, pages),
@@ -103,7 +105,8 @@ async fn audit_events_are_batched_stored_once_and_paged_newest_first() {
 
     // Batched: the writer's batches averaged far more than one event each.
     let text = reqwest::get(format!("http://{}/metrics", worker.metrics_addr)).await.unwrap().text().await.unwrap();
-    let (sum, count) = (metric(&text, "jobplane_audit_batch_size_sum"), metric(&text, "jobplane_audit_batch_size_count"));
+    let (sum, count) =
+        (metric(&text, "jobplane_audit_batch_size_sum"), metric(&text, "jobplane_audit_batch_size_count"));
     assert!((sum - 2610.0).abs() < 0.5, "every job went through a batch: {sum}");
     assert!(sum / count >= 20.0, "batches of {:.1} events on average ({count} batches)", sum / count);
 
@@ -127,7 +130,8 @@ async fn audit_events_are_batched_stored_once_and_paged_newest_first() {
     let response = page(&app, "limit=5000").await;
     assert_eq!(response.status(), 422);
     let problem: Value = response.json().await.unwrap();
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> =
+        problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["limit", "tenant_id"]);
     let response = app.http.get(app.url("/v1/audit-logs?tenant_id=acme")).send().await.unwrap();
     assert_eq!(response.status(), 401);

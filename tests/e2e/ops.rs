@@ -21,7 +21,7 @@ async fn the_openapi_document_describes_the_api() {
     let app = TestApp::spawn().await;
     let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
-    for path in ["/v1/jobs", "/v1/jobs/batch", "/v1/jobs/{id}"] {
+    for path in ["/v1/jobs", "/v1/jobs/batch", "/v1/jobs/{id}", "/v1/audit-logs"] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing");
     }
     let create = &doc["paths"]["/v1/jobs"]["post"];
@@ -29,7 +29,14 @@ async fn the_openapi_document_describes_the_api() {
         assert!(create["responses"].get(status).is_some(), "POST /v1/jobs lacks {status}");
     }
     let schemas = &doc["components"]["schemas"];
-    for schema in ["OtpSms", "Email", "Webhook", "AuditLog", "Problem", "JobInfo", "FieldError"] {
+    let params: Vec<&str> = doc["paths"]["/v1/audit-logs"]["get"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(params, ["tenant_id", "action", "actor", "from", "to", "limit", "cursor"]);
+    for schema in ["OtpSms", "Email", "Webhook", "AuditLog", "Problem", "JobInfo", "FieldError", "AuditPage"] {
         assert!(schemas.get(schema).is_some(), "schema {schema} missing");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");

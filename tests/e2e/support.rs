@@ -50,7 +50,8 @@ impl TestApp {
     pub async fn spawn_with(redis_url: &str, extra: &[(&str, &str)]) -> Self {
         let namespace = namespace();
         let keys = format!("shop:{SHOP_KEY},billing:{BILLING_KEY},metrics:{METRICS_KEY}");
-        let mut pairs = vec![("PRODUCER_API_KEYS", keys.as_str()), ("REDIS_URL", redis_url), ("REDIS_NAMESPACE", &namespace)];
+        let mut pairs =
+            vec![("PRODUCER_API_KEYS", keys.as_str()), ("REDIS_URL", redis_url), ("REDIS_NAMESPACE", &namespace)];
         pairs.extend_from_slice(extra);
         let env = Env::from_pairs(&pairs);
         let config = Config::from_env(&env).unwrap();

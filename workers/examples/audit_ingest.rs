@@ -84,9 +84,11 @@ async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyho
         .map(|chunk| {
             let jobs: Vec<_> = chunk
                 .iter()
-                .map(|i| json!({"kind": "audit_log", "payload": {"tenant_id": format!("t{}", i % 50),
+                .map(|i| {
+                    json!({"kind": "audit_log", "payload": {"tenant_id": format!("t{}", i % 50),
                     "actor": "user:7", "action": "invoice.paid", "resource_type": "invoice",
-                    "resource_id": format!("inv_{i}"), "metadata": {"n": i}, "occurred_at": now}}))
+                    "resource_id": format!("inv_{i}"), "metadata": {"n": i}, "occurred_at": now}})
+                })
                 .collect();
             json!({ "jobs": jobs })
         })

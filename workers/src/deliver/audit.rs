@@ -170,7 +170,8 @@ async fn run(pool: PgPool, mut rx: mpsc::Receiver<Pending>, settings: AuditSetti
         let (rows, replies): (Vec<Row>, Vec<_>) = batch.drain(..).unzip();
         let pool = pool.clone();
         tokio::spawn(async move {
-            metrics::histogram!("jobplane_audit_batch_size").record(f64::from(u32::try_from(rows.len()).unwrap_or(u32::MAX)));
+            metrics::histogram!("jobplane_audit_batch_size")
+                .record(f64::from(u32::try_from(rows.len()).unwrap_or(u32::MAX)));
             let results = write_isolating(&pool, &rows, settings.outage_retry).await;
             let written = results.iter().filter(|r| r.is_ok()).count();
             metrics::counter!("jobplane_audit_events_written_total").increment(written as u64);
