@@ -34,7 +34,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(18_080, |a| a.port())
 }
 
-async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyhow::Result<f64> {
+/// Rows per second end to end, and the seconds the enqueue alone took.
+async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyhow::Result<(f64, f64)> {
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let server = std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let suffix = uuid::Uuid::now_v7().simple().to_string();
@@ -100,6 +101,7 @@ async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyho
     while let Some(response) = posts.next().await {
         anyhow::ensure!(response?.status() == 202, "enqueue refused");
     }
+    let enqueued = started.elapsed().as_secs_f64();
     let target = i64::try_from(events)?;
     loop {
         let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs").fetch_one(&pool).await?;
@@ -117,7 +119,7 @@ async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyho
     for chunk in stale.chunks(1000) {
         let () = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await?;
     }
-    Ok(rate)
+    Ok((rate, enqueued))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -133,9 +135,9 @@ async fn main() -> anyhow::Result<()> {
     let (mut batched, mut single) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         for baseline in [false, true] {
-            let rate = run_once(events, baseline, &bin).await?;
+            let (rate, enqueued) = run_once(events, baseline, &bin).await?;
             let name = if baseline { "one insert per event" } else { "batched" };
-            println!("run {run}: {name:<21} {events} events end to end: {rate:>9.0} rows/s");
+            println!("run {run}: {name:<21} {events} events end to end: {rate:>9.0} rows/s (enqueue took {enqueued:.2} s)");
             if baseline { &mut single } else { &mut batched }.push(rate);
         }
     }
