@@ -11,6 +11,7 @@ pub mod payload;
 pub mod queue;
 pub mod redis_conn;
 pub mod retry;
+pub mod schedule;
 pub mod settings;
 pub mod status;
 pub mod store;

@@ -1,0 +1,446 @@
+//! Recurring schedules: what one is, the rules it must pass, when it fires, and where it lives
+//! in Redis.
+//!
+//! A schedule's ticks are the instants its cron expression names in its time zone. Every worker
+//! may compute the tick that is due; each firing is enqueued with the idempotency key
+//! `schedule:<name>:<tick>`, so however many workers compute it, one job exists per tick, and
+//! the schedule's last fired tick (advanced with a compare-and-set) keeps a tick from firing
+//! again once its idempotency record has expired.
+//!
+//! Daylight saving time (croner's rules, as Vixie cron): a fixed time that does not exist on a
+//! spring-forward day (02:30 when 02:00 jumps to 03:00) fires once, at the first instant after
+//! the gap (03:00); a fixed time that happens twice on a fall-back day (01:30) fires once, at
+//! the first of the two. Interval expressions (`*/15 * * * *`) follow real time on both days.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::validation::{FieldError, from_serde};
+use crate::{Kind, StoreError, ValidJob};
+
+/// What a schedule does with ticks missed while no worker ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Fire the most recent missed tick once (never a burst).
+    #[default]
+    Latest,
+    /// Skip missed ticks: fire only ticks at most [`MISFIRE_GRACE`] late.
+    None,
+}
+
+/// With `catch_up: none`, how late a tick may still fire (a worker's loop runs every second).
+pub const MISFIRE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+
+/// Where a schedule came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// `POST /v1/schedules`.
+    Api,
+    /// `SCHEDULES_FILE`, loaded by workers at start.
+    File,
+}
+
+/// A schedule as `POST /v1/schedules` and `SCHEDULES_FILE` give it.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleRequest {
+    /// 1–128 of letters, digits, `_ . : -`; the same name again replaces the schedule.
+    #[schema(example = "weekday-digest")]
+    pub name: String,
+    /// 5 fields (`minute hour day month weekday`), or 6 with a leading seconds field.
+    #[schema(example = "0 9 * * 1-5")]
+    pub cron: String,
+    /// An IANA time zone; default `UTC`.
+    #[serde(default)]
+    #[schema(example = "Asia/Taipei")]
+    pub timezone: Option<String>,
+    #[serde(default)]
+    pub catch_up: Option<CatchUp>,
+    /// `{"kind", "payload", "max_attempts"?}`, checked by the rules of `POST /v1/jobs`.
+    #[schema(value_type = Object)]
+    pub job: Value,
+}
+
+/// A stored schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Schedule {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub catch_up: CatchUp,
+    #[schema(value_type = Object)]
+    pub job: Value,
+    pub source: Source,
+    /// The API key name that created it (`file` for file schedules); its jobs carry it.
+    pub producer: String,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A cron expression in a time zone.
+#[derive(Debug, Clone)]
+pub struct Timetable {
+    cron: Cron,
+    tz: chrono_tz::Tz,
+}
+
+impl Timetable {
+    /// Errors name `/cron` or `/timezone` under `base`.
+    pub fn new(cron: &str, timezone: &str, base: &str) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        let fields = cron.split_whitespace().count();
+        let nickname = cron.trim().starts_with('@');
+        let parsed = if nickname || fields == 5 || fields == 6 {
+            CronParser::builder()
+                .seconds(Seconds::Optional)
+                .build()
+                .parse(cron)
+                .map_err(|e| errors.push(FieldError::new(format!("{base}/cron"), format!("is not a valid cron expression: {e}"))))
+                .ok()
+        } else {
+            errors.push(FieldError::new(
+                format!("{base}/cron"),
+                format!("must have 5 fields (minute hour day month weekday) or 6 with a leading seconds field, not {fields}"),
+            ));
+            None
+        };
+        let tz = timezone
+            .parse::<chrono_tz::Tz>()
+            .map_err(|_| errors.push(FieldError::new(format!("{base}/timezone"), "is not an IANA time zone, such as Asia/Taipei")))
+            .ok();
+        match (parsed, tz) {
+            (Some(cron), Some(tz)) if errors.is_empty() => {
+                let table = Self { cron, tz };
+                // An expression that never matches (`0 0 30 2 *`) is refused, not stored.
+                if table.next_after(Utc::now()).is_none() {
+                    return Err(vec![FieldError::new(format!("{base}/cron"), "never fires")]);
+                }
+                Ok(table)
+            }
+            _ => Err(errors),
+        }
+    }
+
+    /// The first tick strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|at| at.with_timezone(&Utc))
+    }
+
+    /// The last tick at or before `t`.
+    pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron.find_previous_occurrence(&t.with_timezone(&self.tz), true).ok().map(|at| at.with_timezone(&Utc))
+    }
+}
+
+/// What a worker does with a schedule at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// Enqueue the job of this tick.
+    Fire(DateTime<Utc>),
+    /// Record this tick as done without a job (`catch_up: none`, too late).
+    Skip(DateTime<Utc>),
+    Nothing,
+}
+
+/// The most recent tick in `(last, now]` decides: one tick at most, however many were missed.
+pub fn due(table: &Timetable, last: DateTime<Utc>, now: DateTime<Utc>, catch_up: CatchUp) -> Due {
+    match table.latest_at_or_before(now) {
+        Some(tick) if tick > last => {
+            if catch_up == CatchUp::None && now - tick > MISFIRE_GRACE {
+                Due::Skip(tick)
+            } else {
+                Due::Fire(tick)
+            }
+        }
+        _ => Due::Nothing,
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=128).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
+}
+
+impl Schedule {
+    /// Checks a request with the rules of `POST /v1/jobs` for its job; errors point under `base`.
+    pub fn parse(
+        value: Value,
+        base: &str,
+        source: Source,
+        producer: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Self, Timetable), Vec<FieldError>> {
+        if !value.is_object() {
+            return Err(vec![FieldError::new(base, "must be a JSON object")]);
+        }
+        let request: ScheduleRequest =
+            serde_path_to_error::deserialize(value).map_err(|e| vec![from_serde(base, &e)])?;
+        let timezone = request.timezone.unwrap_or_else(|| "UTC".to_owned());
+        let mut errors = Vec::new();
+        if !valid_name(&request.name) {
+            errors.push(FieldError::new(format!("{base}/name"), "must be 1 to 128 of letters, digits, _ . : -"));
+        }
+        let table = Timetable::new(&request.cron, &timezone, base).map_err(|mut e| errors.append(&mut e)).ok();
+        if let Err(mut e) = check_job(&request.job, &format!("{base}/job"), now) {
+            errors.append(&mut e);
+        }
+        match table {
+            Some(table) if errors.is_empty() => Ok((
+                Self {
+                    name: request.name,
+                    cron: request.cron.trim().to_owned(),
+                    timezone,
+                    catch_up: request.catch_up.unwrap_or_default(),
+                    job: request.job,
+                    source,
+                    producer: producer.to_owned(),
+                    updated_at: now,
+                },
+                table,
+            )),
+            _ => Err(errors),
+        }
+    }
+
+    pub fn timetable(&self) -> Option<Timetable> {
+        Timetable::new(&self.cron, &self.timezone, "").ok()
+    }
+
+    /// The job of the tick `tick`, as of `now`: checked again (an audit event gets a fresh
+    /// `event_id` each tick) and carrying the idempotency key `schedule:<name>:<tick>`.
+    pub fn job_for(&self, tick: DateTime<Utc>, now: DateTime<Utc>) -> Result<crate::NewJob, Vec<FieldError>> {
+        let valid = ValidJob::parse(self.job.clone(), "/job", now)?;
+        let key = idempotency_key(&self.name, tick);
+        let mut job = valid.into_new(&self.producer, now);
+        // The key alone is the fingerprint: every worker computing this tick makes the same
+        // claim, whatever the payload's generated parts (an audit event's id) are.
+        job.idempotency = Some((key.clone(), crate::fingerprint::of_request(&Value::String(key))));
+        Ok(job)
+    }
+}
+
+/// `schedule:<name>:<tick in RFC 3339, UTC, seconds>`.
+pub fn idempotency_key(name: &str, tick: DateTime<Utc>) -> String {
+    format!("schedule:{name}:{}", tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+/// A schedule's job: `kind`, `payload` and `max_attempts` only, checked like `POST /v1/jobs`.
+fn check_job(job: &Value, base: &str, now: DateTime<Utc>) -> Result<(), Vec<FieldError>> {
+    let Some(fields) = job.as_object() else {
+        return Err(vec![FieldError::new(base, "must be a JSON object with kind and payload")]);
+    };
+    let mut errors: Vec<FieldError> = fields
+        .keys()
+        .filter(|k| !matches!(k.as_str(), "kind" | "payload" | "max_attempts"))
+        .map(|k| FieldError::new(format!("{base}/{k}"), "is not allowed in a schedule's job (kind, payload, max_attempts)"))
+        .collect();
+    if fields.get("kind").and_then(Value::as_str) == Some(Kind::OtpSms.as_str()) {
+        errors.push(FieldError::new(format!("{base}/kind"), "otp_sms cannot be scheduled: a one-time code must not repeat"));
+    }
+    if let Err(mut e) = ValidJob::parse(job.clone(), base, now) {
+        errors.append(&mut e);
+    }
+    if errors.is_empty() { Ok(()) } else { Err(errors) }
+}
+
+/// Advances a schedule's last fired tick only forward, and only while the schedule exists.
+static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+         local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+         if tonumber(ARGV[2]) <= last then return 0 end
+         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+         return 1",
+    )
+});
+
+/// Schedules in Redis: `<ns>:{schedules}:defs` (name → JSON) and `<ns>:{schedules}:last`
+/// (name → last fired tick, ms). One hash tag: one Redis Cluster slot.
+#[derive(Debug, Clone)]
+pub struct ScheduleStore {
+    conn: ConnectionManager,
+    defs: String,
+    last: String,
+}
+
+impl ScheduleStore {
+    pub fn new(conn: ConnectionManager, namespace: &str) -> Self {
+        Self { conn, defs: format!("{namespace}:{{schedules}}:defs"), last: format!("{namespace}:{{schedules}}:last") }
+    }
+
+    /// Creates or replaces `schedule`. Its ticks count from `now`: a replaced schedule never
+    /// fires a tick from before the replacement. Returns whether it replaced one.
+    pub async fn put(&self, schedule: &Schedule, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let json = serde_json::to_string(schedule).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        let (created, ()): (u32, ()) = redis::pipe()
+            .atomic()
+            .hset(&self.defs, &schedule.name, json)
+            .hset(&self.last, &schedule.name, now.timestamp_millis())
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(created == 0)
+    }
+
+    /// Whether it existed.
+    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
+        let (removed, ()): (u32, ()) = redis::pipe()
+            .atomic()
+            .hdel(&self.defs, name)
+            .hdel(&self.last, name)
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Every schedule with its last fired tick (or the time it was stored), sorted by name.
+    /// Entries that no longer read (a foreign writer) are left out and logged.
+    pub async fn list(&self) -> Result<Vec<(Schedule, DateTime<Utc>)>, StoreError> {
+        let (defs, last): (HashMap<String, String>, HashMap<String, i64>) =
+            redis::pipe().hgetall(&self.defs).hgetall(&self.last).query_async(&mut self.conn.clone()).await?;
+        let mut schedules: Vec<(Schedule, DateTime<Utc>)> = defs
+            .into_iter()
+            .filter_map(|(name, json)| match serde_json::from_str::<Schedule>(&json) {
+                Ok(s) => {
+                    let at = last.get(&name).and_then(|ms| DateTime::from_timestamp_millis(*ms)).unwrap_or(s.updated_at);
+                    Some((s, at))
+                }
+                Err(e) => {
+                    tracing::error!(schedule = %name, error = %e, "a stored schedule does not read; ignored");
+                    None
+                }
+            })
+            .collect();
+        schedules.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+        Ok(schedules)
+    }
+
+    /// Records `tick` as `name`'s last fired tick, if it is later than the one recorded.
+    pub async fn advance(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, StoreError> {
+        let mut call = ADVANCE.prepare_invoke();
+        call.key(&self.defs).key(&self.last).arg(name).arg(tick.timestamp_millis());
+        let moved: u32 = call.invoke_async(&mut self.conn.clone()).await?;
+        Ok(moved == 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn five_or_six_fields_and_iana_zones() {
+        assert!(Timetable::new("0 9 * * 1-5", "Asia/Taipei", "").is_ok());
+        assert!(Timetable::new("*/10 0 9 * * *", "UTC", "").is_ok());
+        let errors = Timetable::new("0 9 * *", "Mars/Olympus", "").unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["/cron", "/timezone"]);
+        assert!(errors[0].message.contains("not 4"), "{}", errors[0].message);
+        let errors = Timetable::new("0 61 * * *", "UTC", "").unwrap_err();
+        assert_eq!(errors[0].field, "/cron");
+        assert_eq!(Timetable::new("0 0 30 2 *", "UTC", "").unwrap_err()[0].message, "never fires");
+    }
+
+    #[test]
+    fn weekdays_at_nine_in_taipei() {
+        let table = Timetable::new("0 9 * * 1-5", "Asia/Taipei", "").unwrap();
+        // Friday 2026-11-20 09:00 in Taipei is 01:00 UTC; the next is Monday the 23rd.
+        let friday = utc("2026-11-20T01:00:00Z");
+        assert_eq!(table.next_after(utc("2026-11-19T02:00:00Z")), Some(friday));
+        assert_eq!(table.next_after(friday), Some(utc("2026-11-23T01:00:00Z")));
+        assert_eq!(table.latest_at_or_before(utc("2026-11-22T12:00:00Z")), Some(friday));
+    }
+
+    #[test]
+    fn a_time_skipped_by_spring_forward_fires_once_right_after_the_gap() {
+        // New York, 2026-03-08: 02:00 EST jumps to 03:00 EDT; 02:30 does not exist.
+        let table = Timetable::new("30 2 * * *", "America/New_York", "").unwrap();
+        let day_before = utc("2026-03-07T07:30:00Z"); // 02:30 EST
+        let gap_day = utc("2026-03-08T07:00:00Z"); // 03:00 EDT, the first instant after the gap
+        let day_after = utc("2026-03-09T06:30:00Z"); // 02:30 EDT
+        assert_eq!(table.next_after(day_before), Some(gap_day));
+        assert_eq!(table.next_after(gap_day), Some(day_after));
+        assert_eq!(table.latest_at_or_before(utc("2026-03-08T12:00:00Z")), Some(gap_day));
+    }
+
+    #[test]
+    fn a_time_repeated_by_fall_back_fires_once_at_its_first_occurrence() {
+        // New York, 2026-11-01: 02:00 EDT falls back to 01:00 EST; 01:30 happens twice.
+        let table = Timetable::new("30 1 * * *", "America/New_York", "").unwrap();
+        let first = utc("2026-11-01T05:30:00Z"); // 01:30 EDT
+        let next_day = utc("2026-11-02T06:30:00Z"); // 01:30 EST
+        assert_eq!(table.next_after(utc("2026-10-31T12:00:00Z")), Some(first));
+        assert_eq!(table.next_after(first), Some(next_day), "not again at 01:30 EST on the same day");
+        // Between the two 01:30s and after the second, the latest tick is still the first.
+        assert_eq!(table.latest_at_or_before(utc("2026-11-01T06:00:00Z")), Some(first));
+        assert_eq!(table.latest_at_or_before(utc("2026-11-01T06:45:00Z")), Some(first));
+    }
+
+    #[test]
+    fn missed_ticks_fire_once_or_not_at_all() {
+        let table = Timetable::new("*/5 * * * *", "UTC", "").unwrap();
+        let last = utc("2026-11-21T08:00:00Z");
+        let now = utc("2026-11-21T09:02:00Z"); // twelve ticks missed
+        assert_eq!(due(&table, last, now, CatchUp::Latest), Due::Fire(utc("2026-11-21T09:00:00Z")));
+        assert_eq!(due(&table, last, now, CatchUp::None), Due::Skip(utc("2026-11-21T09:00:00Z")));
+        let on_time = utc("2026-11-21T09:00:30Z");
+        assert_eq!(due(&table, last, on_time, CatchUp::None), Due::Fire(utc("2026-11-21T09:00:00Z")));
+        assert_eq!(due(&table, utc("2026-11-21T09:00:00Z"), now, CatchUp::Latest), Due::Nothing);
+        assert_eq!(due(&table, last, Utc.with_ymd_and_hms(2026, 11, 21, 8, 4, 59).unwrap(), CatchUp::Latest), Due::Nothing);
+    }
+
+    #[test]
+    fn schedules_check_their_job_like_the_api() {
+        let now = Utc::now();
+        let ok = serde_json::json!({"name": "digest", "cron": "0 9 * * 1-5", "timezone": "Asia/Taipei",
+            "job": {"kind": "webhook", "payload": {"url": "https://example.com/h", "event": "digest.due"}}});
+        let (s, _) = Schedule::parse(ok, "", Source::Api, "shop", now).unwrap();
+        assert_eq!((s.catch_up, s.timezone.as_str()), (CatchUp::Latest, "Asia/Taipei"));
+        let bad = serde_json::json!({"name": "bad name", "cron": "0 9 * * 1-5",
+            "job": {"kind": "otp_sms", "run_at": "2026-11-21T09:00:00Z", "payload": {"to": "+14155550100", "code": "1234"}}});
+        let errors = Schedule::parse(bad, "", Source::Api, "shop", now).unwrap_err();
+        let fields: Vec<&str> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["/name", "/job/run_at", "/job/kind"]);
+        let bad_payload = serde_json::json!({"name": "x", "cron": "@daily",
+            "job": {"kind": "webhook", "payload": {"url": "ftp://example.com", "event": "e"}}});
+        let errors = Schedule::parse(bad_payload, "", Source::Api, "shop", now).unwrap_err();
+        assert_eq!(errors[0].field, "/job/payload/url");
+    }
+
+    #[test]
+    fn each_tick_has_its_own_key_and_one_fingerprint() {
+        let job = serde_json::json!({"kind": "audit_log", "payload": {"tenant_id": "t", "actor": "cron", "action": "partitions.checked", "resource_type": "db"}});
+        let now = Utc::now();
+        let (s, _) = Schedule::parse(
+            serde_json::json!({"name": "nightly", "cron": "0 3 * * *", "job": job}),
+            "",
+            Source::File,
+            "file",
+            now,
+        )
+        .unwrap();
+        let tick = utc("2026-11-21T03:00:00Z");
+        let (a, b) = (s.job_for(tick, now).unwrap(), s.job_for(tick, now).unwrap());
+        assert_eq!(a.idempotency, b.idempotency);
+        assert_eq!(a.idempotency.as_ref().unwrap().0, "schedule:nightly:2026-11-21T03:00:00Z");
+        assert_ne!(a.payload, b.payload, "each computation gives the audit event a fresh id");
+        assert_eq!(a.producer, "file");
+    }
+}
