@@ -13,6 +13,7 @@ mod ops;
 mod panics;
 mod receiver;
 mod redis_down;
+mod sms;
 mod support;
 mod validation;
 mod worker;
