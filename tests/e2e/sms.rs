@@ -470,3 +470,42 @@ async fn the_per_key_limit_refuses_a_whole_batch_and_frees_a_slot_after_retry_af
     tokio::time::sleep(Duration::from_secs(wait)).await;
     assert_eq!(app.post_job(&otp(numbers[3], None), None).await.status(), 202);
 }
+
+#[test]
+fn missing_or_bad_sms_settings_stop_the_processes_with_one_line_naming_the_variable() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 7] = [
+        ("worker", &[("SMS_PROVIDER", "twilio")], "worker: TWILIO_ACCOUNT_SID: is required"),
+        (
+            "worker",
+            &[("SMS_PROVIDER", "twilio"), ("TWILIO_ACCOUNT_SID", SID), ("TWILIO_AUTH_TOKEN", TOKEN)],
+            "worker: TWILIO_FROM: is required",
+        ),
+        (
+            "worker",
+            &[("SMS_PROVIDER", "twilio"), ("TWILIO_ACCOUNT_SID", "AC1"), ("TWILIO_AUTH_TOKEN", TOKEN)],
+            "worker: TWILIO_ACCOUNT_SID: must be AC followed by 32 hex digits",
+        ),
+        ("worker", &[("SMS_PROVIDER", "http")], "worker: SMS_HTTP_URL: is required"),
+        ("worker", &[("SMS_PROVIDER", "http"), ("SMS_HTTP_URL", "sms.example.org")], "worker: SMS_HTTP_URL: "),
+        ("worker", &[("SMS_TEMPLATE_LOGIN", "Welcome!")], "worker: SMS_TEMPLATE_LOGIN: must contain {code}"),
+        (
+            "producer-api",
+            &[("PRODUCER_API_KEYS", "a:0123456789abcdef"), ("SMS_TEMPLATE_LOGIN", "{cod}")],
+            "producer-api: SMS_TEMPLATE_LOGIN: unknown placeholder {cod}",
+        ),
+    ];
+    for (name, env, expected) in cases {
+        let output = std::process::Command::new(crate::support::binary(name))
+            .env_clear()
+            .env("WORKER_KINDS", "otp_sms")
+            .env("WORKER_METRICS_ADDR", "0")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name} {env:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(expected), "{stderr}");
+    }
+}
