@@ -4,6 +4,8 @@
 -- KEYS[2]        scheduled sorted set of the queue (score: run-at, ms)
 -- KEYS[1+2i]     job hash of job i (i = 1..n)
 -- KEYS[2+2i]     idempotency key of job i (its job hash again when it has none)
+-- KEYS[2+2n+j]   rate-limit sorted set of limit j (j = 1..m; member: job id, score: ms on
+--                Redis's clock), e.g. the OTP SMS of one recipient or one API key
 -- ARGV[1]        now, ms since the epoch (the producer's clock)
 -- ARGV[2]        lifetime of an idempotency record, ms
 -- ARGV[3]        the queue's kind
@@ -14,13 +16,21 @@
 -- ARGV[6+7(i-1) .. 12+7(i-1)], for job i:
 --                id, fingerprint ("" when no idempotency key), run_at ms ("0" = now),
 --                max_attempts, producer, idempotency key ("" = none), payload JSON
+-- ARGV[7+7n]     m, the number of rate limits (absent = 0)
+-- ARGV[8+7n+4(j-1) .. 11+7n+4(j-1)], for limit j:
+--                max per window, window ms, the limit's name, the jobs that count against it
+--                (their 1-based positions in this call, space-separated)
 --
 -- Returns one {code, id, status, run_at ms} per job, in order:
 --   1  created: the new job's id, status "queued" or "scheduled", and run-at
 --   2  replayed: the key was seen with the same fingerprint; the earlier job's id, status, run-at
 --   0  conflict: the key was seen with another fingerprint; the earlier job's id
---  -1  not written, because another job of this call conflicts
--- A call with any conflict writes nothing, so a batch is all or nothing within its queue.
+--  -2  over a rate limit: {-2, the limit's name, "", ms until enough slots free for it}
+--  -1  not written, because another job of this call conflicts or is over a limit
+-- A call with any conflict or any job over a limit writes nothing, so a batch is all or
+-- nothing within its queue. A replayed job does not count against a limit, and a job counts
+-- only once it is written. Windows slide: entries older than the window are ignored and
+-- trimmed, and an idle limit's set expires after one window.
 -- An idempotency record is "<fingerprint> <job id>"; one whose job is gone (deleted by an
 -- operator) no longer holds its key, and the job is created anew.
 
@@ -59,7 +69,7 @@ for i = 1, n do
   end
 end
 
-if conflict or check_only then
+local function refuse_the_rest()
   for i = 1, n do
     if not results[i] then
       results[i] = {-1, ARGV[5 + STRIDE * (i - 1) + 1], '', '0'}
@@ -68,7 +78,55 @@ if conflict or check_only then
   return results
 end
 
--- Pass 2: write the jobs that are new.
+if conflict then
+  return refuse_the_rest()
+end
+
+-- Pass 2: the rate limits (reads only), on Redis's clock.
+local m = tonumber(ARGV[7 + STRIDE * n]) or 0
+local limits = {}
+local limited = false
+if m > 0 then
+  local time = redis.call('TIME')
+  local clock = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+  for j = 1, m do
+    local a = 7 + STRIDE * n + 4 * (j - 1)
+    local limit = {key = KEYS[2 + 2 * n + j], max = tonumber(ARGV[a + 1]), window = tonumber(ARGV[a + 2]),
+      name = ARGV[a + 3], clock = clock, jobs = {}}
+    for position in string.gmatch(ARGV[a + 4], '%d+') do
+      local i = tonumber(position)
+      if not results[i] then
+        table.insert(limit.jobs, i)
+      end
+    end
+    local since = '(' .. (clock - limit.window)
+    local seen = redis.call('ZCOUNT', limit.key, since, '+inf')
+    local over = seen + #limit.jobs - limit.max
+    if over > 0 then
+      limited = true
+      -- The k-th job past the limit fits once the (seen + k - max)-th oldest entry leaves the window.
+      local oldest = redis.call('ZRANGEBYSCORE', limit.key, since, '+inf', 'WITHSCORES', 'LIMIT', 0, over)
+      for k = 1, #limit.jobs do
+        local needed = seen + k - limit.max
+        local i = limit.jobs[k]
+        if needed > 0 and not results[i] then
+          local wait = limit.window
+          if oldest[2 * needed] then
+            wait = tonumber(oldest[2 * needed]) + limit.window - clock
+          end
+          results[i] = {-2, limit.name, '', tostring(math.max(wait, 1))}
+        end
+      end
+    end
+    limits[j] = limit
+  end
+end
+
+if limited or check_only then
+  return refuse_the_rest()
+end
+
+-- Pass 3: write the jobs that are new.
 for i = 1, n do
   if not results[i] then
     local a = 5 + STRIDE * (i - 1)
@@ -92,6 +150,17 @@ for i = 1, n do
       redis.call('SET', KEYS[2 + 2 * i], fingerprint .. ' ' .. id, 'PX', idem_ttl)
     end
     results[i] = {1, id, status, tostring(run_at)}
+  end
+end
+
+-- Pass 4: count the written jobs against their limits.
+for _, limit in ipairs(limits) do
+  if #limit.jobs > 0 then
+    redis.call('ZREMRANGEBYSCORE', limit.key, '-inf', limit.clock - limit.window)
+    for _, i in ipairs(limit.jobs) do
+      redis.call('ZADD', limit.key, limit.clock, results[i][2])
+    end
+    redis.call('PEXPIRE', limit.key, limit.window)
   end
 end
 return results

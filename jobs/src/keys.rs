@@ -4,6 +4,8 @@
 //! Lua script touches exactly one Redis Cluster slot. The namespace in front lets tests and
 //! several deployments share one Redis.
 
+use sha2::Digest;
+
 use crate::Kind;
 
 #[derive(Debug, Clone)]
@@ -75,6 +77,18 @@ impl QueueKeys {
         format!("{}:{producer}:{key}", self.idempotency_prefix())
     }
 
+    /// ZSET of the OTP SMS accepted for one recipient within the rate window (member: job id,
+    /// score: ms on Redis's clock). The number appears as a SHA-256 prefix, never in clear.
+    pub fn rate_per_number(&self, number: &str) -> String {
+        let digest = sha2::Sha256::digest(number.as_bytes());
+        format!("{}:rate:to:{}", self.prefix, hex::encode(&digest[..16]))
+    }
+
+    /// ZSET of the OTP SMS accepted for one producer (API key name) within the rate window.
+    pub fn rate_per_producer(&self, producer: &str) -> String {
+        format!("{}:rate:key:{producer}", self.prefix)
+    }
+
     /// The part of an idempotency key before `:<producer>:<key>`, for scripts that build it.
     pub fn idempotency_prefix(&self) -> String {
         format!("{}:idem", self.prefix)
@@ -95,11 +109,23 @@ mod tests {
     #[test]
     fn every_key_of_a_queue_shares_its_hash_tag() {
         let q = Keys::new("jobplane").queue(Kind::Email);
-        let keys = [q.ready(), q.scheduled(), q.active(), q.job("0190"), q.idempotency("shop", "order-{7}:x")];
+        let keys = [
+            q.ready(),
+            q.scheduled(),
+            q.active(),
+            q.job("0190"),
+            q.idempotency("shop", "order-{7}:x"),
+            q.rate_per_number("+886912345678"),
+            q.rate_per_producer("shop"),
+        ];
         for key in &keys {
             assert_eq!(hash_tag(key), "email", "{key}");
         }
         assert_eq!(q.ready(), "jobplane:{email}:ready");
         assert_eq!(q.job("abc"), "jobplane:{email}:job:abc");
+        let otp = Keys::new("jobplane").queue(Kind::OtpSms);
+        let number_key = otp.rate_per_number("+886912345678");
+        assert!(number_key.starts_with("jobplane:{otp_sms}:rate:to:") && !number_key.contains("912345678"));
+        assert_eq!(number_key.len(), "jobplane:{otp_sms}:rate:to:".len() + 32);
     }
 }

@@ -77,7 +77,10 @@ pub struct OtpSms {
     pub to: String,
     /// 4 to 10 digits; never logged, never shown.
     pub code: OtpCode,
+    /// `default` (the built-in text) or a template configured as `SMS_TEMPLATE_<NAME>`
+    /// (`login` for `SMS_TEMPLATE_LOGIN`); a name this deployment lacks is refused at enqueue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(example = "login")]
     pub template: Option<String>,
     /// 30 to 86400, default 300: not delivered by `created_at + ttl_seconds`, never sent.
     #[serde(default = "default_otp_ttl")]

@@ -105,18 +105,25 @@ impl Timetable {
                 .seconds(Seconds::Optional)
                 .build()
                 .parse(cron)
-                .map_err(|e| errors.push(FieldError::new(format!("{base}/cron"), format!("is not a valid cron expression: {e}"))))
+                .map_err(|e| {
+                    errors.push(FieldError::new(format!("{base}/cron"), format!("is not a valid cron expression: {e}")))
+                })
                 .ok()
         } else {
             errors.push(FieldError::new(
                 format!("{base}/cron"),
-                format!("must have 5 fields (minute hour day month weekday) or 6 with a leading seconds field, not {fields}"),
+                format!(
+                    "must have 5 fields (minute hour day month weekday) or 6 with a leading seconds field, not {fields}"
+                ),
             ));
             None
         };
         let tz = timezone
             .parse::<chrono_tz::Tz>()
-            .map_err(|_| errors.push(FieldError::new(format!("{base}/timezone"), "is not an IANA time zone, such as Asia/Taipei")))
+            .map_err(|_| {
+                errors
+                    .push(FieldError::new(format!("{base}/timezone"), "is not an IANA time zone, such as Asia/Taipei"))
+            })
             .ok();
         match (parsed, tz) {
             (Some(cron), Some(tz)) if errors.is_empty() => {
@@ -242,10 +249,15 @@ fn check_job(job: &Value, base: &str, now: DateTime<Utc>) -> Result<(), Vec<Fiel
     let mut errors: Vec<FieldError> = fields
         .keys()
         .filter(|k| !matches!(k.as_str(), "kind" | "payload" | "max_attempts"))
-        .map(|k| FieldError::new(format!("{base}/{k}"), "is not allowed in a schedule's job (kind, payload, max_attempts)"))
+        .map(|k| {
+            FieldError::new(format!("{base}/{k}"), "is not allowed in a schedule's job (kind, payload, max_attempts)")
+        })
         .collect();
     if fields.get("kind").and_then(Value::as_str) == Some(Kind::OtpSms.as_str()) {
-        errors.push(FieldError::new(format!("{base}/kind"), "otp_sms cannot be scheduled: a one-time code must not repeat"));
+        errors.push(FieldError::new(
+            format!("{base}/kind"),
+            "otp_sms cannot be scheduled: a one-time code must not repeat",
+        ));
     }
     if let Err(mut e) = ValidJob::parse(job.clone(), base, now) {
         errors.append(&mut e);
@@ -313,7 +325,8 @@ impl ScheduleStore {
             .into_iter()
             .filter_map(|(name, json)| match serde_json::from_str::<Schedule>(&json) {
                 Ok(s) => {
-                    let at = last.get(&name).and_then(|ms| DateTime::from_timestamp_millis(*ms)).unwrap_or(s.updated_at);
+                    let at =
+                        last.get(&name).and_then(|ms| DateTime::from_timestamp_millis(*ms)).unwrap_or(s.updated_at);
                     Some((s, at))
                 }
                 Err(e) => {
@@ -403,7 +416,10 @@ mod tests {
         let on_time = utc("2026-11-21T09:00:30Z");
         assert_eq!(due(&table, last, on_time, CatchUp::None), Due::Fire(utc("2026-11-21T09:00:00Z")));
         assert_eq!(due(&table, utc("2026-11-21T09:00:00Z"), now, CatchUp::Latest), Due::Nothing);
-        assert_eq!(due(&table, last, Utc.with_ymd_and_hms(2026, 11, 21, 8, 4, 59).unwrap(), CatchUp::Latest), Due::Nothing);
+        assert_eq!(
+            due(&table, last, Utc.with_ymd_and_hms(2026, 11, 21, 8, 4, 59).unwrap(), CatchUp::Latest),
+            Due::Nothing
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Reading settings from the environment: a bad value stops the process at start with one
 //! line naming the variable.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Display;
 use std::str::FromStr;
@@ -9,13 +10,18 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct SettingError {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub problem: String,
 }
 
 impl SettingError {
     pub fn new(name: &'static str, problem: impl Into<String>) -> Self {
-        Self { name, problem: problem.into() }
+        Self { name: Cow::Borrowed(name), problem: problem.into() }
+    }
+
+    /// For variables whose name is only known at run time (`SMS_TEMPLATE_<NAME>`).
+    pub fn named(name: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { name: Cow::Owned(name.into()), problem: problem.into() }
     }
 }
 
@@ -37,6 +43,18 @@ impl Env {
     /// The value, with an empty one counted as absent.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    /// Every set variable whose name starts with `prefix`, as (the rest of the name, value), sorted by name.
+    pub fn with_prefix<'a>(&'a self, prefix: &'a str) -> Vec<(&'a str, &'a str)> {
+        let mut found: Vec<(&str, &str)> = self
+            .vars
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(k, v)| Some((k.strip_prefix(prefix)?, v.as_str())))
+            .collect();
+        found.sort_unstable();
+        found
     }
 
     pub fn or(&self, name: &str, default: &str) -> String {
@@ -89,5 +107,12 @@ mod tests {
         assert!(env.flag("B", false).unwrap_err().to_string().starts_with("B: "));
         assert_eq!(env.parse::<u32>("E", 7).unwrap(), 7);
         assert!(env.require("E", "a thing").unwrap_err().to_string().starts_with("E: is required"));
+        assert_eq!(SettingError::named("SMS_TEMPLATE_X", "bad").to_string(), "SMS_TEMPLATE_X: bad");
+    }
+
+    #[test]
+    fn variables_by_prefix() {
+        let env = Env::from_pairs(&[("P_B", "2"), ("P_A", "1"), ("P_E", ""), ("Q_A", "3")]);
+        assert_eq!(env.with_prefix("P_"), [("A", "1"), ("B", "2")]);
     }
 }

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use redis::aio::ConnectionManager;
 use redis::{Pipeline, Script};
 
+use crate::keys::QueueKeys;
+use crate::limits::{OtpLimit, OtpLimits};
 use crate::{JobInfo, Keys, Kind, NewJob};
 
 static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/enqueue.lua")));
@@ -30,8 +32,21 @@ pub enum EnqueueOutcome {
     Conflict {
         existing_id: String,
     },
-    /// Not written because another job of the same queue in this call conflicts.
+    /// Over a rate limit (the SMS-pumping guard); nothing was written for its queue. A slot
+    /// for it frees in `retry_after`.
+    Limited {
+        limit: OtpLimit,
+        retry_after: Duration,
+    },
+    /// Not written because another job of the same queue in this call conflicts or is limited.
     NotWritten,
+}
+
+impl EnqueueOutcome {
+    /// A conflict or a limit: what stops a whole call.
+    fn refused(&self) -> bool {
+        matches!(self, EnqueueOutcome::Conflict { .. } | EnqueueOutcome::Limited { .. })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +75,40 @@ pub struct Store {
     idempotency_ttl: Duration,
     /// Bound on any one call, so a dead Redis costs a caller this long at most.
     call_timeout: Duration,
+    otp_limits: OtpLimits,
 }
 
 type ScriptReply = Vec<Vec<(i64, String, String, i64)>>;
 
+/// One rate limit as `enqueue.lua` receives it.
+struct RateLimit {
+    key: String,
+    max: u32,
+    window: Duration,
+    name: OtpLimit,
+    /// The 1-based positions, within the call, of the jobs that count against it.
+    positions: String,
+}
+
+/// The recipient of an OTP SMS payload (already validated and normalized at enqueue).
+fn recipient(payload: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct To {
+        to: String,
+    }
+    serde_json::from_str::<To>(payload).ok().map(|p| p.to)
+}
+
 impl Store {
     pub fn new(conn: ConnectionManager, keys: Keys, idempotency_ttl: Duration, call_timeout: Duration) -> Self {
-        Self { conn, keys, idempotency_ttl, call_timeout }
+        Self { conn, keys, idempotency_ttl, call_timeout, otp_limits: OtpLimits::OFF }
+    }
+
+    /// Applies the SMS-pumping guard to the OTP SMS this store enqueues (the producer API's store).
+    #[must_use]
+    pub fn with_otp_limits(mut self, limits: OtpLimits) -> Self {
+        self.otp_limits = limits;
+        self
     }
 
     pub fn keys(&self) -> &Keys {
@@ -76,21 +118,22 @@ impl Store {
     /// Writes `jobs` with one `enqueue.lua` call per queue, all in one pipeline: one round
     /// trip. Each queue's call is atomic; outcomes come back in the order of `jobs`.
     ///
-    /// Jobs of several queues that carry idempotency keys are first checked in every queue
-    /// (a read-only round trip), so a conflict in one queue writes nothing in any. Only a
-    /// conflicting request racing this one between the two trips can still leave other
-    /// queues written; their outcomes then say so.
+    /// Jobs of several queues that carry idempotency keys, or OTP SMS under a rate limit, are
+    /// first checked in every queue (a read-only round trip), so a conflict or a limit in one
+    /// queue writes nothing in any. Only a request racing this one between the two trips can
+    /// still leave other queues written; their outcomes then say so.
     pub async fn enqueue(&self, jobs: &[NewJob]) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let mut groups: BTreeMap<Kind, Vec<usize>> = BTreeMap::new();
         for (i, job) in jobs.iter().enumerate() {
             groups.entry(job.kind).or_default().push(i);
         }
-        if groups.len() > 1 && jobs.iter().any(|j| j.idempotency.is_some()) {
+        let limited = !self.otp_limits.is_off() && groups.contains_key(&Kind::OtpSms);
+        if groups.len() > 1 && (limited || jobs.iter().any(|j| j.idempotency.is_some())) {
             let checked = self.run_enqueue(jobs, &groups, true).await?;
-            if checked.iter().any(|o| matches!(o, EnqueueOutcome::Conflict { .. })) {
+            if checked.iter().any(EnqueueOutcome::refused) {
                 return Ok(checked
                     .into_iter()
-                    .map(|o| if let EnqueueOutcome::Conflict { .. } = o { o } else { EnqueueOutcome::NotWritten })
+                    .map(|o| if o.refused() { o } else { EnqueueOutcome::NotWritten })
                     .collect());
             }
         }
@@ -124,6 +167,12 @@ impl Store {
                     1 => EnqueueOutcome::Created { id, status, run_at },
                     2 => EnqueueOutcome::Replayed { id, status, run_at },
                     0 => EnqueueOutcome::Conflict { existing_id: id },
+                    -2 => EnqueueOutcome::Limited {
+                        limit: OtpLimit::parse(&id).ok_or_else(|| {
+                            StoreError::Protocol(format!("enqueue.lua named an unknown limit `{id}`"))
+                        })?,
+                        retry_after: Duration::from_millis(u64::try_from(run_at_ms).unwrap_or(0)),
+                    },
                     _ => EnqueueOutcome::NotWritten,
                 };
             }
@@ -135,7 +184,7 @@ impl Store {
         &self,
         pipe: &mut Pipeline,
         kind: Kind,
-        jobs: impl ExactSizeIterator<Item = &'a NewJob>,
+        jobs: impl ExactSizeIterator<Item = &'a NewJob> + Clone,
         now_ms: i64,
         check_only: bool,
     ) {
@@ -147,6 +196,7 @@ impl Store {
             .arg(kind.as_str())
             .arg(queue.job_prefix())
             .arg(jobs.len());
+        let limits = if kind == Kind::OtpSms { self.limits_of(&queue, jobs.clone()) } else { Vec::new() };
         for job in jobs {
             let id = job.id.to_string();
             let job_key = queue.job(&id);
@@ -164,7 +214,45 @@ impl Store {
                 .arg(&job.payload);
         }
         call.arg(if check_only { "check" } else { "write" });
+        call.arg(limits.len());
+        for limit in limits {
+            call.key(limit.key);
+            call.arg(limit.max).arg(limit.window.as_millis()).arg(limit.name.as_str()).arg(limit.positions);
+        }
         pipe.invoke_script(&call);
+    }
+
+    /// The rate limits the OTP SMS of one call count against: one per recipient, one per producer.
+    fn limits_of<'a>(&self, queue: &QueueKeys, jobs: impl Iterator<Item = &'a NewJob>) -> Vec<RateLimit> {
+        let mut by_key: BTreeMap<String, RateLimit> = BTreeMap::new();
+        let window = self.otp_limits.window;
+        for (position, job) in jobs.enumerate().map(|(i, job)| (i + 1, job)) {
+            let mut count = |key: String, limit: OtpLimit, max: u32| {
+                let entry = by_key.entry(key.clone()).or_insert_with(|| RateLimit {
+                    key,
+                    max,
+                    window,
+                    name: limit,
+                    positions: String::new(),
+                });
+                if !entry.positions.is_empty() {
+                    entry.positions.push(' ');
+                }
+                entry.positions.push_str(&position.to_string());
+            };
+            if self.otp_limits.per_number > 0
+                && let Some(to) = recipient(&job.payload)
+            {
+                count(queue.rate_per_number(&to), OtpLimit::PerNumber, self.otp_limits.per_number);
+            }
+            if self.otp_limits.per_key > 0 {
+                count(queue.rate_per_producer(&job.producer), OtpLimit::PerKey, self.otp_limits.per_key);
+            }
+        }
+        // Per-number limits first, so a job over both is reported for its number.
+        let (mut limits, per_key): (Vec<_>, Vec<_>) = by_key.into_values().partition(|l| l.name == OtpLimit::PerNumber);
+        limits.extend(per_key);
+        limits
     }
 
     /// Runs a pipeline of `EVALSHA`s; after a Redis restart has flushed the script cache,

@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use jobs::OtpLimits;
 use jobs::redis_conn::RedisSettings;
 use jobs::settings::{Env, SettingError};
+use jobs::sms_templates::SmsTemplates;
 
 use crate::auth::ApiKeys;
 
@@ -24,6 +26,10 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// `LOG_FORMAT=json` for JSON lines.
     pub json_logs: bool,
+    /// `SMS_TEMPLATE_<NAME>`: the templates an OTP SMS may name; the worker renders the same.
+    pub sms_templates: SmsTemplates,
+    /// `OTP_RATE_LIMIT_PER_NUMBER` (5), `OTP_RATE_LIMIT_PER_KEY` (1000), `OTP_RATE_WINDOW_SECONDS` (3600).
+    pub otp_limits: OtpLimits,
 }
 
 impl Config {
@@ -49,6 +55,8 @@ impl Config {
                 "text" => false,
                 other => return Err(SettingError::new("LOG_FORMAT", format!("`{other}` is not text or json"))),
             },
+            sms_templates: SmsTemplates::from_env(env)?,
+            otp_limits: OtpLimits::from_env(env)?,
         })
     }
 }
@@ -71,8 +79,14 @@ mod tests {
         assert!(error(&[keys, ("REDIS_TIMEOUT_MS", "0")]).starts_with("REDIS_TIMEOUT_MS: "));
         assert!(error(&[keys, ("LOG_FORMAT", "xml")]).starts_with("LOG_FORMAT: "));
         assert!(error(&[keys, ("REDIS_NAMESPACE", "a{b}")]).starts_with("REDIS_NAMESPACE: "));
+        assert!(
+            error(&[keys, ("SMS_TEMPLATE_LOGIN", "no code")]).starts_with("SMS_TEMPLATE_LOGIN: must contain {code}")
+        );
+        assert!(error(&[keys, ("OTP_RATE_LIMIT_PER_NUMBER", "x")]).starts_with("OTP_RATE_LIMIT_PER_NUMBER: "));
         let config = Config::from_env(&Env::from_pairs(&[keys])).unwrap();
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.idempotency_ttl, Duration::from_hours(24));
+        assert_eq!(config.otp_limits.per_number, 5);
+        assert!(config.sms_templates.contains("default"));
     }
 }

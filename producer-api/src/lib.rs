@@ -9,11 +9,14 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
-use jobs::{Keys, Store};
+use jobs::sms_templates::SmsTemplates;
+use jobs::{Keys, OtpLimits, Store};
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -29,15 +32,24 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     /// PostgreSQL, for `GET /v1/audit-logs` only; connects on first use.
     pub db: sqlx::PgPool,
+    pub sms_templates: Arc<SmsTemplates>,
+    pub otp_limits: OtpLimits,
 }
 
 impl AppState {
     /// Connects lazily: the API starts, and reports not ready, while Redis is down.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let conn = jobs::redis_conn::connect(&config.redis.url, config.redis_timeout)?;
-        let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout);
+        let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
+            .with_otp_limits(config.otp_limits);
         let db = jobs::db::pool(&config.database_url, 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
-        Ok(Self { store, api_keys: config.api_keys.clone(), db })
+        Ok(Self {
+            store,
+            api_keys: config.api_keys.clone(),
+            db,
+            sms_templates: Arc::new(config.sms_templates.clone()),
+            otp_limits: config.otp_limits,
+        })
     }
 }
 

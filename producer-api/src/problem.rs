@@ -24,6 +24,10 @@ pub struct Problem {
     /// Batch only: jobs of other kinds in the batch that were enqueued before a conflict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enqueued: Option<Value>,
+    /// `429` only: the limit reached, `otp_per_number` or `otp_per_key`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "otp_per_number")]
+    pub limit: Option<&'static str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +42,15 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     #[error("the idempotency key was already used with a different request")]
     IdempotencyConflict { errors: Vec<FieldError>, enqueued: Option<Value> },
+    /// Over an OTP SMS rate limit: nothing of that kind was written; `Retry-After` says when a slot frees.
+    #[error("{detail}")]
+    RateLimited {
+        limit: jobs::OtpLimit,
+        detail: String,
+        errors: Vec<FieldError>,
+        retry_after_seconds: u64,
+        enqueued: Option<Value>,
+    },
     #[error("no such job")]
     NotFound,
     #[error(
@@ -64,6 +77,11 @@ impl ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "/problems/idempotency-key-reused",
                 "Idempotency key reused with another request",
+            ),
+            ApiError::RateLimited { .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "/problems/rate-limited",
+                "Too many OTP SMS for this recipient or API key",
             ),
             ApiError::NotFound => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
             ApiError::Unavailable | ApiError::DatabaseUnavailable => {
@@ -93,15 +111,21 @@ impl IntoResponse for ApiError {
             tracing::error!(%detail, "request failed");
         }
         let detail = self.to_string();
-        let (errors, enqueued) = match self {
-            ApiError::Validation(errors) => (errors, None),
-            ApiError::IdempotencyConflict { errors, enqueued } => (errors, enqueued),
-            _ => (Vec::new(), None),
+        let (errors, enqueued, limit, retry_after) = match self {
+            ApiError::Validation(errors) => (errors, None, None, None),
+            ApiError::IdempotencyConflict { errors, enqueued } => (errors, enqueued, None, None),
+            ApiError::RateLimited { limit, errors, retry_after_seconds, enqueued, .. } => {
+                (errors, enqueued, Some(limit.as_str()), Some(retry_after_seconds))
+            }
+            _ => (Vec::new(), None, None, None),
         };
-        let problem = Problem { kind, title, status: status.as_u16(), detail, errors, enqueued };
+        let problem = Problem { kind, title, status: status.as_u16(), detail, errors, enqueued, limit };
         let mut response = (status, axum::Json(problem)).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(seconds) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         match status {
             StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -1,6 +1,7 @@
 //! `/v1/jobs`: enqueue one job or a batch, and read a job's status.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -10,7 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use jobs::payload::Payload;
-use jobs::{EnqueueOutcome, FieldError, JobInfo, Kind, NewJob, ValidJob};
+use jobs::sms_templates::SmsTemplates;
+use jobs::{EnqueueOutcome, FieldError, JobInfo, Kind, NewJob, OtpLimit, OtpLimits, ValidJob};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -95,6 +97,50 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     if jobs::envelope::valid_idempotency_key(key) { Ok(Some(key.to_owned())) } else { Err(invalid()) }
 }
 
+/// The rule `jobs` cannot check alone: an OTP SMS may name only a template this deployment has.
+fn check_template(templates: &SmsTemplates, job: &ValidJob, base: &str) -> Option<FieldError> {
+    match &job.payload {
+        Payload::OtpSms(otp) => templates.check(otp, base),
+        _ => None,
+    }
+}
+
+/// The `429` for jobs over an OTP SMS limit, each given as (its JSON pointer base, the limit,
+/// the wait until a slot frees for it); `Retry-After` is the longest wait.
+fn rate_limited(limits: &OtpLimits, refused: &[(String, OtpLimit, Duration)], enqueued: Option<Value>) -> ApiError {
+    let window = limits.window.as_secs();
+    let errors = refused
+        .iter()
+        .map(|(base, limit, _)| match limit {
+            OtpLimit::PerNumber => FieldError::new(
+                format!("{base}/payload/to"),
+                format!("this number was sent {} OTP SMS within {window} s, the most allowed", limits.per_number),
+            ),
+            OtpLimit::PerKey => FieldError::new(
+                if base.is_empty() { "Authorization".to_owned() } else { base.clone() },
+                format!("this API key enqueued {} OTP SMS within {window} s, the most allowed", limits.per_key),
+            ),
+        })
+        .collect();
+    let wait = refused.iter().map(|(_, _, wait)| *wait).max().unwrap_or_default();
+    let retry_after_seconds = wait.as_millis().div_ceil(1000).clamp(1, u128::from(u32::MAX));
+    let limit = refused.first().map_or(OtpLimit::PerNumber, |(_, limit, _)| *limit);
+    let what = match limit {
+        OtpLimit::PerNumber => format!("{} per recipient", limits.per_number),
+        OtpLimit::PerKey => format!("{} per API key", limits.per_key),
+    };
+    metrics::counter!("jobplane_otp_rate_limited_total", "limit" => limit.as_str()).increment(1);
+    ApiError::RateLimited {
+        limit,
+        detail: format!(
+            "OTP SMS limit reached ({what} within {window} s); nothing was enqueued for otp_sms; retry after {retry_after_seconds} s"
+        ),
+        errors,
+        retry_after_seconds: u64::try_from(retry_after_seconds).unwrap_or(u64::MAX),
+        enqueued,
+    }
+}
+
 fn count_created(job: &NewJob, outcome: &EnqueueOutcome) {
     if matches!(outcome, EnqueueOutcome::Created { .. }) {
         metrics::counter!("jobplane_jobs_enqueued_total", "kind" => job.kind.as_str(), "producer" => job.producer.clone()).increment(1);
@@ -110,7 +156,9 @@ fn count_created(job: &NewJob, outcome: &EnqueueOutcome) {
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid job, or the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job (including an OTP SMS naming a template this deployment lacks, at `/payload/template`), or the key was used with another body", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "OTP SMS rate limit reached, per recipient (`limit: otp_per_number`, field `/payload/to`) or per API key (`otp_per_key`); nothing written; header `Retry-After`: seconds until a slot frees", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until the limit lets this job through"))),
         (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -130,6 +178,9 @@ pub async fn create_job(
     }
     let now = Utc::now();
     let mut job = ValidJob::parse(value, "", now).map_err(ApiError::Validation)?;
+    if let Some(error) = check_template(&state.sms_templates, &job, "") {
+        return Err(ApiError::Validation(vec![error]));
+    }
     job.idempotency_key = key;
     let job = job.into_new(&producer, now);
     let outcome = state.store.enqueue(std::slice::from_ref(&job)).await?.pop().unwrap_or(EnqueueOutcome::NotWritten);
@@ -145,6 +196,9 @@ pub async fn create_job(
                 )],
                 enqueued: None,
             });
+        }
+        EnqueueOutcome::Limited { limit, retry_after } => {
+            return Err(rate_limited(&state.otp_limits, &[(String::new(), limit, retry_after)], None));
         }
         EnqueueOutcome::NotWritten => {
             return Err(ApiError::Internal("enqueue.lua wrote nothing without a conflict".into()));
@@ -181,6 +235,8 @@ struct BatchRequest {
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 8 MiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Some job is invalid (nothing written), or an idempotency key was used with another body (nothing of that kind written; `enqueued` lists what other kinds wrote)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "The batch's OTP SMS would pass a rate limit: the batch is refused whole, `errors` naming each job over it (`/jobs/<i>/payload/to` per recipient, `/jobs/<i>` per API key); header `Retry-After`: seconds until all of them fit", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64, description = "Seconds until the limit lets the whole batch through"))),
         (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -193,24 +249,28 @@ pub async fn create_batch(
     let request: BatchRequest = serde_path_to_error::deserialize(value)
         .map_err(|e| ApiError::Validation(vec![jobs::validation::from_serde("", &e)]))?;
     let now = Utc::now();
-    let jobs = validate_batch(request.jobs, now)?;
+    let jobs = validate_batch(request.jobs, now, &state.sms_templates)?;
     let jobs: Vec<NewJob> = jobs.into_iter().map(|job| job.into_new(&producer, now)).collect();
     let outcomes = state.store.enqueue(&jobs).await?;
     for (job, outcome) in jobs.iter().zip(&outcomes) {
         count_created(job, outcome);
     }
-    batch_answer(outcomes)
+    batch_answer(outcomes, &state.otp_limits)
 }
 
-fn validate_batch(items: Vec<Value>, now: DateTime<Utc>) -> Result<Vec<ValidJob>, ApiError> {
+fn validate_batch(items: Vec<Value>, now: DateTime<Utc>, templates: &SmsTemplates) -> Result<Vec<ValidJob>, ApiError> {
     if items.is_empty() || items.len() > MAX_BATCH {
         return Err(ApiError::Validation(vec![FieldError::new("/jobs", format!("must hold 1 to {MAX_BATCH} jobs"))]));
     }
     let mut errors = Vec::new();
     let mut valid = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        match ValidJob::parse(item, &format!("/jobs/{i}"), now) {
-            Ok(job) => valid.push(job),
+        let base = format!("/jobs/{i}");
+        match ValidJob::parse(item, &base, now) {
+            Ok(job) => {
+                errors.extend(check_template(templates, &job, &base));
+                valid.push(job);
+            }
             Err(mut e) => errors.append(&mut e),
         }
     }
@@ -230,8 +290,12 @@ fn validate_batch(items: Vec<Value>, now: DateTime<Utc>) -> Result<Vec<ValidJob>
     if errors.is_empty() { Ok(valid) } else { Err(ApiError::Validation(errors)) }
 }
 
-fn batch_answer(outcomes: Vec<EnqueueOutcome>) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
+fn batch_answer(
+    outcomes: Vec<EnqueueOutcome>,
+    limits: &OtpLimits,
+) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
     let mut conflicts = Vec::new();
+    let mut limited = Vec::new();
     let mut written = Vec::new();
     let mut items = Vec::with_capacity(outcomes.len());
     for (i, outcome) in outcomes.into_iter().enumerate() {
@@ -248,16 +312,17 @@ fn batch_answer(outcomes: Vec<EnqueueOutcome>) -> Result<(StatusCode, Json<Batch
                 format!("/jobs/{i}/idempotency_key"),
                 format!("was used with a different request (job {existing_id})"),
             )),
+            EnqueueOutcome::Limited { limit, retry_after } => limited.push((format!("/jobs/{i}"), limit, retry_after)),
             EnqueueOutcome::NotWritten => {}
         }
     }
-    if conflicts.is_empty() {
-        Ok((StatusCode::ACCEPTED, Json(BatchAccepted { jobs: items })))
+    let enqueued = (!written.is_empty()).then(|| Value::from(written));
+    if !conflicts.is_empty() {
+        Err(ApiError::IdempotencyConflict { errors: conflicts, enqueued })
+    } else if !limited.is_empty() {
+        Err(rate_limited(limits, &limited, enqueued))
     } else {
-        Err(ApiError::IdempotencyConflict {
-            errors: conflicts,
-            enqueued: (!written.is_empty()).then(|| Value::from(written)),
-        })
+        Ok((StatusCode::ACCEPTED, Json(BatchAccepted { jobs: items })))
     }
 }
 

@@ -1,4 +1,5 @@
-//! A local webhook receiver: records every delivery and answers as a test scripts it.
+//! A local HTTP receiver (a webhook endpoint, Twilio, an SMS gateway): records every request,
+//! on any path, and answers as a test scripts it.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -8,20 +9,27 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 
-/// One answer: a status, an optional `Retry-After`, and a delay before answering.
+/// One answer: a status, an optional `Retry-After`, a delay before answering, and a body
+/// (`"receiver says so"` unless given; the request's own body when `echo`).
 #[derive(Debug, Clone, Copy)]
 pub struct Reply {
     pub status: u16,
     pub retry_after: Option<u64>,
     pub delay: Duration,
+    pub body: Option<&'static str>,
+    pub echo: bool,
 }
 
 impl Reply {
-    pub const OK: Reply = Reply { status: 200, retry_after: None, delay: Duration::ZERO };
+    pub const OK: Reply = Reply { status: 200, retry_after: None, delay: Duration::ZERO, body: None, echo: false };
+
+    pub fn with_body(status: u16, body: &'static str) -> Self {
+        Self { status, body: Some(body), ..Self::OK }
+    }
 
     pub fn status(status: u16) -> Self {
         Self { status, ..Self::OK }
@@ -31,13 +39,18 @@ impl Reply {
 #[derive(Debug, Clone)]
 pub struct Delivery {
     pub at: Instant,
+    pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
 
 impl Delivery {
     pub fn webhook_id(&self) -> String {
-        self.headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+        self.header("webhook-id")
+    }
+
+    pub fn header(&self, name: &str) -> String {
+        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
     }
 }
 
@@ -62,7 +75,7 @@ impl Receiver {
             otherwise: Some(otherwise),
             deliveries: Vec::new(),
         }));
-        let app = Router::new().route("/hook", post(receive)).with_state(script.clone());
+        let app = Router::new().route("/hook", post(receive)).fallback(receive).with_state(script.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(listener, app).await });
@@ -90,17 +103,20 @@ impl Receiver {
     }
 }
 
-async fn receive(State(script): State<Arc<Mutex<Script>>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(State(script): State<Arc<Mutex<Script>>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+    let echoed = body.clone();
     let reply = {
         let mut script = script.lock().unwrap();
-        script.deliveries.push(Delivery { at: Instant::now(), headers, body });
+        script.deliveries.push(Delivery { at: Instant::now(), path: uri.path().to_owned(), headers, body });
         let fallback = script.otherwise.unwrap_or(Reply::OK);
         script.replies.pop_front().unwrap_or(fallback)
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
-    let mut response = (StatusCode::from_u16(reply.status).unwrap(), "receiver says so").into_response();
+    let body =
+        if reply.echo { echoed } else { Bytes::from_static(reply.body.unwrap_or("receiver says so").as_bytes()) };
+    let mut response = (StatusCode::from_u16(reply.status).unwrap(), body).into_response();
     if let Some(seconds) = reply.retry_after {
         response.headers_mut().insert("retry-after", seconds.to_string().parse().unwrap());
     }

@@ -46,7 +46,7 @@ impl TestApp {
         Self::spawn_with(redis_url, &[]).await
     }
 
-    /// With more settings, such as the `DATABASE_URL` that `GET /v1/audit-logs` reads.
+    /// With more settings (`DATABASE_URL` for `GET /v1/audit-logs`, `SMS_TEMPLATE_*`, `OTP_RATE_*`, ...).
     pub async fn spawn_with(redis_url: &str, extra: &[(&str, &str)]) -> Self {
         let namespace = namespace();
         let keys = format!("shop:{SHOP_KEY},billing:{BILLING_KEY},metrics:{METRICS_KEY}");
@@ -376,11 +376,35 @@ pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 pub struct WorkerProcess {
     pub child: Child,
     pub metrics_addr: String,
+    /// Where its stdout and stderr go, when captured.
+    log: Option<PathBuf>,
 }
 
 impl WorkerProcess {
     /// Starts `worker` on `redis_url` and `namespace` with test-friendly settings, overridden by `extra`.
     pub fn start(redis_url: &str, namespace: &str, extra: &[(&str, &str)]) -> Self {
+        Self::spawn(redis_url, namespace, extra, None)
+    }
+
+    /// Like [`WorkerProcess::start`], its stdout and stderr captured for [`WorkerProcess::output`].
+    pub fn start_captured(redis_url: &str, namespace: &str, extra: &[(&str, &str)]) -> Self {
+        let path = std::env::temp_dir().join(format!("jobplane-worker-{}.log", uuid::Uuid::now_v7().simple()));
+        Self::spawn(redis_url, namespace, extra, Some(path))
+    }
+
+    /// Everything the process wrote so far (captured workers only).
+    pub fn output(&self) -> String {
+        self.log.as_ref().map(|path| std::fs::read_to_string(path).unwrap()).unwrap_or_default()
+    }
+
+    fn spawn(redis_url: &str, namespace: &str, extra: &[(&str, &str)], log: Option<PathBuf>) -> Self {
+        let (stdout, stderr) = match &log {
+            Some(path) => {
+                let file = std::fs::File::create(path).unwrap();
+                (Stdio::from(file.try_clone().unwrap()), Stdio::from(file))
+            }
+            None => (Stdio::null(), Stdio::inherit()),
+        };
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let unreachable_db = format!("postgres://postgres@127.0.0.1:{}/jobs", free_port());
         let child = Command::new(binary("worker"))
@@ -394,10 +418,11 @@ impl WorkerProcess {
             .env("WEBHOOK_SIGNING_SECRET", WEBHOOK_SECRET)
             .env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
             .envs(extra.iter().copied())
-            .stdout(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .unwrap();
-        Self { child, metrics_addr }
+        Self { child, metrics_addr, log }
     }
 
     pub fn signal(&self, signal: &str) {
@@ -421,6 +446,9 @@ impl Drop for WorkerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(path) = &self.log {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
 

@@ -137,7 +137,9 @@ async fn main() -> anyhow::Result<()> {
         for baseline in [false, true] {
             let (rate, enqueued) = run_once(events, baseline, &bin).await?;
             let name = if baseline { "one insert per event" } else { "batched" };
-            println!("run {run}: {name:<21} {events} events end to end: {rate:>9.0} rows/s (enqueue took {enqueued:.2} s)");
+            println!(
+                "run {run}: {name:<21} {events} events end to end: {rate:>9.0} rows/s (enqueue took {enqueued:.2} s)"
+            );
             if baseline { &mut single } else { &mut batched }.push(rate);
         }
     }

@@ -180,7 +180,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 
     let ended = futures::future::select_all(running.iter_mut().map(|r| &mut r.done));
     tokio::select! {
-        () = shutdown => drain(running, config.grace).await,
+        () = shutdown => {
+            let drained = drain(running, config.grace).await;
+            deliveries.flush(Duration::from_secs(2)).await;
+            drained
+        }
         (result, index, _) = ended => {
             let kind = config.kinds.iter().nth(index).map_or("?", |k| k.as_str());
             let why = match result { Ok(()) => "ended".to_owned(), Err(e) => e };

@@ -3,7 +3,8 @@
 
 mod audit;
 mod email;
-mod sms;
+pub mod http;
+pub mod sms;
 pub mod webhook;
 
 use std::time::Duration;
@@ -21,7 +22,8 @@ pub struct Deliveries {
     /// (retryable), so a hung far side cannot hold a slot and renew its lease forever.
     pub timeout: Duration,
     webhook: Option<webhook::WebhookSender>,
-    sms: sms::SmsProvider,
+    /// Only for a worker that consumes `otp_sms`: the others need no SMS settings.
+    sms: Option<sms::SmsSender>,
     email: email::EmailProvider,
     audit: Option<audit::AuditWriter>,
 }
@@ -63,7 +65,7 @@ impl Deliveries {
         Ok(Self {
             timeout,
             webhook,
-            sms: sms::SmsProvider::from_env(env)?,
+            sms: if kinds.contains(&Kind::OtpSms) { Some(sms::SmsSender::from_env(env, database_url)?) } else { None },
             email: email::EmailProvider::from_env(env)?,
             audit,
         })
@@ -81,12 +83,10 @@ impl Deliveries {
                 sender.deliver(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await
             }
             Kind::OtpSms => {
-                let otp: jobs::payload::OtpSms = serde_json::from_str(payload).map_err(unreadable)?;
-                let ttl = chrono::Duration::seconds(i64::from(otp.ttl_seconds));
-                if Utc::now() > job.created_at + ttl {
-                    return Err(JobError::Expired(format!("not delivered within its ttl of {} s", otp.ttl_seconds)));
-                }
-                self.sms.send(&job.id, &otp).await
+                let sender =
+                    self.sms.as_ref().ok_or_else(|| JobError::Retry("this worker has no SMS sender".into()))?;
+                // The TTL is checked inside, right before the provider is called.
+                sender.deliver(job, &serde_json::from_str(payload).map_err(unreadable)?).await
             }
             Kind::Email => self.email.send(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await,
             Kind::AuditLog => {
@@ -94,6 +94,15 @@ impl Deliveries {
                     self.audit.as_ref().ok_or_else(|| JobError::Retry("this worker has no audit-log writer".into()))?;
                 writer.write(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await
             }
+        }
+    }
+}
+
+impl Deliveries {
+    /// At shutdown: waits, at most `limit`, for the records of the deliveries made so far.
+    pub async fn flush(&self, limit: Duration) {
+        if let Some(sms) = &self.sms {
+            sms.flush(limit).await;
         }
     }
 }

@@ -19,10 +19,8 @@ use hmac::{Hmac, Mac};
 use jobs::payload::Webhook;
 use sha2::Sha256;
 
+use super::http::{Answer, client_builder, transport_error};
 use crate::outcome::{Delivered, JobError};
-
-/// The most of a response body kept in the error record.
-const BODY_SNIPPET: usize = 256;
 
 pub struct WebhookSender {
     client: reqwest::Client,
@@ -110,11 +108,7 @@ impl WebhookSender {
         if key.len() < 16 {
             return Err("the key must be at least 16 bytes".into());
         }
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(timeout.min(Duration::from_secs(5)))
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Jobplane-Webhooks/", env!("CARGO_PKG_VERSION")));
+        let mut builder = client_builder(concat!("Jobplane-Webhooks/", env!("CARGO_PKG_VERSION")), timeout);
         if !allow_private {
             builder = builder.dns_resolver(Arc::new(PublicOnly));
         }
@@ -157,22 +151,13 @@ impl WebhookSender {
             .await
             .map_err(|e| match refusal(&e) {
                 Some(refused) => JobError::Permanent(refused.to_string()),
-                None => JobError::Retry(format!("request failed: {}", without_url(&e))),
+                None => JobError::Retry(format!("request failed: {}", transport_error(&e))),
             })?;
-        let status = response.status();
-        if status.is_success() {
+        if response.status().is_success() {
             return Ok(Delivered::done());
         }
-        let after = super::retry_after(response.headers().get(reqwest::header::RETRY_AFTER));
-        let message = format!("HTTP {}{}", status.as_u16(), snippet(response).await);
-        match status.as_u16() {
-            408 | 429 | 500..=599 => Err(match after {
-                Some(after) => JobError::RetryAfter { after, message },
-                None => JobError::Retry(message),
-            }),
-            300..=399 => Err(JobError::Permanent(format!("{message} (redirects are not followed)"))),
-            _ => Err(JobError::Permanent(message)),
-        }
+        let answer = Answer::read(response).await;
+        Err(answer.error(answer.message(&[])))
     }
 }
 
@@ -185,37 +170,6 @@ fn refusal(e: &reqwest::Error) -> Option<&Refused> {
         source = err.source();
     }
     None
-}
-
-/// reqwest's errors name the URL, which may carry a token in its query: keep the kind only.
-fn without_url(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "could not connect"
-    } else if e.is_body() || e.is_decode() {
-        "broken response"
-    } else {
-        "transport error"
-    };
-    match std::error::Error::source(e) {
-        Some(source) => format!("{kind}: {source}"),
-        None => kind.to_owned(),
-    }
-}
-
-async fn snippet(mut response: reqwest::Response) -> String {
-    let mut body = Vec::new();
-    while body.len() < BODY_SNIPPET {
-        match response.chunk().await {
-            Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    body.truncate(BODY_SNIPPET);
-    let text = String::from_utf8_lossy(&body);
-    let text = text.trim();
-    if text.is_empty() { String::new() } else { format!(": {}", text.replace(['\r', '\n'], " ")) }
 }
 
 #[cfg(test)]
