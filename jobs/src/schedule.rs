@@ -34,12 +34,13 @@ pub enum CatchUp {
     /// Fire the most recent missed tick once (never a burst).
     #[default]
     Latest,
-    /// Skip missed ticks: fire only ticks at most [`MISFIRE_GRACE`] late.
+    /// Skip missed ticks: fire only ticks at most [`MISFIRE_GRACE`] late (a worker's loop runs
+    /// every second, so a live worker is never that late).
     None,
 }
 
-/// With `catch_up: none`, how late a tick may still fire (a worker's loop runs every second).
-pub const MISFIRE_GRACE: chrono::Duration = chrono::Duration::seconds(60);
+/// With `catch_up: none`, how late a tick may still fire.
+pub const MISFIRE_GRACE: chrono::Duration = chrono::Duration::seconds(10);
 
 /// Where a schedule came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -106,7 +107,8 @@ impl Timetable {
                 .build()
                 .parse(cron)
                 .map_err(|e| {
-                    errors.push(FieldError::new(format!("{base}/cron"), format!("is not a valid cron expression: {e}")))
+                    errors
+                        .push(FieldError::new(format!("{base}/cron"), format!("is not a valid cron expression: {e}")));
                 })
                 .ok()
         } else {
@@ -122,7 +124,7 @@ impl Timetable {
             .parse::<chrono_tz::Tz>()
             .map_err(|_| {
                 errors
-                    .push(FieldError::new(format!("{base}/timezone"), "is not an IANA time zone, such as Asia/Taipei"))
+                    .push(FieldError::new(format!("{base}/timezone"), "is not an IANA time zone, such as Asia/Taipei"));
             })
             .ok();
         match (parsed, tz) {
@@ -290,14 +292,14 @@ impl ScheduleStore {
         Self { conn, defs: format!("{namespace}:{{schedules}}:defs"), last: format!("{namespace}:{{schedules}}:last") }
     }
 
-    /// Creates or replaces `schedule`. Its ticks count from `now`: a replaced schedule never
-    /// fires a tick from before the replacement. Returns whether it replaced one.
-    pub async fn put(&self, schedule: &Schedule, now: DateTime<Utc>) -> Result<bool, StoreError> {
+    /// Creates or replaces `schedule`. Its ticks count from its `updated_at`: a replaced
+    /// schedule never fires a tick from before the replacement. Returns whether it replaced one.
+    pub async fn put(&self, schedule: &Schedule) -> Result<bool, StoreError> {
         let json = serde_json::to_string(schedule).map_err(|e| StoreError::Protocol(e.to_string()))?;
-        let (created, ()): (u32, ()) = redis::pipe()
+        let (created,): (u32,) = redis::pipe()
             .atomic()
             .hset(&self.defs, &schedule.name, json)
-            .hset(&self.last, &schedule.name, now.timestamp_millis())
+            .hdel(&self.last, &schedule.name)
             .ignore()
             .query_async(&mut self.conn.clone())
             .await?;
@@ -306,7 +308,7 @@ impl ScheduleStore {
 
     /// Whether it existed.
     pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
-        let (removed, ()): (u32, ()) = redis::pipe()
+        let (removed,): (u32,) = redis::pipe()
             .atomic()
             .hdel(&self.defs, name)
             .hdel(&self.last, name)
@@ -316,19 +318,15 @@ impl ScheduleStore {
         Ok(removed == 1)
     }
 
-    /// Every schedule with its last fired tick (or the time it was stored), sorted by name.
-    /// Entries that no longer read (a foreign writer) are left out and logged.
-    pub async fn list(&self) -> Result<Vec<(Schedule, DateTime<Utc>)>, StoreError> {
+    /// Every schedule with its last fired (or skipped) tick, sorted by name. Entries that no
+    /// longer read (a foreign writer) are left out and logged.
+    pub async fn list(&self) -> Result<Vec<(Schedule, Option<DateTime<Utc>>)>, StoreError> {
         let (defs, last): (HashMap<String, String>, HashMap<String, i64>) =
             redis::pipe().hgetall(&self.defs).hgetall(&self.last).query_async(&mut self.conn.clone()).await?;
-        let mut schedules: Vec<(Schedule, DateTime<Utc>)> = defs
+        let mut schedules: Vec<(Schedule, Option<DateTime<Utc>>)> = defs
             .into_iter()
             .filter_map(|(name, json)| match serde_json::from_str::<Schedule>(&json) {
-                Ok(s) => {
-                    let at =
-                        last.get(&name).and_then(|ms| DateTime::from_timestamp_millis(*ms)).unwrap_or(s.updated_at);
-                    Some((s, at))
-                }
+                Ok(s) => Some((s, last.get(&name).and_then(|ms| DateTime::from_timestamp_millis(*ms)))),
                 Err(e) => {
                     tracing::error!(schedule = %name, error = %e, "a stored schedule does not read; ignored");
                     None
@@ -413,7 +411,7 @@ mod tests {
         let now = utc("2026-11-21T09:02:00Z"); // twelve ticks missed
         assert_eq!(due(&table, last, now, CatchUp::Latest), Due::Fire(utc("2026-11-21T09:00:00Z")));
         assert_eq!(due(&table, last, now, CatchUp::None), Due::Skip(utc("2026-11-21T09:00:00Z")));
-        let on_time = utc("2026-11-21T09:00:30Z");
+        let on_time = utc("2026-11-21T09:00:09Z");
         assert_eq!(due(&table, last, on_time, CatchUp::None), Due::Fire(utc("2026-11-21T09:00:00Z")));
         assert_eq!(due(&table, utc("2026-11-21T09:00:00Z"), now, CatchUp::Latest), Due::Nothing);
         assert_eq!(

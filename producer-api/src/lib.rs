@@ -8,6 +8,7 @@ pub mod config;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod schedules;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub struct AppState {
     pub api_keys: ApiKeys,
     /// PostgreSQL, for `GET /v1/audit-logs` only; connects on first use.
     pub db: sqlx::PgPool,
+    pub schedules: jobs::schedule::ScheduleStore,
     pub sms_templates: Arc<SmsTemplates>,
     pub otp_limits: OtpLimits,
 }
@@ -40,6 +42,7 @@ impl AppState {
     /// Connects lazily: the API starts, and reports not ready, while Redis is down.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
         let conn = jobs::redis_conn::connect(&config.redis.url, config.redis_timeout)?;
+        let schedules = jobs::schedule::ScheduleStore::new(conn.clone(), &config.redis.namespace);
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
             .with_otp_limits(config.otp_limits);
         let db = jobs::db::pool(&config.database_url, 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
@@ -47,6 +50,7 @@ impl AppState {
             store,
             api_keys: config.api_keys.clone(),
             db,
+            schedules,
             sms_templates: Arc::new(config.sms_templates.clone()),
             otp_limits: config.otp_limits,
         })
@@ -60,6 +64,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/batch", post(routes::create_batch).layer(DefaultBodyLimit::max(routes::BATCH_BODY_LIMIT)))
         .route("/v1/jobs/{id}", get(routes::get_job))
         .route("/v1/audit-logs", get(audit_logs::list))
+        .route(
+            "/v1/schedules",
+            post(schedules::put).get(schedules::list).layer(DefaultBodyLimit::max(schedules::BODY_LIMIT)),
+        )
+        .route("/v1/schedules/{name}", axum::routing::delete(schedules::delete))
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .with_state(state.clone())

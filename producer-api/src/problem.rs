@@ -53,6 +53,10 @@ pub enum ApiError {
     },
     #[error("no such job")]
     NotFound,
+    #[error("no schedule is named `{0}`")]
+    NoSchedule(String),
+    #[error("schedule `{0}` comes from SCHEDULES_FILE; change it there")]
+    ScheduleFromFile(String),
     #[error(
         "the queue store did not answer in time, so whether the job was written is unknown; \
          retry with the same Idempotency-Key to get exactly one job"
@@ -83,7 +87,10 @@ impl ApiError {
                 "/problems/rate-limited",
                 "Too many OTP SMS for this recipient or API key",
             ),
-            ApiError::NotFound => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
+            ApiError::NotFound | ApiError::NoSchedule(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
+            ApiError::ScheduleFromFile(_) => {
+                (StatusCode::CONFLICT, "/problems/schedule-from-file", "The schedule belongs to SCHEDULES_FILE")
+            }
             ApiError::Unavailable | ApiError::DatabaseUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable")
             }

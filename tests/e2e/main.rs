@@ -14,6 +14,7 @@ mod ops;
 mod panics;
 mod receiver;
 mod redis_down;
+mod schedules;
 mod sms;
 mod support;
 mod validation;

@@ -7,6 +7,7 @@ pub mod backend;
 pub mod deliver;
 pub mod leases;
 pub mod outcome;
+pub mod scheduler;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -52,6 +53,12 @@ pub struct Config {
     /// `JOB_RETENTION_SECONDS` (86400), `DEAD_LETTER_CAP` (100000), `DEAD_LETTER_MAX_AGE_SECONDS` (90 days).
     pub retention: Retention,
     pub json_logs: bool,
+    /// `WORKER_SCHEDULER` (default true): this worker fires due schedules. Any number may.
+    pub scheduler: bool,
+    /// `SCHEDULES_FILE`: schedules (TOML) this worker stores at start, read and checked here.
+    pub file_schedules: Vec<jobs::schedule::Schedule>,
+    /// `IDEMPOTENCY_TTL_SECONDS` (default 86400), for the keys of scheduled jobs.
+    pub idempotency_ttl: Duration,
     env: Env,
 }
 
@@ -89,6 +96,10 @@ impl Config {
         if !(1..=1000).contains(&batch) {
             return Err(SettingError::new("WORKER_BATCH", "must be between 1 and 1000"));
         }
+        let scheduler = env.flag("WORKER_SCHEDULER", true)?;
+        if !scheduler && env.get("SCHEDULES_FILE").is_some_and(|p| !p.is_empty()) {
+            return Err(SettingError::new("SCHEDULES_FILE", "set, but WORKER_SCHEDULER=false would never load it"));
+        }
         let retention = Retention {
             finished: env.seconds("JOB_RETENTION_SECONDS", 86_400)?,
             dead_cap: env.parse("DEAD_LETTER_CAP", 100_000)?,
@@ -106,6 +117,13 @@ impl Config {
             grace: env.seconds("WORKER_SHUTDOWN_GRACE_SECONDS", 30)?,
             retention,
             json_logs: env.get("LOG_FORMAT") == Some("json"),
+            scheduler,
+            file_schedules: match env.get("SCHEDULES_FILE").filter(|p| !p.is_empty()) {
+                Some(path) => scheduler::read_file(path, chrono::Utc::now())
+                    .map_err(|problem| SettingError::new("SCHEDULES_FILE", problem))?,
+                None => Vec::new(),
+            },
+            idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 86_400)?,
             env: env.clone(),
         })
     }
@@ -166,6 +184,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();
     tokio::spawn(service::migrate_until_done(config.database_url.clone()));
+    if config.scheduler {
+        let schedules = jobs::schedule::ScheduleStore::new(conn.clone(), &config.redis.namespace);
+        let queue = Store::new(conn.clone(), keys.clone(), config.idempotency_ttl, Duration::from_secs(5));
+        let from_file = config.file_schedules.clone();
+        tokio::spawn(async move {
+            while let Err(e) = scheduler::load(&schedules, &from_file).await {
+                tracing::warn!(error = %e, "SCHEDULES_FILE not stored yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            scheduler::run(schedules, queue).await;
+        });
+    }
     let mut running: Vec<Running> =
         config.kinds.iter().map(|&kind| start(&config, kind, &conn, &keys, &id, &deliveries)).collect();
     tracing::info!(worker = %id, kinds = ?config.kinds, "worker started");

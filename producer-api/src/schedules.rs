@@ -1,0 +1,129 @@
+//! `/v1/schedules`: recurring jobs. The API stores schedules in Redis; workers fire them.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use jobs::schedule::{CatchUp, Schedule, Source};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::auth::Producer;
+use crate::problem::{ApiError, Problem};
+use crate::routes::json_body;
+
+/// Schedule bodies are small; 64 KiB leaves room for a webhook's data.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// A schedule as the API shows it.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleView {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub catch_up: CatchUp,
+    #[schema(value_type = Object)]
+    pub job: Value,
+    pub source: Source,
+    /// The API key name that stored it (`file` for SCHEDULES_FILE); its jobs carry it.
+    pub producer: String,
+    pub updated_at: DateTime<Utc>,
+    /// The last tick fired (or skipped); absent before the first.
+    pub last_run_at: Option<DateTime<Utc>>,
+    /// The next tick; absent if the expression no longer fires.
+    pub next_run_at: Option<DateTime<Utc>>,
+}
+
+impl ScheduleView {
+    fn new(schedule: Schedule, last_run_at: Option<DateTime<Utc>>) -> Self {
+        let from = last_run_at.unwrap_or(schedule.updated_at).max(Utc::now());
+        let next_run_at = schedule.timetable().and_then(|t| t.next_after(from));
+        Self {
+            name: schedule.name,
+            cron: schedule.cron,
+            timezone: schedule.timezone,
+            catch_up: schedule.catch_up,
+            job: schedule.job,
+            source: schedule.source,
+            producer: schedule.producer,
+            updated_at: schedule.updated_at,
+            last_run_at,
+            next_run_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ScheduleList {
+    /// Sorted by name: API-created and SCHEDULES_FILE ones alike.
+    pub schedules: Vec<ScheduleView>,
+}
+
+#[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = jobs::schedule::ScheduleRequest,
+    responses(
+        (status = 201, description = "Stored (created, or replaced the one of that name); its ticks count from now", body = ScheduleView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A schedule of that name comes from SCHEDULES_FILE", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid: bad name, cron, time zone or job (`errors` names each)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn put(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
+    let value = json_body(body, BODY_LIMIT)?;
+    let now = Utc::now();
+    let (schedule, _) = Schedule::parse(value, "", Source::Api, &producer, now).map_err(ApiError::Validation)?;
+    let existing = state.schedules.list().await?;
+    if existing.iter().any(|(s, _)| s.name == schedule.name && s.source == Source::File) {
+        return Err(ApiError::ScheduleFromFile(schedule.name));
+    }
+    state.schedules.put(&schedule).await?;
+    Ok((StatusCode::CREATED, Json(ScheduleView::new(schedule, None))))
+}
+
+#[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
+    responses(
+        (status = 200, description = "Every schedule with its next run", body = ScheduleList),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn list(State(state): State<AppState>, _producer: Producer) -> Result<Json<ScheduleList>, ApiError> {
+    let schedules = state.schedules.list().await?.into_iter().map(|(s, last)| ScheduleView::new(s, last)).collect();
+    Ok(Json(ScheduleList { schedules }))
+}
+
+#[utoipa::path(delete, path = "/v1/schedules/{name}", tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 204, description = "Deleted: no tick fires after this"),
+        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No schedule of that name", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The schedule comes from SCHEDULES_FILE", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    _producer: Producer,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let existing = state.schedules.list().await?;
+    match existing.iter().find(|(s, _)| s.name == name) {
+        None => Err(ApiError::NoSchedule(name)),
+        Some((s, _)) if s.source == Source::File => Err(ApiError::ScheduleFromFile(name)),
+        Some(_) => {
+            state.schedules.delete(&name).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}
