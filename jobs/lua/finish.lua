@@ -14,6 +14,8 @@
 --          id, attempt (the number fetch.lua handed out), outcome, error ("" = none),
 --          run_at ms (for "retry"; else "0"), attempt record JSON {started_at, finished_at, error, worker},
 --          provider message id ("" = none; kept on the job as provider_message_id)
+-- ARGV[8+7n] stats-key prefix: the recorded outcomes are counted per minute in
+--          "<prefix>:<minute since the epoch>" (fields succeeded, failed), kept two hours
 --          outcome: "succeeded" | "retry" | "exhausted" | "permanent" | "expired" | "panicked"
 --
 -- Returns {recorded, stale, evicted}: an outcome is stale when the job's lease was lost and
@@ -30,6 +32,7 @@ local n = tonumber(ARGV[7])
 local STRIDE = 7
 
 local recorded, stale, evicted = 0, 0, 0
+local succeeded, failed = 0, 0
 
 for i = 1, n do
   local a = 7 + STRIDE * (i - 1)
@@ -50,6 +53,11 @@ for i = 1, n do
       redis.call('HSET', key, 'provider_message_id', provider_id)
     end
     if outcome == 'succeeded' then
+      succeeded = succeeded + 1
+    else
+      failed = failed + 1
+    end
+    if outcome == 'succeeded' then
       redis.call('HSET', key, 'status', 'succeeded', 'finished_at', now)
       redis.call('PEXPIRE', key, retention)
       redis.call('PEXPIRE', key .. ':attempts', retention)
@@ -60,6 +68,14 @@ for i = 1, n do
       bury(KEYS[4], key, id, outcome, now, idem_prefix)
     end
   end
+end
+
+local stats_prefix = ARGV[8 + STRIDE * n]
+if stats_prefix and recorded > 0 then
+  local bucket = stats_prefix .. ':' .. math.floor(now / 60000)
+  if succeeded > 0 then redis.call('HINCRBY', bucket, 'succeeded', succeeded) end
+  if failed > 0 then redis.call('HINCRBY', bucket, 'failed', failed) end
+  redis.call('PEXPIRE', bucket, 7200000)
 end
 
 -- Keep the dead letters bounded: by age, then by count, oldest first. Each eviction is

@@ -89,6 +89,12 @@ impl QueueKeys {
         format!("{}:rate:key:{producer}", self.prefix)
     }
 
+    /// HASH of the outcomes recorded in one minute (`succeeded`, `failed`), kept two hours:
+    /// `<prefix>:stats:<minutes since the epoch>`. This is the part before `:<minute>`.
+    pub fn stats_prefix(&self) -> String {
+        format!("{}:stats", self.prefix)
+    }
+
     /// The part of an idempotency key before `:<producer>:<key>`, for scripts that build it.
     pub fn idempotency_prefix(&self) -> String {
         format!("{}:idem", self.prefix)

@@ -3,6 +3,7 @@
 //! client (`store`), the settings readers and the PostgreSQL migrations.
 
 pub mod db;
+pub mod dead;
 pub mod envelope;
 pub mod fingerprint;
 pub mod keys;

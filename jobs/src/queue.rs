@@ -187,6 +187,7 @@ impl Queue {
                 .arg(serde_json::to_string(&record).unwrap_or_default())
                 .arg(f.provider_id.as_deref().unwrap_or(""));
         }
+        call.arg(self.keys.stats_prefix());
         let (recorded, stale, evicted): (u64, u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
         Ok(FinishReport { recorded, stale, evicted })
     }

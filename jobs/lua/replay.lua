@@ -1,0 +1,29 @@
+-- replay.lua: queue a dead letter again under its own id, attempts reset.
+--
+-- KEYS[1]  the job hash   KEYS[2]  the queue's dead set   KEYS[3]  the queue's ready list
+-- ARGV[1]  the job id     ARGV[2]  now, ms
+-- ARGV[3]  a replacement payload, already checked ("" = keep the stored one)
+-- ARGV[4]  a note for the job's operator history ("<time> replayed by <operator>")
+--
+-- Returns 1 when replayed, 0 when the job is not a dead letter (any more).
+-- The attempt records stay, so the history shows the attempts before and after the replay.
+
+local status = redis.call('HGET', KEYS[1], 'status')
+if (status ~= 'dead' and status ~= 'expired') or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
+  return 0
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[1], 'reason', 'dead_at', 'finished_at', 'last_error', 'provider_message_id')
+redis.call('HSET', KEYS[1], 'status', 'queued', 'attempts', 0, 'run_at', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.call('HSET', KEYS[1], 'payload', ARGV[3])
+end
+local notes = redis.call('HGET', KEYS[1], 'notes')
+if notes and notes ~= '' then
+  notes = notes .. '\n' .. ARGV[4]
+else
+  notes = ARGV[4]
+end
+redis.call('HSET', KEYS[1], 'notes', notes)
+redis.call('LPUSH', KEYS[3], ARGV[1])
+return 1

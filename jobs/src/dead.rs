@@ -1,0 +1,602 @@
+//! Dead letters as operators see and handle them: list with filters and a total, read one
+//! (payload redacted, every attempt), replay (under the same id, attempts reset, payload
+//! optionally edited), delete, and the same in bulk by ids or by filter. `dlq-console`'s JSON
+//! API, pages and CLI all go through here.
+//!
+//! Listing walks each queue's dead set newest first in chunks of [`CHUNK`] ids, one pipelined
+//! read of their hashes per chunk, filtering in this process, so Redis never runs a long
+//! script for a search.
+
+use std::sync::LazyLock;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use redis::Script;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::keys::QueueKeys;
+use crate::{Keys, Kind, StoreError};
+
+/// Ids read per round trip while listing or searching.
+pub const CHUNK: usize = 1000;
+
+/// The reasons a job dies.
+pub const REASONS: [&str; 4] = ["exhausted", "permanent", "expired", "panicked"];
+
+/// Which dead letters: every field narrows; none means all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeadFilter {
+    #[serde(default)]
+    pub kind: Option<Kind>,
+    /// `exhausted`, `permanent`, `expired` or `panicked`.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Case-insensitive text in the last error or the (redacted) payload.
+    #[serde(default)]
+    pub q: Option<String>,
+    /// Died at or after.
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    /// Died before.
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl DeadFilter {
+    /// The rule each field must pass, as `(field, message)`.
+    pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if let Some(reason) = &self.reason
+            && !REASONS.contains(&reason.as_str())
+        {
+            return Err(("reason", format!("must be one of {}", REASONS.join(", "))));
+        }
+        if let Some(q) = &self.q
+            && (q.is_empty() || q.len() > 256)
+        {
+            return Err(("q", "must be 1 to 256 characters".into()));
+        }
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            return Err(("until", "must be later than since".into()));
+        }
+        Ok(())
+    }
+
+    fn kinds(&self) -> Vec<Kind> {
+        self.kind.map_or_else(|| Kind::ALL.to_vec(), |k| vec![k])
+    }
+
+    /// Whether only the time range narrows (a count needs no scan).
+    fn by_time_only(&self) -> bool {
+        self.reason.is_none() && self.q.is_none()
+    }
+
+    fn matches(&self, letter: &Letter) -> bool {
+        if self.reason.as_ref().is_some_and(|r| *r != letter.reason) {
+            return false;
+        }
+        match &self.q {
+            None => true,
+            Some(q) => {
+                let q = q.to_lowercase();
+                letter.last_error.as_deref().is_some_and(|e| e.to_lowercase().contains(&q))
+                    || letter.redacted_payload().to_string().to_lowercase().contains(&q)
+            }
+        }
+    }
+}
+
+/// One line of the list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadSummary {
+    pub id: String,
+    pub kind: Kind,
+    pub dead_at: DateTime<Utc>,
+    pub attempts: u32,
+    /// `exhausted`, `permanent`, `expired` or `panicked`.
+    pub reason: String,
+    pub last_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadPage {
+    pub items: Vec<DeadSummary>,
+    /// Pass as `cursor` for the next page; absent on the last.
+    pub next_cursor: Option<String>,
+    /// How many letters match the filter in all.
+    pub total: u64,
+}
+
+/// One attempt, as the worker recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: u32,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub error: Option<String>,
+    pub worker: String,
+}
+
+/// A dead letter in full.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadRecord {
+    #[serde(flatten)]
+    pub summary: DeadSummary,
+    /// `dead` or `expired`.
+    pub status: String,
+    pub producer: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub max_attempts: u32,
+    pub idempotency_key: Option<String>,
+    /// Secrets and OTP codes replaced by `[redacted]`.
+    #[schema(value_type = Object)]
+    pub payload: Value,
+    /// Every attempt, oldest first (replays included).
+    pub history: Vec<Attempt>,
+    /// Operator actions on this job so far (`replayed by ops at ...`).
+    pub notes: Vec<String>,
+}
+
+/// The fields of a job hash a dead letter is read from.
+const FIELDS: [&str; 12] = [
+    "kind",
+    "status",
+    "reason",
+    "dead_at",
+    "attempts",
+    "last_error",
+    "payload",
+    "producer",
+    "created_at",
+    "max_attempts",
+    "idempotency_key",
+    "notes",
+];
+
+#[derive(Debug, Clone)]
+struct Letter {
+    id: String,
+    kind: Kind,
+    status: String,
+    reason: String,
+    dead_at: DateTime<Utc>,
+    attempts: u32,
+    last_error: Option<String>,
+    payload: String,
+    producer: String,
+    created_at: Option<DateTime<Utc>>,
+    max_attempts: u32,
+    idempotency_key: Option<String>,
+    notes: Vec<String>,
+}
+
+impl Letter {
+    fn read(id: &str, kind: Kind, fields: &[Option<String>]) -> Option<Self> {
+        let field = |i: usize| fields.get(i).cloned().flatten();
+        let millis = |i: usize| field(i).and_then(|v| v.parse().ok()).and_then(DateTime::from_timestamp_millis);
+        let number = |i: usize| field(i).and_then(|v| v.parse().ok()).unwrap_or(0);
+        let status = field(1)?;
+        if status != "dead" && status != "expired" {
+            return None;
+        }
+        Some(Self {
+            id: id.to_owned(),
+            kind,
+            status,
+            reason: field(2).unwrap_or_default(),
+            dead_at: millis(3).unwrap_or_default(),
+            attempts: number(4),
+            last_error: field(5).filter(|e| !e.is_empty()),
+            payload: field(6).unwrap_or_default(),
+            producer: field(7).unwrap_or_default(),
+            created_at: millis(8),
+            max_attempts: number(9),
+            idempotency_key: field(10).filter(|k| !k.is_empty()),
+            notes: field(11).map(|n| n.lines().map(str::to_owned).collect()).unwrap_or_default(),
+        })
+    }
+
+    fn redacted_payload(&self) -> Value {
+        redact(self.kind, serde_json::from_str(&self.payload).unwrap_or(Value::Null))
+    }
+
+    fn summary(&self) -> DeadSummary {
+        DeadSummary {
+            id: self.id.clone(),
+            kind: self.kind,
+            dead_at: self.dead_at,
+            attempts: self.attempts,
+            reason: self.reason.clone(),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+/// Replaces an OTP's code and the value of every key that looks like a secret by `[redacted]`.
+pub fn redact(kind: Kind, mut payload: Value) -> Value {
+    fn walk(value: &mut Value) {
+        match value {
+            Value::Object(map) => {
+                for (key, v) in map.iter_mut() {
+                    let k = key.to_ascii_lowercase();
+                    let secret = [
+                        "secret",
+                        "token",
+                        "password",
+                        "passwd",
+                        "api_key",
+                        "apikey",
+                        "authorization",
+                        "credential",
+                        "private_key",
+                    ]
+                    .iter()
+                    .any(|s| k.contains(s));
+                    if secret {
+                        *v = Value::String("[redacted]".into());
+                    } else {
+                        walk(v);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if kind == Kind::OtpSms
+        && let Some(code) = payload.get_mut("code")
+    {
+        *code = Value::String("[redacted]".into());
+    }
+    walk(&mut payload);
+    payload
+}
+
+/// Where a listing resumes: after `(dead_at ms, id)`, newest first.
+fn encode_cursor(dead_at: DateTime<Utc>, id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{}:{id}", dead_at.timestamp_millis()))
+}
+
+pub fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
+    let text = String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()?;
+    let (ms, id) = text.split_once(':')?;
+    Some((ms.parse().ok()?, id.to_owned()))
+}
+
+/// Why a replay did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplayRefused {
+    #[error("no dead letter has this id")]
+    NotFound,
+    #[error("{0}")]
+    NotReplayable(String),
+}
+
+static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/replay.lua")));
+
+/// Dead letters of every queue of one namespace.
+#[derive(Debug, Clone)]
+pub struct DeadLetters {
+    conn: ConnectionManager,
+    keys: Keys,
+}
+
+impl DeadLetters {
+    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+        Self { conn, keys }
+    }
+
+    /// One chunk of a queue's dead set, newest first, from `max` (ms, inclusive) down to `min`,
+    /// skipping the first `skip` ids at score `max`: each id with its score and its letter
+    /// (`None` for an id whose hash is no longer a dead letter).
+    async fn chunk(
+        &self,
+        q: &QueueKeys,
+        kind: Kind,
+        max: i64,
+        skip: usize,
+        min: i64,
+    ) -> Result<Vec<(i64, Option<Letter>)>, StoreError> {
+        let mut conn = self.conn.clone();
+        let ids: Vec<(String, i64)> = redis::cmd("ZREVRANGEBYSCORE")
+            .arg(q.dead())
+            .arg(max)
+            .arg(min)
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(skip)
+            .arg(CHUNK)
+            .query_async(&mut conn)
+            .await?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for (id, _) in &ids {
+            pipe.cmd("HMGET").arg(q.job(id)).arg(&FIELDS[..]);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
+        Ok(ids.into_iter().zip(rows).map(|((id, score), fields)| (score, Letter::read(&id, kind, &fields))).collect())
+    }
+
+    /// Walks the letters of `kind` matching `filter`, newest first, from the cursor on, calling
+    /// `visit` for each; stops when `visit` returns false.
+    async fn walk(
+        &self,
+        kind: Kind,
+        filter: &DeadFilter,
+        after: Option<&(i64, String)>,
+        mut visit: impl FnMut(Letter) -> bool,
+    ) -> Result<(), StoreError> {
+        let q = self.keys.queue(kind);
+        let min = filter.since.map_or(i64::MIN, |t| t.timestamp_millis());
+        let mut max = filter.until.map_or(i64::MAX, |t| t.timestamp_millis() - 1);
+        let mut skip = 0;
+        if let Some((ms, id)) = after
+            && *ms <= max
+        {
+            max = *ms;
+            // Ids at the cursor's own time that sort at or above it were shown already.
+            let same: Vec<String> = redis::cmd("ZREVRANGEBYSCORE")
+                .arg(q.dead())
+                .arg(*ms)
+                .arg(*ms)
+                .query_async(&mut self.conn.clone())
+                .await?;
+            skip = same.iter().filter(|m| m.as_str() >= id.as_str()).count();
+        }
+        loop {
+            let chunk = self.chunk(&q, kind, max, skip, min).await?;
+            let Some(&(last_score, _)) = chunk.last() else { return Ok(()) };
+            let read = chunk.len();
+            let at_last = chunk.iter().filter(|(s, _)| *s == last_score).count();
+            for letter in chunk.into_iter().filter_map(|(_, l)| l) {
+                if filter.matches(&letter) && !visit(letter) {
+                    return Ok(());
+                }
+            }
+            if read < CHUNK {
+                return Ok(());
+            }
+            skip = if last_score == max { skip + at_last } else { at_last };
+            max = last_score;
+        }
+    }
+
+    /// A page of letters matching `filter`, newest first, and how many match in all.
+    pub async fn list(&self, filter: &DeadFilter, limit: usize, cursor: Option<&str>) -> Result<DeadPage, StoreError> {
+        let limit = limit.max(1);
+        let after = cursor.and_then(decode_cursor);
+        // A first page of a filter that reads the letters counts them in the same walk.
+        let counting = after.is_none() && !filter.by_time_only();
+        let mut found: Vec<Letter> = Vec::new();
+        let mut total = 0u64;
+        for kind in filter.kinds() {
+            let mut mine = Vec::new();
+            self.walk(kind, filter, after.as_ref(), |letter| {
+                total += 1;
+                if mine.len() <= limit {
+                    mine.push(letter);
+                }
+                counting || mine.len() <= limit
+            })
+            .await?;
+            found.extend(mine);
+        }
+        if !counting {
+            total = self.count(filter).await?;
+        }
+        found.sort_by(|a, b| (b.dead_at, &b.id).cmp(&(a.dead_at, &a.id)));
+        let next_cursor = (found.len() > limit).then(|| {
+            let last = &found[limit - 1];
+            encode_cursor(last.dead_at, &last.id)
+        });
+        found.truncate(limit);
+        Ok(DeadPage { items: found.iter().map(Letter::summary).collect(), next_cursor, total })
+    }
+
+    async fn count_by_time(&self, kind: Kind, filter: &DeadFilter) -> Result<u64, StoreError> {
+        let min = filter.since.map_or_else(|| "-inf".to_owned(), |t| t.timestamp_millis().to_string());
+        let max = filter.until.map_or_else(|| "+inf".to_owned(), |t| format!("({}", t.timestamp_millis()));
+        let mut conn = self.conn.clone();
+        Ok(redis::cmd("ZCOUNT").arg(self.keys.queue(kind).dead()).arg(min).arg(max).query_async(&mut conn).await?)
+    }
+
+    /// How many letters match `filter`.
+    pub async fn count(&self, filter: &DeadFilter) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for kind in filter.kinds() {
+            if filter.by_time_only() {
+                total += self.count_by_time(kind, filter).await?;
+            } else {
+                self.walk(kind, filter, None, |_| {
+                    total += 1;
+                    true
+                })
+                .await?;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The ids (with their kinds) of every letter matching `filter`, newest first per kind.
+    pub async fn matching(&self, filter: &DeadFilter) -> Result<Vec<(Kind, String)>, StoreError> {
+        let mut ids = Vec::new();
+        for kind in filter.kinds() {
+            self.walk(kind, filter, None, |letter| {
+                ids.push((kind, letter.id));
+                true
+            })
+            .await?;
+        }
+        Ok(ids)
+    }
+
+    async fn letter(&self, id: &str) -> Result<Option<Letter>, StoreError> {
+        let mut pipe = redis::pipe();
+        for kind in Kind::ALL {
+            pipe.cmd("HMGET").arg(self.keys.queue(kind).job(id)).arg(&FIELDS[..]);
+        }
+        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(Kind::ALL.into_iter().zip(rows).find_map(|(kind, fields)| Letter::read(id, kind, &fields)))
+    }
+
+    /// One dead letter in full, or `None`.
+    pub async fn get(&self, id: &str) -> Result<Option<DeadRecord>, StoreError> {
+        let Some(letter) = self.letter(id).await? else { return Ok(None) };
+        let raw: Vec<String> = redis::cmd("LRANGE")
+            .arg(self.keys.queue(letter.kind).attempts(id))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let history = raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+        Ok(Some(DeadRecord {
+            summary: letter.summary(),
+            payload: letter.redacted_payload(),
+            status: letter.status,
+            producer: letter.producer,
+            created_at: letter.created_at,
+            max_attempts: letter.max_attempts,
+            idempotency_key: letter.idempotency_key,
+            history,
+            notes: letter.notes,
+        }))
+    }
+
+    /// The kind and the stored payload (unredacted) of a dead letter, for an edit.
+    pub async fn payload(&self, id: &str) -> Result<Option<(Kind, String)>, StoreError> {
+        Ok(self.letter(id).await?.map(|l| (l.kind, l.payload)))
+    }
+
+    /// Queues the letter again under its id, attempts reset; `payload` (already checked)
+    /// replaces the stored one. An OTP past its TTL is refused: it would never be sent.
+    pub async fn replay(
+        &self,
+        id: &str,
+        payload: Option<&str>,
+        operator: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Kind, ReplayOutcome> {
+        let letter = self
+            .letter(id)
+            .await
+            .map_err(ReplayOutcome::Store)?
+            .ok_or(ReplayOutcome::Refused(ReplayRefused::NotFound))?;
+        if letter.kind == Kind::OtpSms {
+            if letter.status == "expired" {
+                return Err(ReplayOutcome::Refused(ReplayRefused::NotReplayable(
+                    "an expired OTP cannot be replayed: its code is no longer valid".into(),
+                )));
+            }
+            let ttl = serde_json::from_str::<Value>(&letter.payload)
+                .ok()
+                .and_then(|p| p.get("ttl_seconds").and_then(Value::as_i64))
+                .unwrap_or(300);
+            if letter.created_at.is_some_and(|c| now > c + chrono::Duration::seconds(ttl)) {
+                return Err(ReplayOutcome::Refused(ReplayRefused::NotReplayable(format!(
+                    "this OTP's ttl of {ttl} s has passed: it would expire unsent"
+                ))));
+            }
+        }
+        let q = self.keys.queue(letter.kind);
+        let note = match payload {
+            Some(_) => format!("{} edited and replayed by {operator}", now.to_rfc3339()),
+            None => format!("{} replayed by {operator}", now.to_rfc3339()),
+        };
+        let mut call = REPLAY.prepare_invoke();
+        call.key(q.job(id))
+            .key(q.dead())
+            .key(q.ready())
+            .arg(id)
+            .arg(now.timestamp_millis())
+            .arg(payload.unwrap_or(""))
+            .arg(note);
+        let done: u32 = call.invoke_async(&mut self.conn.clone()).await.map_err(|e| ReplayOutcome::Store(e.into()))?;
+        if done == 1 { Ok(letter.kind) } else { Err(ReplayOutcome::Refused(ReplayRefused::NotFound)) }
+    }
+
+    /// Deletes a dead letter and its attempts; whether it was one.
+    pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
+        let Some(letter) = self.letter(id).await? else { return Ok(false) };
+        let q = self.keys.queue(letter.kind);
+        let (removed,): (u32,) = redis::pipe()
+            .atomic()
+            .zrem(q.dead(), id)
+            .del(&[q.job(id), q.attempts(id)])
+            .ignore()
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Deletes the letters `ids` of `kind` in one round trip; how many were deleted.
+    pub async fn delete_many(&self, kind: Kind, ids: &[String]) -> Result<u64, StoreError> {
+        let q = self.keys.queue(kind);
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.zrem(q.dead(), id).del(&[q.job(id), q.attempts(id)]).ignore();
+        }
+        let removed: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(removed.iter().sum())
+    }
+
+    /// Per-minute outcomes of `kind` over the last `minutes` minutes, oldest first:
+    /// `(minute start, succeeded, failed)`.
+    pub async fn throughput(
+        &self,
+        kind: Kind,
+        now: DateTime<Utc>,
+        minutes: i64,
+    ) -> Result<Vec<(DateTime<Utc>, u64, u64)>, StoreError> {
+        let q = self.keys.queue(kind);
+        let current = now.timestamp() / 60;
+        let mut pipe = redis::pipe();
+        for m in (current - minutes + 1)..=current {
+            pipe.cmd("HMGET").arg(format!("{}:{m}", q.stats_prefix())).arg("succeeded").arg("failed");
+        }
+        let rows: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut self.conn.clone()).await?;
+        Ok(((current - minutes + 1)..=current)
+            .zip(rows)
+            .map(|(m, (ok, failed))| {
+                (DateTime::from_timestamp(m * 60, 0).unwrap_or_default(), ok.unwrap_or(0), failed.unwrap_or(0))
+            })
+            .collect())
+    }
+
+    /// Jobs per state of `kind`: queued, scheduled (waiting for their time or a retry),
+    /// running, retrying (among scheduled), dead.
+    pub async fn depths(&self, kind: Kind) -> Result<Depths, StoreError> {
+        let q = self.keys.queue(kind);
+        let (queued, scheduled, running, dead): (u64, u64, u64, u64) = redis::pipe()
+            .llen(q.ready())
+            .zcard(q.scheduled())
+            .zcard(q.active())
+            .zcard(q.dead())
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(Depths { queued, scheduled, running, dead })
+    }
+}
+
+/// A queue's counts.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub struct Depths {
+    pub queued: u64,
+    /// Waiting for their time: delayed jobs and retries.
+    pub scheduled: u64,
+    pub running: u64,
+    pub dead: u64,
+}
+
+#[derive(Debug)]
+pub enum ReplayOutcome {
+    Refused(ReplayRefused),
+    Store(StoreError),
+}
