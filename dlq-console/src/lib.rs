@@ -1,86 +1,88 @@
-//! The operators' console. In this first version it starts, validates its settings and
-//! answers `/healthz`, `/readyz` and `/metrics`; the dead-letter pages, JSON API and CLI are
-//! the console issue.
+//! The operators' console for dead letters: a JSON API (`/api`, bearer tokens), server-rendered
+//! pages (a login form and a session cookie) and a CLI, all over [`actions::Console`].
 
-use std::net::SocketAddr;
+pub mod actions;
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod pages;
+
+use std::sync::Arc;
 use std::time::Duration;
 
-use jobs::redis_conn::RedisSettings;
-use jobs::settings::{Env, SettingError};
+use axum::Router;
+use axum::routing::{get, post};
+use jobs::dead::DeadLetters;
+use jobs::schedule::ScheduleStore;
+use jobs::sms_templates::SmsTemplates;
 use jobs::{Keys, Store};
 use tokio::net::TcpListener;
 
+pub use crate::config::Config;
+
 #[derive(Debug, Clone)]
-pub struct Config {
-    /// `CONSOLE_ADDR`, default `127.0.0.1:8081`.
-    pub addr: SocketAddr,
-    pub redis: RedisSettings,
-    /// Operator names that hold a token (`CONSOLE_TOKEN` is the operator `admin`); the
-    /// tokens themselves are checked by the console issue's auth layer.
-    pub operators: Vec<String>,
-    pub json_logs: bool,
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub console: actions::Console,
+    pub schedules: ScheduleStore,
 }
 
-impl Config {
-    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
-        let mut operators = Vec::new();
-        if env.get("CONSOLE_TOKEN").is_some() {
-            operators.push("admin".to_owned());
-        }
-        if let Some(list) = env.get("CONSOLE_OPERATORS") {
-            for pair in list.split(',') {
-                let (name, token) = pair
-                    .trim()
-                    .split_once(':')
-                    .ok_or_else(|| SettingError::new("CONSOLE_OPERATORS", "each entry must be name:token"))?;
-                if name.is_empty() || token.len() < 16 {
-                    return Err(SettingError::new(
-                        "CONSOLE_OPERATORS",
-                        format!("entry `{name}`: a name and a token of at least 16 characters"),
-                    ));
-                }
-                operators.push(name.to_owned());
-            }
-        }
-        if operators.is_empty() {
-            return Err(SettingError::new("CONSOLE_TOKEN", "is required (or CONSOLE_OPERATORS=name:token,...)"));
-        }
-        Ok(Self {
-            addr: env.parse("CONSOLE_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
-            redis: RedisSettings::from_env(env)?,
-            operators,
-            json_logs: env.get("LOG_FORMAT") == Some("json"),
-        })
+impl AppState {
+    /// Connects lazily: the console starts, and reports not ready, while Redis is down.
+    pub fn new(config: Config, templates: SmsTemplates) -> anyhow::Result<Self> {
+        let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(5))?;
+        let keys = Keys::new(&config.redis.namespace);
+        let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(5));
+        let console = actions::Console {
+            dead: DeadLetters::new(conn.clone(), keys),
+            store,
+            replay_rate: config.replay_rate,
+            templates,
+        };
+        let schedules = ScheduleStore::new(conn, &config.redis.namespace);
+        Ok(Self { config: Arc::new(config), console, schedules })
     }
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/dead", get(api::list))
+        .route("/dead/replay", post(api::replay_many))
+        .route("/dead/purge", post(api::purge))
+        .route("/dead/{id}", get(api::show).delete(api::delete_one))
+        .route("/dead/{id}/replay", post(api::replay_one))
+        .route("/queues", get(api::queues))
+        .route("/schedules", get(api::schedules));
+    let pages = Router::new()
+        .route("/", get(pages::overview))
+        .route("/login", get(pages::login_form).post(pages::login))
+        .route("/logout", post(pages::logout))
+        .route("/dead", get(pages::dead_list))
+        .route("/dead/bulk", post(pages::bulk))
+        .route("/dead/{id}", get(pages::dead_detail))
+        .route("/dead/{id}/replay", post(pages::replay_one))
+        .route("/dead/{id}/edit", post(pages::edit_one))
+        .route("/dead/{id}/delete", post(pages::delete_one))
+        .route("/schedules", get(pages::schedules));
+    let store = state.console.store.clone();
+    Router::new()
+        .nest("/api", api)
+        .merge(pages)
+        .with_state(state)
+        .merge(service::ops_router(store))
+        .layer(axum::middleware::from_fn(service::http_metrics))
 }
 
 pub async fn run(
     config: Config,
+    templates: SmsTemplates,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     service::metrics_handle();
-    let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(1))?;
-    let store = Store::new(conn, Keys::new(&config.redis.namespace), Duration::from_hours(24), Duration::from_secs(1));
-    tracing::info!(addr = %listener.local_addr()?, operators = config.operators.len(), "dlq-console listening");
-    let app = service::ops_router(store).layer(axum::middleware::from_fn(service::http_metrics));
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let operators = config.operators.len();
+    let state = AppState::new(config, templates)?;
+    tracing::info!(addr = %listener.local_addr()?, operators, "dlq-console listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_token_is_required() {
-        let err = Config::from_env(&Env::default()).unwrap_err();
-        assert!(err.to_string().starts_with("CONSOLE_TOKEN: is required"));
-        let err = Config::from_env(&Env::from_pairs(&[("CONSOLE_OPERATORS", "ana")])).unwrap_err();
-        assert!(err.to_string().starts_with("CONSOLE_OPERATORS: "));
-        let ok =
-            Config::from_env(&Env::from_pairs(&[("CONSOLE_OPERATORS", "ana:0123456789abcdef,bo:0123456789abcdeg")]))
-                .unwrap();
-        assert_eq!(ok.operators, ["ana", "bo"]);
-    }
 }

@@ -1,12 +1,57 @@
+use clap::Parser;
+use dlq_console::cli::{self, Command};
+use jobs::redis_conn::RedisSettings;
 use jobs::settings::Env;
+use jobs::sms_templates::SmsTemplates;
+
+/// Jobplane's dead-letter console: pages and JSON API (`serve`, the default), or one command.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Cli {
+    /// Who acts, recorded in the audit log as `console:<operator>` (commands only).
+    #[arg(long, global = true, env = "USER", default_value = "cli")]
+    operator: String,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let config = dlq_console::Config::from_env(&Env::from_process())
-        .unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
-    service::init_tracing(config.json_logs);
-    let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap_or_else(|e| {
-        service::exit_on_bad_setting("dlq-console", &format!("CONSOLE_ADDR: cannot listen on {} ({e})", config.addr))
-    });
-    dlq_console::run(config, listener, service::shutdown_signal()).await
+    let cli = Cli::parse();
+    let env = Env::from_process();
+    let templates = SmsTemplates::from_env(&env).unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config =
+                dlq_console::Config::from_env(&env).unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
+            service::init_tracing(config.json_logs);
+            let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap_or_else(|e| {
+                service::exit_on_bad_setting(
+                    "dlq-console",
+                    &format!("CONSOLE_ADDR: cannot listen on {} ({e})", config.addr),
+                )
+            });
+            dlq_console::run(config, templates, listener, service::shutdown_signal()).await
+        }
+        command => {
+            let redis =
+                RedisSettings::from_env(&env).unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
+            let rate: u32 = env
+                .parse("CONSOLE_REPLAY_RATE", 500)
+                .unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
+            let conn = jobs::redis_conn::connect(&redis.url, cli::REDIS_TIMEOUT)?;
+            let keys = jobs::Keys::new(&redis.namespace);
+            let console = dlq_console::actions::Console {
+                dead: jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
+                store: jobs::Store::new(conn, keys, std::time::Duration::from_hours(24), cli::REDIS_TIMEOUT),
+                replay_rate: rate.max(1),
+                templates,
+            };
+            if let Err(e) = cli::run(&console, &cli.operator, command).await {
+                eprintln!("dlq-console: {e:#}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+    }
 }

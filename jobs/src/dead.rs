@@ -570,6 +570,23 @@ impl DeadLetters {
             .collect())
     }
 
+    /// How many of `kind`'s scheduled jobs are retries waiting for their backoff (the rest
+    /// are delayed jobs), reading at most the 10,000 due soonest.
+    pub async fn retrying(&self, kind: Kind) -> Result<u64, StoreError> {
+        let q = self.keys.queue(kind);
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = redis::cmd("ZRANGE").arg(q.scheduled()).arg(0).arg(9_999).query_async(&mut conn).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(q.job(id), "status");
+        }
+        let statuses: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        Ok(statuses.iter().filter(|s| s.as_deref() == Some("retrying")).count() as u64)
+    }
+
     /// Jobs per state of `kind`: queued, scheduled (waiting for their time or a retry),
     /// running, retrying (among scheduled), dead.
     pub async fn depths(&self, kind: Kind) -> Result<Depths, StoreError> {

@@ -1,0 +1,190 @@
+//! What operators do to dead letters, shared by the JSON API, the pages and the CLI. Every
+//! action is written to the audit log as an `audit_log` job with actor `console:<operator>`.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use jobs::dead::{DeadFilter, DeadLetters, ReplayOutcome, ReplayRefused};
+use jobs::payload::Payload;
+use jobs::sms_templates::SmsTemplates;
+use jobs::{FieldError, Kind, Store, StoreError, ValidJob};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Why an action did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    #[error("no dead letter has this id")]
+    NotFound,
+    #[error("{0}")]
+    Refused(String),
+    #[error("the edited payload breaks {} rule(s)", .0.len())]
+    Invalid(Vec<FieldError>),
+    #[error("Redis did not answer: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<ReplayOutcome> for ActionError {
+    fn from(outcome: ReplayOutcome) -> Self {
+        match outcome {
+            ReplayOutcome::Refused(ReplayRefused::NotFound) => ActionError::NotFound,
+            ReplayOutcome::Refused(ReplayRefused::NotReplayable(why)) => ActionError::Refused(why),
+            ReplayOutcome::Store(e) => ActionError::Store(e),
+        }
+    }
+}
+
+/// What a bulk replay did.
+#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+pub struct ReplayReport {
+    pub replayed: u64,
+    /// Letters that could not be replayed, with the reason (an expired OTP, gone meanwhile).
+    pub refused: Vec<Refusal>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Refusal {
+    pub id: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Console {
+    pub dead: DeadLetters,
+    pub store: Store,
+    /// Letters per second a bulk replay may queue.
+    pub replay_rate: u32,
+    pub templates: SmsTemplates,
+}
+
+impl Console {
+    /// Replays one letter; `edited` (a payload object) replaces its payload after the checks of
+    /// the producer API. An OTP's `code` left as `[redacted]` keeps the stored code.
+    pub async fn replay(&self, operator: &str, id: &str, edited: Option<Value>) -> Result<(), ActionError> {
+        let now = Utc::now();
+        let payload = match edited {
+            None => None,
+            Some(value) => Some(self.checked_payload(id, value).await?),
+        };
+        let kind = self.dead.replay(id, payload.as_deref(), operator, now).await?;
+        let action = if payload.is_some() { "dead_letter.edit_and_replay" } else { "dead_letter.replay" };
+        self.record(operator, action, Some(id), json!({"kind": kind})).await;
+        Ok(())
+    }
+
+    async fn checked_payload(&self, id: &str, mut value: Value) -> Result<String, ActionError> {
+        let (kind, stored) = self.dead.payload(id).await?.ok_or(ActionError::NotFound)?;
+        if kind == Kind::OtpSms && value.get("code").and_then(Value::as_str) == Some("[redacted]") {
+            let code = serde_json::from_str::<Value>(&stored).ok().and_then(|p| p.get("code").cloned());
+            if let (Some(code), Some(map)) = (code, value.as_object_mut()) {
+                map.insert("code".into(), code);
+            }
+        }
+        let payload = Payload::parse(kind, value, "/payload", Utc::now()).map_err(ActionError::Invalid)?;
+        if let Payload::OtpSms(otp) = &payload
+            && let Some(error) = self.templates.check(otp, "/payload")
+        {
+            return Err(ActionError::Invalid(vec![error]));
+        }
+        Ok(payload.to_json())
+    }
+
+    #[expect(clippy::cast_precision_loss, reason = "pacing: counts far below 2^52")]
+    /// Replays letters one by one at most `replay_rate` a second, calling `progress` with the
+    /// number handled so far. One audit record covers the whole action.
+    pub async fn replay_many(
+        &self,
+        operator: &str,
+        ids: &[String],
+        scope: Value,
+        mut progress: impl FnMut(u64),
+    ) -> Result<ReplayReport, ActionError> {
+        let mut report = ReplayReport::default();
+        let started = Instant::now();
+        let now = Utc::now();
+        for (done, id) in (1u64..).zip(ids) {
+            match self.dead.replay(id, None, operator, now).await.map_err(ActionError::from) {
+                Ok(_) => report.replayed += 1,
+                Err(ActionError::Store(e)) => {
+                    self.record(
+                        operator,
+                        "dead_letter.replay_many",
+                        None,
+                        json!({"scope": scope, "replayed": report.replayed, "stopped": e.to_string()}),
+                    )
+                    .await;
+                    return Err(ActionError::Store(e));
+                }
+                Err(e) => report.refused.push(Refusal { id: id.clone(), reason: e.to_string() }),
+            }
+            progress(done);
+            // Pace: the n-th letter goes no sooner than n / rate seconds after the start.
+            let due = Duration::from_secs_f64(done as f64 / f64::from(self.replay_rate));
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        self.record(
+            operator,
+            "dead_letter.replay_many",
+            None,
+            json!({"scope": scope, "replayed": report.replayed, "refused": report.refused.len()}),
+        )
+        .await;
+        Ok(report)
+    }
+
+    /// The ids matching `filter` (for bulk actions and `--dry-run`).
+    pub async fn matching(&self, filter: &DeadFilter) -> Result<Vec<(Kind, String)>, ActionError> {
+        Ok(self.dead.matching(filter).await?)
+    }
+
+    pub async fn delete(&self, operator: &str, id: &str) -> Result<(), ActionError> {
+        if !self.dead.delete(id).await? {
+            return Err(ActionError::NotFound);
+        }
+        self.record(operator, "dead_letter.delete", Some(id), json!({})).await;
+        Ok(())
+    }
+
+    /// Deletes every letter matching `filter`, a chunk per round trip; returns how many.
+    pub async fn purge(
+        &self,
+        operator: &str,
+        filter: &DeadFilter,
+        mut progress: impl FnMut(u64),
+    ) -> Result<u64, ActionError> {
+        let targets = self.dead.matching(filter).await?;
+        let mut deleted = 0;
+        for kind in Kind::ALL {
+            let ids: Vec<String> = targets.iter().filter(|(k, _)| *k == kind).map(|(_, id)| id.clone()).collect();
+            for chunk in ids.chunks(jobs::dead::CHUNK) {
+                deleted += self.dead.delete_many(kind, chunk).await?;
+                progress(deleted);
+            }
+        }
+        self.record(operator, "dead_letter.purge", None, json!({"filter": filter, "deleted": deleted})).await;
+        Ok(deleted)
+    }
+
+    /// Writes an operator action to the audit log (an `audit_log` job). A failure is logged:
+    /// the action itself already happened.
+    async fn record(&self, operator: &str, action: &str, id: Option<&str>, metadata: Value) {
+        let now = Utc::now();
+        let mut payload = json!({"tenant_id": "jobplane", "actor": format!("console:{operator}"), "action": action,
+            "resource_type": "dead_letter", "metadata": metadata});
+        if let Some(id) = id {
+            payload["resource_id"] = Value::String(id.to_owned());
+        }
+        let job = match ValidJob::parse(json!({"kind": "audit_log", "payload": payload}), "", now) {
+            Ok(job) => job.into_new("console", now),
+            Err(errors) => {
+                tracing::error!(?errors, action, "operator action not recordable");
+                return;
+            }
+        };
+        if let Err(e) = self.store.enqueue(&[job]).await {
+            tracing::error!(error = %e, action, operator, "operator action done but not written to the audit log");
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! `/api`: the JSON API, `Authorization: Bearer <token>` on every request.
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use jobs::dead::{DeadFilter, DeadPage, DeadRecord, Depths};
+use jobs::{FieldError, Kind};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::actions::{ActionError, ReplayReport};
+use crate::config::Role;
+
+/// An RFC 9457 problem, as the producer API writes them.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: StatusCode,
+    pub detail: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
+        Self { status, detail: detail.into(), errors: Vec::new() }
+    }
+
+    pub fn invalid(errors: Vec<FieldError>) -> Self {
+        Self { status: StatusCode::UNPROCESSABLE_ENTITY, detail: format!("{} rule(s) broken", errors.len()), errors }
+    }
+
+    fn field(field: &str, message: impl Into<String>) -> Self {
+        Self::invalid(vec![FieldError::new(field, message)])
+    }
+}
+
+impl From<ActionError> for Problem {
+    fn from(e: ActionError) -> Self {
+        match e {
+            ActionError::NotFound => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
+            ActionError::Refused(_) => Problem::new(StatusCode::CONFLICT, e.to_string()),
+            ActionError::Invalid(errors) => Problem::invalid(errors),
+            ActionError::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        }
+    }
+}
+
+impl From<jobs::StoreError> for Problem {
+    fn from(e: jobs::StoreError) -> Self {
+        Problem::from(ActionError::Store(e))
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        let mut body =
+            json!({"type": "about:blank", "title": title, "status": self.status.as_u16(), "detail": self.detail});
+        if !self.errors.is_empty() {
+            body["errors"] = serde_json::to_value(&self.errors).unwrap_or_default();
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.status == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The operator behind a bearer token.
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub name: String,
+    pub role: Role,
+}
+
+impl Operator {
+    /// Admins only: a read-only operator gets `403`.
+    pub fn may_act(&self) -> Result<(), Problem> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::ReadOnly => {
+                Err(Problem::new(StatusCode::FORBIDDEN, format!("operator `{}` is read-only", self.name)))
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Operator {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, token)| token.trim());
+        let op = token.and_then(|t| state.config.operator(t));
+        op.map(|o| Operator { name: o.name.clone(), role: o.role }).ok_or_else(|| {
+            Problem::new(
+                StatusCode::UNAUTHORIZED,
+                "a valid bearer token (CONSOLE_TOKEN or CONSOLE_OPERATORS) is required",
+            )
+        })
+    }
+}
+
+/// `?kind=&reason=&q=&since=&until=&limit=&cursor=`, checked.
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    pub kind: Option<String>,
+    pub reason: Option<String>,
+    pub q: Option<String>,
+    pub since: Option<String>,
+    pub until: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+impl ListQuery {
+    /// The filter, the page size and the cursor; every bad parameter is named.
+    pub fn parse(&self) -> Result<(DeadFilter, usize, Option<String>), Problem> {
+        let mut errors = Vec::new();
+        let nonempty = |v: &Option<String>| v.as_ref().filter(|s| !s.trim().is_empty()).map(|s| s.trim().to_owned());
+        let kind = nonempty(&self.kind)
+            .and_then(|k| k.parse::<Kind>().map_err(|e| errors.push(FieldError::new("kind", e.to_string()))).ok());
+        let mut time = |name: &str, v: &Option<String>| {
+            nonempty(v).and_then(|t| {
+                DateTime::parse_from_rfc3339(&t)
+                    .map(|t| t.with_timezone(&Utc))
+                    .map_err(|_| {
+                        errors.push(FieldError::new(name, "must be an RFC 3339 time, such as 2026-11-21T09:00:00Z"));
+                    })
+                    .ok()
+            })
+        };
+        let since = time("since", &self.since);
+        let until = time("until", &self.until);
+        let limit = match nonempty(&self.limit) {
+            None => 50,
+            Some(l) => match l.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => n,
+                _ => {
+                    errors.push(FieldError::new("limit", "must be a whole number from 1 to 1000"));
+                    50
+                }
+            },
+        };
+        let cursor = nonempty(&self.cursor);
+        if cursor.as_deref().is_some_and(|c| jobs::dead::decode_cursor(c).is_none()) {
+            errors.push(FieldError::new("cursor", "is not a cursor this API returned"));
+        }
+        let filter = DeadFilter { kind, reason: nonempty(&self.reason), q: nonempty(&self.q), since, until };
+        if let Err((field, message)) = filter.check() {
+            errors.push(FieldError::new(field, message));
+        }
+        if errors.is_empty() { Ok((filter, limit, cursor)) } else { Err(Problem::invalid(errors)) }
+    }
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    _op: Operator,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<DeadPage>, Problem> {
+    let (filter, limit, cursor) = query.parse()?;
+    Ok(Json(state.console.dead.list(&filter, limit, cursor.as_deref()).await?))
+}
+
+pub async fn show(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(id): Path<String>,
+) -> Result<Json<DeadRecord>, Problem> {
+    state.console.dead.get(&id).await?.map(Json).ok_or_else(|| ActionError::NotFound.into())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayOne {
+    /// Replaces the payload, checked by the producer API's rules.
+    #[serde(default)]
+    pub payload: Option<Value>,
+}
+
+pub async fn replay_one(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+    body: Option<Json<ReplayOne>>,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    op.may_act()?;
+    let edited = body.and_then(|Json(b)| b.payload);
+    state.console.replay(&op.name, &id, edited).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({"id": id, "status": "queued"}))))
+}
+
+/// `{"ids": [...]}` or `{"filter": {...}}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Bulk {
+    #[serde(default)]
+    pub ids: Option<Vec<String>>,
+    #[serde(default)]
+    pub filter: Option<DeadFilter>,
+}
+
+impl Bulk {
+    async fn targets(&self, state: &AppState) -> Result<(Vec<String>, Value), Problem> {
+        match (&self.ids, &self.filter) {
+            (Some(ids), None) if !ids.is_empty() && ids.len() <= 100_000 => {
+                Ok((ids.clone(), json!({"ids": ids.len()})))
+            }
+            (Some(_), None) => Err(Problem::field("/ids", "must hold 1 to 100000 ids")),
+            (None, Some(filter)) => {
+                filter.check().map_err(|(field, message)| Problem::field(&format!("/filter/{field}"), message))?;
+                let ids = state.console.matching(filter).await?.into_iter().map(|(_, id)| id).collect();
+                Ok((ids, json!({"filter": filter})))
+            }
+            _ => Err(Problem::field("", "give either ids or filter")),
+        }
+    }
+}
+
+pub async fn replay_many(
+    State(state): State<AppState>,
+    op: Operator,
+    Json(bulk): Json<Bulk>,
+) -> Result<Json<ReplayReport>, Problem> {
+    op.may_act()?;
+    let (ids, scope) = bulk.targets(&state).await?;
+    Ok(Json(state.console.replay_many(&op.name, &ids, scope, |_| {}).await?))
+}
+
+pub async fn delete_one(
+    State(state): State<AppState>,
+    op: Operator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, Problem> {
+    op.may_act()?;
+    state.console.delete(&op.name, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purge {
+    pub filter: DeadFilter,
+}
+
+pub async fn purge(
+    State(state): State<AppState>,
+    op: Operator,
+    Json(body): Json<Purge>,
+) -> Result<Json<Value>, Problem> {
+    op.may_act()?;
+    body.filter.check().map_err(|(field, message)| Problem::field(&format!("/filter/{field}"), message))?;
+    let deleted = state.console.purge(&op.name, &body.filter, |_| {}).await?;
+    Ok(Json(json!({"deleted": deleted})))
+}
+
+/// One queue's counts and its last minute.
+#[derive(Debug, Serialize)]
+pub struct QueueView {
+    pub kind: Kind,
+    #[serde(flatten)]
+    pub depths: Depths,
+    /// Among `scheduled`: retries waiting for their backoff.
+    pub retrying: u64,
+    pub processed_last_minute: u64,
+    pub failed_last_minute: u64,
+}
+
+pub async fn queues_view(state: &AppState) -> Result<Vec<QueueView>, Problem> {
+    let mut views = Vec::new();
+    let now = Utc::now();
+    for kind in Kind::ALL {
+        let depths = state.console.dead.depths(kind).await?;
+        let retrying = state.console.dead.retrying(kind).await?;
+        // The last full minute: the current one is still filling.
+        let last = state.console.dead.throughput(kind, now, 2).await?;
+        let (processed, failed) = last.first().map_or((0, 0), |(_, ok, failed)| (ok + failed, *failed));
+        views.push(QueueView { kind, depths, retrying, processed_last_minute: processed, failed_last_minute: failed });
+    }
+    Ok(views)
+}
+
+pub async fn queues(State(state): State<AppState>, _op: Operator) -> Result<Json<Value>, Problem> {
+    Ok(Json(json!({"queues": queues_view(&state).await?})))
+}
+
+pub async fn schedules(State(state): State<AppState>, _op: Operator) -> Result<Json<Value>, Problem> {
+    let now = Utc::now();
+    let list: Vec<Value> = state
+        .schedules
+        .list()
+        .await?
+        .into_iter()
+        .map(|(s, last)| {
+            let next = s.timetable().and_then(|t| t.next_after(last.unwrap_or(s.updated_at).max(now)));
+            json!({"name": s.name, "cron": s.cron, "timezone": s.timezone, "catch_up": s.catch_up, "source": s.source,
+                   "kind": s.job.get("kind"), "last_run_at": last, "next_run_at": next})
+        })
+        .collect();
+    Ok(Json(json!({"schedules": list})))
+}

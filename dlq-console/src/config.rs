@@ -1,0 +1,154 @@
+//! The console's settings and its operators.
+
+use std::net::SocketAddr;
+
+use jobs::redis_conn::RedisSettings;
+use jobs::settings::{Env, SettingError};
+use sha2::{Digest, Sha256};
+
+/// What an operator may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Sees and acts: replay, edit, delete, purge.
+    Admin,
+    /// Sees only.
+    ReadOnly,
+}
+
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token; the token itself is not kept.
+    pub digest: [u8; 32],
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `CONSOLE_ADDR`, default `127.0.0.1:8081`.
+    pub addr: SocketAddr,
+    pub redis: RedisSettings,
+    /// `CONSOLE_TOKEN` (the operator `admin`) and `CONSOLE_OPERATORS=name:token[:readonly],...`.
+    pub operators: Vec<Operator>,
+    /// `CONSOLE_REPLAY_RATE` (default 500): most letters replayed per second by a bulk replay.
+    pub replay_rate: u32,
+    /// `CONSOLE_SESSION_KEY` (32+ characters): signs session cookies, so several consoles share
+    /// sessions; random at start when absent (sessions end with the process).
+    pub session_key: Vec<u8>,
+    /// `CONSOLE_SECURE_COOKIES` (default false): mark cookies `Secure` (behind HTTPS).
+    pub secure_cookies: bool,
+    pub json_logs: bool,
+}
+
+pub fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+impl Config {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+        let mut operators = Vec::new();
+        if let Some(token) = env.get("CONSOLE_TOKEN") {
+            if token.len() < 16 {
+                return Err(SettingError::new("CONSOLE_TOKEN", "must be at least 16 characters"));
+            }
+            operators.push(Operator { name: "admin".into(), role: Role::Admin, digest: digest(token) });
+        }
+        if let Some(list) = env.get("CONSOLE_OPERATORS").filter(|l| !l.trim().is_empty()) {
+            for entry in list.split(',') {
+                let mut parts = entry.trim().splitn(3, ':');
+                let (name, token, role) = (parts.next().unwrap_or(""), parts.next(), parts.next());
+                let Some(token) = token else {
+                    return Err(SettingError::new(
+                        "CONSOLE_OPERATORS",
+                        "each entry must be name:token or name:token:readonly",
+                    ));
+                };
+                let role = match role {
+                    None | Some("admin") => Role::Admin,
+                    Some("readonly") => Role::ReadOnly,
+                    Some(other) => {
+                        return Err(SettingError::new(
+                            "CONSOLE_OPERATORS",
+                            format!("entry `{name}`: role `{other}` is not admin or readonly"),
+                        ));
+                    }
+                };
+                let valid_name =
+                    !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+                if !valid_name || token.len() < 16 {
+                    return Err(SettingError::new(
+                        "CONSOLE_OPERATORS",
+                        format!(
+                            "entry `{name}`: a name of letters, digits, _ or - and a token of at least 16 characters"
+                        ),
+                    ));
+                }
+                if operators.iter().any(|o: &Operator| o.name == name) {
+                    return Err(SettingError::new("CONSOLE_OPERATORS", format!("operator `{name}` is named twice")));
+                }
+                operators.push(Operator { name: name.to_owned(), role, digest: digest(token) });
+            }
+        }
+        if operators.is_empty() {
+            return Err(SettingError::new("CONSOLE_TOKEN", "is required (or CONSOLE_OPERATORS=name:token,...)"));
+        }
+        let replay_rate: u32 = env.parse("CONSOLE_REPLAY_RATE", 500)?;
+        if replay_rate == 0 {
+            return Err(SettingError::new("CONSOLE_REPLAY_RATE", "must be at least 1 (letters per second)"));
+        }
+        let session_key = match env.get("CONSOLE_SESSION_KEY") {
+            Some(key) if key.len() >= 32 => key.as_bytes().to_vec(),
+            Some(_) => return Err(SettingError::new("CONSOLE_SESSION_KEY", "must be at least 32 characters")),
+            None => (0..32).map(|_| fastrand::u8(..)).collect(),
+        };
+        Ok(Self {
+            addr: env.parse("CONSOLE_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
+            redis: RedisSettings::from_env(env)?,
+            operators,
+            replay_rate,
+            session_key,
+            secure_cookies: env.flag("CONSOLE_SECURE_COOKIES", false)?,
+            json_logs: env.get("LOG_FORMAT") == Some("json"),
+        })
+    }
+
+    /// The operator holding `token`, compared in constant time with every digest.
+    pub fn operator(&self, token: &str) -> Option<&Operator> {
+        let presented = digest(token);
+        let mut found = None;
+        for op in &self.operators {
+            if subtle::ConstantTimeEq::ct_eq(&op.digest[..], &presented[..]).into() {
+                found = Some(op);
+            }
+        }
+        found
+    }
+
+    pub fn operator_named(&self, name: &str) -> Option<&Operator> {
+        self.operators.iter().find(|o| o.name == name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operators_come_from_the_token_and_the_list() {
+        let err = Config::from_env(&Env::default()).unwrap_err();
+        assert!(err.to_string().starts_with("CONSOLE_TOKEN: is required"));
+        let err = Config::from_env(&Env::from_pairs(&[("CONSOLE_OPERATORS", "ana")])).unwrap_err();
+        assert!(err.to_string().starts_with("CONSOLE_OPERATORS: "));
+        let err = Config::from_env(&Env::from_pairs(&[("CONSOLE_OPERATORS", "ana:0123456789abcdef:god")])).unwrap_err();
+        assert!(err.to_string().contains("role `god`"), "{err}");
+        let ok = Config::from_env(&Env::from_pairs(&[
+            ("CONSOLE_TOKEN", "root-token-0123456789"),
+            ("CONSOLE_OPERATORS", "ana:0123456789abcdef,bo:0123456789abcdeg:readonly"),
+        ]))
+        .unwrap();
+        let names: Vec<(&str, Role)> = ok.operators.iter().map(|o| (o.name.as_str(), o.role)).collect();
+        assert_eq!(names, [("admin", Role::Admin), ("ana", Role::Admin), ("bo", Role::ReadOnly)]);
+        assert_eq!(ok.operator("0123456789abcdeg").map(|o| o.name.as_str()), Some("bo"));
+        assert!(ok.operator("nope").is_none());
+    }
+}

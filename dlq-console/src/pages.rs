@@ -1,0 +1,681 @@
+//! The pages: server-rendered HTML (maud), no front-end build. A login form takes an operator
+//! token and sets a signed, HttpOnly, SameSite=Strict session cookie; every form carries a
+//! CSRF token bound to the session. Read-only operators see no action and are refused one.
+
+#![expect(clippy::result_large_err, reason = "a refused form answers with its page, built once")]
+
+use axum::Form;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use jobs::Kind;
+use jobs::dead::{DeadFilter, REASONS};
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use crate::AppState;
+use crate::api::{ListQuery, Problem, queues_view};
+use crate::config::Role;
+
+const COOKIE: &str = "jp_session";
+const SESSION_HOURS: i64 = 12;
+
+fn sign(key: &[u8], text: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes a key of any length");
+    mac.update(text.as_bytes());
+    URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+}
+
+/// A logged-in operator: from the session cookie, checked against its signature and expiry.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub operator: String,
+    pub role: Role,
+    /// The token every form must echo.
+    pub csrf: String,
+}
+
+impl Session {
+    fn cookie_value(key: &[u8], operator: &str) -> String {
+        let expires = (Utc::now() + chrono::Duration::hours(SESSION_HOURS)).timestamp();
+        let nonce: String = (0..16).map(|_| fastrand::alphanumeric()).collect();
+        let body = format!("{operator}.{expires}.{nonce}");
+        format!("{body}.{}", sign(key, &body))
+    }
+
+    fn read(state: &AppState, headers: &HeaderMap) -> Option<Self> {
+        let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
+        let value = { cookies }.find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
+        let (body, signature) = value.rsplit_once('.')?;
+        let expected = sign(&state.config.session_key, body);
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), signature.as_bytes())) {
+            return None;
+        }
+        let mut parts = body.splitn(3, '.');
+        let (name, expires, nonce) = (parts.next()?, parts.next()?, parts.next()?);
+        if expires.parse::<i64>().ok()? < Utc::now().timestamp() {
+            return None;
+        }
+        let op = state.config.operator_named(name)?;
+        Some(Self {
+            operator: op.name.clone(),
+            role: op.role,
+            csrf: sign(&state.config.session_key, &format!("csrf.{nonce}")),
+        })
+    }
+
+    fn check_csrf(&self, presented: &str) -> Result<(), Response> {
+        if bool::from(subtle::ConstantTimeEq::ct_eq(self.csrf.as_bytes(), presented.as_bytes())) {
+            Ok(())
+        } else {
+            Err((StatusCode::FORBIDDEN, page("Refused", None, html! { p { "The form expired or came from elsewhere (CSRF check). Reload the page and try again." } })).into_response())
+        }
+    }
+
+    fn may_act(&self) -> Result<(), Response> {
+        match self.role {
+            Role::Admin => Ok(()),
+            Role::ReadOnly => {
+                Err((StatusCode::FORBIDDEN, page("Refused", Some(self), html! { p { "Your operator is read-only." } }))
+                    .into_response())
+            }
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Session {
+    type Rejection = Redirect;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        Session::read(state, &parts.headers).ok_or_else(|| Redirect::to("/login"))
+    }
+}
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330}header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}header a{color:#cfe0ff;text-decoration:none}header .who{margin-left:auto}main{padding:1em 1.2em;max-width:1200px}table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e3e6ec;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f5f7fa}td.num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#a3262c;max-width:40em;overflow-wrap:anywhere}form.inline{display:inline}input,select,button,textarea{font:inherit}button{cursor:pointer}button.danger{color:#a3262c}pre{background:#f5f7fa;padding:.6em;overflow:auto}.filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin-bottom:1em}.filters label{display:flex;flex-direction:column;font-size:12px}.notice{background:#eef6ee;border:1px solid #b5d6b5;padding:.5em .8em}.warn{background:#fdf3e6;border:1px solid #e8c38f;padding:.5em .8em}ol.timeline li{margin-bottom:.4em}";
+
+#[expect(clippy::needless_pass_by_value, reason = "pages are built inline at the call")]
+fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Jobplane console" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    strong { "Jobplane" }
+                    @if let Some(s) = session {
+                        a href="/" { "Overview" }
+                        a href="/dead" { "Dead letters" }
+                        a href="/schedules" { "Schedules" }
+                        span.who {
+                            (s.operator) @if s.role == Role::ReadOnly { " (read-only)" } " "
+                            form.inline method="post" action="/logout" {
+                                input type="hidden" name="csrf" value=(s.csrf);
+                                button type="submit" { "Log out" }
+                            }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+fn html_response(markup: Markup) -> Response {
+    let mut response = markup.into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert("x-frame-options", HeaderValue::from_static("DENY"));
+    response
+}
+
+#[expect(clippy::needless_pass_by_value, reason = "callers hand over the problem they made")]
+fn problem_page(session: &Session, problem: Problem) -> Response {
+    let status = problem.status;
+    let body = html! {
+        p.warn { (problem.detail) }
+        @if !problem.errors.is_empty() { ul { @for e in &problem.errors { li { code { (e.field) } " " (e.message) } } } }
+        p { a href="javascript:history.back()" { "Back" } }
+    };
+    (status, html_response(page("Not done", Some(session), body))).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    token: String,
+}
+
+pub async fn login_form() -> Response {
+    html_response(page(
+        "Log in",
+        None,
+        html! {
+            form method="post" action="/login" {
+                p { label { "Operator token " input type="password" name="token" autocomplete="current-password" autofocus; } }
+                button type="submit" { "Log in" }
+            }
+        },
+    ))
+}
+
+pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
+    let Some(op) = state.config.operator(form.token.trim()) else {
+        return (
+            StatusCode::UNAUTHORIZED,
+            html_response(page(
+                "Log in",
+                None,
+                html! {
+                    p.warn { "That token is not an operator's." }
+                    form method="post" action="/login" {
+                        p { label { "Operator token " input type="password" name="token" autofocus; } }
+                        button type="submit" { "Log in" }
+                    }
+                },
+            )),
+        )
+            .into_response();
+    };
+    let secure = if state.config.secure_cookies { "; Secure" } else { "" };
+    let cookie = format!(
+        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+        Session::cookie_value(&state.config.session_key, &op.name),
+        SESSION_HOURS * 3600
+    );
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CsrfForm {
+    csrf: String,
+}
+
+pub async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Response {
+    if let Err(refused) = session.check_csrf(&form.csrf) {
+        return refused;
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("jp_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
+    );
+    response
+}
+
+/// One minute: its start, processed and failed.
+type Point = (DateTime<Utc>, u64, u64);
+
+/// Processed and failed per minute over the last hour, as an SVG line chart.
+#[expect(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "pixel arithmetic on small counts"
+)]
+fn chart(points: &[Point]) -> Markup {
+    let (w, h, pad) = (720.0_f64, 160.0_f64, 24.0_f64);
+    let top = points.iter().map(|(_, ok, failed)| ok + failed).max().unwrap_or(0).max(1) as f64;
+    let n = points.len().max(2) as f64 - 1.0;
+    let line = |value: &dyn Fn(&Point) -> u64| -> String {
+        points
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                format!(
+                    "{:.1},{:.1}",
+                    pad + i as f64 * (w - 2.0 * pad) / n,
+                    h - pad - value(p) as f64 * (h - 2.0 * pad) / top
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let processed = line(&|p| p.1 + p.2);
+    let failed = line(&|p| p.2);
+    html! {
+        svg width=(w) height=(h) viewBox=(format!("0 0 {w} {h}")) role="img" aria-label="processed and failed per minute, last hour" {
+            rect x="0" y="0" width=(w) height=(h) fill="#fafbfc" {}
+            text x=(pad) y="14" font-size="11" fill="#555" { "max " (top as u64) "/min" }
+            polyline points=(processed) fill="none" stroke="#2f6fdb" stroke-width="2" {}
+            polyline points=(failed) fill="none" stroke="#c9353c" stroke-width="2" {}
+            text x=(w - 200.0) y="14" font-size="11" fill="#2f6fdb" { "processed" }
+            text x=(w - 120.0) y="14" font-size="11" fill="#c9353c" { "failed" }
+        }
+    }
+}
+
+pub async fn overview(State(state): State<AppState>, session: Session) -> Response {
+    let queues = match queues_view(&state).await {
+        Ok(q) => q,
+        Err(problem) => return problem_page(&session, problem),
+    };
+    let now = Utc::now();
+    let mut hour: Vec<(DateTime<Utc>, u64, u64)> = Vec::new();
+    for kind in Kind::ALL {
+        match state.console.dead.throughput(kind, now, 60).await {
+            Ok(points) if hour.is_empty() => hour = points,
+            Ok(points) => {
+                for (total, p) in hour.iter_mut().zip(points) {
+                    total.1 += p.1;
+                    total.2 += p.2;
+                }
+            }
+            Err(e) => return problem_page(&session, e.into()),
+        }
+    }
+    html_response(page("Overview", Some(&session), html! {
+        table {
+            thead { tr { th { "kind" } th { "queued" } th { "scheduled" } th { "running" } th { "retrying" } th { "dead" } th { "processed, last minute" } th { "failed, last minute" } } }
+            tbody {
+                @for q in &queues {
+                    tr {
+                        td { (q.kind.as_str()) }
+                        td.num { (q.depths.queued) } td.num { (q.depths.scheduled) } td.num { (q.depths.running) }
+                        td.num { (q.retrying) }
+                        td.num { a href=(format!("/dead?kind={}", q.kind.as_str())) { (q.depths.dead) } }
+                        td.num { (q.processed_last_minute) } td.num { (q.failed_last_minute) }
+                    }
+                }
+            }
+        }
+        h2 { "Processed and failed per minute, last hour" }
+        (chart(&hour))
+    }))
+    .into_response()
+}
+
+fn filter_query(query: &ListQuery) -> String {
+    let pairs = [
+        ("kind", &query.kind),
+        ("reason", &query.reason),
+        ("q", &query.q),
+        ("since", &query.since),
+        ("until", &query.until),
+    ];
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().filter(|v| !v.is_empty()).map(|v| format!("{k}={}", urlencode(v))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn filter_fields(query: &ListQuery) -> Markup {
+    let value = |v: &Option<String>| v.clone().unwrap_or_default();
+    html! {
+        label { "kind" select name="kind" {
+            option value="" { "any" }
+            @for k in Kind::ALL { option value=(k.as_str()) selected[query.kind.as_deref() == Some(k.as_str())] { (k.as_str()) } }
+        } }
+        label { "reason" select name="reason" {
+            option value="" { "any" }
+            @for r in REASONS { option value=(r) selected[query.reason.as_deref() == Some(r)] { (r) } }
+        } }
+        label { "search error and payload" input type="search" name="q" value=(value(&query.q)) placeholder="text"; }
+        label { "since (RFC 3339)" input type="text" name="since" value=(value(&query.since)) placeholder="2026-11-21T00:00:00Z"; }
+        label { "until" input type="text" name="until" value=(value(&query.until)); }
+    }
+}
+
+pub async fn dead_list(State(state): State<AppState>, session: Session, Query(query): Query<ListQuery>) -> Response {
+    let (filter, limit, cursor) = match query.parse() {
+        Ok(parsed) => parsed,
+        Err(problem) => return problem_page(&session, problem),
+    };
+    let page_data = match state.console.dead.list(&filter, limit, cursor.as_deref()).await {
+        Ok(p) => p,
+        Err(e) => return problem_page(&session, e.into()),
+    };
+    let filters = filter_query(&query);
+    html_response(page(
+        "Dead letters",
+        Some(&session),
+        html! {
+            form.filters method="get" action="/dead" {
+                (filter_fields(&query))
+                button type="submit" { "Filter" }
+            }
+            p { strong #total { (page_data.total) } " matching" }
+            @if session.role == Role::Admin && page_data.total > 0 {
+                form.inline method="post" action="/dead/bulk" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    input type="hidden" name="filters" value=(filters);
+                    button type="submit" name="action" value="replay" { "Replay all " (page_data.total) " matching…" }
+                    " "
+                    button.danger type="submit" name="action" value="purge" { "Delete all " (page_data.total) " matching…" }
+                }
+            }
+            table #letters {
+                thead { tr { th { "died" } th { "kind" } th { "reason" } th { "attempts" } th { "last error" } th { "job" } } }
+                tbody {
+                    @for item in &page_data.items {
+                        tr {
+                            td { (item.dead_at.format("%Y-%m-%d %H:%M:%S UTC")) }
+                            td { (item.kind.as_str()) }
+                            td { (item.reason) }
+                            td.num { (item.attempts) }
+                            td.err { (item.last_error.clone().unwrap_or_default()) }
+                            td { a href=(format!("/dead/{}", item.id)) { code { (item.id) } } }
+                        }
+                    }
+                }
+            }
+            @if let Some(next) = &page_data.next_cursor {
+                p { a href=(format!("/dead?{filters}&cursor={next}")) { "Older →" } }
+            }
+        },
+    ))
+}
+
+pub async fn dead_detail(State(state): State<AppState>, session: Session, Path(id): Path<String>) -> Response {
+    let record = match state.console.dead.get(&id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return problem_page(
+                &session,
+                Problem::new(StatusCode::NOT_FOUND, "No dead letter has this id (replayed, deleted or evicted)."),
+            );
+        }
+        Err(e) => return problem_page(&session, e.into()),
+    };
+    let payload = serde_json::to_string_pretty(&record.payload).unwrap_or_default();
+    let millis = |ms: i64| {
+        DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
+            .unwrap_or_default()
+    };
+    html_response(page(
+        &format!("Dead letter {id}"),
+        Some(&session),
+        html! {
+            table {
+                tr { th { "kind" } td { (record.summary.kind.as_str()) } }
+                tr { th { "status" } td { (record.status) " (" (record.summary.reason) ")" } }
+                tr { th { "died" } td { (record.summary.dead_at.to_rfc3339()) } }
+                tr { th { "attempts" } td { (record.summary.attempts) " of " (record.max_attempts) } }
+                tr { th { "producer" } td { (record.producer) } }
+                @if let Some(key) = &record.idempotency_key { tr { th { "idempotency key" } td { code { (key) } } } }
+                tr { th { "last error" } td.err { (record.summary.last_error.clone().unwrap_or_default()) } }
+            }
+            h2 { "Payload" }
+            pre #payload { (payload) }
+            h2 { "Attempts" }
+            ol.timeline {
+                @for a in &record.history {
+                    li { strong { "attempt " (a.attempt) } " · " (millis(a.started_at)) " → " (millis(a.finished_at)) " · " (a.worker)
+                        @if let Some(e) = &a.error { br; span.err { (e) } } }
+                }
+            }
+            @if !record.notes.is_empty() { h2 { "Operator actions" } ul { @for n in &record.notes { li { (n) } } } }
+            @if session.role == Role::Admin {
+                h2 { "Actions" }
+                form.inline method="post" action=(format!("/dead/{id}/replay")) {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button #replay type="submit" { "Replay" }
+                }
+                " "
+                form.inline method="post" action=(format!("/dead/{id}/delete")) onsubmit="return confirm('Delete this dead letter for good?')" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    button.danger type="submit" { "Delete" }
+                }
+                h3 { "Edit the payload and replay" }
+                form method="post" action=(format!("/dead/{id}/edit")) {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    textarea name="payload" rows="12" cols="80" { (payload) }
+                    br;
+                    button type="submit" { "Check, save and replay" }
+                }
+            }
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EditForm {
+    csrf: String,
+    payload: String,
+}
+
+pub async fn replay_one(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+        return r;
+    }
+    match state.console.replay(&session.operator, &id, None).await {
+        Ok(()) => done_page(&session, &format!("Job {id} is queued again under the same id."), &id),
+        Err(e) => problem_page(&session, e.into()),
+    }
+}
+
+pub async fn edit_one(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<EditForm>,
+) -> Response {
+    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+        return r;
+    }
+    let value = match serde_json::from_str(&form.payload) {
+        Ok(v) => v,
+        Err(e) => {
+            return problem_page(
+                &session,
+                Problem::invalid(vec![jobs::FieldError::new("/payload", format!("is not JSON: {e}"))]),
+            );
+        }
+    };
+    match state.console.replay(&session.operator, &id, Some(value)).await {
+        Ok(()) => done_page(
+            &session,
+            &format!("The payload of job {id} was checked and saved, and the job is queued again."),
+            &id,
+        ),
+        Err(e) => problem_page(&session, e.into()),
+    }
+}
+
+pub async fn delete_one(
+    State(state): State<AppState>,
+    session: Session,
+    Path(id): Path<String>,
+    Form(form): Form<CsrfForm>,
+) -> Response {
+    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+        return r;
+    }
+    match state.console.delete(&session.operator, &id).await {
+        Ok(()) => html_response(page(
+            "Deleted",
+            Some(&session),
+            html! { p.notice { "Dead letter " code { (id) } " deleted." } p { a href="/dead" { "Back to the list" } } },
+        )),
+        Err(e) => problem_page(&session, e.into()),
+    }
+}
+
+fn done_page(session: &Session, message: &str, id: &str) -> Response {
+    html_response(page(
+        "Done",
+        Some(session),
+        html! {
+            p.notice #done { (message) }
+            p { "Follow it in the producer API: " code { "GET /v1/jobs/" (id) } ". " a href="/dead" { "Back to the dead letters" } }
+        },
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct BulkForm {
+    csrf: String,
+    action: String,
+    /// The list page's filter, as its query string.
+    filters: String,
+    /// Set by the confirmation page: the count the operator saw.
+    #[serde(default)]
+    confirm: Option<u64>,
+}
+
+pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): Form<BulkForm>) -> Response {
+    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+        return r;
+    }
+    let query: ListQuery = match serde_urlencoded_query(&form.filters) {
+        Some(q) => q,
+        None => return problem_page(&session, Problem::new(StatusCode::BAD_REQUEST, "the filter does not read")),
+    };
+    let filter: DeadFilter = match query.parse() {
+        Ok((filter, _, _)) => filter,
+        Err(problem) => return problem_page(&session, problem),
+    };
+    let verb = match form.action.as_str() {
+        "replay" => "Replay",
+        "purge" => "Delete",
+        _ => return problem_page(&session, Problem::new(StatusCode::BAD_REQUEST, "unknown action")),
+    };
+    let Some(confirmed) = form.confirm else {
+        let count = match state.console.dead.count(&filter).await {
+            Ok(n) => n,
+            Err(e) => return problem_page(&session, e.into()),
+        };
+        return html_response(page(
+            &format!("{verb} {count} dead letters?"),
+            Some(&session),
+            html! {
+                p.warn { (verb) " " strong #count { (count) } " dead letters matching " code { (if form.filters.is_empty() { "everything".to_owned() } else { form.filters.clone() }) } "?"
+                    @if form.action == "replay" { " Replays are paced at " (state.config.replay_rate) " a second." }
+                    @if form.action == "purge" { " This cannot be undone." } }
+                form method="post" action="/dead/bulk" {
+                    input type="hidden" name="csrf" value=(session.csrf);
+                    input type="hidden" name="filters" value=(form.filters);
+                    input type="hidden" name="action" value=(form.action);
+                    input type="hidden" name="confirm" value=(count);
+                    button #confirm type="submit" { "Yes, " (verb.to_lowercase()) " them" }
+                    " " a href=(format!("/dead?{}", form.filters)) { "Cancel" }
+                }
+            },
+        ));
+    };
+    let outcome = if form.action == "replay" {
+        match state.console.matching(&filter).await {
+            Ok(targets) => {
+                let ids: Vec<String> = targets.into_iter().map(|(_, id)| id).collect();
+                let scope = serde_json::json!({"filter": filter, "confirmed": confirmed});
+                state
+                    .console
+                    .replay_many(&session.operator, &ids, scope, |_| {})
+                    .await
+                    .map(|r| format!("{} replayed, {} refused.", r.replayed, r.refused.len()))
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        state.console.purge(&session.operator, &filter, |_| {}).await.map(|n| format!("{n} deleted."))
+    };
+    match outcome {
+        Ok(message) => html_response(page(
+            "Done",
+            Some(&session),
+            html! { p.notice #done { (message) } p { a href="/dead" { "Back to the dead letters" } } },
+        )),
+        Err(e) => problem_page(&session, e.into()),
+    }
+}
+
+/// A list page's query string back into its parameters.
+fn serde_urlencoded_query(text: &str) -> Option<ListQuery> {
+    let pairs: Vec<(String, String)> = url_decode_pairs(text)?;
+    let get = |k: &str| pairs.iter().find(|(name, _)| name == k).map(|(_, v)| v.clone());
+    Some(ListQuery {
+        kind: get("kind"),
+        reason: get("reason"),
+        q: get("q"),
+        since: get("since"),
+        until: get("until"),
+        limit: None,
+        cursor: None,
+    })
+}
+
+fn url_decode_pairs(text: &str) -> Option<Vec<(String, String)>> {
+    fn decode(s: &str) -> Option<String> {
+        let bytes = s.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'+' => out.push(b' '),
+                b'%' => {
+                    let hex = s.get(i + 1..i + 3)?;
+                    out.push(u8::from_str_radix(hex, 16).ok()?);
+                    i += 2;
+                }
+                b => out.push(b),
+            }
+            i += 1;
+        }
+        String::from_utf8(out).ok()
+    }
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            Some((decode(k)?, decode(v)?))
+        })
+        .collect()
+}
+
+pub async fn schedules(State(state): State<AppState>, session: Session) -> Response {
+    let list = match state.schedules.list().await {
+        Ok(l) => l,
+        Err(e) => return problem_page(&session, e.into()),
+    };
+    let now = Utc::now();
+    html_response(page(
+        "Schedules",
+        Some(&session),
+        html! {
+            @if list.is_empty() { p { "No schedules. Producers create them with " code { "POST /v1/schedules" } "; workers load " code { "SCHEDULES_FILE" } "." } }
+            @else {
+                table {
+                    thead { tr { th { "name" } th { "cron" } th { "time zone" } th { "job" } th { "catch-up" } th { "source" } th { "last run" } th { "next run" } } }
+                    tbody { @for (s, last) in &list {
+                        tr {
+                            td { (s.name) } td { code { (s.cron) } } td { (s.timezone) }
+                            td { (s.job.get("kind").and_then(|k| k.as_str()).unwrap_or("?")) }
+                            td { (format!("{:?}", s.catch_up).to_lowercase()) } td { (format!("{:?}", s.source).to_lowercase()) }
+                            td { (last.map(|l| l.to_rfc3339()).unwrap_or_default()) }
+                            td { (s.timetable().and_then(|t| t.next_after(last.unwrap_or(s.updated_at).max(now))).map(|n| n.to_rfc3339()).unwrap_or_default()) }
+                        }
+                    } }
+                }
+            }
+        },
+    ))
+}
