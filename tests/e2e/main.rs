@@ -7,6 +7,7 @@ mod audit;
 mod batch;
 mod binaries;
 mod chaos;
+mod console;
 mod enqueue;
 mod idempotency;
 mod migrations;
