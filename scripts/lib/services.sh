@@ -10,6 +10,7 @@
 #                            databases postgres and jobs; installs/starts one if not
 #   jp_ensure_services       both of the above
 #   jp_ensure_redis_binary   `redis-server` on PATH (the integration tests start their own on other ports)
+#   jp_ensure_browser        Debian's chromium and chromium-driver (the console's browser test)
 #   jp_ensure_nextest        sets JP_HAVE_NEXTEST=1 when `cargo nextest` is usable (installs it if it can)
 #   jp_services_from_urls    aims the two above at the ports of loopback REDIS_URL/DATABASE_URL, and
 #                            skips a service whose URL names another host
@@ -191,6 +192,15 @@ jp_ensure_redis_binary() {
     fi
     jp_apt_install redis-server
     command -v redis-server >/dev/null 2>&1 || jp_die "redis-server still not on PATH after installing it"
+}
+
+# jp_ensure_browser: Debian's Chromium and ChromeDriver, for the console's browser test.
+jp_ensure_browser() {
+    if [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]]; then
+        return 0
+    fi
+    jp_apt_install chromium chromium-driver
+    [[ -x /usr/bin/chromium && -x /usr/bin/chromedriver ]] || jp_die "chromium/chromedriver still missing after installing them"
 }
 
 jp_ensure_redis() {

@@ -6,6 +6,7 @@
 mod audit;
 mod batch;
 mod binaries;
+mod browser;
 mod chaos;
 mod console;
 mod enqueue;
