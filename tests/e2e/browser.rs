@@ -99,6 +99,36 @@ impl Driver {
         self.call(reqwest::Method::GET, &format!("/element/{element}/text"), None).await.as_str().unwrap().to_owned()
     }
 
+    /// Waits (at most 10 s) until the element at `css` exists and its text satisfies `ok`, as a
+    /// click that submits a form returns before the next page has loaded.
+    async fn wait_text(&self, css: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = format!("{}/session/{}/element", self.base, self.session);
+            let found: Value = self
+                .http
+                .post(url)
+                .json(&json!({"using": "css selector", "value": css}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if let Some(element) = found["value"][ELEMENT].as_str() {
+                let url = format!("{}/session/{}/element/{element}/text", self.base, self.session);
+                let text: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+                if let Some(text) = text["value"].as_str()
+                    && ok(text)
+                {
+                    return text.to_owned();
+                }
+            }
+            assert!(Instant::now() < deadline, "{css} never showed the expected text");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     async fn current_url(&self) -> String {
         self.call(reqwest::Method::GET, "/url", None).await.as_str().unwrap().to_owned()
     }
@@ -140,7 +170,7 @@ async fn an_operator_finds_a_dead_job_by_its_payload_and_replays_it_in_a_browser
     assert!(browser.current_url().await.ends_with("/login"));
     browser.type_into("input[name=token]", ADMIN_TOKEN).await;
     browser.click("button[type=submit]").await;
-    assert_eq!(browser.text("h1").await, "Overview");
+    browser.wait_text("h1", |t| t == "Overview").await;
     let cookie = browser.cookie("jp_session").await;
     assert_eq!((cookie["httpOnly"].as_bool(), cookie["sameSite"].as_str()), (Some(true), Some("Strict")));
 
@@ -148,11 +178,11 @@ async fn an_operator_finds_a_dead_job_by_its_payload_and_replays_it_in_a_browser
     assert_eq!(browser.text("#total").await, "21");
     browser.type_into("input[name=q]", &needle).await;
     browser.click("form.filters button[type=submit]").await;
-    assert_eq!(browser.text("#total").await, "1");
+    browser.wait_text("#total", |t| t == "1").await;
     browser.click("table#letters td a").await;
-    assert!(browser.text("#payload").await.contains(&needle));
+    browser.wait_text("#payload", |t| t.contains(&needle)).await;
     browser.click("#replay").await;
-    assert!(browser.text("#done").await.contains("queued again"), "{}", browser.text("main").await);
+    browser.wait_text("#done", |t| t.contains("queued again")).await;
 
     let job = app.wait_status(&id, &["succeeded"], Duration::from_secs(15)).await;
     assert_eq!(job["status"], "succeeded", "{job}");
