@@ -224,7 +224,7 @@ impl Email {
 }
 
 /// `ada@example.org`, or `Ada Lovelace <ada@example.org>`.
-fn is_mailbox(s: &str) -> bool {
+pub fn is_mailbox(s: &str) -> bool {
     let address = match (s.rfind('<'), s.strip_suffix('>')) {
         (Some(open), Some(inner)) => {
             let name = &s[..open];

@@ -179,7 +179,7 @@ struct Running {
 /// worker ends by itself: a worker never stays alive and idle.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
-    let deliveries = Arc::new(Deliveries::from_env(&config.env, &config.kinds, &config.database_url)?);
+    let deliveries = Arc::new(Deliveries::from_env(&config.env, &config.kinds, &config.database_url).await?);
     let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();

@@ -29,8 +29,9 @@ pub struct Deliveries {
 }
 
 impl Deliveries {
-    /// Reads the settings of the kinds this worker consumes.
-    pub fn from_env(
+    /// Reads the settings of the kinds this worker consumes (async: the SES client loads the
+    /// AWS SDK's configuration).
+    pub async fn from_env(
         env: &Env,
         kinds: &std::collections::BTreeSet<Kind>,
         database_url: &str,
@@ -66,7 +67,7 @@ impl Deliveries {
             timeout,
             webhook,
             sms: if kinds.contains(&Kind::OtpSms) { Some(sms::SmsSender::from_env(env, database_url)?) } else { None },
-            email: email::EmailProvider::from_env(env)?,
+            email: email::EmailProvider::from_env(env, kinds.contains(&Kind::Email)).await?,
             audit,
         })
     }
