@@ -12,6 +12,9 @@
 #   jp_ensure_redis_binary   `redis-server` on PATH (the integration tests start their own on other ports)
 #   jp_ensure_browser        Debian's chromium and chromium-driver (the console's browser test)
 #   jp_ensure_nextest        sets JP_HAVE_NEXTEST=1 when `cargo nextest` is usable (installs it if it can)
+#   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
+#                            tests run (moto's SES emulator, the standardwebhooks verifier);
+#                            exports JOBPLANE_PYTHON=<venv>/bin/python
 #   jp_services_from_urls    aims the two above at the ports of loopback REDIS_URL/DATABASE_URL, and
 #                            skips a service whose URL names another host
 #   jp_stop_started_services stops the Redis/PostgreSQL that *this* shell started, and nothing else
@@ -19,7 +22,7 @@
 #
 # Knobs (environment): JP_REDIS_PORT, JP_PG_PORT, JP_STATE_DIR (default <repo>/.jobplane),
 # JP_WAIT_SECONDS (default 60), JOBPLANE_SKIP_SERVICES=1 (use whatever REDIS_URL/DATABASE_URL say,
-# touch nothing), JP_NEXTEST_VERSION, JP_NO_INSTALL=1 (never apt-get/cargo install).
+# touch nothing), JP_NEXTEST_VERSION, JP_PYTHON_PACKAGES, JP_NO_INSTALL=1 (never apt-get/cargo/pip install).
 
 if [[ -n ${JP_SERVICES_SH_LOADED:-} ]]; then
     return 0
@@ -35,6 +38,9 @@ JP_PG_PORT="${JP_PG_PORT:-5432}"
 JP_WAIT_SECONDS="${JP_WAIT_SECONDS:-60}"
 # Pinned so that a fresh machine builds a version known to compile with the project's rustc (1.95).
 JP_NEXTEST_VERSION="${JP_NEXTEST_VERSION:-0.9.151}"
+# The Python tools of the end-to-end tests, pinned: moto's server (a local SES v2) and the
+# reference Standard Webhooks verifier.
+JP_PYTHON_PACKAGES="${JP_PYTHON_PACKAGES:-moto[server]==5.2.1 standardwebhooks==1.1.0}"
 
 JP_STARTED_REDIS=0
 JP_STARTED_PG=0
@@ -536,4 +542,59 @@ jp_ensure_nextest() {
         tail -n 5 "$log" >&2 || true
         jp_warn "could not install cargo-nextest: falling back to cargo test"
     fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# Python tools for the end-to-end tests
+# ---------------------------------------------------------------------------------------------
+
+# jp_python_tools_present PY: true when PY has exactly the pinned versions of JP_PYTHON_PACKAGES.
+jp_python_tools_present() {
+    local py=$1 spec name pins=()
+    for spec in $JP_PYTHON_PACKAGES; do
+        name=${spec%%==*}
+        pins+=("${name%%\[*}" "${spec##*==}")
+    done
+    "$py" - "${pins[@]}" >/dev/null 2>&1 <<'EOF'
+import sys
+from importlib.metadata import version
+args = sys.argv[1:]
+for name, wanted in zip(args[::2], args[1::2]):
+    if version(name) != wanted:
+        sys.exit(1)
+import moto.server, standardwebhooks  # the server extra's imports (flask) come with moto.server
+EOF
+}
+
+jp_ensure_python_tools() {
+    local venv="$JP_STATE_DIR/py"
+    local py="$venv/bin/python"
+    if [[ -x $py ]] && jp_python_tools_present "$py"; then
+        export JOBPLANE_PYTHON="$py"
+        return 0
+    fi
+    if ! command -v python3 >/dev/null 2>&1; then
+        jp_apt_install python3 python3-venv
+    fi
+    if [[ ! -x $py ]]; then
+        # Debian's python3 has no venv/ensurepip without python3-venv.
+        if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+            jp_apt_install python3-venv
+        fi
+        mkdir -p "$JP_STATE_DIR"
+        python3 -m venv "$venv" || jp_die "python3 -m venv $venv failed"
+    fi
+    if [[ ${JP_NO_INSTALL:-0} == 1 ]]; then
+        jp_die "$venv lacks $JP_PYTHON_PACKAGES and JP_NO_INSTALL=1; install them: $py -m pip install $JP_PYTHON_PACKAGES"
+    fi
+    mkdir -p "$JP_LOG_DIR"
+    local log="$JP_LOG_DIR/pip.log"
+    jp_info "pip install $JP_PYTHON_PACKAGES into ${venv#"$JP_ROOT"/} (log: ${log#"$JP_ROOT"/})"
+    # shellcheck disable=SC2086  # one word per package spec
+    if ! "$py" -m pip install -q --disable-pip-version-check $JP_PYTHON_PACKAGES >>"$log" 2>&1 ||
+        ! jp_python_tools_present "$py"; then
+        tail -n 20 "$log" >&2 || true
+        jp_die "could not install $JP_PYTHON_PACKAGES into $venv (log: $log)"
+    fi
+    export JOBPLANE_PYTHON="$py"
 }
