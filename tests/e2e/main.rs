@@ -9,6 +9,8 @@ mod binaries;
 mod browser;
 mod chaos;
 mod console;
+mod email;
+mod emulators;
 mod enqueue;
 mod idempotency;
 mod migrations;
