@@ -22,4 +22,5 @@ mod schedules;
 mod sms;
 mod support;
 mod validation;
+mod webhook_verify;
 mod worker;
