@@ -46,19 +46,23 @@ pub fn require_python_module(module: &str) -> PathBuf {
 pub struct Moto {
     pub port: u16,
     child: Child,
+    /// moto's own output, shown when it fails to come up.
+    log: PathBuf,
 }
 
 impl Moto {
     pub async fn start() -> Self {
         let python = require_python_module("moto.server");
         let port = free_port();
+        let log = std::env::temp_dir().join(format!("jobplane-moto-{port}-{}.log", uuid::Uuid::now_v7().simple()));
+        let output = std::fs::File::create(&log).unwrap();
         let child = Command::new(python)
             .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(output)
             .spawn()
             .unwrap();
-        let mut moto = Self { port, child };
+        let mut moto = Self { port, child, log };
         moto.wait_until_up().await;
         moto
     }
@@ -67,14 +71,18 @@ impl Moto {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("moto.server exited before answering ({status})");
+                panic!("moto.server exited before answering ({status}):\n{}", self.output());
             }
             if reqwest::get(self.data_url()).await.is_ok_and(|r| r.status().is_success()) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("moto.server on port {} did not answer within 30 s", self.port);
+        panic!("moto.server on port {} did not answer within 30 s:\n{}", self.port, self.output());
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     pub fn url(&self) -> String {
@@ -115,6 +123,7 @@ impl Drop for Moto {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
     }
 }
 
