@@ -74,11 +74,14 @@ impl Console {
 
     async fn checked_payload(&self, id: &str, mut value: Value) -> Result<String, ActionError> {
         let (kind, stored) = self.dead.payload(id).await?.ok_or(ActionError::NotFound)?;
-        if kind == Kind::OtpSms && value.get("code").and_then(Value::as_str) == Some("[redacted]") {
-            let code = serde_json::from_str::<Value>(&stored).ok().and_then(|p| p.get("code").cloned());
-            if let (Some(code), Some(map)) = (code, value.as_object_mut()) {
-                map.insert("code".into(), code);
-            }
+        let stored: Value = serde_json::from_str(&stored).unwrap_or(Value::Null);
+        // Values left as the console showed them redacted keep what is stored.
+        jobs::dead::restore_redacted(kind, &mut value, &stored);
+        if kind == Kind::OtpSms && value.get("code") == stored.get("code") && value.get("to") != stored.get("to") {
+            return Err(ActionError::Invalid(vec![FieldError::new(
+                "/payload/to",
+                "cannot change while keeping the stored code: send a new code with the new number",
+            )]));
         }
         let payload = Payload::parse(kind, value, "/payload", Utc::now()).map_err(ActionError::Invalid)?;
         if let Payload::OtpSms(otp) = &payload
@@ -99,6 +102,9 @@ impl Console {
         scope: Value,
         mut progress: impl FnMut(u64),
     ) -> Result<ReplayReport, ActionError> {
+        // Recorded first, so a replay cut short (the process stopped) is still on record.
+        self.record(operator, "dead_letter.replay_many.started", None, json!({"scope": scope, "letters": ids.len()}))
+            .await;
         let mut report = ReplayReport::default();
         let started = Instant::now();
         let now = Utc::now();

@@ -239,7 +239,13 @@ pub async fn replay_many(
 ) -> Result<Json<ReplayReport>, Problem> {
     op.may_act()?;
     let (ids, scope) = bulk.targets(&state).await?;
-    Ok(Json(state.console.replay_many(&op.name, &ids, scope, |_| {}).await?))
+    // Its own task: a client that gives up does not cut a paced replay short.
+    let console = state.console.clone();
+    let task = tokio::spawn(async move { console.replay_many(&op.name, &ids, scope, |_| {}).await });
+    let report = task
+        .await
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the replay failed: {e}")))??;
+    Ok(Json(report))
 }
 
 pub async fn delete_one(

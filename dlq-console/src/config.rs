@@ -40,6 +40,15 @@ pub struct Config {
     pub json_logs: bool,
 }
 
+/// `n` bytes from the operating system's random source (not a seeded generator: these sign
+/// sessions).
+pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = vec![0; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
 pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
@@ -99,7 +108,9 @@ impl Config {
         let session_key = match env.get("CONSOLE_SESSION_KEY") {
             Some(key) if key.len() >= 32 => key.as_bytes().to_vec(),
             Some(_) => return Err(SettingError::new("CONSOLE_SESSION_KEY", "must be at least 32 characters")),
-            None => (0..32).map(|_| fastrand::u8(..)).collect(),
+            None => random_bytes(32).map_err(|e| {
+                SettingError::new("CONSOLE_SESSION_KEY", format!("unset, and no random key could be made: {e}"))
+            })?,
         };
         Ok(Self {
             addr: env.parse("CONSOLE_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,

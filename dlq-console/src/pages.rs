@@ -42,27 +42,29 @@ pub struct Session {
 }
 
 impl Session {
-    fn cookie_value(key: &[u8], operator: &str) -> String {
+    /// `<operator>.<expiry>.<nonce>.<signature>`. The signature also covers the digest of the
+    /// operator's token, so a rotated token ends the sessions it opened.
+    fn cookie_value(key: &[u8], operator: &crate::config::Operator) -> Option<String> {
         let expires = (Utc::now() + chrono::Duration::hours(SESSION_HOURS)).timestamp();
-        let nonce: String = (0..16).map(|_| fastrand::alphanumeric()).collect();
-        let body = format!("{operator}.{expires}.{nonce}");
-        format!("{body}.{}", sign(key, &body))
+        let nonce = URL_SAFE_NO_PAD.encode(crate::config::random_bytes(16).ok()?);
+        let body = format!("{}.{expires}.{nonce}", operator.name);
+        Some(format!("{body}.{}", sign(key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(operator.digest)))))
     }
 
     fn read(state: &AppState, headers: &HeaderMap) -> Option<Self> {
         let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
         let value = { cookies }.find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
         let (body, signature) = value.rsplit_once('.')?;
-        let expected = sign(&state.config.session_key, body);
+        let mut parts = body.splitn(3, '.');
+        let (name, expires, nonce) = (parts.next()?, parts.next()?, parts.next()?);
+        let op = state.config.operator_named(name)?;
+        let expected = sign(&state.config.session_key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(op.digest)));
         if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), signature.as_bytes())) {
             return None;
         }
-        let mut parts = body.splitn(3, '.');
-        let (name, expires, nonce) = (parts.next()?, parts.next()?, parts.next()?);
         if expires.parse::<i64>().ok()? < Utc::now().timestamp() {
             return None;
         }
-        let op = state.config.operator_named(name)?;
         Some(Self {
             operator: op.name.clone(),
             role: op.role,
@@ -187,11 +189,11 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
             .into_response();
     };
     let secure = if state.config.secure_cookies { "; Secure" } else { "" };
-    let cookie = format!(
-        "{COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-        Session::cookie_value(&state.config.session_key, &op.name),
-        SESSION_HOURS * 3600
-    );
+    let Some(value) = Session::cookie_value(&state.config.session_key, op) else {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "no random source for the session").into_response();
+    };
+    let cookie =
+        format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", SESSION_HOURS * 3600);
     let mut response = Redirect::to("/").into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
@@ -546,10 +548,21 @@ pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): F
     if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
         return r;
     }
-    let query: ListQuery = match serde_urlencoded_query(&form.filters) {
+    let mut query: ListQuery = match serde_urlencoded_query(&form.filters) {
         Some(q) => q,
         None => return problem_page(&session, Problem::new(StatusCode::BAD_REQUEST, "the filter does not read")),
     };
+    if form.confirm.is_none() {
+        // The confirmation freezes the filter at this moment: letters that die after the
+        // operator saw the count are not part of what they confirm.
+        let now = Utc::now();
+        let until =
+            query.until.as_deref().and_then(|u| DateTime::parse_from_rfc3339(u).ok()).map(|u| u.with_timezone(&Utc));
+        if until.is_none_or(|u| u > now) {
+            query.until = Some(now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+        }
+    }
+    let frozen = filter_query(&query);
     let filter: DeadFilter = match query.parse() {
         Ok((filter, _, _)) => filter,
         Err(problem) => return problem_page(&session, problem),
@@ -568,12 +581,12 @@ pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): F
             &format!("{verb} {count} dead letters?"),
             Some(&session),
             html! {
-                p.warn { (verb) " " strong #count { (count) } " dead letters matching " code { (if form.filters.is_empty() { "everything".to_owned() } else { form.filters.clone() }) } "?"
+                p.warn { (verb) " " strong #count { (count) } " dead letters matching " code { (frozen) } "?"
                     @if form.action == "replay" { " Replays are paced at " (state.config.replay_rate) " a second." }
                     @if form.action == "purge" { " This cannot be undone." } }
                 form method="post" action="/dead/bulk" {
                     input type="hidden" name="csrf" value=(session.csrf);
-                    input type="hidden" name="filters" value=(form.filters);
+                    input type="hidden" name="filters" value=(frozen);
                     input type="hidden" name="action" value=(form.action);
                     input type="hidden" name="confirm" value=(count);
                     button #confirm type="submit" { "Yes, " (verb.to_lowercase()) " them" }
@@ -582,16 +595,34 @@ pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): F
             },
         ));
     };
+    // The filter is frozen at the confirmation, so fewer may match now, never more.
+    match state.console.dead.count(&filter).await {
+        Ok(now) if now > confirmed => {
+            return problem_page(
+                &session,
+                Problem::new(
+                    StatusCode::CONFLICT,
+                    format!(
+                        "{now} letters match now, more than the {confirmed} confirmed; nothing was done. Review the list again."
+                    ),
+                ),
+            );
+        }
+        Ok(_) => {}
+        Err(e) => return problem_page(&session, e.into()),
+    }
     let outcome = if form.action == "replay" {
         match state.console.matching(&filter).await {
             Ok(targets) => {
                 let ids: Vec<String> = targets.into_iter().map(|(_, id)| id).collect();
                 let scope = serde_json::json!({"filter": filter, "confirmed": confirmed});
-                state
-                    .console
-                    .replay_many(&session.operator, &ids, scope, |_| {})
-                    .await
-                    .map(|r| format!("{} replayed, {} refused.", r.replayed, r.refused.len()))
+                // Its own task: a browser that gives up does not cut a paced replay short.
+                let (console, operator) = (state.console.clone(), session.operator.clone());
+                let task = tokio::spawn(async move { console.replay_many(&operator, &ids, scope, |_| {}).await });
+                match task.await {
+                    Ok(result) => result.map(|r| format!("{} replayed, {} refused.", r.replayed, r.refused.len())),
+                    Err(e) => Err(crate::actions::ActionError::Refused(format!("the replay failed: {e}"))),
+                }
             }
             Err(e) => Err(e),
         }

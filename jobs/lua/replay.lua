@@ -1,16 +1,25 @@
 -- replay.lua: queue a dead letter again under its own id, attempts reset.
 --
 -- KEYS[1]  the job hash   KEYS[2]  the queue's dead set   KEYS[3]  the queue's ready list
+-- KEYS[4]  the job's idempotency record (the job hash again when it has no key)
 -- ARGV[1]  the job id     ARGV[2]  now, ms
 -- ARGV[3]  a replacement payload, already checked ("" = keep the stored one)
 -- ARGV[4]  a note for the job's operator history ("<time> replayed by <operator>")
 --
--- Returns 1 when replayed, 0 when the job is not a dead letter (any more).
+-- Returns 1 when replayed, 0 when the job is not a dead letter (any more), -1 when its
+-- idempotency key now names another job: the producer sent it again after this one died, and
+-- replaying this one would deliver twice.
 -- The attempt records stay, so the history shows the attempts before and after the replay.
 
 local status = redis.call('HGET', KEYS[1], 'status')
 if (status ~= 'dead' and status ~= 'expired') or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
   return 0
+end
+if KEYS[4] ~= KEYS[1] then
+  local record = redis.call('GET', KEYS[4])
+  if record and string.sub(record, -(#ARGV[1] + 1)) ~= ' ' .. ARGV[1] then
+    return -1
+  end
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[1], 'reason', 'dead_at', 'finished_at', 'last_error', 'provider_message_id')

@@ -218,28 +218,50 @@ impl Letter {
     }
 }
 
-/// Replaces an OTP's code and the value of every key that looks like a secret by `[redacted]`.
+/// What a key's name holds, anywhere, for its value to be shown as `[redacted]`.
+const SECRET_PARTS: [&str; 11] = [
+    "secret",
+    "token",
+    "password",
+    "passwd",
+    "api_key",
+    "apikey",
+    "api-key",
+    "authorization",
+    "credential",
+    "private_key",
+    "cookie",
+];
+/// ... or is, whole (`shipping` holds `pin`, `footprint` holds `otp`).
+const SECRET_NAMES: [&str; 6] = ["auth", "code", "otp", "otp_code", "passcode", "pin"];
+
+fn secret_key(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    SECRET_NAMES.contains(&k.as_str()) || SECRET_PARTS.iter().any(|s| k.contains(s))
+}
+
+/// A URL with its query string hidden: tokens often travel there (`?token=`, signed URLs).
+fn redact_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?[redacted]"),
+        None => url.to_owned(),
+    }
+}
+
+/// Replaces OTP codes, the values of keys that look like secrets (`token`, `secret`,
+/// `password`, `authorization`, `api-key`, `otp`, `pin`, `code`, ...) and the query strings of
+/// URLs by `[redacted]`. An OTP job's `code` is always hidden.
 pub fn redact(kind: Kind, mut payload: Value) -> Value {
     fn walk(value: &mut Value) {
         match value {
             Value::Object(map) => {
                 for (key, v) in map.iter_mut() {
-                    let k = key.to_ascii_lowercase();
-                    let secret = [
-                        "secret",
-                        "token",
-                        "password",
-                        "passwd",
-                        "api_key",
-                        "apikey",
-                        "authorization",
-                        "credential",
-                        "private_key",
-                    ]
-                    .iter()
-                    .any(|s| k.contains(s));
-                    if secret {
+                    if secret_key(key) && !v.is_object() && !v.is_array() {
                         *v = Value::String("[redacted]".into());
+                    } else if key.eq_ignore_ascii_case("url") {
+                        if let Some(url) = v.as_str() {
+                            *v = Value::String(redact_url(url));
+                        }
                     } else {
                         walk(v);
                     }
@@ -256,6 +278,34 @@ pub fn redact(kind: Kind, mut payload: Value) -> Value {
     }
     walk(&mut payload);
     payload
+}
+
+/// An operator's edit of a redacted payload, with every value still as the console showed it
+/// redacted put back from `stored`: editing one field never writes `[redacted]` over a secret.
+pub fn restore_redacted(kind: Kind, edited: &mut Value, stored: &Value) {
+    fn walk(edited: &mut Value, shown: &Value, stored: &Value) {
+        if edited == shown && shown != stored {
+            *edited = stored.clone();
+            return;
+        }
+        match (edited, shown, stored) {
+            (Value::Object(e), Value::Object(sh), Value::Object(st)) => {
+                for (key, value) in e.iter_mut() {
+                    if let (Some(sh), Some(st)) = (sh.get(key), st.get(key)) {
+                        walk(value, sh, st);
+                    }
+                }
+            }
+            (Value::Array(e), Value::Array(sh), Value::Array(st)) => {
+                for ((value, sh), st) in e.iter_mut().zip(sh).zip(st) {
+                    walk(value, sh, st);
+                }
+            }
+            _ => {}
+        }
+    }
+    let shown = redact(kind, stored.clone());
+    walk(edited, &shown, stored);
 }
 
 /// Where a listing resumes: after `(dead_at ms, id)`, newest first.
@@ -279,6 +329,7 @@ pub enum ReplayRefused {
 }
 
 static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/replay.lua")));
+static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/forget.lua")));
 
 /// Dead letters of every queue of one namespace.
 #[derive(Debug, Clone)]
@@ -510,41 +561,45 @@ impl DeadLetters {
             Some(_) => format!("{} edited and replayed by {operator}", now.to_rfc3339()),
             None => format!("{} replayed by {operator}", now.to_rfc3339()),
         };
+        let idem =
+            letter.idempotency_key.as_ref().map_or_else(|| q.job(id), |key| q.idempotency(&letter.producer, key));
         let mut call = REPLAY.prepare_invoke();
         call.key(q.job(id))
             .key(q.dead())
             .key(q.ready())
+            .key(idem)
             .arg(id)
             .arg(now.timestamp_millis())
             .arg(payload.unwrap_or(""))
             .arg(note);
-        let done: u32 = call.invoke_async(&mut self.conn.clone()).await.map_err(|e| ReplayOutcome::Store(e.into()))?;
-        if done == 1 { Ok(letter.kind) } else { Err(ReplayOutcome::Refused(ReplayRefused::NotFound)) }
+        let done: i32 = call.invoke_async(&mut self.conn.clone()).await.map_err(|e| ReplayOutcome::Store(e.into()))?;
+        match done {
+            1 => Ok(letter.kind),
+            -1 => Err(ReplayOutcome::Refused(ReplayRefused::NotReplayable(format!(
+                "its idempotency key `{}` now names a newer job: the producer sent it again, and a replay would deliver twice",
+                letter.idempotency_key.unwrap_or_default()
+            )))),
+            _ => Err(ReplayOutcome::Refused(ReplayRefused::NotFound)),
+        }
     }
 
-    /// Deletes a dead letter and its attempts; whether it was one.
+    /// Deletes a dead letter and its attempts; whether it was one (a letter replayed
+    /// meanwhile is not deleted).
     pub async fn delete(&self, id: &str) -> Result<bool, StoreError> {
         let Some(letter) = self.letter(id).await? else { return Ok(false) };
-        let q = self.keys.queue(letter.kind);
-        let (removed,): (u32,) = redis::pipe()
-            .atomic()
-            .zrem(q.dead(), id)
-            .del(&[q.job(id), q.attempts(id)])
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(removed == 1)
+        Ok(self.delete_many(letter.kind, &[id.to_owned()]).await? == 1)
     }
 
-    /// Deletes the letters `ids` of `kind` in one round trip; how many were deleted.
+    /// Deletes those of the letters `ids` of `kind` that are still dead letters, in one script
+    /// call; how many were deleted.
     pub async fn delete_many(&self, kind: Kind, ids: &[String]) -> Result<u64, StoreError> {
-        let q = self.keys.queue(kind);
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.zrem(q.dead(), id).del(&[q.job(id), q.attempts(id)]).ignore();
+        if ids.is_empty() {
+            return Ok(0);
         }
-        let removed: Vec<u64> = pipe.query_async(&mut self.conn.clone()).await?;
-        Ok(removed.iter().sum())
+        let q = self.keys.queue(kind);
+        let mut call = FORGET.prepare_invoke();
+        call.key(q.dead()).arg(q.job_prefix()).arg(ids);
+        Ok(call.invoke_async(&mut self.conn.clone()).await?)
     }
 
     /// Per-minute outcomes of `kind` over the last `minutes` minutes, oldest first:
@@ -610,6 +665,42 @@ pub struct Depths {
     pub scheduled: u64,
     pub running: u64,
     pub dead: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn secrets_codes_and_url_queries_are_hidden_and_put_back_on_edit() {
+        let stored = json!({"url": "https://hooks.example.org/in?token=abc", "event": "order.created",
+            "data": {"api_token": "tok_live", "x-api-key": "k1", "n": 1, "items": [{"password": "p"}], "headers": {"auth": "a"}}});
+        let shown = redact(Kind::Webhook, stored.clone());
+        assert_eq!(shown["url"], "https://hooks.example.org/in?[redacted]");
+        for pointer in ["/data/api_token", "/data/x-api-key", "/data/items/0/password", "/data/headers/auth"] {
+            assert_eq!(shown.pointer(pointer).unwrap(), "[redacted]", "{pointer}");
+        }
+        assert_eq!(shown["data"]["n"], 1);
+        let kept = redact(Kind::Webhook, json!({"shipping": "x", "footprint": "y", "zip_code": "z"}));
+        assert_eq!(kept, json!({"shipping": "x", "footprint": "y", "zip_code": "z"}));
+        let mut edited = shown.clone();
+        edited["data"]["n"] = json!(2);
+        restore_redacted(Kind::Webhook, &mut edited, &stored);
+        let mut expected = stored.clone();
+        expected["data"]["n"] = json!(2);
+        assert_eq!(edited, expected, "only the edited field changed");
+        let mut new_url = shown;
+        new_url["url"] = json!("https://fixed.example.org/in");
+        restore_redacted(Kind::Webhook, &mut new_url, &stored);
+        assert_eq!(new_url["url"], "https://fixed.example.org/in");
+        let otp = redact(Kind::OtpSms, json!({"to": "+14155550100", "code": "493817"}));
+        assert_eq!(otp["code"], "[redacted]");
+        let email =
+            redact(Kind::Email, json!({"to": "a@example.org", "template": {"name": "otp", "data": {"code": "1234"}}}));
+        assert_eq!(email["template"]["data"]["code"], "[redacted]");
+    }
 }
 
 #[derive(Debug)]

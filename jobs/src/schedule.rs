@@ -267,10 +267,15 @@ fn check_job(job: &Value, base: &str, now: DateTime<Utc>) -> Result<(), Vec<Fiel
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// Advances a schedule's last fired tick only forward, and only while the schedule exists.
+/// Advances a schedule's last fired tick only forward, and only while the schedule is the
+/// definition the worker fired (same `updated_at`): a tick of a deleted or replaced schedule
+/// never moves the new one's clock.
 static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
-        "if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return 0 end
+        "local def = redis.call('HGET', KEYS[1], ARGV[1])
+         if not def then return 0 end
+         local ok, parsed = pcall(cjson.decode, def)
+         if not ok or parsed.updated_at ~= ARGV[3] then return 0 end
          local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
          if tonumber(ARGV[2]) <= last then return 0 end
          redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -337,10 +342,16 @@ impl ScheduleStore {
         Ok(schedules)
     }
 
-    /// Records `tick` as `name`'s last fired tick, if it is later than the one recorded.
-    pub async fn advance(&self, name: &str, tick: DateTime<Utc>) -> Result<bool, StoreError> {
+    /// Records `tick` as the last fired tick of `schedule`, if it is later than the one
+    /// recorded and the stored definition is still `schedule`.
+    pub async fn advance(&self, schedule: &Schedule, tick: DateTime<Utc>) -> Result<bool, StoreError> {
+        let version = serde_json::to_value(schedule.updated_at).map_err(|e| StoreError::Protocol(e.to_string()))?;
         let mut call = ADVANCE.prepare_invoke();
-        call.key(&self.defs).key(&self.last).arg(name).arg(tick.timestamp_millis());
+        call.key(&self.defs)
+            .key(&self.last)
+            .arg(&schedule.name)
+            .arg(tick.timestamp_millis())
+            .arg(version.as_str().unwrap_or_default());
         let moved: u32 = call.invoke_async(&mut self.conn.clone()).await?;
         Ok(moved == 1)
     }

@@ -57,6 +57,8 @@ pub enum ApiError {
     NoSchedule(String),
     #[error("schedule `{0}` comes from SCHEDULES_FILE; change it there")]
     ScheduleFromFile(String),
+    #[error("the schedule name `{0}` belongs to another producer")]
+    ScheduleTaken(String),
     #[error(
         "the queue store did not answer in time, so whether the job was written is unknown; \
          retry with the same Idempotency-Key to get exactly one job"
@@ -90,6 +92,9 @@ impl ApiError {
             ApiError::NotFound | ApiError::NoSchedule(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
             ApiError::ScheduleFromFile(_) => {
                 (StatusCode::CONFLICT, "/problems/schedule-from-file", "The schedule belongs to SCHEDULES_FILE")
+            }
+            ApiError::ScheduleTaken(_) => {
+                (StatusCode::CONFLICT, "/problems/schedule-taken", "The schedule belongs to another producer")
             }
             ApiError::Unavailable | ApiError::DatabaseUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable")

@@ -68,7 +68,7 @@ pub struct ScheduleList {
         (status = 201, description = "Stored (created, or replaced the one of that name); its ticks count from now", body = ScheduleView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A schedule of that name comes from SCHEDULES_FILE", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A schedule of that name comes from SCHEDULES_FILE or belongs to another producer", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid: bad name, cron, time zone or job (`errors` names each)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
@@ -83,8 +83,10 @@ pub async fn put(
     let now = Utc::now();
     let (schedule, _) = Schedule::parse(value, "", Source::Api, &producer, now).map_err(ApiError::Validation)?;
     let existing = state.schedules.list().await?;
-    if existing.iter().any(|(s, _)| s.name == schedule.name && s.source == Source::File) {
-        return Err(ApiError::ScheduleFromFile(schedule.name));
+    match existing.iter().find(|(s, _)| s.name == schedule.name) {
+        Some((s, _)) if s.source == Source::File => return Err(ApiError::ScheduleFromFile(schedule.name)),
+        Some((s, _)) if s.producer != producer => return Err(ApiError::ScheduleTaken(schedule.name)),
+        _ => {}
     }
     state.schedules.put(&schedule).await?;
     Ok((StatusCode::CREATED, Json(ScheduleView::new(schedule, None))))
@@ -92,13 +94,21 @@ pub async fn put(
 
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
     responses(
-        (status = 200, description = "Every schedule with its next run", body = ScheduleList),
+        (status = 200, description = "This producer's schedules and SCHEDULES_FILE's, with their next runs", body = ScheduleList),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
-pub async fn list(State(state): State<AppState>, _producer: Producer) -> Result<Json<ScheduleList>, ApiError> {
-    let schedules = state.schedules.list().await?.into_iter().map(|(s, last)| ScheduleView::new(s, last)).collect();
+pub async fn list(State(state): State<AppState>, Producer(producer): Producer) -> Result<Json<ScheduleList>, ApiError> {
+    // A producer sees its own schedules (their jobs may hold its secrets) and the file's.
+    let schedules = state
+        .schedules
+        .list()
+        .await?
+        .into_iter()
+        .filter(|(s, _)| s.producer == producer || s.source == Source::File)
+        .map(|(s, last)| ScheduleView::new(s, last))
+        .collect();
     Ok(Json(ScheduleList { schedules }))
 }
 
@@ -107,19 +117,20 @@ pub async fn list(State(state): State<AppState>, _producer: Producer) -> Result<
     responses(
         (status = 204, description = "Deleted: no tick fires after this"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No schedule of that name", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No schedule of that name (of this producer's)", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The schedule comes from SCHEDULES_FILE", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn delete(
     State(state): State<AppState>,
-    _producer: Producer,
+    Producer(producer): Producer,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let existing = state.schedules.list().await?;
     match existing.iter().find(|(s, _)| s.name == name) {
         None => Err(ApiError::NoSchedule(name)),
+        Some((s, _)) if s.source == Source::Api && s.producer != producer => Err(ApiError::NoSchedule(name)),
         Some((s, _)) if s.source == Source::File => Err(ApiError::ScheduleFromFile(name)),
         Some(_) => {
             state.schedules.delete(&name).await?;

@@ -222,11 +222,16 @@ async fn the_api_lists_searches_shows_replays_and_purges_dead_letters() {
         actions.push((payload["actor"].as_str().unwrap().to_owned(), payload["action"].as_str().unwrap().to_owned()));
     }
     actions.sort();
-    let expected: Vec<(String, String)> =
-        ["dead_letter.delete", "dead_letter.edit_and_replay", "dead_letter.purge", "dead_letter.replay_many"]
-            .iter()
-            .map(|a| ("console:admin".to_owned(), (*a).to_owned()))
-            .collect();
+    let expected: Vec<(String, String)> = [
+        "dead_letter.delete",
+        "dead_letter.edit_and_replay",
+        "dead_letter.purge",
+        "dead_letter.replay_many",
+        "dead_letter.replay_many.started",
+    ]
+    .iter()
+    .map(|a| ("console:admin".to_owned(), (*a).to_owned()))
+    .collect();
     assert_eq!(actions, expected);
 }
 

@@ -12,6 +12,7 @@ mod console;
 mod email;
 mod emulators;
 mod enqueue;
+mod hardening;
 mod idempotency;
 mod migrations;
 mod ops;

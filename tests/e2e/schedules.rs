@@ -37,12 +37,19 @@ async fn fired_ticks(app: &TestApp, kind: &str, name: &str) -> BTreeSet<DateTime
         .collect()
 }
 
+/// As if the schedule had been stored an hour ago and last fired at `at`.
 async fn set_last(app: &TestApp, name: &str, at: DateTime<Utc>) {
+    let mut conn = app.redis().await;
+    let defs = app.key("{schedules}:defs");
+    let json: String = redis::cmd("HGET").arg(&defs).arg(name).query_async(&mut conn).await.unwrap();
+    let mut def: Value = serde_json::from_str(&json).unwrap();
+    def["updated_at"] = json!(Utc::now() - chrono::Duration::hours(1));
+    let () = redis::cmd("HSET").arg(&defs).arg(name).arg(def.to_string()).query_async(&mut conn).await.unwrap();
     let () = redis::cmd("HSET")
         .arg(app.key("{schedules}:last"))
         .arg(name)
         .arg(at.timestamp_millis())
-        .query_async(&mut app.redis().await)
+        .query_async(&mut conn)
         .await
         .unwrap();
 }

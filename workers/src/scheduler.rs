@@ -51,10 +51,18 @@ pub fn read_file(path: &str, now: DateTime<Utc>) -> Result<Vec<Schedule>, String
 }
 
 /// Stores the file's schedules: new or changed ones are written (their ticks count from now),
-/// unchanged ones are left alone so a restart neither re-fires nor forgets their missed ticks.
+/// unchanged ones are left alone so a restart neither re-fires nor forgets their missed ticks,
+/// and file schedules no longer in the file are deleted. Every worker should be given the same
+/// file: the last one to start wins.
 pub async fn load(store: &ScheduleStore, schedules: &[Schedule]) -> Result<(), jobs::StoreError> {
     let existing: HashMap<String, Schedule> =
         store.list().await?.into_iter().map(|(s, _)| (s.name.clone(), s)).collect();
+    for old in existing.values().filter(|s| s.source == Source::File) {
+        if !schedules.iter().any(|s| s.name == old.name) {
+            store.delete(&old.name).await?;
+            tracing::info!(schedule = %old.name, "schedule no longer in SCHEDULES_FILE; deleted");
+        }
+    }
     for schedule in schedules {
         let same = existing.get(&schedule.name).is_some_and(|old| {
             (old.source, &old.cron, &old.timezone, old.catch_up, &old.job)
@@ -81,11 +89,13 @@ pub async fn run(schedules: ScheduleStore, queue: Store) {
                     let Some(table) = tables.entry(key).or_insert_with(|| schedule.timetable()).clone() else {
                         continue;
                     };
-                    match due(&table, last.unwrap_or(schedule.updated_at), now, schedule.catch_up) {
+                    // A tick recorded before the schedule was replaced does not count for it.
+                    let since = last.map_or(schedule.updated_at, |l| l.max(schedule.updated_at));
+                    match due(&table, since, now, schedule.catch_up) {
                         Due::Fire(tick) => fire(&schedules, &queue, &schedule, tick, now).await,
                         Due::Skip(tick) => {
                             tracing::info!(schedule = %schedule.name, %tick, "tick missed while no worker ran; skipped (catch_up: none)");
-                            let _ = schedules.advance(&schedule.name, tick).await;
+                            let _ = schedules.advance(&schedule, tick).await;
                         }
                         Due::Nothing => {}
                     }
@@ -109,7 +119,7 @@ async fn fire(schedules: &ScheduleStore, queue: &Store, schedule: &Schedule, tic
             // The job no longer passes the rules (a template removed since): nothing to send.
             let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
             tracing::error!(schedule = name, %tick, errors = list.join("; "), "scheduled job refused; tick skipped");
-            let _ = schedules.advance(name, tick).await;
+            let _ = schedules.advance(schedule, tick).await;
             return;
         }
     };
@@ -126,7 +136,7 @@ async fn fire(schedules: &ScheduleStore, queue: &Store, schedule: &Schedule, tic
             return;
         }
     }
-    if let Err(e) = schedules.advance(name, tick).await {
+    if let Err(e) = schedules.advance(schedule, tick).await {
         tracing::warn!(schedule = name, error = %e, "last fired tick not recorded; the next pass finds the job already there");
     }
 }
