@@ -254,3 +254,36 @@ async fn delayed_jobs_start_within_a_second_of_their_time() {
     assert!(delays[0] >= 0, "no job starts before its time: {} ms", delays[0]);
     assert!(p99 < 1000, "p99 {p99} ms");
 }
+
+/// Delayed jobs live in Redis, not in a worker: with the only worker killed (SIGKILL) before
+/// they are due and another started after, every one runs, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delayed_jobs_survive_a_worker_restart_before_they_are_due() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[], Reply::OK).await;
+    let first = WorkerProcess::start(&app.redis_url, &app.namespace, &[]);
+    let due = Utc::now() + chrono::Duration::seconds(2);
+    let jobs: Vec<Value> = (0..50)
+        .map(|_| json!({"kind": "webhook", "run_at": due.to_rfc3339(), "payload": {"url": receiver.url(), "event": "reminder.due"}}))
+        .collect();
+    let response = app
+        .http
+        .post(app.url("/v1/jobs/batch"))
+        .bearer_auth(SHOP_KEY)
+        .json(&json!({"jobs": jobs}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    first.signal("-KILL");
+    drop(first);
+    // Due while no worker runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(receiver.deliveries().is_empty());
+    assert_eq!(app.scheduled("webhook").await.len(), 50, "still waiting in Redis");
+    let _second = WorkerProcess::start(&app.redis_url, &app.namespace, &[]);
+    let delivered = receiver.wait_for(50, Duration::from_secs(10)).await;
+    let unique: BTreeSet<String> = delivered.iter().map(crate::receiver::Delivery::webhook_id).collect();
+    assert_eq!((delivered.len(), unique.len()), (50, 50));
+}
