@@ -31,6 +31,7 @@ async fn make_dead(store: &Store, queue: &Queue, n: usize, error: &str) -> anyho
                     max_attempts: 1,
                     producer: "bench".into(),
                     idempotency: None,
+                    traceparent: None,
                 }
             })
             .collect();

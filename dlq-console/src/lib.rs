@@ -82,6 +82,7 @@ pub async fn run(
     service::metrics_handle();
     let operators = config.operators.len();
     let state = AppState::new(config, templates)?;
+    tokio::spawn(service::sample_depths(state.console.dead.clone(), jobs::Kind::ALL.to_vec(), Duration::from_secs(5)));
     tracing::info!(addr = %listener.local_addr()?, operators, "dlq-console listening");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     Ok(())

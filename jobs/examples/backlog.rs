@@ -72,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
                 max_attempts: 10,
                 producer: "bench".into(),
                 idempotency: None,
+                traceparent: None,
             })
             .collect();
         written += store.enqueue(&jobs).await?.len();

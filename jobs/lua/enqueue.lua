@@ -11,13 +11,14 @@
 -- ARGV[3]        the queue's kind
 -- ARGV[4]        job-hash key prefix, to read the status of a replayed job ("<prefix>:<id>")
 -- ARGV[5]        n, the number of jobs
--- ARGV[6+7n]     "check" to only look for conflicts and write nothing (a batch spanning queues
+-- ARGV[6+8n]     "check" to only look for conflicts and write nothing (a batch spanning queues
 --                checks every queue before writing any), anything else to write
--- ARGV[6+7(i-1) .. 12+7(i-1)], for job i:
+-- ARGV[6+8(i-1) .. 13+8(i-1)], for job i:
 --                id, fingerprint ("" when no idempotency key), run_at ms ("0" = now),
---                max_attempts, producer, idempotency key ("" = none), payload JSON
--- ARGV[7+7n]     m, the number of rate limits (absent = 0)
--- ARGV[8+7n+4(j-1) .. 11+7n+4(j-1)], for limit j:
+--                max_attempts, producer, idempotency key ("" = none), payload JSON,
+--                W3C traceparent of the request ("" = none)
+-- ARGV[7+8n]     m, the number of rate limits (absent = 0)
+-- ARGV[8+8n+4(j-1) .. 11+8n+4(j-1)], for limit j:
 --                max per window, window ms, the limit's name, the jobs that count against it
 --                (their 1-based positions in this call, space-separated)
 --
@@ -39,7 +40,7 @@ local idem_ttl = ARGV[2]
 local kind = ARGV[3]
 local job_prefix = ARGV[4]
 local n = tonumber(ARGV[5])
-local STRIDE = 7
+local STRIDE = 8
 local check_only = ARGV[6 + STRIDE * n] == 'check'
 
 local results = {}
@@ -141,6 +142,9 @@ for i = 1, n do
       'id', id, 'kind', kind, 'status', status, 'attempts', 0,
       'max_attempts', ARGV[a + 4], 'producer', ARGV[a + 5], 'idempotency_key', ARGV[a + 6],
       'created_at', now, 'run_at', run_at, 'payload', ARGV[a + 7])
+    if ARGV[a + 8] ~= '' then
+      redis.call('HSET', KEYS[1 + 2 * i], 'traceparent', ARGV[a + 8])
+    end
     if status == 'scheduled' then
       redis.call('ZADD', KEYS[2], run_at, id)
     else

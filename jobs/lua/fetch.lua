@@ -14,7 +14,8 @@
 -- "now" is Redis's own clock (TIME), so workers whose clocks disagree never take each other's live jobs.
 --
 -- Returns {promoted, recovered, job, job, ...}; each job is the flat array
--- {id, attempts, max_attempts, created_at, payload, producer}, attempts counting this one.
+-- {id, attempts, max_attempts, created_at, payload, producer, traceparent ("" = none)},
+-- attempts counting this one.
 --
 -- Work per call is bounded by ARGV[3] and ARGV[4], never by the size of a set: due jobs are
 -- moved in slices, so a backlog of any size drains without one giant reply or unpack.
@@ -64,7 +65,7 @@ if not ids then
 end
 for _, id in ipairs(ids) do
   local key = prefix .. ':' .. id
-  local job = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'created_at', 'payload', 'producer')
+  local job = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'created_at', 'payload', 'producer', 'traceparent')
   -- A job deleted meanwhile (purged, evicted) or already finished is skipped, not run.
   if job[1] and job[1] ~= 'succeeded' and job[1] ~= 'dead' and job[1] ~= 'expired' then
     -- Fields a foreign writer left out get safe values: a script error here would leave the
@@ -72,7 +73,7 @@ for _, id in ipairs(ids) do
     local attempts = (tonumber(job[2]) or 0) + 1
     redis.call('HSET', key, 'status', 'running', 'attempts', attempts, 'started_at', now, 'worker', worker)
     redis.call('ZADD', KEYS[3], now + lease, id)
-    table.insert(result, {id, attempts, tonumber(job[3]) or 1, tonumber(job[4]) or now, job[5] or '', job[6] or ''})
+    table.insert(result, {id, attempts, tonumber(job[3]) or 1, tonumber(job[4]) or now, job[5] or '', job[6] or '', job[7] or ''})
   end
 end
 return result

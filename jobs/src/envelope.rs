@@ -12,6 +12,22 @@ use crate::{Kind, fingerprint};
 /// How far ahead a job may be scheduled.
 pub const MAX_DELAY_SECONDS: u64 = 366 * 24 * 3600;
 
+/// A W3C trace context `traceparent` (version 00): `00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>`,
+/// neither id all zeros. Returns it lower-cased, or `None` for anything else (ignored, as the spec says).
+pub fn valid_traceparent(value: &str) -> Option<String> {
+    let value = value.trim().to_ascii_lowercase();
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let ok = parts.len() == 4
+        && parts[0] == "00"
+        && hex(parts[1], 32)
+        && hex(parts[2], 16)
+        && hex(parts[3], 2)
+        && parts[1].bytes().any(|b| b != b'0')
+        && parts[2].bytes().any(|b| b != b'0');
+    ok.then_some(value)
+}
+
 /// Idempotency keys are 1 to 255 visible ASCII characters (IETF httpapi draft).
 pub fn valid_idempotency_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
@@ -101,6 +117,7 @@ impl ValidJob {
             max_attempts: self.max_attempts,
             producer: producer.to_owned(),
             idempotency: self.idempotency_key.map(|key| (key, self.fingerprint)),
+            traceparent: None,
         }
     }
 }
@@ -143,6 +160,8 @@ pub struct NewJob {
     pub producer: String,
     /// The idempotency key and the request's fingerprint.
     pub idempotency: Option<(String, String)>,
+    /// The W3C `traceparent` of the request that made the job; the worker's span continues it.
+    pub traceparent: Option<String>,
 }
 
 impl std::fmt::Debug for NewJob {

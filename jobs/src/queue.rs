@@ -46,6 +46,8 @@ pub struct Leased {
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
     pub producer: String,
+    /// The W3C `traceparent` of the request that enqueued the job, if it had one.
+    pub traceparent: Option<String>,
 }
 
 /// How an attempt ended, as `finish.lua` records it.
@@ -135,16 +137,18 @@ impl Queue {
             .into_iter()
             .skip(2)
             .map(|v| {
-                let (id, attempt, max_attempts, created_at, payload, producer): (
+                let (id, attempt, max_attempts, created_at, payload, producer, traceparent): (
                     String,
                     u32,
                     u32,
                     i64,
                     String,
                     String,
+                    String,
                 ) = redis::from_redis_value(v)?;
                 let created_at = DateTime::from_timestamp_millis(created_at).unwrap_or_default();
-                Ok((Leased { id, kind: self.kind, attempt, max_attempts, created_at, producer }, payload))
+                let traceparent = Some(traceparent).filter(|t| !t.is_empty());
+                Ok((Leased { id, kind: self.kind, attempt, max_attempts, created_at, producer, traceparent }, payload))
             })
             .collect::<Result<_, redis::RedisError>>()
             .map_err(StoreError::from)

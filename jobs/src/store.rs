@@ -211,7 +211,8 @@ impl Store {
                 .arg(job.max_attempts)
                 .arg(&job.producer)
                 .arg(job.idempotency.as_ref().map_or("", |(key, _)| key.as_str()))
-                .arg(&job.payload);
+                .arg(&job.payload)
+                .arg(job.traceparent.as_deref().unwrap_or(""));
         }
         call.arg(if check_only { "check" } else { "write" });
         call.arg(limits.len());

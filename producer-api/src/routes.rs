@@ -86,6 +86,12 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Re
     serde_json::from_slice(&bytes).map_err(|e| ApiError::MalformedJson(e.to_string()))
 }
 
+/// The request's W3C `traceparent`, carried in its jobs so the worker's span continues the
+/// trace; a malformed one is ignored, as the Trace Context spec says.
+fn traceparent(headers: &HeaderMap) -> Option<String> {
+    headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(jobs::envelope::valid_traceparent)
+}
+
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters, optionally in the
 /// quoted form of a structured-field string.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
@@ -188,7 +194,8 @@ pub async fn create_job(
         return Err(ApiError::Validation(vec![error]));
     }
     job.idempotency_key = key;
-    let job = job.into_new(&producer, now);
+    let mut job = job.into_new(&producer, now);
+    job.traceparent = traceparent(&headers);
     let outcome = state.store.enqueue(std::slice::from_ref(&job)).await?.pop().unwrap_or(EnqueueOutcome::NotWritten);
     count_created(&job, &outcome);
     let (status, id, job_status, run_at) = match outcome {
@@ -249,6 +256,7 @@ struct BatchRequest {
 pub async fn create_batch(
     State(state): State<AppState>,
     Producer(producer): Producer,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<BatchAccepted>), ApiError> {
     let value = json_body(body, BATCH_BODY_LIMIT)?;
@@ -256,7 +264,9 @@ pub async fn create_batch(
         .map_err(|e| ApiError::Validation(vec![jobs::validation::from_serde("", &e)]))?;
     let now = Utc::now();
     let jobs = validate_batch(request.jobs, now, &state.sms_templates)?;
-    let jobs: Vec<NewJob> = jobs.into_iter().map(|job| job.into_new(&producer, now)).collect();
+    let trace = traceparent(&headers);
+    let jobs: Vec<NewJob> =
+        jobs.into_iter().map(|job| NewJob { traceparent: trace.clone(), ..job.into_new(&producer, now) }).collect();
     let outcomes = state.store.enqueue(&jobs).await?;
     for (job, outcome) in jobs.iter().zip(&outcomes) {
         count_created(job, outcome);

@@ -11,6 +11,7 @@
 #   jp_ensure_services       both of the above
 #   jp_ensure_redis_binary   `redis-server` on PATH (the integration tests start their own on other ports)
 #   jp_ensure_browser        Debian's chromium and chromium-driver (the console's browser test)
+#   jp_ensure_promtool       promtool from Debian's prometheus package (the metrics test)
 #   jp_ensure_nextest        sets JP_HAVE_NEXTEST=1 when `cargo nextest` is usable (installs it if it can)
 #   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
 #                            tests run (moto's SES emulator, the standardwebhooks verifier);
@@ -198,6 +199,15 @@ jp_ensure_redis_binary() {
     fi
     jp_apt_install redis-server
     command -v redis-server >/dev/null 2>&1 || jp_die "redis-server still not on PATH after installing it"
+}
+
+# jp_ensure_promtool: Prometheus's promtool (Debian's prometheus package), for the metrics test.
+jp_ensure_promtool() {
+    if command -v promtool >/dev/null 2>&1; then
+        return 0
+    fi
+    jp_apt_install prometheus
+    command -v promtool >/dev/null 2>&1 || jp_die "promtool still not on PATH after installing prometheus"
 }
 
 # jp_ensure_browser: Debian's Chromium and ChromeDriver, for the console's browser test.

@@ -10,7 +10,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Logs to stderr, as text or as JSON lines (`LOG_FORMAT=json`), filtered by `RUST_LOG`.
 pub fn init_tracing(json: bool) {
@@ -18,7 +18,12 @@ pub fn init_tracing(json: bool) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     // A second call (tests starting several apps in one process) keeps the first subscriber.
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    // JSON lines carry the current span's fields (a job's id, kind, attempt, producer, trace).
+    let _ = if json {
+        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// The process-wide Prometheus recorder, installed on first use.
@@ -27,15 +32,82 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0])
+                .set_buckets(&[
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+                ])
+                .expect("the bucket list is not empty")
+                .set_buckets_for_metric(
+                    Matcher::Full("jobplane_audit_batch_size".into()),
+                    &[1.0, 10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0],
+                )
                 .expect("the bucket list is not empty")
                 .build_recorder();
             let handle = recorder.handle();
             // Fails only if another recorder is installed, in which case ours just renders empty.
-            let _ = metrics::set_global_recorder(recorder);
+            if metrics::set_global_recorder(recorder).is_ok() {
+                describe();
+            }
             handle
         })
         .clone()
+}
+
+/// The help text and unit of every metric the three processes export (Prometheus `# HELP`).
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("jobplane_http_requests_total", "HTTP requests answered, by route, method and status");
+    describe_histogram!("jobplane_http_request_duration_seconds", Unit::Seconds, "HTTP request latency, by route");
+    describe_counter!(
+        "jobplane_jobs_enqueued_total",
+        "Jobs written to Redis by the producer API, by kind and producer"
+    );
+    describe_counter!("jobplane_otp_rate_limited_total", "OTP SMS refused with 429 by a rate limit, by limit");
+    describe_counter!(
+        "jobplane_jobs_completed_total",
+        "Attempts finished, by kind and outcome (succeeded, retrying, or the dead reason)"
+    );
+    describe_histogram!("jobplane_attempt_duration_seconds", Unit::Seconds, "How long one attempt ran, by kind");
+    describe_counter!("jobplane_dead_letters_total", "Jobs that became dead letters, by kind and reason");
+    describe_counter!(
+        "jobplane_dead_letters_evicted_total",
+        "Dead letters evicted by the cap or the age limit, by kind"
+    );
+    describe_counter!(
+        "jobplane_stale_outcomes_total",
+        "Outcomes ignored because the job's lease had moved on, by kind"
+    );
+    describe_counter!("jobplane_fetch_errors_total", "Fetches from Redis that failed, by kind");
+    describe_gauge!(
+        "jobplane_queue_depth",
+        "Jobs in a queue, by kind and state (queued, scheduled, retrying, running, dead)"
+    );
+    describe_histogram!("jobplane_audit_batch_size", "Audit-log events per batch statement");
+    describe_counter!("jobplane_audit_events_written_total", "Audit-log events committed to PostgreSQL");
+    describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");
+    describe_counter!("jobplane_sms_records_dropped_total", "sms_deliveries rows given up after retries");
+    describe_counter!("jobplane_schedule_fired_total", "Schedule ticks that enqueued a job, by kind");
+}
+
+/// Samples the depth of `kinds`' queues into `jobplane_queue_depth` every `every`, until the
+/// process ends. Run by workers (their kinds) and the console (every kind).
+pub async fn sample_depths(dead: jobs::dead::DeadLetters, kinds: Vec<jobs::Kind>, every: Duration) {
+    loop {
+        for kind in &kinds {
+            let (Ok(depths), Ok(retrying)) = (dead.depths(*kind).await, dead.retrying(*kind).await) else { continue };
+            #[expect(clippy::cast_precision_loss, reason = "queue depths far below 2^52")]
+            let states = [
+                ("queued", depths.queued as f64),
+                ("scheduled", depths.scheduled.saturating_sub(retrying) as f64),
+                ("retrying", retrying as f64),
+                ("running", depths.running as f64),
+                ("dead", depths.dead as f64),
+            ];
+            for (state, value) in states {
+                metrics::gauge!("jobplane_queue_depth", "kind" => kind.as_str(), "state" => state).set(value);
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
 }
 
 /// `/healthz` (the process answers), `/readyz` (Redis answers) and `/metrics`.

@@ -440,6 +440,7 @@ async fn finished_jobs_expire_and_redis_memory_returns_near_its_baseline() {
             max_attempts: 5,
             producer: "shop".into(),
             idempotency: None,
+            traceparent: None,
         })
         .collect();
     let ids: Vec<String> = all.iter().map(|j| j.id.to_string()).collect();

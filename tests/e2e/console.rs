@@ -41,6 +41,7 @@ pub async fn make_dead(
                 max_attempts: 1,
                 producer: "shop".into(),
                 idempotency: None,
+                traceparent: None,
             })
             .collect();
         store.enqueue(&jobs).await.unwrap();

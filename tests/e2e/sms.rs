@@ -352,6 +352,7 @@ async fn a_retried_otp_whose_ttl_passes_between_attempts_expires_unsent() {
         max_attempts: 5,
         producer: "shop".into(),
         idempotency: None,
+        traceparent: None,
     };
     store.enqueue(std::slice::from_ref(&job)).await.unwrap();
     let id = job.id.to_string();

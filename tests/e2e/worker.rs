@@ -148,6 +148,7 @@ async fn an_otp_past_its_ttl_is_never_sent_and_ends_expired() {
         max_attempts: 5,
         producer: "shop".into(),
         idempotency: None,
+        traceparent: None,
     };
     store.enqueue(std::slice::from_ref(&job)).await.unwrap();
     let _worker =

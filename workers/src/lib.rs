@@ -150,10 +150,26 @@ async fn handle(
     job: Data<Leased>,
     deliveries: Data<Arc<Deliveries>>,
 ) -> Result<outcome::Delivered, BoxDynError> {
-    let job = Leased::clone(&job);
+    let mut job = Leased::clone(&job);
     let deliveries = Arc::clone(&deliveries);
     let timeout = deliveries.timeout;
-    let task = tokio::spawn(async move { deliveries.run(&job, &payload).await });
+    // Every log line about the job carries its id, kind, attempt and producer; a job enqueued
+    // with a W3C traceparent continues that trace in a span of its own (a new span id), which
+    // is also the parent its webhook delivery announces.
+    let span_id = format!("{:016x}", fastrand::u64(1..));
+    let trace_id = job.traceparent.as_deref().and_then(|t| t.split('-').nth(1)).map(str::to_owned);
+    let span = tracing::info_span!(
+        "job",
+        job_id = %job.id,
+        kind = %job.kind,
+        attempt = job.attempt,
+        producer = %job.producer,
+        trace_id = trace_id.as_deref().unwrap_or(""),
+        span_id = %span_id,
+        parent_span_id = job.traceparent.as_deref().and_then(|t| t.split('-').nth(2)).unwrap_or(""),
+    );
+    job.traceparent = trace_id.map(|trace| format!("00-{trace}-{span_id}-01"));
+    let task = tokio::spawn(tracing::Instrument::instrument(async move { deliveries.run(&job, &payload).await }, span));
     let abort = task.abort_handle();
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(result)) => result.map_err(Into::into),
@@ -184,6 +200,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();
     tokio::spawn(service::migrate_until_done(config.database_url.clone()));
+    tokio::spawn(service::sample_depths(
+        jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
+        config.kinds.iter().copied().collect(),
+        Duration::from_secs(5),
+    ));
     if config.scheduler {
         let schedules = jobs::schedule::ScheduleStore::new(conn.clone(), &config.redis.namespace);
         let queue = Store::new(conn.clone(), keys.clone(), config.idempotency_ttl, Duration::from_secs(5));

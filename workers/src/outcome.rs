@@ -89,6 +89,7 @@ mod tests {
             max_attempts,
             created_at: Utc::now(),
             producer: "p".into(),
+            traceparent: None,
         }
     }
 

@@ -81,7 +81,9 @@ impl Deliveries {
             Kind::Webhook => {
                 let sender =
                     self.webhook.as_ref().ok_or_else(|| JobError::Retry("this worker has no webhook sender".into()))?;
-                sender.deliver(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await
+                sender
+                    .deliver(&job.id, &serde_json::from_str(payload).map_err(unreadable)?, job.traceparent.as_deref())
+                    .await
             }
             Kind::OtpSms => {
                 let sender =

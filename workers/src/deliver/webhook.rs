@@ -123,7 +123,8 @@ impl WebhookSender {
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
 
-    pub async fn deliver(&self, id: &str, webhook: &Webhook) -> Result<Delivered, JobError> {
+    /// Delivers one webhook; `traceparent` (the job's span) goes along as the W3C header.
+    pub async fn deliver(&self, id: &str, webhook: &Webhook, traceparent: Option<&str>) -> Result<Delivered, JobError> {
         if !self.allow_private {
             // The resolver never sees an IP literal: check it here.
             let literal = url::Url::parse(&webhook.url).ok().and_then(|u| match u.host() {
@@ -139,20 +140,20 @@ impl WebhookSender {
         let body =
             serde_json::json!({"type": webhook.event, "timestamp": now.to_rfc3339(), "data": webhook.data}).to_string();
         let timestamp = now.timestamp();
-        let response = self
+        let mut request = self
             .client
             .post(&webhook.url)
             .header("content-type", "application/json")
             .header("webhook-id", id)
             .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", self.sign(id, timestamp, &body))
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| match refusal(&e) {
-                Some(refused) => JobError::Permanent(refused.to_string()),
-                None => JobError::Retry(format!("request failed: {}", transport_error(&e))),
-            })?;
+            .header("webhook-signature", self.sign(id, timestamp, &body));
+        if let Some(traceparent) = traceparent {
+            request = request.header("traceparent", traceparent);
+        }
+        let response = request.body(body).send().await.map_err(|e| match refusal(&e) {
+            Some(refused) => JobError::Permanent(refused.to_string()),
+            None => JobError::Retry(format!("request failed: {}", transport_error(&e))),
+        })?;
         if response.status().is_success() {
             return Ok(Delivered::done());
         }
