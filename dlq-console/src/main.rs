@@ -24,7 +24,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let config =
                 dlq_console::Config::from_env(&env).unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
-            service::init_tracing(config.json_logs);
+            let _traces = service::init_tracing("dlq-console", config.json_logs);
             let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap_or_else(|e| {
                 service::exit_on_bad_setting(
                     "dlq-console",

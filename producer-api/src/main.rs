@@ -23,15 +23,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = Env::from_process();
     if let Some(Command::Migrate) = cli.command {
-        service::init_tracing(false);
+        service::init_tracing("producer-api", false);
         service::migrate(&env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs")).await?;
         tracing::info!("migrations applied");
         return Ok(());
     }
     let config = Config::from_env(&env).unwrap_or_else(|e| service::exit_on_bad_setting("producer-api", &e));
-    service::init_tracing(config.json_logs);
+    let traces = service::init_tracing("producer-api", config.json_logs);
     let listener = tokio::net::TcpListener::bind(config.addr).await.unwrap_or_else(|e| {
         service::exit_on_bad_setting("producer-api", &format!("PRODUCER_ADDR: cannot listen on {} ({e})", config.addr))
     });
-    producer_api::run(config, listener, service::shutdown_signal()).await
+    let result = producer_api::run(config, listener, service::shutdown_signal()).await;
+    if let Some(provider) = traces {
+        let _ = provider.shutdown();
+    }
+    result
 }

@@ -89,7 +89,12 @@ pub(crate) fn json_body(body: Result<Bytes, BytesRejection>, limit: usize) -> Re
 /// The request's W3C `traceparent`, carried in its jobs so the worker's span continues the
 /// trace; a malformed one is ignored, as the Trace Context spec says.
 fn traceparent(headers: &HeaderMap) -> Option<String> {
-    headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(jobs::envelope::valid_traceparent)
+    let incoming =
+        headers.get("traceparent").and_then(|v| v.to_str().ok()).and_then(jobs::envelope::valid_traceparent)?;
+    // With spans exported, the enqueue is a span of its own in the trace, the job's parent.
+    let span = tracing::info_span!("enqueue");
+    service::continue_trace(&span, &incoming);
+    Some(service::traceparent_of(&span).unwrap_or(incoming))
 }
 
 /// The `Idempotency-Key` header: 1 to 255 visible ASCII characters, optionally in the

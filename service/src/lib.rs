@@ -12,18 +12,79 @@ use axum::routing::get;
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-/// Logs to stderr, as text or as JSON lines (`LOG_FORMAT=json`), filtered by `RUST_LOG`.
-pub fn init_tracing(json: bool) {
+/// Logs to stderr, as text or as JSON lines (`LOG_FORMAT=json`), filtered by `RUST_LOG`. With
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` set, spans are also exported over OTLP/HTTP (protobuf) as
+/// service `program` (or `OTEL_SERVICE_NAME`), W3C trace context propagated. Returns the tracer
+/// provider to flush at exit, when there is one.
+pub fn init_tracing(program: &str, json: bool) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    // A second call (tests starting several apps in one process) keeps the first subscriber.
     // JSON lines carry the current span's fields (a job's id, kind, attempt, producer, trace).
-    let _ = if json {
-        builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init()
+    let fmt = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        builder.try_init()
+        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
     };
+    let provider = otlp_provider(program);
+    // `RUST_LOG` filters the log lines only: exported spans are every info-level span.
+    let otel = provider.as_ref().map(|p| {
+        use opentelemetry::trace::TracerProvider as _;
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("jobplane"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    // A second call (tests starting several apps in one process) keeps the first subscriber.
+    let _ = tracing_subscriber::registry().with(fmt.with_filter(filter)).with(otel).try_init();
+    provider
+}
+
+/// The OTLP exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector.
+fn otlp_provider(program: &str) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
+    let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.trim().is_empty())?;
+    opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
+    let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
+        Ok(exporter) => exporter,
+        Err(e) => {
+            exit_on_bad_setting(program, &format!("OTEL_EXPORTER_OTLP_ENDPOINT: `{endpoint}` cannot be used ({e})"))
+        }
+    };
+    let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| program.to_owned());
+    let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
+    Some(
+        opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_resource(resource)
+            .build(),
+    )
+}
+
+/// Makes `span` a child of the remote span a W3C `traceparent` names (when spans are exported).
+pub fn continue_trace(span: &tracing::Span, traceparent: &str) {
+    use opentelemetry::propagation::TextMapPropagator as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let carrier = std::collections::HashMap::from([("traceparent".to_owned(), traceparent.to_owned())]);
+    let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&carrier);
+    let _ = span.set_parent(parent);
+}
+
+/// The W3C `traceparent` of `span`, when spans are exported and it belongs to a trace.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt as _;
+    use tracing_opentelemetry::OpenTelemetrySpanExt as _;
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        format!("00-{}-{}-{:02x}", span_context.trace_id(), span_context.span_id(), span_context.trace_flags().to_u8())
+    })
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

@@ -131,3 +131,44 @@ async fn job_log_lines_name_the_job_and_a_trace_goes_on_into_the_webhook() {
     assert!(!output.contains("739164"), "the OTP code was logged");
     assert!(!output.contains("+14155550123"), "the full number was logged");
 }
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, the worker exports its job span over OTLP/HTTP to a
+/// collector (here a local receiver standing for one), in the request's trace, and that span is
+/// the parent the webhook announces.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_to_an_otlp_collector_when_one_is_set() {
+    let app = TestApp::spawn().await;
+    let hooks = Receiver::start(&[], Reply::OK).await;
+    let collector = Receiver::start(&[], Reply::OK).await;
+    let endpoint = format!("http://{}", collector.addr);
+    let _worker = WorkerProcess::start(
+        &app.redis_url,
+        &app.namespace,
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint), ("OTEL_BSP_SCHEDULE_DELAY", "100")],
+    );
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let response = app
+        .http
+        .post(app.url("/v1/jobs"))
+        .bearer_auth(SHOP_KEY)
+        .header("traceparent", format!("00-{trace}-b7ad6b7169203331-01"))
+        .json(&json!({"kind": "webhook", "payload": {"url": hooks.url(), "event": "order.created"}}))
+        .send()
+        .await
+        .unwrap();
+    let id = response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.wait_status(&id, &["succeeded"], Duration::from_secs(15)).await["status"], "succeeded");
+    let sent = hooks.deliveries()[0].header("traceparent");
+    let span_id = sent.split('-').nth(2).unwrap().to_owned();
+
+    let exports = collector.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(exports[0].path, "/v1/traces");
+    assert_eq!(exports[0].header("content-type"), "application/x-protobuf");
+    let body: Vec<u8> = exports.iter().flat_map(|e| e.body.clone()).collect();
+    let bytes = |hex: &str| {
+        (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect::<Vec<u8>>()
+    };
+    let contains = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    assert!(contains(&bytes(trace)), "the exported span is in the request's trace");
+    assert!(contains(&bytes(&span_id)), "the webhook's parent is the exported span");
+}

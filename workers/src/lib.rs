@@ -156,7 +156,6 @@ async fn handle(
     // Every log line about the job carries its id, kind, attempt and producer; a job enqueued
     // with a W3C traceparent continues that trace in a span of its own (a new span id), which
     // is also the parent its webhook delivery announces.
-    let span_id = format!("{:016x}", fastrand::u64(1..));
     let trace_id = job.traceparent.as_deref().and_then(|t| t.split('-').nth(1)).map(str::to_owned);
     let span = tracing::info_span!(
         "job",
@@ -165,10 +164,19 @@ async fn handle(
         attempt = job.attempt,
         producer = %job.producer,
         trace_id = trace_id.as_deref().unwrap_or(""),
-        span_id = %span_id,
+        span_id = tracing::field::Empty,
         parent_span_id = job.traceparent.as_deref().and_then(|t| t.split('-').nth(2)).unwrap_or(""),
     );
-    job.traceparent = trace_id.map(|trace| format!("00-{trace}-{span_id}-01"));
+    if let Some(parent) = &job.traceparent {
+        service::continue_trace(&span, parent);
+    }
+    // With spans exported, the span's own context; otherwise a span id of our own in the trace.
+    job.traceparent = service::traceparent_of(&span)
+        .filter(|_| trace_id.is_some())
+        .or_else(|| trace_id.as_ref().map(|trace| format!("00-{trace}-{:016x}-01", fastrand::u64(1..))));
+    if let Some(span_id) = job.traceparent.as_deref().and_then(|t| t.split('-').nth(2)) {
+        span.record("span_id", span_id);
+    }
     let task = tokio::spawn(tracing::Instrument::instrument(async move { deliveries.run(&job, &payload).await }, span));
     let abort = task.abort_handle();
     match tokio::time::timeout(timeout, task).await {

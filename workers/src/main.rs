@@ -15,8 +15,12 @@ async fn main() {
     let cli = Cli::parse();
     let config = workers::Config::from_env(&Env::from_process(), cli.kinds.as_deref())
         .unwrap_or_else(|e| service::exit_on_bad_setting("worker", &e));
-    service::init_tracing(config.json_logs);
-    if let Err(e) = workers::run(config, service::shutdown_signal()).await {
+    let traces = service::init_tracing("worker", config.json_logs);
+    let result = workers::run(config, service::shutdown_signal()).await;
+    if let Some(provider) = traces {
+        let _ = provider.shutdown();
+    }
+    if let Err(e) = result {
         // A bad provider setting is found while starting: one line naming it, like the others.
         if let Some(setting) = e.downcast_ref::<jobs::settings::SettingError>() {
             service::exit_on_bad_setting("worker", setting);
