@@ -166,7 +166,10 @@ fn count_created(job: &NewJob, outcome: &EnqueueOutcome) {
 
 /// Enqueue one job.
 #[utoipa::path(post, path = "/v1/jobs", tag = "jobs", request_body = JobRequestDoc,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; the same key and body within 24 h return the same job")),
+    params(
+        ("Idempotency-Key" = Option<String>, Header, description = "1–255 visible ASCII characters; the same key and body within 24 h return the same job"),
+        ("traceparent" = Option<String>, Header, description = "W3C Trace Context; the job's processing continues this trace (a malformed one is ignored)"),
+    ),
     responses(
         (status = 202, description = "Enqueued: the job is in Redis", body = Accepted),
         (status = 200, description = "Replayed: this key was seen with the same body (header `Idempotent-Replayed: true`)", body = Accepted),
@@ -247,6 +250,7 @@ struct BatchRequest {
 /// Enqueue up to 1000 jobs. All are validated before any is written; each kind's jobs are
 /// written atomically, all kinds in one Redis round trip.
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs", request_body = BatchRequestDoc,
+    params(("traceparent" = Option<String>, Header, description = "W3C Trace Context; every job of the batch continues this trace")),
     responses(
         (status = 202, description = "Every job is in Redis, in request order", body = BatchAccepted),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
