@@ -2,7 +2,8 @@
 # Jobplane: audit-log ingestion, end to end through the producer API and a worker into
 # PostgreSQL, batched (the defaults) against one INSERT per event (AUDIT_BATCH_SIZE=1 with eight
 # statements in flight), alternated over BENCH_RUNS runs (default 3) of BENCH_EVENTS events
-# (default 100,000). Prints each run, the medians with min–max, and the ratio.
+# (default 100,000). Prints each run (with the CPU time per event of each process), the medians
+# with min–max, and the ratio.
 #
 #   bench/audit.sh
 #

@@ -9,7 +9,9 @@
 //!   statement and eight statements run at once: the per-event baseline, given the same
 //!   parallelism a connection pool would give it.
 //!
-//! Prints each run and the median of each set-up, and their ratio.
+//! Prints each run, with the CPU time per event of each process involved (producer-api, the
+//! worker, Redis, and PostgreSQL: the run's own backends plus the shared WAL writer,
+//! checkpointer and background writer), the median of each set-up, and their ratio.
 
 #![expect(clippy::cast_precision_loss, reason = "rates for a report")]
 
@@ -30,12 +32,55 @@ impl Drop for Killed {
     }
 }
 
+/// User + system CPU time of a process (all its threads), in µs; 0 once it is gone.
+fn cpu_us(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0 };
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+    // After the command name: state is field 3 of stat(5), utime 14 and stime 15.
+    [11, 12].iter().filter_map(|&i| fields.get(i)?.parse::<u64>().ok()).sum::<u64>() * 10_000 // USER_HZ 100
+}
+
+/// The PostgreSQL processes working for `database`: its backends (their titles name it) and
+/// the shared writers every commit goes through.
+fn postgres_pids(database: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|title| {
+                title.starts_with("postgres:")
+                    && [database, "walwriter", "checkpointer", "background writer"].iter().any(|w| title.contains(w))
+            })
+        })
+        .collect()
+}
+
+/// CPU µs of each process of a run: producer-api, worker and Redis (`pids`), then PostgreSQL.
+fn cpu_by_role(pids: [u32; 3], database: &str) -> Vec<(String, u64)> {
+    let postgres = postgres_pids(database).into_iter().map(cpu_us).sum();
+    ["producer-api", "worker", "redis"]
+        .into_iter()
+        .zip(pids)
+        .map(|(role, pid)| (role.to_owned(), cpu_us(pid)))
+        .chain([("postgres".to_owned(), postgres)])
+        .collect()
+}
+
+async fn redis_pid(url: &str) -> anyhow::Result<u32> {
+    let mut conn = redis::Client::open(url)?.get_multiplexed_async_connection().await?;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await?;
+    Ok(info.lines().find_map(|l| l.strip_prefix("process_id:")?.trim().parse().ok()).unwrap_or(0))
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_or(18_080, |a| a.port())
 }
 
-/// Rows per second end to end, and the seconds the enqueue alone took.
-async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyhow::Result<(f64, f64)> {
+/// Rows per second end to end, the seconds the enqueue alone took, and CPU µs per event by process.
+async fn run_once(
+    events: usize,
+    baseline: bool,
+    bin: &std::path::Path,
+) -> anyhow::Result<(f64, f64, Vec<(String, f64)>)> {
     let redis_url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let server = std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
     let suffix = uuid::Uuid::now_v7().simple().to_string();
@@ -94,6 +139,9 @@ async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyho
             json!({ "jobs": jobs })
         })
         .collect();
+    let redis_pid = redis_pid(&redis_url).await?;
+    let pids = [api.0.id(), worker.0.id(), redis_pid];
+    let before = cpu_by_role(pids, &database);
     let started = Instant::now();
     let url = format!("http://{addr}/v1/jobs/batch");
     let mut posts = futures::stream::iter(bodies.iter().map(|body| http.post(&url).bearer_auth(KEY).json(body).send()))
@@ -111,6 +159,13 @@ async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyho
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let rate = events as f64 / started.elapsed().as_secs_f64();
+    // Backends that started during the run count from zero.
+    let after = cpu_by_role(pids, &database);
+    let cpu = after
+        .iter()
+        .zip(&before)
+        .map(|((role, a), (_, b))| (role.clone(), a.saturating_sub(*b) as f64 / events as f64))
+        .collect();
     drop((worker, api));
     pool.close().await;
     sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&admin).await?;
@@ -119,7 +174,7 @@ async fn run_once(events: usize, baseline: bool, bin: &std::path::Path) -> anyho
     for chunk in stale.chunks(1000) {
         let () = redis::cmd("UNLINK").arg(chunk).query_async(&mut conn).await?;
     }
-    Ok((rate, enqueued))
+    Ok((rate, enqueued, cpu))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -135,10 +190,12 @@ async fn main() -> anyhow::Result<()> {
     let (mut batched, mut single) = (Vec::new(), Vec::new());
     for run in 1..=runs {
         for baseline in [false, true] {
-            let (rate, enqueued) = run_once(events, baseline, &bin).await?;
+            let (rate, enqueued, cpu) = run_once(events, baseline, &bin).await?;
             let name = if baseline { "one insert per event" } else { "batched" };
+            let cpu: Vec<String> = cpu.iter().map(|(role, us)| format!("{role} {us:.1}")).collect();
             println!(
-                "run {run}: {name:<21} {events} events end to end: {rate:>9.0} rows/s (enqueue took {enqueued:.2} s)"
+                "run {run}: {name:<21} {events} events end to end: {rate:>9.0} rows/s (enqueue took {enqueued:.2} s; CPU µs per event: {})",
+                cpu.join(", ")
             );
             if baseline { &mut single } else { &mut batched }.push(rate);
         }
