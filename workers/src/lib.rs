@@ -177,7 +177,11 @@ async fn handle(
     if let Some(span_id) = job.traceparent.as_deref().and_then(|t| t.split('-').nth(2)) {
         span.record("span_id", span_id);
     }
-    let task = tokio::spawn(tracing::Instrument::instrument(async move { deliveries.run(&job, &payload).await }, span));
+    // Boxed: the task cell then holds a pointer, not the whole delivery future, which tokio
+    // would otherwise move in and out of the cell for every job (memmove in the profile).
+    let delivery: futures::future::BoxFuture<'static, _> =
+        Box::pin(tracing::Instrument::instrument(async move { deliveries.run(&job, &payload).await }, span));
+    let task = tokio::spawn(delivery);
     let abort = task.abort_handle();
     match tokio::time::timeout(timeout, task).await {
         Ok(Ok(result)) => result.map_err(Into::into),
@@ -270,7 +274,9 @@ fn start(
         concurrency,
         lease: config.lease,
         promote_limit: 1000,
-        idle_min: Duration::from_millis(5),
+        // 1 ms after a queue turns empty, doubling to 100 ms: a job arriving at a worker that has
+        // just been busy starts within a few milliseconds (bench/RESULTS.md, dispatch latency).
+        idle_min: Duration::from_millis(1),
         idle_max: Duration::from_millis(100),
     };
     let backend = RedisBackend::new(queue.clone(), settings, inflight.clone(), acker);
