@@ -9,9 +9,10 @@
 #   jp_ensure_postgres       PostgreSQL answering on 127.0.0.1:$JP_PG_PORT (5432), roles postgres and root,
 #                            databases postgres and jobs; installs/starts one if not
 #   jp_ensure_services       both of the above
-#   jp_ensure_redis_binary   `redis-server` on PATH (the integration tests start their own on other ports)
+#   jp_ensure_redis_binary   `redis-server` and `redis-cli` on PATH (the integration tests start their own on other ports)
 #   jp_ensure_browser        Debian's chromium and chromium-driver (the console's browser test)
 #   jp_ensure_promtool       promtool from Debian's prometheus package (the metrics test)
+#   jp_ensure_iproute2       `ip` (Debian's iproute2): the scale tests make network namespaces and veth pairs
 #   jp_ensure_nextest        sets JP_HAVE_NEXTEST=1 when `cargo nextest` is usable (installs it if it can)
 #   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
 #                            tests run (moto's SES emulator, the standardwebhooks verifier);
@@ -194,11 +195,13 @@ jp_http_status() {
 # ---------------------------------------------------------------------------------------------
 
 jp_ensure_redis_binary() {
-    if command -v redis-server >/dev/null 2>&1; then
+    if command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1; then
         return 0
     fi
-    jp_apt_install redis-server
+    # redis-cli (redis-tools) forms the scale tests' Redis Cluster (`redis-cli --cluster create`).
+    jp_apt_install redis-server redis-tools
     command -v redis-server >/dev/null 2>&1 || jp_die "redis-server still not on PATH after installing it"
+    command -v redis-cli >/dev/null 2>&1 || jp_die "redis-cli still not on PATH after installing redis-tools"
 }
 
 # jp_ensure_promtool: Prometheus's promtool (Debian's prometheus package), for the metrics test.
@@ -208,6 +211,16 @@ jp_ensure_promtool() {
     fi
     jp_apt_install prometheus
     command -v promtool >/dev/null 2>&1 || jp_die "promtool still not on PATH after installing prometheus"
+}
+
+# jp_ensure_iproute2: the `ip` command (Debian's iproute2), for the scale tests, which put worker
+# processes on "hosts" of their own (network namespaces joined by veth pairs) and cut their links.
+jp_ensure_iproute2() {
+    if command -v ip >/dev/null 2>&1; then
+        return 0
+    fi
+    jp_apt_install iproute2
+    command -v ip >/dev/null 2>&1 || jp_die "ip still not on PATH after installing iproute2"
 }
 
 # jp_ensure_browser: Debian's Chromium and ChromeDriver, for the console's browser test.
