@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -42,6 +42,8 @@ pub struct Delivery {
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The peer's address: which host (network namespace) delivered it.
+    pub from: SocketAddr,
 }
 
 impl Delivery {
@@ -70,15 +72,22 @@ pub struct Receiver {
 impl Receiver {
     /// Answers with `replies` in turn, then with `otherwise` forever.
     pub async fn start(replies: &[Reply], otherwise: Reply) -> Self {
+        Self::start_on("127.0.0.1", replies, otherwise).await
+    }
+
+    /// Like [`Receiver::start`], listening on `ip` (an address other hosts reach).
+    pub async fn start_on(ip: &str, replies: &[Reply], otherwise: Reply) -> Self {
         let script = Arc::new(Mutex::new(Script {
             replies: replies.iter().copied().collect(),
             otherwise: Some(otherwise),
             deliveries: Vec::new(),
         }));
         let app = Router::new().route("/hook", post(receive)).fallback(receive).with_state(script.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(
+            async move { axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await },
+        );
         Self { addr, script }
     }
 
@@ -103,11 +112,17 @@ impl Receiver {
     }
 }
 
-async fn receive(State(script): State<Arc<Mutex<Script>>>, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
+async fn receive(
+    State(script): State<Arc<Mutex<Script>>>,
+    ConnectInfo(from): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let echoed = body.clone();
     let reply = {
         let mut script = script.lock().unwrap();
-        script.deliveries.push(Delivery { at: Instant::now(), path: uri.path().to_owned(), headers, body });
+        script.deliveries.push(Delivery { at: Instant::now(), path: uri.path().to_owned(), headers, body, from });
         let fallback = script.otherwise.unwrap_or(Reply::OK);
         script.replies.pop_front().unwrap_or(fallback)
     };

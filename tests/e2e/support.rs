@@ -383,13 +383,20 @@ pub struct WorkerProcess {
 impl WorkerProcess {
     /// Starts `worker` on `redis_url` and `namespace` with test-friendly settings, overridden by `extra`.
     pub fn start(redis_url: &str, namespace: &str, extra: &[(&str, &str)]) -> Self {
-        Self::spawn(redis_url, namespace, extra, None)
+        Self::spawn(redis_url, namespace, extra, None, None)
+    }
+
+    /// Like [`WorkerProcess::start`], inside the network namespace `netns` (`ip netns exec`),
+    /// as on another host; its stdout and stderr captured.
+    pub fn start_in_netns(netns: &str, redis_url: &str, namespace: &str, extra: &[(&str, &str)]) -> Self {
+        let path = std::env::temp_dir().join(format!("jobplane-worker-{}.log", uuid::Uuid::now_v7().simple()));
+        Self::spawn(redis_url, namespace, extra, Some(path), Some(netns))
     }
 
     /// Like [`WorkerProcess::start`], its stdout and stderr captured for [`WorkerProcess::output`].
     pub fn start_captured(redis_url: &str, namespace: &str, extra: &[(&str, &str)]) -> Self {
         let path = std::env::temp_dir().join(format!("jobplane-worker-{}.log", uuid::Uuid::now_v7().simple()));
-        Self::spawn(redis_url, namespace, extra, Some(path))
+        Self::spawn(redis_url, namespace, extra, Some(path), None)
     }
 
     /// Everything the process wrote so far (captured workers only).
@@ -397,7 +404,13 @@ impl WorkerProcess {
         self.log.as_ref().map(|path| std::fs::read_to_string(path).unwrap()).unwrap_or_default()
     }
 
-    fn spawn(redis_url: &str, namespace: &str, extra: &[(&str, &str)], log: Option<PathBuf>) -> Self {
+    fn spawn(
+        redis_url: &str,
+        namespace: &str,
+        extra: &[(&str, &str)],
+        log: Option<PathBuf>,
+        netns: Option<&str>,
+    ) -> Self {
         let (stdout, stderr) = match &log {
             Some(path) => {
                 let file = std::fs::File::create(path).unwrap();
@@ -407,7 +420,16 @@ impl WorkerProcess {
         };
         let metrics_addr = format!("127.0.0.1:{}", free_port());
         let unreachable_db = format!("postgres://postgres@127.0.0.1:{}/jobs", free_port());
-        let child = Command::new(binary("worker"))
+        // `ip netns exec` execs the worker in place: the child's id is the worker's.
+        let mut command = match netns {
+            Some(ns) => {
+                let mut c = Command::new(crate::topology::ip_command());
+                c.args(["netns", "exec", ns]).arg(binary("worker"));
+                c
+            }
+            None => Command::new(binary("worker")),
+        };
+        let child = command
             .env_clear()
             .env("RUST_LOG", std::env::var("TEST_WORKER_LOG").unwrap_or_else(|_| "warn".into()))
             .env("REDIS_URL", redis_url)
