@@ -60,7 +60,7 @@ pub enum StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        if crate::redis_conn::is_unavailable(&e) {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Protocol(e.to_string())
