@@ -23,6 +23,7 @@ mod redis_down;
 mod schedules;
 mod sms;
 mod support;
+mod tls;
 mod validation;
 mod webhook_verify;
 mod worker;
