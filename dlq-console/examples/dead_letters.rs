@@ -62,7 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let n: usize = std::env::var("BENCH_LETTERS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let namespace = format!("bench-{}", uuid::Uuid::now_v7().simple());
-    let conn = jobs::redis_conn::connect(&url, Duration::from_mins(1))?;
+    let conn = jobs::redis_conn::connect_url(&url, Duration::from_mins(1))?;
     let keys = Keys::new(&namespace);
     let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(1), Duration::from_mins(1));
     let queue = Queue::new(conn.clone(), &keys, Kind::Webhook, "bench");

@@ -30,7 +30,8 @@ pub struct AppState {
 impl AppState {
     /// Connects lazily: the console starts, and reports not ready, while Redis is down.
     pub fn new(config: Config, templates: SmsTemplates) -> anyhow::Result<Self> {
-        let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(5))?;
+        tracing::info!(redis = %config.redis.topology.describe(), "Redis");
+        let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
         let keys = Keys::new(&config.redis.namespace);
         let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(5));
         let console = actions::Console {

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
             let rate: u32 = env
                 .parse("CONSOLE_REPLAY_RATE", 500)
                 .unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
-            let conn = jobs::redis_conn::connect(&redis.url, cli::REDIS_TIMEOUT)?;
+            let conn = jobs::redis_conn::connect(&redis.topology, cli::REDIS_TIMEOUT)?;
             let keys = jobs::Keys::new(&redis.namespace);
             let console = dlq_console::actions::Console {
                 dead: jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),

@@ -9,11 +9,11 @@
 
 use std::sync::LazyLock;
 
+use crate::redis_conn::Conn;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -334,12 +334,12 @@ static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../
 /// Dead letters of every queue of one namespace.
 #[derive(Debug, Clone)]
 pub struct DeadLetters {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
 }
 
 impl DeadLetters {
-    pub fn new(conn: ConnectionManager, keys: Keys) -> Self {
+    pub fn new(conn: Conn, keys: Keys) -> Self {
         Self { conn, keys }
     }
 
@@ -490,11 +490,16 @@ impl DeadLetters {
     }
 
     async fn letter(&self, id: &str) -> Result<Option<Letter>, StoreError> {
-        let mut pipe = redis::pipe();
-        for kind in Kind::ALL {
-            pipe.cmd("HMGET").arg(self.keys.queue(kind).job(id)).arg(&FIELDS[..]);
-        }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut self.conn.clone()).await?;
+        // One request per queue (each is its own cluster slot), sent together.
+        let reads =
+            Kind::ALL.map(|kind| {
+                let mut conn = self.conn.clone();
+                let key = self.keys.queue(kind).job(id);
+                async move {
+                    redis::cmd("HMGET").arg(key).arg(&FIELDS[..]).query_async::<Vec<Option<String>>>(&mut conn).await
+                }
+            });
+        let rows = futures::future::try_join_all(reads).await?;
         Ok(Kind::ALL.into_iter().zip(rows).find_map(|(kind, fields)| Letter::read(id, kind, &fields)))
     }
 

@@ -4,9 +4,9 @@
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::redis_conn::Conn;
 use chrono::{DateTime, Utc};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use serde::Serialize;
 
 use crate::keys::QueueKeys;
@@ -98,7 +98,7 @@ pub struct FinishReport {
 /// The worker's handle on one queue.
 #[derive(Debug, Clone)]
 pub struct Queue {
-    conn: ConnectionManager,
+    conn: Conn,
     kind: Kind,
     keys: QueueKeys,
     idempotency_prefix: String,
@@ -106,7 +106,7 @@ pub struct Queue {
 }
 
 impl Queue {
-    pub fn new(conn: ConnectionManager, keys: &Keys, kind: Kind, worker: impl Into<String>) -> Self {
+    pub fn new(conn: Conn, keys: &Keys, kind: Kind, worker: impl Into<String>) -> Self {
         let queue = keys.queue(kind);
         let idempotency_prefix = queue.idempotency_prefix();
         Self { conn, kind, keys: queue, idempotency_prefix, worker: worker.into() }

@@ -1,41 +1,426 @@
-//! Connections to Redis that reconnect on their own and never make a caller wait long.
+//! Connections to Redis — one node, a Redis Cluster, or a Sentinel-managed master — that
+//! reconnect on their own and never make a caller wait long.
+//!
+//! Every caller holds a [`Conn`] and does not know which topology is behind it. What makes
+//! that possible is the key layout ([`crate::keys`]): every key one script or pipeline touches
+//! shares one `{...}` hash tag, so each call lands on exactly one cluster slot; calls that read
+//! several queues send one request per queue, concurrently.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::cluster::{ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{
+    AsyncConnectionConfig, Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
+};
 
 use crate::settings::{Env, SettingError};
 
+/// Where Redis is. Read from `REDIS_CLUSTER_URLS`, else `REDIS_SENTINEL_URLS` (with
+/// `REDIS_SENTINEL_MASTER`), else `REDIS_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Topology {
+    /// One server: `redis://`, or `rediss://` for TLS.
+    Single { url: String },
+    /// A Redis Cluster, found through any of these seed nodes.
+    Cluster { urls: Vec<String> },
+    /// The master that these sentinels name `master`, followed through failovers.
+    Sentinel { urls: Vec<String>, master: String, master_password: Option<String> },
+}
+
+impl Topology {
+    /// What the startup log says: the topology and its addresses, without credentials.
+    pub fn describe(&self) -> String {
+        let list = |urls: &[String]| urls.iter().map(|u| redacted(u)).collect::<Vec<_>>().join(",");
+        match self {
+            Self::Single { url } => format!("single node {}", redacted(url)),
+            Self::Cluster { urls } => format!("cluster seeds {}", list(urls)),
+            Self::Sentinel { urls, master, .. } => format!("sentinel master `{master}` via {}", list(urls)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Topology {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// A URL with any password replaced, for logs.
+fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) => "<not a URL>".to_owned(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct RedisSettings {
-    pub url: String,
+    pub topology: Topology,
     /// Prefix of every key, so several deployments (or tests) can share one Redis.
     pub namespace: String,
 }
 
 impl RedisSettings {
     pub fn from_env(env: &Env) -> Result<Self, SettingError> {
-        let url = env.or("REDIS_URL", "redis://127.0.0.1:6379");
-        redis::Client::open(url.as_str())
-            .map_err(|e| SettingError::new("REDIS_URL", format!("not a Redis URL ({e})")))?;
+        let cluster = url_list(env, "REDIS_CLUSTER_URLS")?;
+        let sentinels = url_list(env, "REDIS_SENTINEL_URLS")?;
+        let topology = match (cluster, sentinels) {
+            (Some(_), Some(_)) => {
+                return Err(SettingError::new("REDIS_CLUSTER_URLS", "cannot be set together with REDIS_SENTINEL_URLS"));
+            }
+            (Some(urls), None) => Topology::Cluster { urls },
+            (None, Some(urls)) => {
+                let master =
+                    env.require("REDIS_SENTINEL_MASTER", "the master's name, required with REDIS_SENTINEL_URLS")?;
+                Topology::Sentinel {
+                    urls,
+                    master: master.to_owned(),
+                    master_password: env.get("REDIS_SENTINEL_MASTER_PASSWORD").map(str::to_owned),
+                }
+            }
+            (None, None) => {
+                let url = env.or("REDIS_URL", "redis://127.0.0.1:6379");
+                redis::Client::open(url.as_str())
+                    .map_err(|e| SettingError::new("REDIS_URL", format!("not a Redis URL ({e})")))?;
+                Topology::Single { url }
+            }
+        };
         let namespace = env.or("REDIS_NAMESPACE", "jobplane");
         if namespace.is_empty() || !namespace.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
             return Err(SettingError::new("REDIS_NAMESPACE", "must be letters, digits, _ . or -"));
         }
-        Ok(Self { url, namespace })
+        Ok(Self { topology, namespace })
     }
+}
+
+/// A comma-separated list of `redis://host:port` (or `rediss://`) addresses, or `None` when unset.
+fn url_list(env: &Env, name: &'static str) -> Result<Option<Vec<String>>, SettingError> {
+    let Some(raw) = env.get(name).filter(|v| !v.trim().is_empty()) else { return Ok(None) };
+    let urls: Vec<String> = raw.split(',').map(str::trim).filter(|u| !u.is_empty()).map(str::to_owned).collect();
+    for url in &urls {
+        let ok = url::Url::parse(url)
+            .is_ok_and(|u| matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some_and(|h| !h.is_empty()));
+        if !ok {
+            return Err(SettingError::new(
+                name,
+                format!("`{}` is not a redis:// or rediss:// host address", redacted(url)),
+            ));
+        }
+    }
+    Ok(Some(urls))
+}
+
+/// A connection to whichever topology the settings name. Cheap to clone: clones share the
+/// underlying connections. Every request is bounded by the timeout it was made with.
+#[derive(Clone)]
+pub enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(SentinelConnection),
 }
 
 /// A connection that is made on first use and remade after any failure, with each connect
 /// attempt and each answer bounded by `timeout`: when Redis is down a call fails fast, and
 /// when Redis returns the next call succeeds, with no restart of the process.
-pub fn connect(url: &str, timeout: Duration) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(1)
-        .set_min_delay(Duration::from_millis(50))
-        .set_max_delay(Duration::from_millis(500));
-    ConnectionManager::new_lazy_with_config(client, config)
+///
+/// A request is never sent twice by this layer (a script that ran but whose answer was lost
+/// must not run again behind its caller's back); the caller decides whether to retry. The one
+/// exception is Redis Cluster's own redirections (`MOVED`, `ASK`, `TRYAGAIN`), which redis-rs
+/// follows: the request did not run on the node that refused it.
+pub fn connect(topology: &Topology, timeout: Duration) -> RedisResult<Conn> {
+    match topology {
+        Topology::Single { url } => {
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout))
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(500));
+            Ok(Conn::Single(ConnectionManager::new_lazy_with_config(redis::Client::open(url.as_str())?, config)?))
+        }
+        Topology::Cluster { urls } => {
+            let client = ClusterClientBuilder::new(urls.iter().map(String::as_str))
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(CLUSTER_REDIRECTIONS)
+                .min_retry_wait(10)
+                .max_retry_wait(200)
+                .build()?;
+            let config = ClusterConfig::new().set_connection_timeout(timeout).set_response_timeout(timeout);
+            Ok(Conn::Cluster(client.get_pending_async_connection_with_config(config)))
+        }
+        Topology::Sentinel { urls, master, master_password } => {
+            Ok(Conn::Sentinel(SentinelConnection::new(urls, master, master_password.as_deref(), timeout)?))
+        }
+    }
+}
+
+/// [`connect`] to one node.
+pub fn connect_url(url: &str, timeout: Duration) -> RedisResult<Conn> {
+    connect(&Topology::Single { url: url.to_owned() }, timeout)
+}
+
+/// How many times one cluster request may be redirected or retried while slots move.
+const CLUSTER_REDIRECTIONS: u32 = 3;
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Conn::Single",
+            Self::Cluster(_) => "Conn::Cluster",
+            Self::Sentinel(_) => "Conn::Sentinel",
+        })
+    }
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Self::Single(c) => c.req_packed_command(cmd),
+            Self::Cluster(c) => c.req_packed_command(cmd),
+            Self::Sentinel(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Self::Single(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Self::Sentinel(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Self::Single(c) => c.get_db(),
+            Self::Cluster(c) => c.get_db(),
+            Self::Sentinel(c) => c.get_db(),
+        }
+    }
+}
+
+/// The current master of a Sentinel-managed group. The master's address is asked of the
+/// sentinels on first use and again after any error that says the connection is gone or the
+/// node is no longer master (`READONLY` from a demoted master), so a failover is followed
+/// within one failed call per caller.
+#[derive(Clone)]
+pub struct SentinelConnection {
+    inner: Arc<SentinelInner>,
+}
+
+struct SentinelInner {
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    /// The connection in use and its generation, so a late failure of an old connection does
+    /// not throw away a newer one.
+    current: Mutex<Option<(u64, MultiplexedConnection)>>,
+    generations: AtomicU64,
+    config: AsyncConnectionConfig,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for SentinelConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SentinelConnection")
+            .field("generation", &self.inner.generations.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl SentinelConnection {
+    fn new(urls: &[String], master: &str, password: Option<&str>, timeout: Duration) -> RedisResult<Self> {
+        let mut node = SentinelNodeConnectionInfo::default();
+        if urls.iter().any(|u| u.starts_with("rediss://")) {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        if let Some(password) = password {
+            node = node.set_redis_connection_info(redis::RedisConnectionInfo::default().set_password(password));
+        }
+        let client = SentinelClient::build(
+            urls.iter().map(String::as_str).collect(),
+            master,
+            Some(node),
+            SentinelServerType::Master,
+        )?;
+        Ok(Self {
+            inner: Arc::new(SentinelInner {
+                sentinels: tokio::sync::Mutex::new(client),
+                current: Mutex::new(None),
+                generations: AtomicU64::new(0),
+                config: AsyncConnectionConfig::new()
+                    .set_connection_timeout(Some(timeout))
+                    .set_response_timeout(Some(timeout)),
+                timeout,
+            }),
+        })
+    }
+
+    fn cached(&self) -> Option<(u64, MultiplexedConnection)> {
+        self.inner.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
+    /// The current master's connection, asking the sentinels when there is none. One caller
+    /// asks at a time; the others wait for its answer.
+    async fn connection(&self) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(current) = self.cached() {
+            return Ok(current);
+        }
+        let mut sentinels = self.inner.sentinels.lock().await;
+        if let Some(current) = self.cached() {
+            return Ok(current);
+        }
+        let connect = async {
+            let client = sentinels.async_get_client().await?;
+            client.get_multiplexed_async_connection_with_config(&self.inner.config).await
+        };
+        let conn = tokio::time::timeout(self.inner.timeout, connect).await.map_err(|_| {
+            RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "no master found through the sentinels in time",
+            ))
+        })??;
+        let generation = self.inner.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        *self.inner.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((generation, conn.clone()));
+        Ok((generation, conn))
+    }
+
+    /// Drops connection `generation` when `error` says it can no longer serve writes.
+    fn judge(&self, generation: u64, error: &RedisError) {
+        if !must_reconnect(error) {
+            return;
+        }
+        let mut current = self.inner.current.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            tracing::warn!(error = %error, "lost the Redis master; asking the sentinels again");
+            *current = None;
+        }
+    }
+}
+
+/// Errors after which the connection (or the node behind it) is useless for writes.
+fn must_reconnect(error: &RedisError) -> bool {
+    error.is_unrecoverable_error()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || matches!(error.kind(), ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown))
+}
+
+/// Whether `error` means Redis cannot serve the call right now — down, unreachable, failing
+/// over, resharding, or loading — rather than that the call itself is wrong. Callers answer
+/// such errors with "try again" (a `503`, a retried fetch), never with a failure of the job.
+pub fn is_unavailable(error: &RedisError) -> bool {
+    error.is_io_error()
+        || error.is_timeout()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::MasterNameNotFoundBySentinel
+                | ErrorKind::NoValidReplicasFoundBySentinel
+                | ErrorKind::ClusterConnectionNotFound
+                | ErrorKind::Server(
+                    ServerErrorKind::ReadOnly
+                        | ServerErrorKind::MasterDown
+                        | ServerErrorKind::ClusterDown
+                        | ServerErrorKind::TryAgain
+                        | ServerErrorKind::BusyLoading
+                )
+        )
+}
+
+impl ConnectionLike for SentinelConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.connection().await?;
+            let answer = conn.req_packed_command(cmd).await;
+            if let Err(e) = &answer {
+                self.judge(generation, e);
+            }
+            answer
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let (generation, mut conn) = self.connection().await?;
+            let answer = conn.req_packed_commands(pipeline, offset, count).await;
+            if let Err(e) = &answer {
+                self.judge(generation, e);
+            }
+            answer
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<RedisSettings, String> {
+        RedisSettings::from_env(&Env::from_pairs(pairs)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_single_node_by_default() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.topology, Topology::Single { url: "redis://127.0.0.1:6379".into() });
+    }
+
+    #[test]
+    fn cluster_and_sentinel_take_precedence_over_redis_url() {
+        let s = settings(&[("REDIS_URL", "redis://x:1"), ("REDIS_CLUSTER_URLS", "redis://a:7001, redis://b:7002")])
+            .unwrap();
+        assert_eq!(s.topology, Topology::Cluster { urls: vec!["redis://a:7001".into(), "redis://b:7002".into()] });
+        let s = settings(&[
+            ("REDIS_URL", "redis://x:1"),
+            ("REDIS_SENTINEL_URLS", "redis://s1:26379,redis://s2:26379"),
+            ("REDIS_SENTINEL_MASTER", "mymaster"),
+        ])
+        .unwrap();
+        assert!(matches!(s.topology, Topology::Sentinel { ref master, .. } if master == "mymaster"));
+    }
+
+    #[test]
+    fn bad_topologies_name_the_setting() {
+        let both = settings(&[("REDIS_CLUSTER_URLS", "redis://a:1"), ("REDIS_SENTINEL_URLS", "redis://b:2")]);
+        assert!(both.unwrap_err().starts_with("REDIS_CLUSTER_URLS: "));
+        let no_master = settings(&[("REDIS_SENTINEL_URLS", "redis://b:2")]);
+        assert!(no_master.unwrap_err().starts_with("REDIS_SENTINEL_MASTER: "));
+        let not_redis = settings(&[("REDIS_CLUSTER_URLS", "redis://a:1,http://b:2")]);
+        assert!(not_redis.unwrap_err().starts_with("REDIS_CLUSTER_URLS: "));
+        let no_host = settings(&[("REDIS_SENTINEL_URLS", "redis://"), ("REDIS_SENTINEL_MASTER", "m")]);
+        assert!(no_host.unwrap_err().starts_with("REDIS_SENTINEL_URLS: "));
+    }
+
+    #[test]
+    fn descriptions_hide_passwords() {
+        let t = Topology::Cluster { urls: vec!["redis://:hunter2@a:7001".into()] };
+        assert!(!t.describe().contains("hunter2"), "{}", t.describe());
+        let t = Topology::Single { url: "rediss://user:hunter2@a:6380".into() };
+        assert!(!t.describe().contains("hunter2"), "{}", t.describe());
+    }
 }

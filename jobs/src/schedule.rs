@@ -15,11 +15,11 @@
 use std::collections::HashMap;
 use std::sync::LazyLock;
 
+use crate::redis_conn::Conn;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use redis::Script;
-use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -287,13 +287,13 @@ static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
 /// (name → last fired tick, ms). One hash tag: one Redis Cluster slot.
 #[derive(Debug, Clone)]
 pub struct ScheduleStore {
-    conn: ConnectionManager,
+    conn: Conn,
     defs: String,
     last: String,
 }
 
 impl ScheduleStore {
-    pub fn new(conn: ConnectionManager, namespace: &str) -> Self {
+    pub fn new(conn: Conn, namespace: &str) -> Self {
         Self { conn, defs: format!("{namespace}:{{schedules}}:defs"), last: format!("{namespace}:{{schedules}}:last") }
     }
 

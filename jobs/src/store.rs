@@ -4,8 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 use std::time::Duration;
 
+use crate::redis_conn::Conn;
 use chrono::{DateTime, Utc};
-use redis::aio::ConnectionManager;
 use redis::{Pipeline, Script};
 
 use crate::keys::QueueKeys;
@@ -60,7 +60,7 @@ pub enum StoreError {
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
-        if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        if crate::redis_conn::is_unavailable(&e) {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Protocol(e.to_string())
@@ -70,7 +70,7 @@ impl From<redis::RedisError> for StoreError {
 
 #[derive(Debug, Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: Conn,
     keys: Keys,
     idempotency_ttl: Duration,
     /// Bound on any one call, so a dead Redis costs a caller this long at most.
@@ -100,7 +100,7 @@ fn recipient(payload: &str) -> Option<String> {
 }
 
 impl Store {
-    pub fn new(conn: ConnectionManager, keys: Keys, idempotency_ttl: Duration, call_timeout: Duration) -> Self {
+    pub fn new(conn: Conn, keys: Keys, idempotency_ttl: Duration, call_timeout: Duration) -> Self {
         Self { conn, keys, idempotency_ttl, call_timeout, otp_limits: OtpLimits::OFF }
     }
 
@@ -115,8 +115,8 @@ impl Store {
         &self.keys
     }
 
-    /// Writes `jobs` with one `enqueue.lua` call per queue, all in one pipeline: one round
-    /// trip. Each queue's call is atomic; outcomes come back in the order of `jobs`.
+    /// Writes `jobs` with one `enqueue.lua` call per queue, all sent at once: one round trip.
+    /// Each queue's call is atomic; outcomes come back in the order of `jobs`.
     ///
     /// Jobs of several queues that carry idempotency keys, or OTP SMS under a rate limit, are
     /// first checked in every queue (a read-only round trip), so a conflict or a limit in one
@@ -147,11 +147,17 @@ impl Store {
         check_only: bool,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let now_ms = jobs.first().map_or(0, |j| j.created_at.timestamp_millis());
-        let mut pipe = redis::pipe();
-        for (kind, indices) in groups {
+        // One call per queue, sent together: one round trip on one node, and on a cluster
+        // (where each queue lives in its own slot) one concurrent request per queue.
+        let calls = groups.iter().map(|(kind, indices)| {
+            let mut pipe = redis::pipe();
             self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now_ms, check_only);
-        }
-        let replies: ScriptReply = self.run_scripts(&pipe).await?;
+            async move {
+                let mut reply: ScriptReply = self.run_scripts(&pipe).await?;
+                reply.pop().ok_or_else(|| StoreError::Protocol("enqueue.lua answered nothing".into()))
+            }
+        });
+        let replies = futures::future::try_join_all(calls).await?;
         let mut outcomes = vec![EnqueueOutcome::NotWritten; jobs.len()];
         for ((_, indices), reply) in groups.iter().zip(replies) {
             if reply.len() != indices.len() {
@@ -278,12 +284,13 @@ impl Store {
 
     /// The job's status, wherever its queue; `None` when unknown or expired.
     pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, StoreError> {
-        let mut pipe = redis::pipe();
-        for kind in Kind::ALL {
-            pipe.hgetall(self.keys.queue(kind).job(id));
-        }
-        let mut conn = self.conn.clone();
-        let hashes: Vec<HashMap<String, String>> = self.bounded(pipe.query_async(&mut conn)).await??;
+        // One request per queue (each is its own cluster slot), sent together.
+        let reads = Kind::ALL.map(|kind| {
+            let mut conn = self.conn.clone();
+            let key = self.keys.queue(kind).job(id);
+            async move { redis::cmd("HGETALL").arg(key).query_async::<HashMap<String, String>>(&mut conn).await }
+        });
+        let hashes = self.bounded(futures::future::try_join_all(reads)).await??;
         Ok(hashes.iter().find(|h| !h.is_empty()).and_then(JobInfo::from_hash))
     }
 

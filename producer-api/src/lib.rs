@@ -41,7 +41,8 @@ pub struct AppState {
 impl AppState {
     /// Connects lazily: the API starts, and reports not ready, while Redis is down.
     pub fn new(config: &Config) -> anyhow::Result<Self> {
-        let conn = jobs::redis_conn::connect(&config.redis.url, config.redis_timeout)?;
+        tracing::info!(redis = %config.redis.topology.describe(), "Redis");
+        let conn = jobs::redis_conn::connect(&config.redis.topology, config.redis_timeout)?;
         let schedules = jobs::schedule::ScheduleStore::new(conn.clone(), &config.redis.namespace);
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
             .with_otp_limits(config.otp_limits);

@@ -422,7 +422,7 @@ async fn finished_jobs_expire_and_redis_memory_returns_near_its_baseline() {
 
     // Straight through the enqueue client, 1000 jobs a call: the API's validation is not under test.
     let store = jobs::Store::new(
-        jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(5)).unwrap(),
+        jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(5)).unwrap(),
         jobs::Keys::new(&app.namespace),
         Duration::from_hours(1),
         Duration::from_secs(10),

@@ -23,7 +23,7 @@ pub async fn make_dead(
     reason: &'static str,
     error: &str,
 ) -> Vec<String> {
-    let conn = jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(30)).unwrap();
+    let conn = jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(30)).unwrap();
     let keys = Keys::new(&app.namespace);
     let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(1), Duration::from_secs(30));
     let queue = Queue::new(conn, &keys, kind, "console-test");

@@ -110,7 +110,7 @@ async fn purge_does_not_delete_a_letter_replayed_meanwhile() {
         "HTTP 400",
     )
     .await;
-    let conn = jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(30)).unwrap();
+    let conn = jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(30)).unwrap();
     let dead = DeadLetters::new(conn, Keys::new(&app.namespace));
     let targets: Vec<String> =
         dead.matching(&DeadFilter::default()).await.unwrap().into_iter().map(|(_, id)| id).collect();
@@ -221,7 +221,7 @@ async fn an_interrupted_bulk_replay_is_still_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tick_whose_job_died_is_not_enqueued_again() {
     let app = TestApp::spawn().await;
-    let conn = jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(30)).unwrap();
+    let conn = jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(30)).unwrap();
     let keys = Keys::new(&app.namespace);
     let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(30));
     let body = json!({"name": "hourly", "cron": "0 * * * *",
@@ -278,7 +278,7 @@ fn dst_ticks_through_the_worker_loop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schedule_removed_from_the_file_is_removed() {
     let app = TestApp::spawn().await;
-    let conn = jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(30)).unwrap();
+    let conn = jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(30)).unwrap();
     let store = ScheduleStore::new(conn, &app.namespace);
     let make = |name: &str| {
         let body = json!({"name": name, "cron": "0 * * * *",
@@ -330,7 +330,7 @@ async fn console_actors_are_reserved_for_the_console() {
 async fn a_letter_superseded_by_a_newer_job_is_not_replayed() {
     let app = TestApp::spawn().await;
     let console = TestConsole::start(&app, &[]).await;
-    let conn = jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(30)).unwrap();
+    let conn = jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(30)).unwrap();
     let keys = Keys::new(&app.namespace);
     let queue = Queue::new(conn, &keys, Kind::Webhook, "w1");
     let body = json!({"kind": "webhook", "payload": {"url": "https://x.example/h", "event": "e"}});

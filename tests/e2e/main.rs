@@ -24,6 +24,7 @@ mod scale;
 mod schedules;
 mod sms;
 mod support;
+mod tls;
 mod topology;
 mod validation;
 mod webhook_verify;

@@ -44,7 +44,7 @@ async fn finished(app: &TestApp, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_fails_its_attempt_and_the_worker_keeps_running() {
     let app = TestApp::spawn().await;
-    let conn = jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(5)).unwrap();
+    let conn = jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(5)).unwrap();
     let queue = Queue::new(conn, &Keys::new(&app.namespace), Kind::Webhook, "panics-test");
     let inflight = Inflight::default();
     // 100 ms between attempts, exactly.

@@ -337,7 +337,7 @@ async fn a_retried_otp_whose_ttl_passes_between_attempts_expires_unsent() {
     let worker = sms_worker(&app, None, &[("SMS_PROVIDER", "http"), ("SMS_HTTP_URL", url.as_str())]);
     wait_until_ok(&format!("http://{}/healthz", worker.metrics_addr)).await;
     let store = jobs::Store::new(
-        jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(2)).unwrap(),
+        jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(2)).unwrap(),
         jobs::Keys::new(&app.namespace),
         Duration::from_hours(24),
         Duration::from_secs(2),

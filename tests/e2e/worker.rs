@@ -133,7 +133,7 @@ async fn dead_letters_beyond_the_cap_are_evicted_and_counted() {
 async fn an_otp_past_its_ttl_is_never_sent_and_ends_expired() {
     let app = TestApp::spawn().await;
     let store = jobs::Store::new(
-        jobs::redis_conn::connect(&app.redis_url, Duration::from_secs(2)).unwrap(),
+        jobs::redis_conn::connect_url(&app.redis_url, Duration::from_secs(2)).unwrap(),
         jobs::Keys::new(&app.namespace),
         Duration::from_hours(24),
         Duration::from_secs(2),

@@ -299,7 +299,7 @@ fn new_job(payload: String) -> NewJob {
 
 async fn open(common: &Common, namespace: &str) -> anyhow::Result<(Store, redis::aio::MultiplexedConnection)> {
     let store = Store::new(
-        jobs::redis_conn::connect(&common.redis_url, Duration::from_secs(30))?,
+        jobs::redis_conn::connect_url(&common.redis_url, Duration::from_secs(30))?,
         Keys::new(namespace),
         Duration::from_hours(1),
         Duration::from_secs(30),

@@ -53,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
         let namespace = format!("bench-{}", uuid::Uuid::now_v7().simple());
         let keys = Keys::new(&namespace);
         let store = Store::new(
-            jobs::redis_conn::connect(&url, Duration::from_secs(30))?,
+            jobs::redis_conn::connect_url(&url, Duration::from_secs(30))?,
             keys.clone(),
             Duration::from_hours(1),
             Duration::from_secs(30),

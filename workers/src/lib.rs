@@ -208,7 +208,8 @@ struct Running {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
     let deliveries = Arc::new(Deliveries::from_env(&config.env, &config.kinds, &config.database_url).await?);
-    let conn = jobs::redis_conn::connect(&config.redis.url, Duration::from_secs(5))?;
+    tracing::info!(redis = %config.redis.topology.describe(), "Redis");
+    let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();
     tokio::spawn(service::migrate_until_done(config.database_url.clone()));
@@ -259,7 +260,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 fn start(
     config: &Config,
     kind: Kind,
-    conn: &redis::aio::ConnectionManager,
+    conn: &jobs::redis_conn::Conn,
     keys: &Keys,
     id: &str,
     deliveries: &Arc<Deliveries>,
