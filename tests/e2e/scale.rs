@@ -395,9 +395,11 @@ async fn netns_host_cut_off() {
         ("WORKER_CONCURRENCY_WEBHOOK", concurrency.as_str()),
         ("WORKER_BATCH", "5"),
         ("WEBHOOK_TIMEOUT_MS", "5000"),
+        // The acker says at info level when it ignored outcomes of leases lost meanwhile.
+        ("RUST_LOG", "warn,workers::ack=info"),
     ];
     let redis_url = lab.redis_url();
-    let _host_a = WorkerProcess::start_in_netns(lab.host(0), &redis_url, &app.namespace, &settings);
+    let host_a = WorkerProcess::start_in_netns(lab.host(0), &redis_url, &app.namespace, &settings);
     let _host_b = WorkerProcess::start_in_netns(lab.host(1), &redis_url, &app.namespace, &settings);
     let (addr_a, addr_b) = (lab.host_addr(0), lab.host_addr(1));
     let by =
@@ -452,12 +454,13 @@ async fn netns_host_cut_off() {
     let more_by_a =
         all.iter().filter(|d| more_set.contains(&d.webhook_id()) && d.from.ip().to_string() == addr_a).count();
 
+    let stale = stale_outcomes(&host_a.output());
     let delivered = per_id(&settled);
     let duplicates: usize = delivered.values().map(|n| n - 1).sum();
     eprintln!(
         "netns: {JOBS} jobs; before the cut host A delivered {}, host B {}; after the cut host A {a_after_cut}; \
          all succeeded {recovered_in:?} after the cut; leases recovered {}; duplicate deliveries {duplicates}; \
-         after relinking: {late} late deliveries, statuses {counts_later:?}, depths {:?}; \
+         after relinking: {late} late deliveries, {stale} stale outcomes of host A ignored, statuses {counts_later:?}, depths {:?}; \
          of 60 new jobs host A delivered {more_by_a}",
         by(&before_cut, &addr_a),
         by(&before_cut, &addr_b),
@@ -472,6 +475,11 @@ async fn netns_host_cut_off() {
     assert!(duplicates <= CONCURRENCY, "{duplicates} duplicates; host A ran at most {CONCURRENCY} at once");
     assert!(!recovered.is_empty(), "host A held no lease at the cut; the test proved nothing");
     assert_eq!(counts_later, succeeded(JOBS), "host A's late acks changed a finished job");
+    assert!(
+        stale <= recovered.len() as u64,
+        "{stale} stale outcomes of host A, for {} jobs taken from it",
+        recovered.len()
+    );
     assert_eq!(attempts_later, attempts, "host A's late acks added attempts");
     assert_eq!((ready, scheduled, active, dead), (0, 0, 0, 0));
     assert_eq!(more_counts, succeeded(60));
@@ -501,4 +509,29 @@ async fn topologies_form_fail_over_and_cut() {
         assert!(Instant::now() < deadline, "host A does not reach Redis again after relinking");
     }
     eprintln!("fixtures: cluster masters {:?}, sentinel promotion {took:?}, LAN {}.0/24", cluster.ports, lab.subnet);
+}
+
+/// The outcomes a worker's acker ignored as stale (their lease lost and taken by another), from its log.
+fn stale_outcomes(log: &str) -> u64 {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|line| line.contains("whose lease was lost"))
+        .filter_map(|line| {
+            line.split("stale=").nth(1)?.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+/// `line` without its terminal colour codes (`ESC [ ... m`), which the log's fields carry.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
