@@ -24,7 +24,8 @@
 --
 -- Returns one {code, id, status, run_at ms} per job, in order:
 --   1  created: the new job's id, status "queued" or "scheduled", and run-at
---   2  replayed: the key was seen with the same fingerprint; the earlier job's id, status, run-at
+--   2  replayed: the key was seen with the same fingerprint, or this job id is already written
+--      (a resent call); the earlier job's id, status, run-at
 --   0  conflict: the key was seen with another fingerprint; the earlier job's id
 --  -2  over a rate limit: {-2, the limit's name, "", ms until enough slots free for it}
 --  -1  not written, because another job of this call conflicts or is over a limit
@@ -51,7 +52,13 @@ for i = 1, n do
   local a = 5 + STRIDE * (i - 1)
   local fingerprint = ARGV[a + 2]
   results[i] = false
-  if fingerprint ~= '' then
+  local written = redis.call('HMGET', KEYS[1 + 2 * i], 'status', 'run_at')
+  if written[1] then
+    -- This very job (same id) is already written: the call is a resend by a client library
+    -- that lost the first answer (Redis Cluster clients resend after a dropped connection).
+    -- Answer as a replay and write nothing, so a resend never makes a second copy.
+    results[i] = {2, ARGV[a + 1], written[1], written[2]}
+  elseif fingerprint ~= '' then
     local record = redis.call('GET', KEYS[2 + 2 * i])
     if record then
       local space = string.find(record, ' ', 1, true)
