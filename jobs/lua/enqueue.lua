@@ -6,6 +6,8 @@
 -- KEYS[2+2i]     idempotency key of job i (its job hash again when it has none)
 -- KEYS[2+2n+j]   rate-limit sorted set of limit j (j = 1..m; member: job id, score: ms on
 --                Redis's clock), e.g. the OTP SMS of one recipient or one API key
+-- KEYS[3+2n+m]   wake-up list of the queue: one marker per immediate job written (at most 16
+--                kept), for the workers blocked on it in BLPOP
 -- ARGV[1]        now, ms since the epoch (the producer's clock)
 -- ARGV[2]        lifetime of an idempotency record, ms
 -- ARGV[3]        the queue's kind
@@ -162,6 +164,21 @@ for i = 1, n do
     end
     results[i] = {1, id, status, tostring(run_at)}
   end
+end
+
+-- Wake idle workers: one marker per immediate job, at most 16 kept whoever waits.
+local ready_now = 0
+for i = 1, n do
+  if results[i][1] == 1 and results[i][3] == 'queued' then
+    ready_now = ready_now + 1
+  end
+end
+if ready_now > 0 then
+  local wake = KEYS[3 + 2 * n + m]
+  for _ = 1, math.min(ready_now, 16) do
+    redis.call('LPUSH', wake, '1')
+  end
+  redis.call('LTRIM', wake, 0, 15)
 end
 
 -- Pass 4: count the written jobs against their limits.

@@ -259,6 +259,7 @@ impl Store {
             call.key(limit.key);
             call.arg(limit.max).arg(limit.window.as_millis()).arg(limit.name.as_str()).arg(limit.positions);
         }
+        call.key(queue.wake());
         pipe.invoke_script(&call);
     }
 
