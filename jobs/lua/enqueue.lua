@@ -6,6 +6,8 @@
 -- KEYS[2+2i]     idempotency key of job i (its job hash again when it has none)
 -- KEYS[2+2n+j]   rate-limit sorted set of limit j (j = 1..m; member: job id, score: ms on
 --                Redis's clock), e.g. the OTP SMS of one recipient or one API key
+-- KEYS[3+2n+m]   wake-up list of the queue: one marker per immediate job written (at most 16
+--                kept), for the workers blocked on it in BLPOP
 -- ARGV[1]        now, ms since the epoch (the producer's clock)
 -- ARGV[2]        lifetime of an idempotency record, ms
 -- ARGV[3]        the queue's kind
@@ -24,7 +26,8 @@
 --
 -- Returns one {code, id, status, run_at ms} per job, in order:
 --   1  created: the new job's id, status "queued" or "scheduled", and run-at
---   2  replayed: the key was seen with the same fingerprint; the earlier job's id, status, run-at
+--   2  replayed: the key was seen with the same fingerprint, or this job id is already written
+--      (a resent call); the earlier job's id, status, run-at
 --   0  conflict: the key was seen with another fingerprint; the earlier job's id
 --  -2  over a rate limit: {-2, the limit's name, "", ms until enough slots free for it}
 --  -1  not written, because another job of this call conflicts or is over a limit
@@ -51,7 +54,13 @@ for i = 1, n do
   local a = 5 + STRIDE * (i - 1)
   local fingerprint = ARGV[a + 2]
   results[i] = false
-  if fingerprint ~= '' then
+  local written = redis.call('HMGET', KEYS[1 + 2 * i], 'status', 'run_at')
+  if written[1] then
+    -- This very job (same id) is already written: the call is a resend by a client library
+    -- that lost the first answer (Redis Cluster clients resend after a dropped connection).
+    -- Answer as a replay and write nothing, so a resend never makes a second copy.
+    results[i] = {2, ARGV[a + 1], written[1], written[2]}
+  elseif fingerprint ~= '' then
     local record = redis.call('GET', KEYS[2 + 2 * i])
     if record then
       local space = string.find(record, ' ', 1, true)
@@ -155,6 +164,21 @@ for i = 1, n do
     end
     results[i] = {1, id, status, tostring(run_at)}
   end
+end
+
+-- Wake idle workers: one marker per immediate job, at most 16 kept whoever waits.
+local ready_now = 0
+for i = 1, n do
+  if results[i][1] == 1 and results[i][3] == 'queued' then
+    ready_now = ready_now + 1
+  end
+end
+if ready_now > 0 then
+  local wake = KEYS[3 + 2 * n + m]
+  for _ = 1, math.min(ready_now, 16) do
+    redis.call('LPUSH', wake, '1')
+  end
+  redis.call('LTRIM', wake, 0, 15)
 end
 
 -- Pass 4: count the written jobs against their limits.

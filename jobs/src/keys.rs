@@ -39,6 +39,13 @@ impl QueueKeys {
         format!("{}:ready", self.prefix)
     }
 
+    /// LIST of wake-up markers (at most 16): `enqueue.lua` pushes one per immediate job, and an
+    /// idle worker waits on it with `BLPOP`, so a new job starts at once instead of at the
+    /// worker's next poll.
+    pub fn wake(&self) -> String {
+        format!("{}:wake", self.prefix)
+    }
+
     /// ZSET of ids waiting for a time, scored by run-at in ms since the epoch.
     pub fn scheduled(&self) -> String {
         format!("{}:scheduled", self.prefix)
@@ -117,6 +124,7 @@ mod tests {
         let q = Keys::new("jobplane").queue(Kind::Email);
         let keys = [
             q.ready(),
+            q.wake(),
             q.scheduled(),
             q.active(),
             q.job("0190"),

@@ -154,6 +154,15 @@ impl Queue {
             .map_err(StoreError::from)
     }
 
+    /// Blocks on the queue's wake-up list for at most `timeout`, on `conn`, which must be a
+    /// connection of its own: a blocked connection serves nothing else. True when woken by a
+    /// new job, false when the time ran out.
+    pub async fn wait_for_work(&self, conn: &mut Conn, timeout: Duration) -> Result<bool, StoreError> {
+        let woken: Option<(String, String)> =
+            redis::cmd("BLPOP").arg(self.keys.wake()).arg(timeout.as_secs_f64()).query_async(conn).await?;
+        Ok(woken.is_some())
+    }
+
     /// Records outcomes in one call. Dead letters beyond the retention's cap or age are evicted.
     pub async fn finish(
         &self,

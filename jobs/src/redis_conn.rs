@@ -132,10 +132,13 @@ pub enum Conn {
 /// attempt and each answer bounded by `timeout`: when Redis is down a call fails fast, and
 /// when Redis returns the next call succeeds, with no restart of the process.
 ///
-/// A request is never sent twice by this layer (a script that ran but whose answer was lost
-/// must not run again behind its caller's back); the caller decides whether to retry. The one
-/// exception is Redis Cluster's own redirections (`MOVED`, `ASK`, `TRYAGAIN`), which redis-rs
-/// follows: the request did not run on the node that refused it.
+/// On one node and behind Sentinel a request is never sent twice: a failed call fails, and the
+/// caller decides whether to retry. On a cluster redis-rs follows redirections (`MOVED`,
+/// `ASK`, `TRYAGAIN`: the request did not run) and also resends a request whose connection
+/// dropped, which may have run. Every script is safe to run twice: `enqueue.lua` answers a
+/// resend of a job id it already wrote as a replay, `finish.lua` ignores an outcome whose
+/// attempt is over, and a resent `fetch.lua` only leases jobs that come back when the lease
+/// runs out.
 pub fn connect(topology: &Topology, timeout: Duration) -> RedisResult<Conn> {
     match topology {
         Topology::Single { url } => {

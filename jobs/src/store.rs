@@ -76,9 +76,19 @@ pub struct Store {
     /// Bound on any one call, so a dead Redis costs a caller this long at most.
     call_timeout: Duration,
     otp_limits: OtpLimits,
+    replica_wait: Option<ReplicaWait>,
 }
 
-type ScriptReply = Vec<Vec<(i64, String, String, i64)>>;
+/// Replicas that must confirm an enqueue before it counts as written: Redis `WAIT`, sent in the
+/// same round trip as the script. Replication is asynchronous, so without it a failover can
+/// lose the jobs the old master accepted in its last moments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaWait {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+type ScriptReply = Vec<(i64, String, String, i64)>;
 
 /// One rate limit as `enqueue.lua` receives it.
 struct RateLimit {
@@ -101,7 +111,15 @@ fn recipient(payload: &str) -> Option<String> {
 
 impl Store {
     pub fn new(conn: Conn, keys: Keys, idempotency_ttl: Duration, call_timeout: Duration) -> Self {
-        Self { conn, keys, idempotency_ttl, call_timeout, otp_limits: OtpLimits::OFF }
+        Self { conn, keys, idempotency_ttl, call_timeout, otp_limits: OtpLimits::OFF, replica_wait: None }
+    }
+
+    /// Reports jobs written only once `wait.replicas` replicas hold them (the producer API's
+    /// store, with `REDIS_WAIT_REPLICAS`); until then the enqueue fails as unavailable.
+    #[must_use]
+    pub fn with_replica_wait(mut self, wait: Option<ReplicaWait>) -> Self {
+        self.replica_wait = wait;
+        self
     }
 
     /// Applies the SMS-pumping guard to the OTP SMS this store enqueues (the producer API's store).
@@ -149,12 +167,27 @@ impl Store {
         let now_ms = jobs.first().map_or(0, |j| j.created_at.timestamp_millis());
         // One call per queue, sent together: one round trip on one node, and on a cluster
         // (where each queue lives in its own slot) one concurrent request per queue.
+        let wait = if check_only { None } else { self.replica_wait };
         let calls = groups.iter().map(|(kind, indices)| {
             let mut pipe = redis::pipe();
             self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now_ms, check_only);
+            if let Some(wait) = wait {
+                pipe.cmd("WAIT").arg(wait.replicas).arg(u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX));
+            }
             async move {
-                let mut reply: ScriptReply = self.run_scripts(&pipe).await?;
-                reply.pop().ok_or_else(|| StoreError::Protocol("enqueue.lua answered nothing".into()))
+                let mut replies: Vec<redis::Value> = self.run_scripts(&pipe).await?;
+                if let Some(wait) = wait {
+                    let acked: i64 = replies.pop().map(redis::from_redis_value).transpose().map_err(redis::RedisError::from)?.unwrap_or(0);
+                    if acked < i64::from(wait.replicas) {
+                        return Err(StoreError::Unavailable(format!(
+                            "the Redis master took the jobs but {acked} of the {} required replicas confirmed them within {} ms",
+                            wait.replicas,
+                            wait.timeout.as_millis()
+                        )));
+                    }
+                }
+                let reply = replies.pop().ok_or_else(|| StoreError::Protocol("enqueue.lua answered nothing".into()))?;
+                Ok::<ScriptReply, StoreError>(redis::from_redis_value(reply).map_err(redis::RedisError::from)?)
             }
         });
         let replies = futures::future::try_join_all(calls).await?;
@@ -226,6 +259,7 @@ impl Store {
             call.key(limit.key);
             call.arg(limit.max).arg(limit.window.as_millis()).arg(limit.name.as_str()).arg(limit.positions);
         }
+        call.key(queue.wake());
         pipe.invoke_script(&call);
     }
 

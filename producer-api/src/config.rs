@@ -7,6 +7,7 @@ use jobs::OtpLimits;
 use jobs::redis_conn::RedisSettings;
 use jobs::settings::{Env, SettingError};
 use jobs::sms_templates::SmsTemplates;
+use jobs::store::ReplicaWait;
 
 use crate::auth::ApiKeys;
 
@@ -30,6 +31,9 @@ pub struct Config {
     pub sms_templates: SmsTemplates,
     /// `OTP_RATE_LIMIT_PER_NUMBER` (5), `OTP_RATE_LIMIT_PER_KEY` (1000), `OTP_RATE_WINDOW_SECONDS` (3600).
     pub otp_limits: OtpLimits,
+    /// `REDIS_WAIT_REPLICAS` (default 0: off) and `REDIS_WAIT_TIMEOUT_MS` (default 200): a `202`
+    /// only once that many replicas hold the job.
+    pub replica_wait: Option<ReplicaWait>,
 }
 
 impl Config {
@@ -42,7 +46,19 @@ impl Config {
         if idempotency_ttl < Duration::from_mins(1) {
             return Err(SettingError::new("IDEMPOTENCY_TTL_SECONDS", "must be at least 60"));
         }
+        let replicas: u32 = env.parse("REDIS_WAIT_REPLICAS", 0)?;
+        if replicas > 16 {
+            return Err(SettingError::new("REDIS_WAIT_REPLICAS", "must be between 0 and 16"));
+        }
+        let wait_timeout = env.millis("REDIS_WAIT_TIMEOUT_MS", 200)?;
+        if wait_timeout.is_zero() || wait_timeout >= redis_timeout {
+            return Err(SettingError::new(
+                "REDIS_WAIT_TIMEOUT_MS",
+                format!("must be at least 1 and below REDIS_TIMEOUT_MS ({})", redis_timeout.as_millis()),
+            ));
+        }
         Ok(Self {
+            replica_wait: (replicas > 0).then_some(ReplicaWait { replicas, timeout: wait_timeout }),
             addr: env.parse("PRODUCER_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             redis: RedisSettings::from_env(env)?,
             redis_timeout,
@@ -77,6 +93,10 @@ mod tests {
         assert!(error(&[keys, ("PRODUCER_ADDR", "localhost")]).starts_with("PRODUCER_ADDR: "));
         assert!(error(&[keys, ("REDIS_URL", "http://x")]).starts_with("REDIS_URL: "));
         assert!(error(&[keys, ("REDIS_TIMEOUT_MS", "0")]).starts_with("REDIS_TIMEOUT_MS: "));
+        assert!(error(&[keys, ("REDIS_WAIT_REPLICAS", "-1")]).starts_with("REDIS_WAIT_REPLICAS: "));
+        assert!(error(&[keys, ("REDIS_WAIT_REPLICAS", "17")]).starts_with("REDIS_WAIT_REPLICAS: "));
+        assert!(error(&[keys, ("REDIS_WAIT_TIMEOUT_MS", "1000")]).starts_with("REDIS_WAIT_TIMEOUT_MS: "));
+        assert!(error(&[keys, ("REDIS_CLUSTER_URLS", "x")]).starts_with("REDIS_CLUSTER_URLS: "));
         assert!(error(&[keys, ("LOG_FORMAT", "xml")]).starts_with("LOG_FORMAT: "));
         assert!(error(&[keys, ("REDIS_NAMESPACE", "a{b}")]).starts_with("REDIS_NAMESPACE: "));
         assert!(

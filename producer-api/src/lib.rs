@@ -45,7 +45,8 @@ impl AppState {
         let conn = jobs::redis_conn::connect(&config.redis.topology, config.redis_timeout)?;
         let schedules = jobs::schedule::ScheduleStore::new(conn.clone(), &config.redis.namespace);
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
-            .with_otp_limits(config.otp_limits);
+            .with_otp_limits(config.otp_limits)
+            .with_replica_wait(config.replica_wait);
         let db = jobs::db::pool(&config.database_url, 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
         Ok(Self {
             store,

@@ -30,10 +30,14 @@ async fn an_immediate_job_goes_straight_to_its_ready_list() {
     assert_eq!(hash["kind"], "webhook");
     let payload: Value = serde_json::from_str(&hash["payload"]).unwrap();
     assert_eq!(payload, webhook()["payload"]);
-    // Exactly the job hash and the ready list: nothing else is written for an immediate job.
+    // Exactly the job hash, the ready list and one wake-up marker for idle workers: nothing
+    // else is written for an immediate job.
     let mut keys = app.keys();
     keys.sort();
-    assert_eq!(keys, [app.key(&format!("{{webhook}}:job:{id}")), app.key("{webhook}:ready")]);
+    assert_eq!(
+        keys,
+        [app.key(&format!("{{webhook}}:job:{id}")), app.key("{webhook}:ready"), app.key("{webhook}:wake")]
+    );
 }
 
 #[tokio::test]

@@ -138,3 +138,43 @@ async fn a_key_is_scoped_to_its_kind() {
     assert_eq!(app.post_job(&email, Some("k")).await.status(), 202);
     assert_eq!(app.post_job(&email, Some("k")).await.status(), 200);
 }
+
+/// A cluster client resends a script whose connection dropped before the answer came. The
+/// resend of an enqueue (same job ids) must write nothing: no second copy in the ready list,
+/// and the job's state (here: already taken by a worker) untouched.
+#[tokio::test]
+async fn a_resent_enqueue_of_the_same_job_writes_nothing() {
+    let app = TestApp::spawn().await;
+    let conn = jobs::redis_conn::connect_url(&app.redis_url, std::time::Duration::from_secs(5)).unwrap();
+    let store = jobs::Store::new(
+        conn,
+        jobs::Keys::new(&app.namespace),
+        std::time::Duration::from_hours(1),
+        std::time::Duration::from_secs(5),
+    );
+    let job = jobs::NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: jobs::Kind::Webhook,
+        payload: json!({"url": "https://x.example/h", "event": "e"}).to_string(),
+        created_at: chrono::Utc::now(),
+        run_at: None,
+        max_attempts: 3,
+        producer: "shop".into(),
+        idempotency: None,
+        traceparent: None,
+    };
+    let first = store.enqueue(std::slice::from_ref(&job)).await.unwrap();
+    assert!(matches!(first[0], jobs::EnqueueOutcome::Created { .. }), "{first:?}");
+    let key = app.key(&format!("{{webhook}}:job:{}", job.id));
+    let mut redis = app.redis().await;
+    let _: () = redis::cmd("HSET").arg(&key).arg("status").arg("running").query_async(&mut redis).await.unwrap();
+
+    let again = store.enqueue(std::slice::from_ref(&job)).await.unwrap();
+    let id = job.id.to_string();
+    assert!(
+        matches!(&again[0], jobs::EnqueueOutcome::Replayed { id: replayed, status, .. } if *replayed == id && status == "running"),
+        "{again:?}"
+    );
+    assert_eq!(app.ready("webhook").await, [id]);
+    assert_eq!(app.job_hash("webhook", &job.id.to_string()).await["status"], "running");
+}

@@ -20,6 +20,7 @@ mod ops;
 mod panics;
 mod receiver;
 mod redis_down;
+mod replicas;
 mod scale;
 mod schedules;
 mod sms;

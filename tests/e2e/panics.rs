@@ -58,7 +58,7 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_keeps_running() {
         idle_min: Duration::from_millis(5),
         idle_max: Duration::from_millis(50),
     };
-    let backend = RedisBackend::new(queue, settings, inflight.clone(), acker);
+    let backend = RedisBackend::new(queue, settings, inflight.clone(), acker, None);
     let context = WorkerContext::new("panics-test:webhook");
     let worker = WorkerBuilder::new(&context).backend(backend).concurrency(2).catch_panic().build(moody);
 

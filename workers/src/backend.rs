@@ -21,6 +21,7 @@ use futures::FutureExt;
 use futures::future::BoxFuture;
 use jobs::StoreError;
 use jobs::queue::{Leased, Queue};
+use jobs::redis_conn::Conn;
 
 use crate::ack::{AckLayer, Acker};
 use crate::leases::Inflight;
@@ -35,6 +36,8 @@ pub struct FetchSettings {
     /// Most due scheduled jobs and expired leases moved per fetch.
     pub promote_limit: usize,
     /// Idle polling starts at `idle_min` and doubles up to `idle_max` while the queue is empty.
+    /// With a wake-up connection an idle worker instead blocks for `idle_max` on the queue's
+    /// wake-up list, and a new job ends the wait at once.
     pub idle_min: Duration,
     pub idle_max: Duration,
 }
@@ -54,6 +57,9 @@ pub struct RedisBackend {
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     idle: Duration,
     failures: u32,
+    /// A connection of this backend's own for `BLPOP` on the wake-up list; `None`: poll only.
+    waker: Option<Conn>,
+    waiting: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -66,7 +72,7 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
-    pub fn new(queue: Queue, settings: FetchSettings, inflight: Inflight, acker: Acker) -> Self {
+    pub fn new(queue: Queue, settings: FetchSettings, inflight: Inflight, acker: Acker, waker: Option<Conn>) -> Self {
         Self {
             queue,
             settings,
@@ -78,7 +84,28 @@ impl RedisBackend {
             timer: None,
             idle: settings.idle_min,
             failures: 0,
+            waker,
+            waiting: None,
         }
+    }
+
+    /// Waits for a new job (woken through the wake-up list) for at most `idle_max`, or, without
+    /// a wake-up connection or when it fails, polls with backoff.
+    fn idle(&mut self) {
+        let Some(conn) = self.waker.clone() else {
+            self.wait(self.idle);
+            self.idle = (self.idle * 2).min(self.settings.idle_max);
+            return;
+        };
+        let queue = self.queue.clone();
+        let timeout = self.settings.idle_max;
+        self.waiting = Some(tokio::spawn(async move {
+            let mut conn = conn;
+            if let Err(e) = queue.wait_for_work(&mut conn, timeout).await {
+                tracing::debug!(kind = %queue.kind(), error = %e, "wake-up wait failed; polling instead");
+                tokio::time::sleep(timeout).await;
+            }
+        }));
     }
 
     fn wait(&mut self, duration: Duration) {
@@ -102,8 +129,7 @@ impl RedisBackend {
         match result {
             Ok(jobs) if jobs.is_empty() => {
                 self.failures = 0;
-                self.wait(self.idle);
-                self.idle = (self.idle * 2).min(self.settings.idle_max);
+                self.idle();
             }
             Ok(jobs) => {
                 self.failures = 0;
@@ -157,6 +183,10 @@ impl Backend for RedisBackend {
                 std::task::ready!(timer.as_mut().poll(cx));
                 self.timer = None;
             }
+            if let Some(waiting) = self.waiting.as_mut() {
+                let _ = std::task::ready!(waiting.poll_unpin(cx));
+                self.waiting = None;
+            }
             let free = self.settings.concurrency.saturating_sub(worker.task_count());
             if free == 0 {
                 // A finishing job wakes the worker; the timer is a floor under that.
@@ -176,6 +206,9 @@ impl Backend for RedisBackend {
             if let Ok(Ok(jobs)) = result {
                 self.fetched(Ok(jobs));
             }
+        }
+        if let Some(waiting) = self.waiting.take() {
+            waiting.abort();
         }
         if self.releasing.is_none() {
             let jobs: Vec<(String, u32)> = self

@@ -275,12 +275,17 @@ fn start(
         concurrency,
         lease: config.lease,
         promote_limit: 1000,
-        // 1 ms after a queue turns empty, doubling to 100 ms: a job arriving at a worker that has
-        // just been busy starts within a few milliseconds (bench/RESULTS.md, dispatch latency).
+        // An idle worker blocks on the queue's wake-up list for up to 100 ms (new jobs wake it at
+        // once; the timeout bounds how late a due delayed job or an expired lease is picked up).
+        // Were that connection to fail, it polls: 1 ms after a queue turns empty, doubling to 100 ms.
         idle_min: Duration::from_millis(1),
         idle_max: Duration::from_millis(100),
     };
-    let backend = RedisBackend::new(queue.clone(), settings, inflight.clone(), acker);
+    // A connection of its own: a connection blocked in BLPOP serves nothing else.
+    let waker = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))
+        .inspect_err(|e| tracing::warn!(%kind, error = %e, "no wake-up connection; polling"))
+        .ok();
+    let backend = RedisBackend::new(queue.clone(), settings, inflight.clone(), acker, waker);
     let context = WorkerContext::new(&format!("{id}:{kind}"));
     let worker = WorkerBuilder::new(&context)
         .backend(backend)
