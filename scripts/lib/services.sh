@@ -13,6 +13,7 @@
 #   jp_ensure_browser        Debian's chromium and chromium-driver (the console's browser test)
 #   jp_ensure_promtool       promtool from Debian's prometheus package (the metrics test)
 #   jp_ensure_iproute2       `ip` (Debian's iproute2): the scale tests make network namespaces and veth pairs
+#   jp_ensure_openssl        `openssl`: the TLS test makes its own CA and server certificate
 #   jp_ensure_nextest        sets JP_HAVE_NEXTEST=1 when `cargo nextest` is usable (installs it if it can)
 #   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
 #                            tests run (moto's SES emulator, the standardwebhooks verifier);
@@ -221,6 +222,16 @@ jp_ensure_iproute2() {
     fi
     jp_apt_install iproute2
     command -v ip >/dev/null 2>&1 || jp_die "ip still not on PATH after installing iproute2"
+}
+
+# jp_ensure_openssl: the `openssl` command, with which the TLS test makes a CA and a server
+# certificate of its own for a TLS-only redis-server.
+jp_ensure_openssl() {
+    if command -v openssl >/dev/null 2>&1; then
+        return 0
+    fi
+    jp_apt_install openssl
+    command -v openssl >/dev/null 2>&1 || jp_die "openssl still not on PATH after installing it"
 }
 
 # jp_ensure_browser: Debian's Chromium and ChromeDriver, for the console's browser test.
