@@ -147,7 +147,7 @@ impl RedisBackend {
             Err(e) => {
                 // Redis away or restarting: keep trying, with backoff, for as long as it takes.
                 self.failures = self.failures.saturating_add(1);
-                let wait = Duration::from_millis(100 * 2_u64.pow(self.failures.min(5))).min(Duration::from_secs(3));
+                let wait = Duration::from_millis(100 * 2_u64.pow(self.failures.min(4))).min(Duration::from_secs(1));
                 tracing::warn!(kind = %self.queue.kind(), error = %e, retry_in_ms = wait.as_millis(), "fetch failed");
                 metrics::counter!("jobplane_fetch_errors_total", "kind" => self.queue.kind().as_str()).increment(1);
                 self.wait(wait);
