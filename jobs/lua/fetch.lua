@@ -13,9 +13,11 @@
 --
 -- "now" is Redis's own clock (TIME), so workers whose clocks disagree never take each other's live jobs.
 --
--- Returns {promoted, recovered, job, job, ...}; each job is the flat array
+-- Returns {promoted, recovered, next, job, job, ...}; each job is the flat array
 -- {id, attempts, max_attempts, created_at, payload, producer, traceparent ("" = none)},
--- attempts counting this one.
+-- attempts counting this one. `next`, when no job was leased: ms until the next scheduled job
+-- is due or the next lease runs out, whichever is sooner (-1: neither), so an idle worker knows
+-- how long it may wait; -1 when jobs were leased.
 --
 -- Work per call is bounded by ARGV[3] and ARGV[4], never by the size of a set: due jobs are
 -- moved in slices, so a backlog of any size drains without one giant reply or unpack.
@@ -58,11 +60,21 @@ for _, id in ipairs(lost) do
   end
 end
 
-local result = {#due, #lost}
 local ids = redis.call('RPOP', KEYS[1], batch)
 if not ids then
-  return result
+  local next = -1
+  for _, set in ipairs({KEYS[2], KEYS[3]}) do
+    local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
+    if first[2] then
+      local wait = math.max(tonumber(first[2]) - now, 0)
+      if next < 0 or wait < next then
+        next = wait
+      end
+    end
+  end
+  return {#due, #lost, next}
 end
+local result = {#due, #lost, -1}
 for _, id in ipairs(ids) do
   local key = prefix .. ':' .. id
   local job = redis.call('HMGET', key, 'status', 'attempts', 'max_attempts', 'created_at', 'payload', 'producer', 'traceparent')

@@ -124,6 +124,18 @@ impl Queue {
         batch: usize,
         promote_limit: usize,
     ) -> Result<Vec<(Leased, String)>, StoreError> {
+        Ok(self.fetch_or_next(lease, batch, promote_limit).await?.0)
+    }
+
+    /// [`Queue::fetch`], and when it leased nothing, how soon the queue has work again without
+    /// any new job: the next scheduled job's due time or the next lease's deadline (`None`:
+    /// neither exists).
+    pub async fn fetch_or_next(
+        &self,
+        lease: Duration,
+        batch: usize,
+        promote_limit: usize,
+    ) -> Result<(Vec<(Leased, String)>, Option<Duration>), StoreError> {
         let mut call = FETCH.prepare_invoke();
         call.key(self.keys.ready()).key(self.keys.scheduled()).key(self.keys.active()).key(self.keys.dead());
         call.arg(lease.as_millis())
@@ -133,9 +145,13 @@ impl Queue {
             .arg(&self.worker)
             .arg(&self.idempotency_prefix);
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
-        reply
+        let next = match reply.get(2) {
+            Some(redis::Value::Int(ms)) if *ms >= 0 => Some(Duration::from_millis(ms.unsigned_abs())),
+            _ => None,
+        };
+        let jobs = reply
             .into_iter()
-            .skip(2)
+            .skip(3)
             .map(|v| {
                 let (id, attempt, max_attempts, created_at, payload, producer, traceparent): (
                     String,
@@ -151,7 +167,8 @@ impl Queue {
                 Ok((Leased { id, kind: self.kind, attempt, max_attempts, created_at, producer, traceparent }, payload))
             })
             .collect::<Result<_, redis::RedisError>>()
-            .map_err(StoreError::from)
+            .map_err(StoreError::from)?;
+        Ok((jobs, next))
     }
 
     /// Blocks on the queue's wake-up list for at most `timeout`, on `conn`, which must be a

@@ -44,7 +44,10 @@ pub struct FetchSettings {
 
 /// A fetch runs as a task of its own, which records the leased jobs in [`Inflight`] as soon as
 /// Redis answers: a stopping worker can then put them back even if it no longer waits for it.
-type Fetch = tokio::task::JoinHandle<Result<Vec<(Leased, String)>, StoreError>>;
+type Fetch = tokio::task::JoinHandle<Result<Fetched, StoreError>>;
+
+/// The jobs leased, and when none were, how soon the queue has work without a new job.
+type Fetched = (Vec<(Leased, String)>, Option<Duration>);
 
 pub struct RedisBackend {
     queue: Queue,
@@ -60,6 +63,9 @@ pub struct RedisBackend {
     /// A connection of this backend's own for `BLPOP` on the wake-up list; `None`: poll only.
     waker: Option<Conn>,
     waiting: Option<tokio::task::JoinHandle<()>>,
+    /// Set while idle with a wake-up connection: the latest the worker fetches again even
+    /// without a wake-up (the next due job, or a floor should the `BLPOP` never answer).
+    parked: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -86,26 +92,37 @@ impl RedisBackend {
             failures: 0,
             waker,
             waiting: None,
+            parked: None,
         }
     }
 
-    /// Waits for a new job (woken through the wake-up list) for at most `idle_max`, or, without
-    /// a wake-up connection or when it fails, polls with backoff.
-    fn idle(&mut self) {
+    /// Waits for a new job, woken through the queue's wake-up list (`BLPOP`, at most
+    /// `idle_max`), but never past `next`, when a scheduled job falls due or a lease runs out:
+    /// that bound is a local timer, because Redis times out a blocked client only at its own
+    /// `hz` tick (every 100 ms by default). A `BLPOP` still blocked when the timer fires stays
+    /// outstanding and serves the next idle spell. Without a wake-up connection: polls with backoff.
+    fn idle(&mut self, next: Option<Duration>) {
+        let one_ms = Duration::from_millis(1);
         let Some(conn) = self.waker.clone() else {
-            self.wait(self.idle);
+            self.wait(next.map_or(self.idle, |n| self.idle.min(n)).max(one_ms));
             self.idle = (self.idle * 2).min(self.settings.idle_max);
             return;
         };
-        let queue = self.queue.clone();
-        let timeout = self.settings.idle_max;
-        self.waiting = Some(tokio::spawn(async move {
-            let mut conn = conn;
-            if let Err(e) = queue.wait_for_work(&mut conn, timeout).await {
-                tracing::debug!(kind = %queue.kind(), error = %e, "wake-up wait failed; polling instead");
-                tokio::time::sleep(timeout).await;
-            }
-        }));
+        if self.waiting.is_none() {
+            let queue = self.queue.clone();
+            let timeout = self.settings.idle_max;
+            self.waiting = Some(tokio::spawn(async move {
+                let mut conn = conn;
+                if let Err(e) = queue.wait_for_work(&mut conn, timeout).await {
+                    tracing::debug!(kind = %queue.kind(), error = %e, "wake-up wait failed; polling instead");
+                    tokio::time::sleep(timeout).await;
+                }
+            }));
+        }
+        self.parked = match next {
+            Some(n) if n < self.settings.idle_max => Some(Box::pin(tokio::time::sleep(n.max(one_ms)))),
+            _ => Some(Box::pin(tokio::time::sleep(self.settings.idle_max * 3))),
+        };
     }
 
     fn wait(&mut self, duration: Duration) {
@@ -117,21 +134,21 @@ impl RedisBackend {
         let settings = self.settings;
         let inflight = self.inflight.clone();
         self.fetching = Some(tokio::spawn(async move {
-            let jobs = queue.fetch(settings.lease, count, settings.promote_limit).await?;
+            let (jobs, next) = queue.fetch_or_next(settings.lease, count, settings.promote_limit).await?;
             for (job, _) in &jobs {
                 inflight.insert(&job.id, job.attempt);
             }
-            Ok(jobs)
+            Ok((jobs, next))
         }));
     }
 
-    fn fetched(&mut self, result: Result<Vec<(Leased, String)>, StoreError>) {
+    fn fetched(&mut self, result: Result<Fetched, StoreError>) {
         match result {
-            Ok(jobs) if jobs.is_empty() => {
+            Ok((jobs, next)) if jobs.is_empty() => {
                 self.failures = 0;
-                self.idle();
+                self.idle(next);
             }
-            Ok(jobs) => {
+            Ok((jobs, _)) => {
                 self.failures = 0;
                 self.idle = self.settings.idle_min;
                 for (job, payload) in jobs {
@@ -183,9 +200,15 @@ impl Backend for RedisBackend {
                 std::task::ready!(timer.as_mut().poll(cx));
                 self.timer = None;
             }
-            if let Some(waiting) = self.waiting.as_mut() {
-                let _ = std::task::ready!(waiting.poll_unpin(cx));
-                self.waiting = None;
+            if let Some(parked) = self.parked.as_mut() {
+                // Idle: until a wake-up (or the BLPOP's own timeout), or the local bound.
+                let woken = self.waiting.as_mut().is_some_and(|w| w.poll_unpin(cx).is_ready());
+                if woken {
+                    self.waiting = None;
+                } else if parked.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.parked = None;
             }
             let free = self.settings.concurrency.saturating_sub(worker.task_count());
             if free == 0 {
@@ -203,13 +226,14 @@ impl Backend for RedisBackend {
         if let Some(fetch) = self.fetching.as_mut() {
             let result = std::task::ready!(fetch.poll_unpin(cx));
             self.fetching = None;
-            if let Ok(Ok(jobs)) = result {
-                self.fetched(Ok(jobs));
+            if let Ok(Ok(fetched)) = result {
+                self.fetched(Ok(fetched));
             }
         }
         if let Some(waiting) = self.waiting.take() {
             waiting.abort();
         }
+        self.parked = None;
         if self.releasing.is_none() {
             let jobs: Vec<(String, u32)> = self
                 .buffer
