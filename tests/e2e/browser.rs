@@ -151,7 +151,7 @@ async fn an_operator_finds_a_dead_job_by_its_payload_and_replays_it_in_a_browser
     let app = TestApp::spawn().await;
     // The receiver refuses the first delivery for good (400), then accepts.
     let receiver = Receiver::start(&[Reply::status(400)], Reply::OK).await;
-    let _worker = WorkerProcess::start(&app.redis_url, &app.namespace, &[]);
+    let worker = WorkerProcess::start(&app.redis_url, &app.namespace, &[]);
     let needle = format!("order-{}", &uuid::Uuid::now_v7().simple().to_string()[20..]);
     let body = json!({"kind": "webhook", "payload": {"url": receiver.url(), "event": "order.created", "data": {"order": needle}}});
     let response = app.post_job(&body, None).await;
@@ -161,7 +161,11 @@ async fn an_operator_finds_a_dead_job_by_its_payload_and_replays_it_in_a_browser
     assert_eq!(job["status"], "dead", "{job}");
     // Other dead letters around it, so the search has something to leave out.
     let other = json!({"url": "https://hooks.example.org/x", "event": "order.created", "data": {"order": "another"}});
+    // They are made by leasing them straight from the queue: no worker may take them first (an
+    // idle worker is woken by their enqueue), so it stops meanwhile and another runs the replay.
+    drop(worker);
     crate::console::make_dead(&app, jobs::Kind::Webhook, &other, 20, "permanent", "HTTP 400").await;
+    let _worker = WorkerProcess::start(&app.redis_url, &app.namespace, &[]);
 
     let console = TestConsole::start(&app, &[]).await;
     let browser = Driver::start().await;
