@@ -4,6 +4,11 @@ use jobs::redis_conn::RedisSettings;
 use jobs::settings::Env;
 use jobs::sms_templates::SmsTemplates;
 
+/// mimalloc: in the profiles glibc malloc/free took 14–17 % of the API's and the worker's CPU
+/// (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Jobplane's dead-letter console: pages and JSON API (`serve`, the default), or one command.
 #[derive(Debug, Parser)]
 #[command(version)]

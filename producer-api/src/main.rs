@@ -2,6 +2,11 @@ use clap::{Parser, Subcommand};
 use jobs::settings::Env;
 use producer_api::Config;
 
+/// mimalloc: in the profiles glibc malloc/free took 14–17 % of the API's and the worker's CPU
+/// (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Jobplane's producer API: validates and enqueues jobs.
 #[derive(Debug, Parser)]
 #[command(version)]

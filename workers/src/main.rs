@@ -1,6 +1,11 @@
 use clap::Parser;
 use jobs::settings::Env;
 
+/// mimalloc: in the profiles glibc malloc/free took 14–17 % of the API's and the worker's CPU
+/// (bench/RESULTS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Jobplane's worker: processes jobs; run as many copies as you like.
 #[derive(Debug, Parser)]
 #[command(version)]
