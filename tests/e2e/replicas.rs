@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::{OwnRedis, TestApp, free_port};
+use crate::topology;
 
 /// A `redis-server` replicating `master`, killed on drop.
 struct Replica {
@@ -33,13 +34,12 @@ impl Replica {
     }
 
     fn info(&self) -> String {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "info", "replication"]).output();
-        out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default()
+        topology::info(self.port, "replication")
     }
 
     fn exists(&self, key: &str) -> bool {
-        let out = Command::new("redis-cli").args(["-p", &self.port.to_string(), "exists", key]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim() == "1"
+        let mut conn = topology::node(self.port).unwrap();
+        redis::cmd("EXISTS").arg(key).query::<bool>(&mut conn).unwrap()
     }
 
     fn signal(&self, signal: &str) {
