@@ -490,16 +490,13 @@ impl DeadLetters {
     }
 
     async fn letter(&self, id: &str) -> Result<Option<Letter>, StoreError> {
-        // One request per queue (each is its own cluster slot), sent together.
-        let reads =
-            Kind::ALL.map(|kind| {
-                let mut conn = self.conn.clone();
-                let key = self.keys.queue(kind).job(id);
-                async move {
-                    redis::cmd("HMGET").arg(key).arg(&FIELDS[..]).query_async::<Vec<Option<String>>>(&mut conn).await
-                }
-            });
-        let rows = futures::future::try_join_all(reads).await?;
+        let rows: Vec<Vec<Option<String>>> =
+            crate::redis_conn::for_job_in_every_queue(&self.conn, &self.keys, id, |key| {
+                let mut cmd = redis::cmd("HMGET");
+                cmd.arg(key).arg(&FIELDS[..]);
+                cmd
+            })
+            .await?;
         Ok(Kind::ALL.into_iter().zip(rows).find_map(|(kind, fields)| Letter::read(id, kind, &fields)))
     }
 

@@ -19,6 +19,7 @@ use redis::{
 };
 
 use crate::settings::{Env, SettingError};
+use crate::{Keys, Kind};
 
 /// Where Redis is. Read from `REDIS_CLUSTER_URLS`, else `REDIS_SENTINEL_URLS` (with
 /// `REDIS_SENTINEL_MASTER`), else `REDIS_URL`.
@@ -170,6 +171,24 @@ pub fn connect(topology: &Topology, timeout: Duration) -> RedisResult<Conn> {
 /// [`connect`] to one node.
 pub fn connect_url(url: &str, timeout: Duration) -> RedisResult<Conn> {
     connect(&Topology::Single { url: url.to_owned() }, timeout)
+}
+
+/// Sends `command(<job key of id in that queue>)` to every queue at once and returns the
+/// answers in the order of [`Kind::ALL`]: one request per queue, because each queue is its own
+/// cluster slot and a cluster refuses a pipeline that spans slots. On one node the requests
+/// still share one round trip (the connection pipelines them).
+pub async fn for_job_in_every_queue<T: redis::FromRedisValue>(
+    conn: &Conn,
+    keys: &Keys,
+    id: &str,
+    command: impl Fn(String) -> Cmd,
+) -> RedisResult<Vec<T>> {
+    let reads = Kind::ALL.map(|kind| {
+        let mut conn = conn.clone();
+        let cmd = command(keys.queue(kind).job(id));
+        async move { cmd.query_async::<T>(&mut conn).await }
+    });
+    futures::future::try_join_all(reads).await
 }
 
 /// How many times one cluster request may be redirected or retried while slots move.

@@ -318,13 +318,13 @@ impl Store {
 
     /// The job's status, wherever its queue; `None` when unknown or expired.
     pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, StoreError> {
-        // One request per queue (each is its own cluster slot), sent together.
-        let reads = Kind::ALL.map(|kind| {
-            let mut conn = self.conn.clone();
-            let key = self.keys.queue(kind).job(id);
-            async move { redis::cmd("HGETALL").arg(key).query_async::<HashMap<String, String>>(&mut conn).await }
-        });
-        let hashes = self.bounded(futures::future::try_join_all(reads)).await??;
+        let reads =
+            crate::redis_conn::for_job_in_every_queue::<HashMap<String, String>>(&self.conn, &self.keys, id, |key| {
+                let mut cmd = redis::cmd("HGETALL");
+                cmd.arg(key);
+                cmd
+            });
+        let hashes = self.bounded(reads).await??;
         Ok(hashes.iter().find(|h| !h.is_empty()).and_then(JobInfo::from_hash))
     }
 
