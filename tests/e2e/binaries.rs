@@ -1,12 +1,12 @@
 //! The built binaries, as users run them.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::enqueue::webhook;
-use crate::support::{OwnDatabase, SHOP_KEY, binary, free_port, namespace, redis_url, wait_until_ok};
+use crate::support::{OwnDatabase, Running, SHOP_KEY, binary, free_port, namespace, redis_url, wait_until_ok};
 
 fn run_with(name: &str, env: &[(&str, &str)]) -> Output {
     Command::new(binary(name)).env_clear().envs(env.iter().copied()).output().unwrap()
@@ -40,43 +40,6 @@ fn a_bad_setting_stops_each_process_with_one_line_naming_it() {
         let stderr = String::from_utf8(output.stderr).unwrap();
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.starts_with(expected), "{stderr}");
-    }
-}
-
-/// A started binary, stopped with SIGTERM on drop.
-struct Running(Child);
-
-impl Running {
-    fn start(name: &str, env: &[(&str, &str)]) -> Self {
-        let child = Command::new(binary(name))
-            .env_clear()
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-
-    /// SIGTERM, then the exit code within 10 s.
-    fn terminate(mut self) -> Option<i32> {
-        Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                return status.code();
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

@@ -369,6 +369,43 @@ pub async fn wait_until_ok(url: &str) {
     panic!("{url} did not answer 200 within 15 s");
 }
 
+/// A started binary (environment cleared, output discarded), killed on drop; `terminate` stops it with SIGTERM.
+pub struct Running(Child);
+
+impl Running {
+    pub fn start(name: &str, env: &[(&str, &str)]) -> Self {
+        let child = Command::new(binary(name))
+            .env_clear()
+            .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Self(child)
+    }
+
+    /// SIGTERM, then the exit code within 10 s.
+    pub fn terminate(mut self) -> Option<i32> {
+        Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The signing secret every test worker uses (24 random-looking bytes, base64).
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 

@@ -1,14 +1,14 @@
 //! `rediss://`: the producer API and a worker reach a redis-server that speaks only TLS,
 //! trusting its private CA through `SSL_CERT_FILE`; without that CA they refuse the server.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::receiver::{Receiver, Reply};
-use crate::support::{SHOP_KEY, WorkerProcess, binary, free_port, namespace, wait_until_ok};
+use crate::support::{Running, SHOP_KEY, WorkerProcess, free_port, namespace, wait_until_ok};
 
 /// A TLS-only `redis-server` (no plain port) with a certificate for `localhost` signed by a
 /// CA made for this test alone.
@@ -107,34 +107,22 @@ impl Drop for TlsRedis {
     }
 }
 
-/// The producer API binary on `redis_url`; `ca` is its `SSL_CERT_FILE`, if any.
-fn producer(redis_url: &str, namespace: &str, ca: Option<&Path>) -> (Child, String) {
+/// The producer API binary on `redis_url`, and its base URL; `ca` is its `SSL_CERT_FILE`, if any.
+fn producer(redis_url: &str, namespace: &str, ca: Option<&str>) -> (Running, String) {
     let addr = format!("127.0.0.1:{}", free_port());
     let unreachable_db = format!("postgres://postgres@127.0.0.1:{}/jobs", free_port());
-    let mut command = Command::new(binary("producer-api"));
-    command
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .env("PRODUCER_ADDR", &addr)
-        .env("PRODUCER_API_KEYS", format!("shop:{SHOP_KEY}"))
-        .env("REDIS_URL", redis_url)
-        .env("REDIS_NAMESPACE", namespace)
-        .env("DATABASE_URL", unreachable_db)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    let keys = format!("shop:{SHOP_KEY}");
+    let mut env = vec![
+        ("PRODUCER_ADDR", addr.as_str()),
+        ("PRODUCER_API_KEYS", keys.as_str()),
+        ("REDIS_URL", redis_url),
+        ("REDIS_NAMESPACE", namespace),
+        ("DATABASE_URL", unreachable_db.as_str()),
+    ];
     if let Some(ca) = ca {
-        command.env("SSL_CERT_FILE", ca);
+        env.push(("SSL_CERT_FILE", ca));
     }
-    (command.spawn().unwrap(), format!("http://{addr}"))
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    (Running::start("producer-api", &env), format!("http://{addr}"))
 }
 
 #[tokio::test]
@@ -144,8 +132,7 @@ async fn jobs_flow_over_tls_and_an_untrusted_server_is_refused() {
     let ca = redis.ca();
 
     // Without the CA the server's certificate cannot be verified: never ready.
-    let (untrusting, untrusting_url) = producer(&redis.url(), &ns, None);
-    let _untrusting = Killed(untrusting);
+    let (_untrusting, untrusting_url) = producer(&redis.url(), &ns, None);
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut answered = 0;
@@ -159,8 +146,7 @@ async fn jobs_flow_over_tls_and_an_untrusted_server_is_refused() {
     assert!(answered > 0, "the producer API never answered /readyz");
 
     // With it, a job goes in through the API and out through a worker, both over TLS.
-    let (api, api_url) = producer(&redis.url(), &ns, Some(Path::new(&ca)));
-    let _api = Killed(api);
+    let (_api, api_url) = producer(&redis.url(), &ns, Some(&ca));
     wait_until_ok(&format!("{api_url}/readyz")).await;
     let receiver = Receiver::start(&[], Reply::OK).await;
     let _worker = WorkerProcess::start(&redis.url(), &ns, &[("SSL_CERT_FILE", ca.as_str())]);
