@@ -9,22 +9,28 @@ use serde_json::{Value, json};
 use crate::support::{OwnRedis, TestApp, free_port};
 use crate::topology;
 
-/// A `redis-server` replicating `master`, killed on drop.
+/// A `redis-server` replicating `master`, in a folder of its own (a replica stores the RDB it
+/// syncs from), killed on drop.
 struct Replica {
     port: u16,
+    dir: std::path::PathBuf,
     child: Child,
 }
 
 impl Replica {
     fn of(master: &OwnRedis) -> Self {
         let port = free_port();
+        let dir = std::env::temp_dir().join(format!("jobplane-replica-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--replicaof", "127.0.0.1", &master.port.to_string()])
+            .arg("--dir")
+            .arg(&dir)
             .stdout(Stdio::null())
             .spawn()
             .unwrap();
-        let replica = Self { port, child };
+        let replica = Self { port, dir, child };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !replica.info().contains("master_link_status:up") {
             assert!(Instant::now() < deadline, "the replica did not sync within 10 s");
@@ -51,6 +57,7 @@ impl Drop for Replica {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
