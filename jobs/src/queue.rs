@@ -222,13 +222,17 @@ impl Queue {
         Ok(FinishReport { recorded, stale, evicted })
     }
 
-    /// Renews the leases of `ids` to Redis's now + `lease`.
-    pub async fn extend(&self, ids: &[String], lease: Duration) -> Result<u64, StoreError> {
-        if ids.is_empty() {
+    /// Renews to Redis's now + `lease` the leases of `jobs` (id, the attempt this worker was
+    /// handed) whose attempt is still the job's current one: a stale holder renews nothing.
+    pub async fn extend(&self, jobs: &[(String, u32)], lease: Duration) -> Result<u64, StoreError> {
+        if jobs.is_empty() {
             return Ok(0);
         }
         let mut call = EXTEND.prepare_invoke();
-        call.key(self.keys.active()).arg(lease.as_millis()).arg(ids);
+        call.key(self.keys.active()).arg(lease.as_millis()).arg(self.keys.job_prefix());
+        for (id, attempt) in jobs {
+            call.arg(id).arg(attempt);
+        }
         Ok(call.invoke_async(&mut self.conn.clone()).await?)
     }
 

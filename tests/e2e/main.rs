@@ -14,6 +14,7 @@ mod emulators;
 mod enqueue;
 mod hardening;
 mod idempotency;
+mod leases;
 mod migrations;
 mod observability;
 mod ops;

@@ -48,9 +48,9 @@ pub async fn keep_alive(queue: Queue, inflight: Inflight, lease: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let ids: Vec<String> = inflight.snapshot().into_iter().map(|(id, _)| id).collect();
-        if let Err(e) = queue.extend(&ids, lease).await {
-            tracing::warn!(kind = %queue.kind(), error = %e, held = ids.len(), "could not renew leases; retrying");
+        let held = inflight.snapshot();
+        if let Err(e) = queue.extend(&held, lease).await {
+            tracing::warn!(kind = %queue.kind(), error = %e, held = held.len(), "could not renew leases; retrying");
         }
     }
 }
