@@ -15,6 +15,7 @@ mod enqueue;
 mod hardening;
 mod idempotency;
 mod migrations;
+mod net_hardening;
 mod observability;
 mod ops;
 mod panics;
