@@ -38,6 +38,8 @@ pub struct Config {
     /// `CONSOLE_SECURE_COOKIES` (default false): mark cookies `Secure` (behind HTTPS).
     pub secure_cookies: bool,
     pub json_logs: bool,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`.
+    pub http: service::HttpLimits,
 }
 
 /// `n` bytes from the operating system's random source (not a seeded generator: these sign
@@ -120,6 +122,7 @@ impl Config {
             session_key,
             secure_cookies: env.flag("CONSOLE_SECURE_COOKIES", false)?,
             json_logs: env.get("LOG_FORMAT") == Some("json"),
+            http: service::HttpLimits::from_env(env)?,
         })
     }
 

@@ -82,9 +82,10 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     service::metrics_handle();
     let operators = config.operators.len();
+    let limits = config.http;
     let state = AppState::new(config, templates)?;
     tokio::spawn(service::sample_depths(state.console.dead.clone(), jobs::Kind::ALL.to_vec(), Duration::from_secs(5)));
     tracing::info!(addr = %listener.local_addr()?, operators, "dlq-console listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    service::http_server::serve(listener, router(state), limits, shutdown).await?;
     Ok(())
 }

@@ -34,6 +34,8 @@ pub struct Config {
     /// `REDIS_WAIT_REPLICAS` (default 0: off) and `REDIS_WAIT_TIMEOUT_MS` (default 200): a `202`
     /// only once that many replicas hold the job.
     pub replica_wait: Option<ReplicaWait>,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`.
+    pub http: service::HttpLimits,
 }
 
 impl Config {
@@ -73,6 +75,7 @@ impl Config {
             },
             sms_templates: SmsTemplates::from_env(env)?,
             otp_limits: OtpLimits::from_env(env)?,
+            http: service::HttpLimits::from_env(env)?,
         })
     }
 }
@@ -103,6 +106,7 @@ mod tests {
             error(&[keys, ("SMS_TEMPLATE_LOGIN", "no code")]).starts_with("SMS_TEMPLATE_LOGIN: must contain {code}")
         );
         assert!(error(&[keys, ("OTP_RATE_LIMIT_PER_NUMBER", "x")]).starts_with("OTP_RATE_LIMIT_PER_NUMBER: "));
+        assert!(error(&[keys, ("HTTP_MAX_CONNECTIONS", "0")]).starts_with("HTTP_MAX_CONNECTIONS: "));
         let config = Config::from_env(&Env::from_pairs(&[keys])).unwrap();
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.idempotency_ttl, Duration::from_hours(24));

@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules/{name}", axum::routing::delete(schedules::delete))
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
+        .route(openapi::REDOC_PATH, get(openapi::redoc_js))
         .with_state(state.clone())
         .merge(service::ops_router(state.store))
         .fallback(|| async { ApiError::NotFound })
@@ -96,6 +97,6 @@ pub async fn run(
     // Enqueueing needs only Redis: a PostgreSQL outage at start must not stop the API.
     tokio::spawn(service::migrate_until_done(config.database_url.clone()));
     tracing::info!(addr = %listener.local_addr()?, "producer-api listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    service::http_server::serve(listener, router(state), config.http, shutdown).await?;
     Ok(())
 }

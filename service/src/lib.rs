@@ -1,5 +1,9 @@
 //! What every Jobplane process does the same way: structured logs, the Prometheus recorder,
 //! `/healthz` `/readyz` `/metrics`, HTTP request metrics, and shutdown on SIGINT or SIGTERM.
+//! The HTTP server itself, with its limits, is in [`http_server`].
+
+pub mod http_server;
+pub use http_server::HttpLimits;
 
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -47,7 +51,8 @@ pub fn init_tracing(program: &str, json: bool) -> Option<opentelemetry_sdk::trac
     provider
 }
 
-/// The OTLP exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector.
+/// The OTLP exporter, when `OTEL_EXPORTER_OTLP_ENDPOINT` names a collector. Its client keeps
+/// the environment's proxies (`HTTPS_PROXY`...): it reaches only the collector the operator set.
 fn otlp_provider(program: &str) -> Option<opentelemetry_sdk::trace::SdkTracerProvider> {
     let endpoint = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.trim().is_empty())?;
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());

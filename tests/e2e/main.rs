@@ -16,6 +16,7 @@ mod hardening;
 mod idempotency;
 mod leases;
 mod migrations;
+mod net_hardening;
 mod observability;
 mod ops;
 mod panics;

@@ -59,6 +59,8 @@ pub struct Config {
     pub file_schedules: Vec<jobs::schedule::Schedule>,
     /// `IDEMPOTENCY_TTL_SECONDS` (default 86400), for the keys of scheduled jobs.
     pub idempotency_ttl: Duration,
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS` of the metrics address.
+    pub http: service::HttpLimits,
     env: Env,
 }
 
@@ -124,6 +126,7 @@ impl Config {
                 None => Vec::new(),
             },
             idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 86_400)?,
+            http: service::HttpLimits::from_env(env)?,
             env: env.clone(),
         })
     }
@@ -239,7 +242,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .await
             .map_err(|e| anyhow::anyhow!("WORKER_METRICS_ADDR: cannot listen on {addr} ({e})"))?;
         let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(2));
-        tokio::spawn(async move { axum::serve(listener, service::ops_router(store)).await });
+        let limits = config.http;
+        tokio::spawn(service::http_server::serve(listener, service::ops_router(store), limits, std::future::pending()));
     }
 
     let ended = futures::future::select_all(running.iter_mut().map(|r| &mut r.done));

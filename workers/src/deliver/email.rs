@@ -122,7 +122,9 @@ impl SesSender {
 }
 
 /// The AWS SDK's standard configuration (region, credentials, endpoints from the environment
-/// and profiles), with rustls over ring, no SDK retries, and our timeouts.
+/// and profiles), with rustls over ring, no SDK retries, and our timeouts. No proxy: this
+/// client uses one only when given one in code (it reads no `HTTPS_PROXY`), and it reaches only
+/// the AWS endpoints the operator's settings name, never a producer's URL.
 async fn load_aws(timeout: Duration) -> aws_config::SdkConfig {
     let http =
         aws_smithy_http_client::Builder::new().tls_provider(tls::Provider::Rustls(CryptoMode::Ring)).build_https();

@@ -18,6 +18,11 @@ const BODY_READ: usize = 4096;
 
 /// A client builder with no redirects, `timeout` for the whole request and at most 5 s of it
 /// to connect.
+///
+/// It keeps reqwest's use of the environment's proxies (`HTTPS_PROXY`, `HTTP_PROXY`,
+/// `ALL_PROXY`, `NO_PROXY`), which suits the SMS providers: they reach only the URLs an operator
+/// set (`TWILIO_BASE_URL`, `SMS_HTTP_URL`). The webhook client, whose URLs come from producers,
+/// turns them off (`no_proxy`), so that every host name goes through its SSRF guard.
 pub fn client_builder(user_agent: &str, timeout: Duration) -> reqwest::ClientBuilder {
     reqwest::Client::builder()
         .connect_timeout(timeout.min(Duration::from_secs(5)))

@@ -4,6 +4,7 @@
 mod audit;
 mod email;
 pub mod http;
+pub mod public_address;
 pub mod sms;
 pub mod webhook;
 
@@ -41,8 +42,16 @@ impl Deliveries {
                 env.require("WEBHOOK_SIGNING_SECRET", "whsec_<base64>, the Standard Webhooks signing secret")?;
             let timeout = env.millis("WEBHOOK_TIMEOUT_MS", 10_000)?;
             let allow_private = env.flag("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?;
+            let proxy = match env.get("WEBHOOK_PROXY_URL").filter(|url| !url.is_empty()) {
+                Some(url) => Some(
+                    http::http_url(url)
+                        .and_then(|url| reqwest::Proxy::all(url).map_err(|e| e.to_string()))
+                        .map_err(|problem| SettingError::new("WEBHOOK_PROXY_URL", problem))?,
+                ),
+                None => None,
+            };
             Some(
-                webhook::WebhookSender::new(secret, timeout, allow_private)
+                webhook::WebhookSender::new(secret, timeout, allow_private, proxy)
                     .map_err(|e| SettingError::new("WEBHOOK_SIGNING_SECRET", e))?,
             )
         } else {

@@ -4,11 +4,19 @@
 //! status is permanent. Redirects are not followed.
 //!
 //! SSRF guard: unless `WEBHOOK_ALLOW_PRIVATE_NETWORKS=true`, a webhook may only reach public
-//! addresses. Host names are checked after DNS resolution by the client's own resolver (so the
-//! address checked is the address connected to, and a name pointing at 127.0.0.1 is refused),
-//! and IP-literal URLs before sending. A refusal is a permanent failure.
+//! addresses ([`super::public_address`]). Host names are checked after DNS resolution by the
+//! client's own resolver (so the address checked is the address connected to, and a name
+//! pointing at 127.0.0.1 is refused), and IP-literal URLs before sending. A refusal is a
+//! permanent failure.
+//!
+//! Proxies: the environment's `HTTP_PROXY`/`HTTPS_PROXY`/`ALL_PROXY` are ignored, since a
+//! request handed to a proxy never reaches the resolver above. Only `WEBHOOK_PROXY_URL` sends
+//! webhooks through a proxy; then the worker resolves each target itself and refuses it unless
+//! every address is public, before handing it over. The proxy resolves the name again, so a
+//! name whose answer changes between the two lookups (DNS rebinding) is caught only by a proxy
+//! that enforces the same policy: such a proxy is trusted to.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +34,8 @@ pub struct WebhookSender {
     client: reqwest::Client,
     key: Vec<u8>,
     allow_private: bool,
+    /// `WEBHOOK_PROXY_URL` is set: the client's resolver sees the proxy's name, not the target's.
+    via_proxy: bool,
 }
 
 /// Why a webhook's destination was refused.
@@ -33,49 +43,7 @@ pub struct WebhookSender {
 #[error("refused: {0} is not a public address (set WEBHOOK_ALLOW_PRIVATE_NETWORKS=true to allow it)")]
 pub struct Refused(String);
 
-/// Whether `ip` is reachable on the public internet: not loopback, private, link-local,
-/// shared (CGNAT), multicast, documentation, benchmarking, reserved or unspecified.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(a) => is_public_v4(a),
-        IpAddr::V6(a) => match a.to_ipv4_mapped() {
-            Some(v4) => is_public_v4(v4),
-            None => is_public_v6(a),
-        },
-    }
-}
-
-fn is_public_v4(a: Ipv4Addr) -> bool {
-    let [o1, o2, o3, _] = a.octets();
-    !(a.is_private()
-        || a.is_loopback()
-        || a.is_link_local()
-        || a.is_multicast()
-        || a.is_broadcast()
-        || a.is_unspecified()
-        || a.is_documentation()
-        || o1 == 0
-        || (o1 == 100 && (64..128).contains(&o2))
-        || (o1 == 192 && o2 == 0 && o3 == 0)
-        || (o1 == 198 && (18..20).contains(&o2))
-        || o1 >= 240)
-}
-
-fn is_public_v6(addr: Ipv6Addr) -> bool {
-    let seg = addr.segments();
-    // NAT64 (64:ff9b::/96) embeds an IPv4 address: judge that one.
-    if seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let octets = addr.octets();
-        return is_public_v4(Ipv4Addr::new(octets[12], octets[13], octets[14], octets[15]));
-    }
-    !(addr.is_loopback()
-        || addr.is_unspecified()
-        || addr.is_multicast()
-        || (seg[0] & 0xfe00) == 0xfc00
-        || (seg[0] & 0xffc0) == 0xfe80
-        || (seg[0] == 0x2001 && seg[1] == 0x0db8)
-        || addr.to_ipv4().is_some_and(|v4| !is_public_v4(v4)))
-}
+pub use super::public_address::is_public;
 
 /// Resolves with the system resolver and keeps only public addresses.
 struct PublicOnly;
@@ -101,19 +69,29 @@ impl std::fmt::Debug for WebhookSender {
 }
 
 impl WebhookSender {
-    /// `secret` is `whsec_<base64>`; `allow_private` lifts the SSRF guard (tests, development).
-    pub fn new(secret: &str, timeout: Duration, allow_private: bool) -> Result<Self, String> {
+    /// `secret` is `whsec_<base64>`; `allow_private` lifts the SSRF guard (tests, development);
+    /// `proxy` (`WEBHOOK_PROXY_URL`) is the only proxy ever used: the environment's are ignored.
+    pub fn new(
+        secret: &str,
+        timeout: Duration,
+        allow_private: bool,
+        proxy: Option<reqwest::Proxy>,
+    ) -> Result<Self, String> {
         let encoded = secret.strip_prefix("whsec_").ok_or("must start with whsec_")?;
         let key = STANDARD.decode(encoded).map_err(|e| format!("the part after whsec_ is not base64 ({e})"))?;
         if key.len() < 16 {
             return Err("the key must be at least 16 bytes".into());
         }
-        let mut builder = client_builder(concat!("Jobplane-Webhooks/", env!("CARGO_PKG_VERSION")), timeout);
-        if !allow_private {
-            builder = builder.dns_resolver(Arc::new(PublicOnly));
-        }
+        let builder = client_builder(concat!("Jobplane-Webhooks/", env!("CARGO_PKG_VERSION")), timeout).no_proxy();
+        let via_proxy = proxy.is_some();
+        let builder = match proxy {
+            // The resolver would see the proxy's name: the target is checked in `deliver`.
+            Some(proxy) => builder.proxy(proxy),
+            None if !allow_private => builder.dns_resolver(Arc::new(PublicOnly)),
+            None => builder,
+        };
         let client = builder.build().map_err(|e| e.to_string())?;
-        Ok(Self { client, key, allow_private })
+        Ok(Self { client, key, allow_private, via_proxy })
     }
 
     /// `v1,<signature>` of `body` sent as message `id` at `timestamp` (seconds).
@@ -126,15 +104,7 @@ impl WebhookSender {
     /// Delivers one webhook; `traceparent` (the job's span) goes along as the W3C header.
     pub async fn deliver(&self, id: &str, webhook: &Webhook, traceparent: Option<&str>) -> Result<Delivered, JobError> {
         if !self.allow_private {
-            // The resolver never sees an IP literal: check it here.
-            let literal = url::Url::parse(&webhook.url).ok().and_then(|u| match u.host() {
-                Some(url::Host::Ipv4(a)) => Some(IpAddr::V4(a)),
-                Some(url::Host::Ipv6(a)) => Some(IpAddr::V6(a)),
-                _ => None,
-            });
-            if let Some(ip) = literal.filter(|ip| !is_public(*ip)) {
-                return Err(JobError::Permanent(Refused(ip.to_string()).to_string()));
-            }
+            self.check_target(&webhook.url).await?;
         }
         let now = Utc::now();
         let body =
@@ -162,6 +132,28 @@ impl WebhookSender {
     }
 }
 
+impl WebhookSender {
+    /// What the resolver cannot check: an IP literal (never resolved), and, through a proxy,
+    /// every address the target's name has (the proxy may connect to any of them).
+    async fn check_target(&self, raw: &str) -> Result<(), JobError> {
+        let refused = |what: String| JobError::Permanent(Refused(what).to_string());
+        let Ok(url) = url::Url::parse(raw) else { return Ok(()) };
+        let (name, port) = match url.host() {
+            Some(url::Host::Ipv4(a)) if !is_public(IpAddr::V4(a)) => return Err(refused(a.to_string())),
+            Some(url::Host::Ipv6(a)) if !is_public(IpAddr::V6(a)) => return Err(refused(a.to_string())),
+            Some(url::Host::Domain(name)) if self.via_proxy => (name, url.port_or_known_default().unwrap_or(80)),
+            _ => return Ok(()),
+        };
+        let addrs = tokio::net::lookup_host((name, port))
+            .await
+            .map_err(|e| JobError::Retry(format!("could not resolve the webhook's host: {e}")))?;
+        match addrs.map(|a| a.ip()).find(|ip| !is_public(*ip)) {
+            Some(ip) => Err(refused(format!("{name} ({ip})"))),
+            None => Ok(()),
+        }
+    }
+}
+
 fn refusal(e: &reqwest::Error) -> Option<&Refused> {
     let mut source = std::error::Error::source(e);
     while let Some(err) = source {
@@ -181,7 +173,7 @@ mod tests {
     fn signs_as_the_standard_webhooks_example() {
         // The example of the Standard Webhooks specification.
         let sender =
-            WebhookSender::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Duration::from_secs(1), false).unwrap();
+            WebhookSender::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Duration::from_secs(1), false, None).unwrap();
         let body = r#"{"test": 2432232314}"#;
         assert_eq!(
             sender.sign("msg_p5jXN8AQM9LWM0D4loKWxJek", 1_614_265_330, body),
@@ -191,41 +183,8 @@ mod tests {
 
     #[test]
     fn bad_secrets_are_refused() {
-        assert!(WebhookSender::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Duration::from_secs(1), false).is_err());
-        assert!(WebhookSender::new("whsec_!!!", Duration::from_secs(1), false).is_err());
-        assert!(WebhookSender::new("whsec_c2hvcnQ=", Duration::from_secs(1), false).is_err());
-    }
-
-    #[test]
-    fn only_public_addresses_pass() {
-        for public in
-            ["93.184.215.14", "8.8.8.8", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "::ffff:8.8.8.8", "64:ff9b::808:808"]
-        {
-            assert!(is_public(public.parse().unwrap()), "{public}");
-        }
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "192.0.2.1",
-            "198.18.0.1",
-            "::1",
-            "::",
-            "fe80::1",
-            "fd00::1",
-            "ff02::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-            "64:ff9b::7f00:1",
-            "2001:db8::1",
-        ] {
-            assert!(!is_public(private.parse().unwrap()), "{private}");
-        }
+        assert!(WebhookSender::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Duration::from_secs(1), false, None).is_err());
+        assert!(WebhookSender::new("whsec_!!!", Duration::from_secs(1), false, None).is_err());
+        assert!(WebhookSender::new("whsec_c2hvcnQ=", Duration::from_secs(1), false, None).is_err());
     }
 }
