@@ -15,6 +15,10 @@
 #   jp_ensure_iproute2       `ip` (Debian's iproute2): the scale tests make network namespaces and veth pairs
 #   jp_ensure_openssl        `openssl`: the TLS test makes its own CA and server certificate
 #   jp_ensure_nextest        sets JP_HAVE_NEXTEST=1 when `cargo nextest` is usable (installs it if it can)
+#   jp_ensure_cargo_deny     installs cargo-deny (pinned) when it is missing
+#   jp_cargo_deny            `cargo deny check`: advisories, bans, licenses, sources (deny.toml);
+#                            advisories from the RustSec database, fetched when the network allows,
+#                            else the copy already on the machine (dated), else skipped, loudly
 #   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
 #                            tests run (moto's SES emulator, the standardwebhooks verifier);
 #                            exports JOBPLANE_PYTHON=<venv>/bin/python
@@ -41,6 +45,7 @@ JP_PG_PORT="${JP_PG_PORT:-5432}"
 JP_WAIT_SECONDS="${JP_WAIT_SECONDS:-60}"
 # Pinned so that a fresh machine builds a version known to compile with the project's rustc (1.95).
 JP_NEXTEST_VERSION="${JP_NEXTEST_VERSION:-0.9.151}"
+JP_CARGO_DENY_VERSION="${JP_CARGO_DENY_VERSION:-0.20.2}"
 # The Python tools of the end-to-end tests, pinned: moto's server (a local SES v2) and the
 # reference Standard Webhooks verifier.
 JP_PYTHON_PACKAGES="${JP_PYTHON_PACKAGES:-moto[server]==5.2.1 standardwebhooks==1.1.0}"
@@ -575,6 +580,43 @@ jp_ensure_nextest() {
     else
         tail -n 5 "$log" >&2 || true
         jp_warn "could not install cargo-nextest: falling back to cargo test"
+    fi
+}
+
+jp_ensure_cargo_deny() {
+    if cargo deny --version >/dev/null 2>&1; then
+        return 0
+    fi
+    if [[ ${JP_NO_INSTALL:-0} == 1 ]]; then
+        jp_warn "cargo-deny not installed (JP_NO_INSTALL=1)"
+        return 1
+    fi
+    mkdir -p "$JP_LOG_DIR"
+    local log="$JP_LOG_DIR/cargo-install-deny.log"
+    jp_info "installing cargo-deny $JP_CARGO_DENY_VERSION with cargo install --locked (one time, several minutes; log: ${log#"$JP_ROOT"/})"
+    if ! cargo install --locked "cargo-deny@$JP_CARGO_DENY_VERSION" >"$log" 2>&1; then
+        tail -n 5 "$log" >&2 || true
+        jp_warn "could not install cargo-deny"
+        return 1
+    fi
+}
+
+# The RustSec database lives on GitHub, which a machine without that network cannot reach: then
+# the copy cargo-deny fetched last (CARGO_HOME/advisory-dbs) is used, its date printed, and with
+# none at all the advisories check is skipped and says so; bans, licenses and sources never need
+# the network.
+jp_cargo_deny() {
+    jp_ensure_cargo_deny || return 1
+    local dbs="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" db
+    timeout 90 cargo deny fetch db >/dev/null 2>&1 || jp_warn "could not fetch the RustSec database"
+    db=$(compgen -G "$dbs/advisory-db-*/crates" | head -n 1)
+    if [[ -n $db ]]; then
+        db=${db%/crates}
+        jp_info "advisories: RustSec database as of $(git -C "$db" log -1 --format=%cs 2>/dev/null || echo '(unknown date)') in $db"
+        cargo deny --offline check
+    else
+        jp_warn "no RustSec database on this machine: advisories NOT checked"
+        cargo deny --offline check bans licenses sources
     fi
 }
 
