@@ -86,23 +86,21 @@ fn pattern(text: &str) -> Regex {
 /// A URL inside any text: a scheme, `://`, and everything up to a space, a quote or a bracket.
 static URL: LazyLock<Regex> = LazyLock::new(|| pattern(r#"(?i)\b[a-z][a-z0-9+.\-]*://[^\s"'<>`]+"#));
 
-/// Secret parts of webhook URLs' paths: the part kept (group 1), then the secret.
-static PATH_SHAPES: LazyLock<Vec<Regex>> = LazyLock::new(|| {
-    [
+/// Secret parts of webhook URLs' paths, one alternative per service: the part kept (the one
+/// group that matched), then the secret.
+static PATH_SHAPES: LazyLock<Regex> = LazyLock::new(|| {
+    pattern(concat!(
         // Slack incoming webhooks and workflow triggers: the whole path after the first segment.
         r#"(?i)(hooks\.slack\.com/(?:services|workflows|triggers)/)[^\s"'<>?#]+"#,
         // Discord (and alike): /api/webhooks/<id>/<token>.
-        r#"(?i)(/api(?:/v\d+)?/webhooks/\d+/)[^\s"'<>/?#]+"#,
+        r#"|(?i)(/api(?:/v\d+)?/webhooks/\d+/)[^\s"'<>/?#]+"#,
         // Microsoft Teams (Office 365 connectors).
-        r#"(?i)(\.webhook\.office\.com/webhookb2/|outlook\.office\.com/webhook/)[^\s"'<>?#]+"#,
+        r#"|(?i)(\.webhook\.office\.com/webhookb2/|outlook\.office\.com/webhook/)[^\s"'<>?#]+"#,
         // Telegram bot API: /bot<token>/method.
-        r#"(?i)(api\.telegram\.org/(?:file/)?bot)[^\s"'<>/?#]+"#,
+        r#"|(?i)(api\.telegram\.org/(?:file/)?bot)[^\s"'<>/?#]+"#,
         // Zapier catch hooks: /hooks/catch/<account>/<secret>.
-        r#"(?i)(hooks\.zapier\.com/hooks/catch/\d+/)[^\s"'<>/?#]+"#,
-    ]
-    .into_iter()
-    .map(pattern)
-    .collect()
+        r#"|(?i)(hooks\.zapier\.com/hooks/catch/\d+/)[^\s"'<>/?#]+"#,
+    ))
 });
 
 /// Well-known secret tokens, wherever they appear in a string.
@@ -159,11 +157,25 @@ fn redact_url(url: &str) -> String {
 /// A string with every URL's user info, query and fragment, every secret path part and every
 /// well-known token hidden. Used for payload strings and for errors shown to operators.
 pub fn redact_text(text: &str) -> String {
-    let mut out = URL.replace_all(text, |c: &regex::Captures<'_>| redact_url(&c[0])).into_owned();
-    for shape in PATH_SHAPES.iter() {
-        out = shape.replace_all(&out, format!("${{1}}{REDACTED}")).into_owned();
+    let mut out = if text.contains("://") {
+        URL.replace_all(text, |c: &regex::Captures<'_>| redact_url(&c[0])).into_owned()
+    } else {
+        text.to_owned()
+    };
+    // Each path shape names one of these (cheap to look for before the pattern runs).
+    let lower = out.to_ascii_lowercase();
+    if ["hooks.", "webhook", "telegram"].iter().any(|hint| lower.contains(hint)) {
+        out = PATH_SHAPES
+            .replace_all(&out, |c: &regex::Captures<'_>| {
+                let kept = c.iter().skip(1).flatten().next().map_or("", |m| m.as_str());
+                format!("{kept}{REDACTED}")
+            })
+            .into_owned();
     }
-    TOKENS.replace_all(&out, REDACTED).into_owned()
+    match TOKENS.replace_all(&out, REDACTED) {
+        std::borrow::Cow::Borrowed(_) => out,
+        std::borrow::Cow::Owned(hidden) => hidden,
+    }
 }
 
 /// Every leaf of a value hidden, its shape kept (so an edit can leave a leaf as it was shown).
