@@ -59,29 +59,54 @@ pub struct Console {
 
 impl Console {
     /// Replays one letter; `edited` (a payload object) replaces its payload after the checks of
-    /// the producer API. An OTP's `code` left as `[redacted]` keeps the stored code.
+    /// the producer API. Values left as the console showed them redacted keep what is stored,
+    /// but only while the destination is unchanged (see [`jobs::redact::restore_redacted`]);
+    /// the audit record names the fields the edit changed.
     pub async fn replay(&self, operator: &str, id: &str, edited: Option<Value>) -> Result<(), ActionError> {
         let now = Utc::now();
-        let payload = match edited {
-            None => None,
-            Some(value) => Some(self.checked_payload(id, value).await?),
+        let (payload, changed) = match edited {
+            None => (None, None),
+            Some(value) => {
+                let (payload, changed) = self.checked_payload(id, value).await?;
+                (Some(payload), Some(changed))
+            }
         };
         let kind = self.dead.replay(id, payload.as_deref(), operator, now).await?;
-        let action = if payload.is_some() { "dead_letter.edit_and_replay" } else { "dead_letter.replay" };
-        self.record(operator, action, Some(id), json!({"kind": kind})).await;
+        let (action, metadata) = match changed {
+            Some(changed) => ("dead_letter.edit_and_replay", json!({"kind": kind, "changed": changed})),
+            None => ("dead_letter.replay", json!({"kind": kind})),
+        };
+        self.record(operator, action, Some(id), metadata).await;
         Ok(())
     }
 
-    async fn checked_payload(&self, id: &str, mut value: Value) -> Result<String, ActionError> {
+    /// The edited payload, checked, and the JSON pointers of the fields it changed.
+    async fn checked_payload(&self, id: &str, mut value: Value) -> Result<(String, Vec<String>), ActionError> {
         let (kind, stored) = self.dead.payload(id).await?.ok_or(ActionError::NotFound)?;
         let stored: Value = serde_json::from_str(&stored).unwrap_or(Value::Null);
-        // Values left as the console showed them redacted keep what is stored.
-        jobs::dead::restore_redacted(kind, &mut value, &stored);
-        if kind == Kind::OtpSms && value.get("code") == stored.get("code") && value.get("to") != stored.get("to") {
+        let held = jobs::redact::restore_redacted(kind, &mut value, &stored);
+        if kind == Kind::OtpSms && held.iter().any(|f| f == "/code") {
             return Err(ActionError::Invalid(vec![FieldError::new(
                 "/payload/to",
                 "cannot change while keeping the stored code: send a new code with the new number",
             )]));
+        }
+        if !held.is_empty() {
+            let destination =
+                jobs::redact::destination_fields(kind).iter().map(|f| format!("`{f}`")).collect::<Vec<_>>();
+            return Err(ActionError::Invalid(
+                held.iter()
+                    .map(|field| {
+                        FieldError::new(
+                            format!("/payload{field}"),
+                            format!(
+                                "is still `[redacted]`, and the destination ({}) changed: a stored secret goes only where it went before; supply the value",
+                                destination.join(", ")
+                            ),
+                        )
+                    })
+                    .collect(),
+            ));
         }
         let payload = Payload::parse(kind, value, "/payload", Utc::now()).map_err(ActionError::Invalid)?;
         if let Payload::OtpSms(otp) = &payload
@@ -89,7 +114,9 @@ impl Console {
         {
             return Err(ActionError::Invalid(vec![error]));
         }
-        Ok(payload.to_json())
+        let json = payload.to_json();
+        let checked: Value = serde_json::from_str(&json).unwrap_or(Value::Null);
+        Ok((json, jobs::redact::changed_fields(&stored, &checked, 50)))
     }
 
     #[expect(clippy::cast_precision_loss, reason = "pacing: counts far below 2^52")]

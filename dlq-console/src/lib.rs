@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod pages;
+pub mod sessions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub console: actions::Console,
     pub schedules: ScheduleStore,
+    pub sessions: sessions::Sessions,
 }
 
 impl AppState {
@@ -34,6 +36,7 @@ impl AppState {
         let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
         let keys = Keys::new(&config.redis.namespace);
         let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(5));
+        let sessions = sessions::Sessions::new(conn.clone(), keys.clone());
         let console = actions::Console {
             dead: DeadLetters::new(conn.clone(), keys),
             store,
@@ -41,7 +44,7 @@ impl AppState {
             templates,
         };
         let schedules = ScheduleStore::new(conn, &config.redis.namespace);
-        Ok(Self { config: Arc::new(config), console, schedules })
+        Ok(Self { config: Arc::new(config), console, schedules, sessions })
     }
 }
 

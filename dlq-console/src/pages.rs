@@ -32,26 +32,40 @@ fn sign(key: &[u8], text: &str) -> String {
     URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
 }
 
-/// A logged-in operator: from the session cookie, checked against its signature and expiry.
+/// A logged-in operator: from the session cookie, checked against its signature, its expiry
+/// and the session registry (a session ended by logout opens nothing).
 #[derive(Debug, Clone)]
 pub struct Session {
     pub operator: String,
     pub role: Role,
     /// The token every form must echo.
     pub csrf: String,
+    /// The cookie's nonce: the session's name in the registry.
+    nonce: String,
+}
+
+/// Why a request carries no session.
+enum NoSession {
+    /// No cookie, a bad one, or one whose session ended: log in.
+    LogIn,
+    /// The registry did not answer.
+    Unavailable(jobs::StoreError),
 }
 
 impl Session {
-    /// `<operator>.<expiry>.<nonce>.<signature>`. The signature also covers the digest of the
-    /// operator's token, so a rotated token ends the sessions it opened.
-    fn cookie_value(key: &[u8], operator: &crate::config::Operator) -> Option<String> {
+    /// A new session's nonce and cookie, `<operator>.<expiry>.<nonce>.<signature>`. The
+    /// signature also covers the digest of the operator's token, so a rotated token ends the
+    /// sessions it opened.
+    fn cookie_value(key: &[u8], operator: &crate::config::Operator) -> Option<(String, String)> {
         let expires = (Utc::now() + chrono::Duration::hours(SESSION_HOURS)).timestamp();
         let nonce = URL_SAFE_NO_PAD.encode(crate::config::random_bytes(16).ok()?);
         let body = format!("{}.{expires}.{nonce}", operator.name);
-        Some(format!("{body}.{}", sign(key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(operator.digest)))))
+        let value = format!("{body}.{}", sign(key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(operator.digest))));
+        Some((nonce, value))
     }
 
-    fn read(state: &AppState, headers: &HeaderMap) -> Option<Self> {
+    /// The session the cookie names, if its signature and expiry hold (the registry aside).
+    fn from_cookie(state: &AppState, headers: &HeaderMap) -> Option<Self> {
         let cookies = headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';'));
         let value = { cookies }.find_map(|c| c.trim().strip_prefix(COOKIE)?.strip_prefix('='))?;
         let (body, signature) = value.rsplit_once('.')?;
@@ -69,7 +83,17 @@ impl Session {
             operator: op.name.clone(),
             role: op.role,
             csrf: sign(&state.config.session_key, &format!("csrf.{nonce}")),
+            nonce: nonce.to_owned(),
         })
+    }
+
+    async fn read(state: &AppState, headers: &HeaderMap) -> Result<Self, NoSession> {
+        let session = Self::from_cookie(state, headers).ok_or(NoSession::LogIn)?;
+        match state.sessions.alive(&session.nonce, &session.operator).await {
+            Ok(true) => Ok(session),
+            Ok(false) => Err(NoSession::LogIn),
+            Err(e) => Err(NoSession::Unavailable(e)),
+        }
     }
 
     fn check_csrf(&self, presented: &str) -> Result<(), Response> {
@@ -92,11 +116,26 @@ impl Session {
 }
 
 impl FromRequestParts<AppState> for Session {
-    type Rejection = Redirect;
+    type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        Session::read(state, &parts.headers).ok_or_else(|| Redirect::to("/login"))
+        Session::read(state, &parts.headers).await.map_err(|refused| match refused {
+            NoSession::LogIn => Redirect::to("/login").into_response(),
+            NoSession::Unavailable(e) => unavailable(&e),
+        })
     }
+}
+
+/// The answer when Redis (sessions, letters) does not answer.
+fn unavailable(e: &jobs::StoreError) -> Response {
+    tracing::warn!(error = %e, "console sessions unavailable");
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        html_response(page("Unavailable", None, html! { p.warn { "Redis did not answer. Try again in a moment." } })),
+    )
+        .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
 }
 
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330}header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}header a{color:#cfe0ff;text-decoration:none}header .who{margin-left:auto}main{padding:1em 1.2em;max-width:1200px}table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e3e6ec;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f5f7fa}td.num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#a3262c;max-width:40em;overflow-wrap:anywhere}form.inline{display:inline}input,select,button,textarea{font:inherit}button{cursor:pointer}button.danger{color:#a3262c}pre{background:#f5f7fa;padding:.6em;overflow:auto}.filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin-bottom:1em}.filters label{display:flex;flex-direction:column;font-size:12px}.notice{background:#eef6ee;border:1px solid #b5d6b5;padding:.5em .8em}.warn{background:#fdf3e6;border:1px solid #e8c38f;padding:.5em .8em}ol.timeline li{margin-bottom:.4em}";
@@ -189,9 +228,13 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
             .into_response();
     };
     let secure = if state.config.secure_cookies { "; Secure" } else { "" };
-    let Some(value) = Session::cookie_value(&state.config.session_key, op) else {
+    let Some((nonce, value)) = Session::cookie_value(&state.config.session_key, op) else {
         return (StatusCode::INTERNAL_SERVER_ERROR, "no random source for the session").into_response();
     };
+    let lifetime = std::time::Duration::from_secs(u64::try_from(SESSION_HOURS * 3600).unwrap_or(0));
+    if let Err(e) = state.sessions.open(&nonce, &op.name, lifetime).await {
+        return unavailable(&e);
+    }
     let cookie =
         format!("{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}", SESSION_HOURS * 3600);
     let mut response = Redirect::to("/").into_response();
@@ -206,9 +249,14 @@ pub struct CsrfForm {
     csrf: String,
 }
 
-pub async fn logout(session: Session, Form(form): Form<CsrfForm>) -> Response {
+/// Ends the session server-side, so the cookie and its CSRF token open nothing any more, then
+/// clears the cookie.
+pub async fn logout(State(state): State<AppState>, session: Session, Form(form): Form<CsrfForm>) -> Response {
     if let Err(refused) = session.check_csrf(&form.csrf) {
         return refused;
+    }
+    if let Err(e) = state.sessions.end(&session.nonce).await {
+        return unavailable(&e);
     }
     let mut response = Redirect::to("/login").into_response();
     response.headers_mut().insert(

@@ -16,6 +16,9 @@
 --          provider message id ("" = none; kept on the job as provider_message_id)
 -- ARGV[8+7n] stats-key prefix: the recorded outcomes are counted per minute in
 --          "<prefix>:<minute since the epoch>" (fields succeeded, failed), kept two hours
+-- ARGV[9+7n] per-producer dead-letter cap (absent = none): the most dead jobs of one producer
+--          kept (its dead set is "<KEYS[4]>:by:<producer>"); a producer over it loses its own
+--          oldest letters first, so its flood never evicts another producer's letters
 --          outcome: "succeeded" | "retry" | "exhausted" | "permanent" | "expired" | "panicked"
 --
 -- Returns {recorded, stale, evicted}: an outcome is stale when the job's lease was lost and
@@ -33,6 +36,7 @@ local STRIDE = 7
 
 local recorded, stale, evicted = 0, 0, 0
 local succeeded, failed = 0, 0
+local buried = {}
 
 for i = 1, n do
   local a = 7 + STRIDE * (i - 1)
@@ -65,7 +69,7 @@ for i = 1, n do
       redis.call('HSET', key, 'status', 'retrying', 'run_at', run_at)
       redis.call('ZADD', KEYS[2], tonumber(run_at), id)
     else
-      bury(KEYS[4], key, id, outcome, now, idem_prefix)
+      buried[bury(KEYS[4], key, id, outcome, now, idem_prefix)] = true
     end
   end
 end
@@ -78,13 +82,38 @@ if stats_prefix and recorded > 0 then
   redis.call('PEXPIRE', bucket, 7200000)
 end
 
--- Keep the dead letters bounded: by age, then by count, oldest first. Each eviction is
--- counted and returned so the worker logs a warning and a metric; nothing goes silently.
+-- Keep the dead letters bounded: per producer (of the producers that buried a letter in this
+-- call), then by age, then by count, oldest first; at most 1000 per rule and call. Each
+-- eviction is counted and returned so the worker logs a warning and a metric; nothing goes
+-- silently.
 local function evict(ids)
   for _, id in ipairs(ids) do
+    local key = prefix .. ':' .. id
     redis.call('ZREM', KEYS[4], id)
-    redis.call('DEL', prefix .. ':' .. id, prefix .. ':' .. id .. ':attempts')
+    redis.call('ZREM', KEYS[4] .. ':by:' .. (redis.call('HGET', key, 'producer') or ''), id)
+    redis.call('DEL', key, key .. ':attempts')
     evicted = evicted + 1
+  end
+end
+local per_producer = tonumber(ARGV[9 + STRIDE * n])
+if per_producer then
+  local budget = 1000
+  for producer in pairs(buried) do
+    local set = KEYS[4] .. ':by:' .. producer
+    local over = redis.call('ZCARD', set) - per_producer
+    if over > 0 and budget > 0 then
+      local oldest = redis.call('ZRANGE', set, 0, math.min(over, budget) - 1)
+      budget = budget - #oldest
+      local letters = {}
+      for _, id in ipairs(oldest) do
+        -- A member that is no longer a dead letter (replayed, deleted) is only dropped.
+        redis.call('ZREM', set, id)
+        if redis.call('ZSCORE', KEYS[4], id) then
+          table.insert(letters, id)
+        end
+      end
+      evict(letters)
+    end
   end
 end
 evict(redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now - max_age, 'LIMIT', 0, 1000))

@@ -36,7 +36,8 @@ pub struct DeadFilter {
     /// `exhausted`, `permanent`, `expired` or `panicked`.
     #[serde(default)]
     pub reason: Option<String>,
-    /// Case-insensitive text in the last error or the (redacted) payload.
+    /// Case-insensitive text in the last error or the payload, both as shown (redacted): a
+    /// secret cannot be found by probing for it.
     #[serde(default)]
     pub q: Option<String>,
     /// Died at or after.
@@ -85,7 +86,7 @@ impl DeadFilter {
             None => true,
             Some(q) => {
                 let q = q.to_lowercase();
-                letter.last_error.as_deref().is_some_and(|e| e.to_lowercase().contains(&q))
+                letter.last_error.as_deref().is_some_and(|e| redact_text(e).to_lowercase().contains(&q))
                     || letter.redacted_payload().to_string().to_lowercase().contains(&q)
             }
         }
@@ -213,100 +214,12 @@ impl Letter {
             dead_at: self.dead_at,
             attempts: self.attempts,
             reason: self.reason.clone(),
-            last_error: self.last_error.clone(),
+            last_error: self.last_error.as_deref().map(redact_text),
         }
     }
 }
 
-/// What a key's name holds, anywhere, for its value to be shown as `[redacted]`.
-const SECRET_PARTS: [&str; 11] = [
-    "secret",
-    "token",
-    "password",
-    "passwd",
-    "api_key",
-    "apikey",
-    "api-key",
-    "authorization",
-    "credential",
-    "private_key",
-    "cookie",
-];
-/// ... or is, whole (`shipping` holds `pin`, `footprint` holds `otp`).
-const SECRET_NAMES: [&str; 6] = ["auth", "code", "otp", "otp_code", "passcode", "pin"];
-
-fn secret_key(key: &str) -> bool {
-    let k = key.to_ascii_lowercase();
-    SECRET_NAMES.contains(&k.as_str()) || SECRET_PARTS.iter().any(|s| k.contains(s))
-}
-
-/// A URL with its query string hidden: tokens often travel there (`?token=`, signed URLs).
-fn redact_url(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?[redacted]"),
-        None => url.to_owned(),
-    }
-}
-
-/// Replaces OTP codes, the values of keys that look like secrets (`token`, `secret`,
-/// `password`, `authorization`, `api-key`, `otp`, `pin`, `code`, ...) and the query strings of
-/// URLs by `[redacted]`. An OTP job's `code` is always hidden.
-pub fn redact(kind: Kind, mut payload: Value) -> Value {
-    fn walk(value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                for (key, v) in map.iter_mut() {
-                    if secret_key(key) && !v.is_object() && !v.is_array() {
-                        *v = Value::String("[redacted]".into());
-                    } else if key.eq_ignore_ascii_case("url") {
-                        if let Some(url) = v.as_str() {
-                            *v = Value::String(redact_url(url));
-                        }
-                    } else {
-                        walk(v);
-                    }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    if kind == Kind::OtpSms
-        && let Some(code) = payload.get_mut("code")
-    {
-        *code = Value::String("[redacted]".into());
-    }
-    walk(&mut payload);
-    payload
-}
-
-/// An operator's edit of a redacted payload, with every value still as the console showed it
-/// redacted put back from `stored`: editing one field never writes `[redacted]` over a secret.
-pub fn restore_redacted(kind: Kind, edited: &mut Value, stored: &Value) {
-    fn walk(edited: &mut Value, shown: &Value, stored: &Value) {
-        if edited == shown && shown != stored {
-            *edited = stored.clone();
-            return;
-        }
-        match (edited, shown, stored) {
-            (Value::Object(e), Value::Object(sh), Value::Object(st)) => {
-                for (key, value) in e.iter_mut() {
-                    if let (Some(sh), Some(st)) = (sh.get(key), st.get(key)) {
-                        walk(value, sh, st);
-                    }
-                }
-            }
-            (Value::Array(e), Value::Array(sh), Value::Array(st)) => {
-                for ((value, sh), st) in e.iter_mut().zip(sh).zip(st) {
-                    walk(value, sh, st);
-                }
-            }
-            _ => {}
-        }
-    }
-    let shown = redact(kind, stored.clone());
-    walk(edited, &shown, stored);
-}
+pub use crate::redact::{REDACTED, changed_fields, redact, redact_text, restore_redacted};
 
 /// Where a listing resumes: after `(dead_at ms, id)`, newest first.
 fn encode_cursor(dead_at: DateTime<Utc>, id: &str) -> String {
@@ -509,7 +422,14 @@ impl DeadLetters {
             .arg(-1)
             .query_async(&mut self.conn.clone())
             .await?;
-        let history = raw.iter().filter_map(|r| serde_json::from_str(r).ok()).collect();
+        let history = raw
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Attempt>(r).ok())
+            .map(|mut a| {
+                a.error = a.error.as_deref().map(redact_text);
+                a
+            })
+            .collect();
         Ok(Some(DeadRecord {
             summary: letter.summary(),
             payload: letter.redacted_payload(),
@@ -573,7 +493,8 @@ impl DeadLetters {
             .arg(id)
             .arg(now.timestamp_millis())
             .arg(payload.unwrap_or(""))
-            .arg(note);
+            .arg(note)
+            .arg(q.job_prefix());
         let done: i32 = call.invoke_async(&mut self.conn.clone()).await.map_err(|e| ReplayOutcome::Store(e.into()))?;
         match done {
             1 => Ok(letter.kind),
@@ -667,42 +588,6 @@ pub struct Depths {
     pub scheduled: u64,
     pub running: u64,
     pub dead: u64,
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    #[test]
-    fn secrets_codes_and_url_queries_are_hidden_and_put_back_on_edit() {
-        let stored = json!({"url": "https://hooks.example.org/in?token=abc", "event": "order.created",
-            "data": {"api_token": "tok_live", "x-api-key": "k1", "n": 1, "items": [{"password": "p"}], "headers": {"auth": "a"}}});
-        let shown = redact(Kind::Webhook, stored.clone());
-        assert_eq!(shown["url"], "https://hooks.example.org/in?[redacted]");
-        for pointer in ["/data/api_token", "/data/x-api-key", "/data/items/0/password", "/data/headers/auth"] {
-            assert_eq!(shown.pointer(pointer).unwrap(), "[redacted]", "{pointer}");
-        }
-        assert_eq!(shown["data"]["n"], 1);
-        let kept = redact(Kind::Webhook, json!({"shipping": "x", "footprint": "y", "zip_code": "z"}));
-        assert_eq!(kept, json!({"shipping": "x", "footprint": "y", "zip_code": "z"}));
-        let mut edited = shown.clone();
-        edited["data"]["n"] = json!(2);
-        restore_redacted(Kind::Webhook, &mut edited, &stored);
-        let mut expected = stored.clone();
-        expected["data"]["n"] = json!(2);
-        assert_eq!(edited, expected, "only the edited field changed");
-        let mut new_url = shown;
-        new_url["url"] = json!("https://fixed.example.org/in");
-        restore_redacted(Kind::Webhook, &mut new_url, &stored);
-        assert_eq!(new_url["url"], "https://fixed.example.org/in");
-        let otp = redact(Kind::OtpSms, json!({"to": "+14155550100", "code": "493817"}));
-        assert_eq!(otp["code"], "[redacted]");
-        let email =
-            redact(Kind::Email, json!({"to": "a@example.org", "template": {"name": "otp", "data": {"code": "1234"}}}));
-        assert_eq!(email["template"]["data"]["code"], "[redacted]");
-    }
 }
 
 #[derive(Debug)]

@@ -22,6 +22,12 @@ impl Keys {
         &self.namespace
     }
 
+    /// STRING naming the operator of one open console session (its id: a digest of the
+    /// cookie's nonce), expiring with the cookie; deleted at logout.
+    pub fn console_session(&self, id: &str) -> String {
+        format!("{}:console:session:{id}", self.namespace)
+    }
+
     pub fn queue(&self, kind: Kind) -> QueueKeys {
         QueueKeys { prefix: format!("{}:{{{}}}", self.namespace, kind.as_str()) }
     }
@@ -60,6 +66,13 @@ impl QueueKeys {
     /// The letters themselves are the job hashes, kept until evicted by cap or age.
     pub fn dead(&self) -> String {
         format!("{}:dead", self.prefix)
+    }
+
+    /// ZSET of one producer's dead job ids, scored like [`QueueKeys::dead`]: what the
+    /// per-producer cap counts and evicts from. `bury.lua` and the scripts that remove letters
+    /// build it as `<dead>:by:<producer>`.
+    pub fn dead_of(&self, producer: &str) -> String {
+        format!("{}:by:{producer}", self.dead())
     }
 
     /// HASH holding one job: its payload, status, attempts and timestamps.

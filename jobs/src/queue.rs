@@ -26,13 +26,23 @@ static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("..
 pub struct Retention {
     /// A succeeded job stays readable this long, then expires.
     pub finished: Duration,
+    /// Dead letters kept per kind, all producers together: the memory bound.
     pub dead_cap: u64,
+    /// Dead letters kept per kind and producer: a producer beyond it loses its own oldest
+    /// letters, so its flood of failing jobs never evicts another producer's letters (as long
+    /// as it is below `dead_cap`).
+    pub dead_cap_per_producer: u64,
     pub dead_age: Duration,
 }
 
 impl Default for Retention {
     fn default() -> Self {
-        Self { finished: Duration::from_hours(24), dead_cap: 100_000, dead_age: Duration::from_hours(90 * 24) }
+        Self {
+            finished: Duration::from_hours(24),
+            dead_cap: 100_000,
+            dead_cap_per_producer: 10_000,
+            dead_age: Duration::from_hours(90 * 24),
+        }
     }
 }
 
@@ -217,7 +227,7 @@ impl Queue {
                 .arg(serde_json::to_string(&record).unwrap_or_default())
                 .arg(f.provider_id.as_deref().unwrap_or(""));
         }
-        call.arg(self.keys.stats_prefix());
+        call.arg(self.keys.stats_prefix()).arg(retention.dead_cap_per_producer);
         let (recorded, stale, evicted): (u64, u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
         Ok(FinishReport { recorded, stale, evicted })
     }

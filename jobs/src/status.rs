@@ -88,12 +88,41 @@ impl JobInfo {
             status: fields.get("status")?.parse().ok()?,
             attempts: number("attempts")?,
             max_attempts: number("max_attempts")?,
-            last_error: fields.get("last_error").filter(|e| !e.is_empty()).cloned(),
+            // A receiver's answer may echo a URL's query or a token: shown as operators see it.
+            last_error: fields.get("last_error").filter(|e| !e.is_empty()).map(|e| crate::redact::redact_text(e)),
             created_at: millis("created_at")?,
             run_at: millis("run_at")?,
             finished_at: millis("finished_at"),
             provider_message_id: fields.get("provider_message_id").filter(|v| !v.is_empty()).cloned(),
             producer: fields.get("producer")?.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_error_is_shown_redacted() {
+        let fields: HashMap<String, String> = [
+            ("id", "j1"),
+            ("kind", "webhook"),
+            ("status", "dead"),
+            ("attempts", "1"),
+            ("max_attempts", "1"),
+            ("created_at", "1763712000000"),
+            ("run_at", "1763712000000"),
+            ("producer", "shop"),
+            ("last_error", "HTTP 401: bad key sk_live_4eC39HqLyjWDarjtT1zdp7dc for https://a.example/cb?token=t"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+        let info = JobInfo::from_hash(&fields).unwrap();
+        assert_eq!(
+            info.last_error.as_deref(),
+            Some("HTTP 401: bad key [redacted] for https://a.example/cb?[redacted]")
+        );
     }
 }

@@ -50,7 +50,8 @@ pub struct Config {
     pub lease: Duration,
     /// `WORKER_SHUTDOWN_GRACE_SECONDS` (default 30): how long SIGTERM waits for running jobs.
     pub grace: Duration,
-    /// `JOB_RETENTION_SECONDS` (86400), `DEAD_LETTER_CAP` (100000), `DEAD_LETTER_MAX_AGE_SECONDS` (90 days).
+    /// `JOB_RETENTION_SECONDS` (86400), `DEAD_LETTER_CAP` (100000),
+    /// `DEAD_LETTER_CAP_PER_PRODUCER` (10000), `DEAD_LETTER_MAX_AGE_SECONDS` (90 days).
     pub retention: Retention,
     pub json_logs: bool,
     /// `WORKER_SCHEDULER` (default true): this worker fires due schedules. Any number may.
@@ -105,6 +106,10 @@ impl Config {
         let retention = Retention {
             finished: env.seconds("JOB_RETENTION_SECONDS", 86_400)?,
             dead_cap: env.parse("DEAD_LETTER_CAP", 100_000)?,
+            dead_cap_per_producer: match env.parse("DEAD_LETTER_CAP_PER_PRODUCER", 10_000)? {
+                0 => return Err(SettingError::new("DEAD_LETTER_CAP_PER_PRODUCER", "must be at least 1")),
+                n => n,
+            },
             dead_age: env.seconds("DEAD_LETTER_MAX_AGE_SECONDS", 90 * 86_400)?,
         };
         Ok(Self {
