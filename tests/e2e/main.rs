@@ -9,6 +9,7 @@ mod binaries;
 mod browser;
 mod chaos;
 mod console;
+mod edge_hardening;
 mod email;
 mod emulators;
 mod enqueue;
