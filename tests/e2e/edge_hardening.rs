@@ -135,34 +135,43 @@ async fn an_audit_query_of_many_parameters_is_refused_whole() {
 
 /// schemathesis (pinned in `scripts/lib/services.sh`) over every operation of
 /// `/openapi.json`, against the API with a valid key and a real database: no input may get a
-/// 5xx. Bounded: a few examples per operation, a fixed seed, five minutes at most.
+/// 5xx. Two bounded runs, a fixed seed, a few minutes at most: the coverage phase (boundary and
+/// invalid values of every parameter, such as a NUL) and then examples and random fuzzing. The
+/// coverage phase leaves out the batch endpoint, whose nested schema schemathesis 4.32 fails to
+/// expand (its own error, not a finding); fuzzing covers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_fuzzer_finds_no_server_error() {
     let python = require_python_module("schemathesis");
     let (app, db) = app_with_database().await;
-    let report = std::env::temp_dir().join(format!("jobplane-schemathesis-{}", uuid::Uuid::now_v7().simple()));
-    let schema = app.url("/openapi.json");
-    let app_for_fuzzer = app.url("");
-    let child = Command::new(&python)
-        .args(["-m", "schemathesis.cli", "run", &schema])
-        .args(["--url", &app_for_fuzzer])
-        .args(["--checks", "not_a_server_error"])
-        .args(["--header", &format!("Authorization: Bearer {SHOP_KEY}")])
-        .args(["--max-examples", "25", "--seed", "13", "--workers", "2", "--request-timeout", "10"])
-        .args(["--phases", "examples,coverage,fuzzing", "--no-shrink", "--suppress-health-check", "all"])
-        .arg("--report-dir")
-        .arg(&report)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let output = wait_with_limit(child, Duration::from_mins(5)).await;
-    let _ = std::fs::remove_dir_all(&report);
+    let runs: [&[&str]; 2] = [
+        &["--phases", "coverage", "--exclude-path", "/v1/jobs/batch"],
+        &["--phases", "examples,fuzzing", "--max-examples", "40"],
+    ];
+    let mut failures = Vec::new();
+    for phases in runs {
+        let report = std::env::temp_dir().join(format!("jobplane-schemathesis-{}", uuid::Uuid::now_v7().simple()));
+        let child = Command::new(&python)
+            .args(["-m", "schemathesis.cli", "run", &app.url("/openapi.json")])
+            .args(["--checks", "not_a_server_error", "--seed", "13", "--workers", "2", "--request-timeout", "10"])
+            .args(["--header", &format!("Authorization: Bearer {SHOP_KEY}")])
+            .args(["--no-shrink", "--suppress-health-check", "all"])
+            .args(phases)
+            .arg("--report-dir")
+            .arg(&report)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let output = wait_with_limit(child, Duration::from_mins(4)).await;
+        let _ = std::fs::remove_dir_all(&report);
+        let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        if !output.status.success() || !text.contains(" passed") {
+            failures.push(format!("schemathesis {phases:?}:\n{text}"));
+        }
+    }
     db.drop().await;
-    let text = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "schemathesis found failures:\n{text}");
-    assert!(text.contains("passed") || text.contains("PASSED"), "schemathesis ran no test:\n{text}");
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 /// Waits for `child`, killing it after `limit`.
