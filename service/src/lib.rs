@@ -301,3 +301,19 @@ pub async fn migrate_until_done(database_url: String) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_come_from_a_closed_set() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["X0001MMMM", "get", "PROPFIND", "TRACE", "CONNECT"] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other", "{made_up}");
+        }
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "418");
+        assert_eq!(status_label(StatusCode::from_u16(999).unwrap()), "other");
+    }
+}
