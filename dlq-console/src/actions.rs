@@ -20,7 +20,7 @@ pub enum ActionError {
     Refused(String),
     #[error("the edited payload breaks {} rule(s)", .0.len())]
     Invalid(Vec<FieldError>),
-    #[error("Redis did not answer: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 

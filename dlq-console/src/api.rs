@@ -21,15 +21,25 @@ pub struct Problem {
     pub status: StatusCode,
     pub detail: String,
     pub errors: Vec<FieldError>,
+    /// `Retry-After` of a `503` (1 s when not set).
+    pub retry_after_seconds: Option<u64>,
 }
+
+/// `Retry-After` when Redis is full: room comes back as workers drain, in seconds.
+const FULL_RETRY_AFTER_SECONDS: u64 = 5;
 
 impl Problem {
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into(), errors: Vec::new() }
+        Self { status, detail: detail.into(), errors: Vec::new(), retry_after_seconds: None }
     }
 
     pub fn invalid(errors: Vec<FieldError>) -> Self {
-        Self { status: StatusCode::UNPROCESSABLE_ENTITY, detail: format!("{} rule(s) broken", errors.len()), errors }
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            detail: format!("{} rule(s) broken", errors.len()),
+            errors,
+            retry_after_seconds: None,
+        }
     }
 
     fn field(field: &str, message: impl Into<String>) -> Self {
@@ -43,6 +53,20 @@ impl From<ActionError> for Problem {
             ActionError::NotFound => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
             ActionError::Refused(_) => Problem::new(StatusCode::CONFLICT, e.to_string()),
             ActionError::Invalid(errors) => Problem::invalid(errors),
+            // Counted and logged (once per interval) where it was classified.
+            ActionError::Store(jobs::StoreError::Full(_)) => Problem {
+                retry_after_seconds: Some(FULL_RETRY_AFTER_SECONDS),
+                ..Problem::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the queue store is full (Redis reached its maxmemory), so nothing was changed; \
+                     retry once workers have drained some jobs",
+                )
+            },
+            // Redis refused the call itself: a fault of ours, not an outage.
+            ActionError::Store(jobs::StoreError::Protocol(detail)) => {
+                tracing::error!(%detail, "request failed");
+                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
             ActionError::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         }
     }
@@ -69,7 +93,7 @@ impl IntoResponse for Problem {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_seconds.unwrap_or(1)));
         }
         response
     }
@@ -319,4 +343,21 @@ pub async fn schedules(State(state): State<AppState>, _op: Operator) -> Result<J
         })
         .collect();
     Ok(Json(json!({"schedules": list})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_redis_is_503_with_retry_after_and_a_refused_call_is_500() {
+        let full = Problem::from(jobs::StoreError::Full("OOM command not allowed".into())).into_response();
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.headers()[header::RETRY_AFTER], "5");
+        let down = Problem::from(jobs::StoreError::Unavailable("no answer within 5000 ms".into())).into_response();
+        assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(down.headers()[header::RETRY_AFTER], "1");
+        let refused = Problem::from(jobs::StoreError::Protocol("WRONGTYPE".into())).into_response();
+        assert_eq!(refused.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 }

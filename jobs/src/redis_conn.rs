@@ -365,6 +365,92 @@ pub fn is_unavailable(error: &RedisError) -> bool {
         )
 }
 
+/// Whether `error` is Redis refusing a write because it reached `maxmemory` (`OOM command not
+/// allowed when used memory > 'maxmemory'`), as it does under the `noeviction` policy, or
+/// under a `volatile-*` one with nothing left to evict. Inside a script the error keeps its
+/// code; in a pipeline it is one of the pipeline's server errors.
+pub fn is_full(error: &RedisError) -> bool {
+    error.code() == Some("OOM")
+        || (matches!(error.kind(), ErrorKind::Extension)
+            && error.clone().into_server_errors().is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM")))
+}
+
+/// How often, at most, a process logs that Redis is full.
+const FULL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Counts one write refused because Redis is full (`jobplane_redis_full_total`) and logs it,
+/// at most once per [`FULL_LOG_INTERVAL`] with the number refused since the last line: a
+/// full Redis refuses every enqueue, and a line per request would bury the one that matters.
+pub fn note_full(error: &RedisError) {
+    static LAST_LOGGED: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+    static SINCE: AtomicU64 = AtomicU64::new(0);
+    metrics::counter!("jobplane_redis_full_total").increment(1);
+    let refused = SINCE.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut last = LAST_LOGGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if last.is_some_and(|at| at.elapsed() < FULL_LOG_INTERVAL) {
+        return;
+    }
+    *last = Some(std::time::Instant::now());
+    SINCE.store(0, Ordering::Relaxed);
+    drop(last);
+    tracing::error!(
+        error = %error,
+        refused,
+        "Redis is full (maxmemory reached): writes are refused until workers drain jobs or maxmemory is raised; \
+         logged at most every 10 s"
+    );
+}
+
+/// What `INFO memory` says of a node's room for writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Memory {
+    /// Writes are taken (or the node does not say).
+    Room,
+    /// Over `maxmemory` with a policy that refuses writes rather than evicting any key.
+    Full { used: u64, max: u64 },
+}
+
+impl Memory {
+    /// Reads one node's `INFO memory` text: full when the memory Redis counts against
+    /// `maxmemory` (`used_memory` less `mem_not_counted_for_evict`) is over it and the policy
+    /// is not an `allkeys-*` one (those evict instead; `volatile-*` ones refuse once no key
+    /// with a TTL is left, which `noeviction` always does).
+    pub fn from_info(info: &str) -> Self {
+        let field =
+            |name: &str| info.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(':')).map(str::trim);
+        let number = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let max = number("maxmemory");
+        let used = number("used_memory").saturating_sub(number("mem_not_counted_for_evict"));
+        let evicts = field("maxmemory_policy").is_some_and(|p| p.starts_with("allkeys"));
+        if max > 0 && used > max && !evicts { Memory::Full { used, max } } else { Memory::Room }
+    }
+}
+
+/// The memory state of the node (or, on a cluster, of every master) behind `conn`: `Full` if
+/// any of them is. `INFO` unknown to a locked-down server counts as room.
+pub async fn memory(conn: &Conn) -> RedisResult<Memory> {
+    let mut conn = conn.clone();
+    let reply: Value = match redis::cmd("INFO").arg("memory").query_async(&mut conn).await {
+        Ok(reply) => reply,
+        Err(e) if is_unavailable(&e) => return Err(e),
+        Err(_) => return Ok(Memory::Room),
+    };
+    // One node answers a bulk string; a cluster answers a map of node to bulk string.
+    let mut texts = Vec::new();
+    collect_texts(&reply, &mut texts);
+    Ok(texts.iter().map(|t| Memory::from_info(t)).find(|m| *m != Memory::Room).unwrap_or(Memory::Room))
+}
+
+fn collect_texts(value: &Value, out: &mut Vec<String>) {
+    match value {
+        Value::BulkString(bytes) => out.push(String::from_utf8_lossy(bytes).into_owned()),
+        Value::SimpleString(s) | Value::VerbatimString { text: s, .. } => out.push(s.clone()),
+        Value::Array(items) | Value::Set(items) => items.iter().for_each(|v| collect_texts(v, out)),
+        Value::Map(pairs) => pairs.iter().for_each(|(_, v)| collect_texts(v, out)),
+        _ => {}
+    }
+}
+
 impl ConnectionLike for SentinelConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
@@ -404,6 +490,22 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<RedisSettings, String> {
         RedisSettings::from_env(&Env::from_pairs(pairs)).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn memory_is_full_only_over_maxmemory_under_a_refusing_policy() {
+        let info = |used: u64, max: u64, policy: &str| {
+            format!(
+                "# Memory\r\nused_memory:{used}\r\nused_memory_human:1M\r\nmaxmemory:{max}\r\n\
+                 maxmemory_policy:{policy}\r\nmem_not_counted_for_evict:100\r\n"
+            )
+        };
+        assert_eq!(Memory::from_info(&info(3000, 2000, "noeviction")), Memory::Full { used: 2900, max: 2000 });
+        assert_eq!(Memory::from_info(&info(3000, 2000, "volatile-lru")), Memory::Full { used: 2900, max: 2000 });
+        assert_eq!(Memory::from_info(&info(3000, 2000, "allkeys-lru")), Memory::Room);
+        assert_eq!(Memory::from_info(&info(2050, 2000, "noeviction")), Memory::Room);
+        assert_eq!(Memory::from_info(&info(3000, 0, "noeviction")), Memory::Room);
+        assert_eq!(Memory::from_info(""), Memory::Room);
     }
 
     #[test]

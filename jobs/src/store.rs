@@ -54,6 +54,11 @@ pub enum StoreError {
     /// Redis could not be reached or did not answer in time: the caller may try again.
     #[error("redis unavailable: {0}")]
     Unavailable(String),
+    /// Redis reached its `maxmemory` and refuses writes (`OOM`, under `noeviction`): an outage
+    /// of capacity, not a fault of the call. Nothing was written; the caller may try again
+    /// once workers have drained some jobs.
+    #[error("redis is full: {0}")]
+    Full(String),
     #[error("redis answered unexpectedly: {0}")]
     Protocol(String),
 }
@@ -62,6 +67,9 @@ impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
         if crate::redis_conn::is_unavailable(&e) {
             StoreError::Unavailable(e.to_string())
+        } else if crate::redis_conn::is_full(&e) {
+            crate::redis_conn::note_full(&e);
+            StoreError::Full(e.to_string())
         } else {
             StoreError::Protocol(e.to_string())
         }
@@ -326,6 +334,11 @@ impl Store {
             });
         let hashes = self.bounded(reads).await??;
         Ok(hashes.iter().find(|h| !h.is_empty()).and_then(JobInfo::from_hash))
+    }
+
+    /// Whether Redis (every master, on a cluster) has room for writes, from `INFO memory`.
+    pub async fn memory(&self) -> Result<crate::redis_conn::Memory, StoreError> {
+        Ok(self.bounded(crate::redis_conn::memory(&self.conn)).await??)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

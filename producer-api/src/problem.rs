@@ -30,6 +30,10 @@ pub struct Problem {
     pub limit: Option<&'static str>,
 }
 
+/// `Retry-After` when Redis is full: room comes back as workers drain, which takes seconds,
+/// not the instant a reconnect takes.
+pub const QUEUE_FULL_RETRY_AFTER_SECONDS: u64 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("a valid bearer API key is required")]
@@ -64,6 +68,11 @@ pub enum ApiError {
          retry with the same Idempotency-Key to get exactly one job"
     )]
     Unavailable,
+    #[error(
+        "the queue store is full (Redis reached its maxmemory), so the job was not written; \
+         retry later with the same Idempotency-Key"
+    )]
+    QueueFull,
     #[error("the audit-log database did not answer; try again shortly")]
     DatabaseUnavailable,
     #[error("internal error")]
@@ -99,6 +108,7 @@ impl ApiError {
             ApiError::Unavailable | ApiError::DatabaseUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable")
             }
+            ApiError::QueueFull => (StatusCode::SERVICE_UNAVAILABLE, "/problems/queue-full", "Queue store full"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal server error"),
         }
     }
@@ -111,9 +121,50 @@ impl From<jobs::StoreError> for ApiError {
                 tracing::warn!(%detail, "redis unavailable");
                 ApiError::Unavailable
             }
+            // Logged, once per interval, and counted where it was classified.
+            jobs::StoreError::Full(_) => ApiError::QueueFull,
             jobs::StoreError::Protocol(detail) => ApiError::Internal(detail),
         }
     }
+}
+
+impl ApiError {
+    /// A PostgreSQL failure as the caller should see it: the database away, busy or not set up
+    /// yet is `503`; anything else it refused is a bug of ours (queries are checked before they
+    /// are sent), `500` with the detail in the log. Never an outage for a refusal of the data.
+    pub fn from_database(e: &sqlx::Error) -> Self {
+        if database_unavailable(e) {
+            tracing::warn!(error = %e, "audit-log database unavailable");
+            ApiError::DatabaseUnavailable
+        } else {
+            ApiError::Internal(format!("audit-log query refused: {e}"))
+        }
+    }
+}
+
+/// Whether `e` says PostgreSQL cannot serve the query now (try again), rather than that it
+/// refused the query itself.
+fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| retryable_sqlstate(&code)),
+        _ => false,
+    }
+}
+
+/// SQLSTATEs that mean "not now": connection exceptions (08), insufficient resources (53),
+/// operator intervention (57: shutdown, statement timeout, cannot connect now), serialization
+/// failures and deadlocks (40001, 40P01), and a table not there yet (42P01: the migrations run
+/// in the background at start).
+fn retryable_sqlstate(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("53")
+        || code.starts_with("57")
+        || matches!(code, "40001" | "40P01" | "42P01")
 }
 
 impl IntoResponse for ApiError {
@@ -129,6 +180,7 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited { limit, errors, retry_after_seconds, enqueued, .. } => {
                 (errors, enqueued, Some(limit.as_str()), Some(retry_after_seconds))
             }
+            ApiError::QueueFull => (Vec::new(), None, None, Some(QUEUE_FULL_RETRY_AFTER_SECONDS)),
             _ => (Vec::new(), None, None, None),
         };
         let problem = Problem { kind, title, status: status.as_u16(), detail, errors, enqueued, limit };
@@ -142,7 +194,7 @@ impl IntoResponse for ApiError {
             StatusCode::UNAUTHORIZED => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            StatusCode::SERVICE_UNAVAILABLE => {
+            StatusCode::SERVICE_UNAVAILABLE if !headers.contains_key(header::RETRY_AFTER) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             _ => {}

@@ -20,7 +20,7 @@
 #                            advisories from the RustSec database, fetched when the network allows,
 #                            else the copy already on the machine (dated), else skipped, loudly
 #   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
-#                            tests run (moto's SES emulator, the standardwebhooks verifier);
+#                            tests run (moto's SES emulator, the standardwebhooks verifier, schemathesis);
 #                            exports JOBPLANE_PYTHON=<venv>/bin/python
 #   jp_services_from_urls    aims the two above at the ports of loopback REDIS_URL/DATABASE_URL, and
 #                            skips a service whose URL names another host
@@ -46,9 +46,9 @@ JP_WAIT_SECONDS="${JP_WAIT_SECONDS:-60}"
 # Pinned so that a fresh machine builds a version known to compile with the project's rustc (1.95).
 JP_NEXTEST_VERSION="${JP_NEXTEST_VERSION:-0.9.151}"
 JP_CARGO_DENY_VERSION="${JP_CARGO_DENY_VERSION:-0.20.2}"
-# The Python tools of the end-to-end tests, pinned: moto's server (a local SES v2) and the
-# reference Standard Webhooks verifier.
-JP_PYTHON_PACKAGES="${JP_PYTHON_PACKAGES:-moto[server]==5.2.1 standardwebhooks==1.1.0}"
+# The Python tools of the end-to-end tests, pinned: moto's server (a local SES v2), the
+# reference Standard Webhooks verifier, and schemathesis (an API fuzzer run over /openapi.json).
+JP_PYTHON_PACKAGES="${JP_PYTHON_PACKAGES:-moto[server]==5.2.1 standardwebhooks==1.1.0 schemathesis==4.32.5}"
 
 JP_STARTED_REDIS=0
 JP_STARTED_PG=0
@@ -638,7 +638,7 @@ args = sys.argv[1:]
 for name, wanted in zip(args[::2], args[1::2]):
     if version(name) != wanted:
         sys.exit(1)
-import moto.server, standardwebhooks  # the server extra's imports (flask) come with moto.server
+import moto.server, standardwebhooks, schemathesis  # the server extra's imports (flask) come with moto.server
 EOF
 }
 

@@ -152,6 +152,10 @@ fn describe() {
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");
     describe_counter!("jobplane_sms_records_dropped_total", "sms_deliveries rows given up after retries");
     describe_counter!("jobplane_schedule_fired_total", "Schedule ticks that enqueued a job, by kind");
+    describe_counter!(
+        "jobplane_redis_full_total",
+        "Redis calls refused because Redis reached its maxmemory (OOM under noeviction)"
+    );
 }
 
 /// Samples the depth of `kinds`' queues into `jobplane_queue_depth` every `every`, until the
@@ -185,14 +189,24 @@ pub fn ops_router(store: jobs::Store) -> Router {
         .with_state(store)
 }
 
+/// Ready when Redis answers and has room for writes. A Redis at its `maxmemory` that refuses
+/// writes is `503` `{"status": "not ready", "redis": "full"}`: it answers, but no job can be
+/// enqueued until workers drain some (they keep working) or `maxmemory` is raised.
 async fn readyz(State(store): State<jobs::Store>) -> Response {
-    match store.ping().await {
-        Ok(()) => Json(serde_json::json!({"status": "ready", "redis": "ok"})).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"status": "not ready", "redis": e.to_string()})))
-                .into_response()
-        }
+    let not_ready = |body: serde_json::Value| (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    if let Err(e) = store.ping().await {
+        tracing::warn!(error = %e, "not ready");
+        return not_ready(serde_json::json!({"status": "not ready", "redis": e.to_string()}));
+    }
+    match store.memory().await {
+        // Counted and logged where writes are refused; a probe every few seconds adds nothing.
+        Ok(jobs::redis_conn::Memory::Full { used, max }) => not_ready(serde_json::json!({
+            "status": "not ready",
+            "redis": "full",
+            "detail": format!("Redis uses {used} bytes of its maxmemory {max} and refuses writes"),
+        })),
+        // PING answered: a failed INFO alone does not make the process unready.
+        _ => Json(serde_json::json!({"status": "ready", "redis": "ok"})).into_response(),
     }
 }
 
@@ -200,19 +214,44 @@ async fn render_metrics() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics_handle().render())
 }
 
-/// Middleware: counts requests by route and status and times them by route.
+/// Middleware: counts requests by route, method and status and times them by route. Runs
+/// before authentication, so every label value comes from a closed set whatever a client
+/// sends: the route is the matched template (`unmatched` otherwise), the method one of the
+/// standard ones (`other` otherwise), the status a code the server itself chose.
 pub async fn http_metrics(request: Request, next: Next) -> Response {
     let route =
         request.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
+    let status = status_label(response.status());
     metrics::counter!("jobplane_http_requests_total", "route" => route.clone(), "method" => method, "status" => status)
         .increment(1);
     metrics::histogram!("jobplane_http_request_duration_seconds", "route" => route)
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The `method` label: a standard method's name, `other` for any other token a client sends.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The `status` label: the code, which the server sets (100 to 599 in practice; anything
+/// else, were a layer ever to produce it, is `other`).
+fn status_label(status: StatusCode) -> String {
+    let code = status.as_u16();
+    if (100..600).contains(&code) { code.to_string() } else { "other".to_owned() }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -265,5 +304,21 @@ pub async fn migrate_until_done(database_url: String) {
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_come_from_a_closed_set() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        for made_up in ["X0001MMMM", "get", "PROPFIND", "TRACE", "CONNECT"] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other", "{made_up}");
+        }
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "418");
+        assert_eq!(status_label(StatusCode::from_u16(999).unwrap()), "other");
     }
 }

@@ -131,6 +131,8 @@ async fn fire(schedules: &ScheduleStore, queue: &Store, schedule: &Schedule, tic
         // Another worker enqueued this tick first.
         Ok(Some(EnqueueOutcome::Replayed { .. } | EnqueueOutcome::Conflict { .. })) => {}
         Ok(other) => tracing::warn!(schedule = name, %tick, outcome = ?other, "scheduled job not enqueued"),
+        // A full Redis is logged once per interval where it is found, not once per schedule.
+        Err(jobs::StoreError::Full(_)) => return,
         Err(e) => {
             tracing::warn!(schedule = name, %tick, error = %e, "scheduled job not enqueued; retrying");
             return;
