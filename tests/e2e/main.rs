@@ -17,6 +17,7 @@ mod idempotency;
 mod leases;
 mod migrations;
 mod net_hardening;
+mod net_review;
 mod observability;
 mod ops;
 mod panics;
