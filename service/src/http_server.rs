@@ -7,27 +7,37 @@
 //!   limit). Otherwise the connection is closed.
 //! - `HTTP_IDLE_TIMEOUT_SECONDS`: a connection on which no byte moved either way for this long
 //!   is closed (a request body, or the reading of a response, that stalls).
+//! - `HTTP_BODY_TIMEOUT_SECONDS`: a request's body must arrive in full within this time of its
+//!   head, and a response must be taken in full by the client within this time of the handler
+//!   returning it; otherwise the connection is closed. Without it, a client that sends (or
+//!   reads) one byte just before each idle timeout holds its connection for as long as it
+//!   likes: a few such clients fill `HTTP_MAX_CONNECTIONS`. The handler's own time is not
+//!   counted.
 //! - `HTTP_MAX_CONNECTIONS`: connections served at once; one over the cap is answered `503`
 //!   with `Retry-After: 1` (best effort) and closed at once, counted in
 //!   `jobplane_http_connections_refused_total`.
 //!
 //! axum's own `serve` has none of these, hence this accept loop around hyper's HTTP/1 server.
 
+use std::convert::Infallible;
 use std::pin::{Pin, pin};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::{Body, Bytes, HttpBody};
+use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use jobs::settings::{Env, SettingError};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tower::ServiceExt;
 
 /// The limits of [`serve`], from the `HTTP_*` settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +46,9 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// `HTTP_IDLE_TIMEOUT_SECONDS`, default 60 (1 to 3600).
     pub idle_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_SECONDS`, default 60 (1 to 3600): for a request's body to arrive, and
+    /// for a response to be taken by the client, each in full.
+    pub body_timeout: Duration,
     /// `HTTP_MAX_CONNECTIONS`, default 10000 (1 to 1000000): keep it below the process's
     /// open-file limit (`ulimit -n`), less what Redis and PostgreSQL connections need.
     pub max_connections: usize,
@@ -46,6 +59,7 @@ impl Default for HttpLimits {
         Self {
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_mins(1),
+            body_timeout: Duration::from_mins(1),
             max_connections: 10_000,
         }
     }
@@ -61,11 +75,15 @@ impl HttpLimits {
         if idle_timeout.is_zero() || idle_timeout > Duration::from_hours(1) {
             return Err(SettingError::new("HTTP_IDLE_TIMEOUT_SECONDS", "must be between 1 and 3600"));
         }
+        let body_timeout = env.seconds("HTTP_BODY_TIMEOUT_SECONDS", 60)?;
+        if body_timeout.is_zero() || body_timeout > Duration::from_hours(1) {
+            return Err(SettingError::new("HTTP_BODY_TIMEOUT_SECONDS", "must be between 1 and 3600"));
+        }
         let max_connections: usize = env.parse("HTTP_MAX_CONNECTIONS", 10_000)?;
         if !(1..=1_000_000).contains(&max_connections) {
             return Err(SettingError::new("HTTP_MAX_CONNECTIONS", "must be between 1 and 1000000"));
         }
-        Ok(Self { header_read_timeout, idle_timeout, max_connections })
+        Ok(Self { header_read_timeout, idle_timeout, body_timeout, max_connections })
     }
 }
 
@@ -99,6 +117,7 @@ pub async fn serve(
         };
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
+                let _ = stream.set_nodelay(true);
                 connections.spawn(connection(stream, router.clone(), limits, stopped.clone(), permit));
             }
             Err(_) => refuse(&stream, limits.max_connections),
@@ -111,19 +130,31 @@ pub async fn serve(
 }
 
 /// One connection, until the client or a limit ends it, or a graceful shutdown.
-async fn connection(
-    stream: TcpStream,
+async fn connection<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(
+    stream: S,
     router: Router,
     limits: HttpLimits,
     mut stop: watch::Receiver<()>,
     _permit: OwnedSemaphorePermit,
 ) {
-    let _ = stream.set_nodelay(true);
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Watched { inner: stream, activity: Arc::clone(&activity) });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout);
-    let mut conn = pin!(builder.serve_connection(io, TowerToHyperService::new(router)));
+    let service = {
+        let activity = Arc::clone(&activity);
+        tower::service_fn(move |request: hyper::Request<Incoming>| {
+            let activity = Arc::clone(&activity);
+            let request = request.map(|body| Body::new(RequestBody::new(body, &activity, limits.body_timeout)));
+            let router = router.clone();
+            async move {
+                let response = router.oneshot(request).await?;
+                activity.set_deadline(&activity.response_deadline, limits.body_timeout);
+                Ok::<_, Infallible>(response.map(|inner| Body::new(ResponseBody { inner, activity })))
+            }
+        })
+    };
+    let mut conn = pin!(builder.serve_connection(io, TowerToHyperService::new(service)));
     let mut stopping = false;
     loop {
         tokio::select! {
@@ -135,6 +166,10 @@ async fn connection(
             }
             () = activity.idle_for(limits.idle_timeout) => {
                 tracing::debug!("HTTP connection idle too long; closed");
+                return;
+            }
+            () = activity.body_overdue() => {
+                tracing::debug!("HTTP body not sent or taken in HTTP_BODY_TIMEOUT_SECONDS; closed");
                 return;
             }
             _ = stop.changed(), if !stopping => {
@@ -169,22 +204,71 @@ async fn accept_failed(e: &std::io::Error) {
     }
 }
 
-/// When a byte last moved on a connection.
+/// No deadline.
+const NONE: u64 = u64::MAX;
+
+/// When a byte last moved on a connection, and by when the body under way must have moved.
 #[derive(Debug)]
 struct Activity {
     start: Instant,
     /// Milliseconds from `start`.
     last: AtomicU64,
+    /// Milliseconds from `start` by which the request's body must be in, or [`NONE`].
+    request_deadline: AtomicU64,
+    /// Milliseconds from `start` by which the response must be written out, or [`NONE`].
+    response_deadline: AtomicU64,
+    /// The handler's response was handed to hyper in full: the next completed flush (hyper
+    /// flushes the socket only once its buffer is empty) means the client took it.
+    response_handed: AtomicBool,
+    /// A deadline was set.
+    deadline_set: Notify,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { start: Instant::now(), last: AtomicU64::new(0) }
+        Self {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+            request_deadline: AtomicU64::new(NONE),
+            response_deadline: AtomicU64::new(NONE),
+            response_handed: AtomicBool::new(false),
+            deadline_set: Notify::new(),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(NONE - 1)
     }
 
     fn touch(&self) {
-        let elapsed = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(elapsed, Ordering::Relaxed);
+        self.last.store(self.now(), Ordering::Relaxed);
+    }
+
+    fn set_deadline(&self, deadline: &AtomicU64, limit: Duration) {
+        let limit = u64::try_from(limit.as_millis()).unwrap_or(NONE);
+        deadline.store(self.now().saturating_add(limit).min(NONE - 1), Ordering::Relaxed);
+        self.deadline_set.notify_one();
+    }
+
+    /// Resolves once a request body or a response is late (see [`HttpLimits::body_timeout`]).
+    async fn body_overdue(&self) {
+        loop {
+            let set = self.deadline_set.notified();
+            let deadline =
+                self.request_deadline.load(Ordering::Relaxed).min(self.response_deadline.load(Ordering::Relaxed));
+            if deadline == NONE {
+                set.await;
+                continue;
+            }
+            let at = self.start + Duration::from_millis(deadline);
+            if Instant::now() >= at {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at) => {}
+                () = set => {}
+            }
+        }
     }
 
     /// Resolves once nothing moved for `limit`.
@@ -242,11 +326,89 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let polled = Pin::new(&mut self.inner).poll_flush(cx);
+        if matches!(polled, Poll::Ready(Ok(()))) && self.activity.response_handed.swap(false, Ordering::Relaxed) {
+            self.activity.response_deadline.store(NONE, Ordering::Relaxed);
+        }
+        polled
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// A request's body, due in full by the connection's request deadline, which it lifts once it
+/// ended or was dropped (the handler did not want the rest: hyper then closes the connection).
+struct RequestBody {
+    inner: Incoming,
+    activity: Arc<Activity>,
+}
+
+impl RequestBody {
+    fn new(inner: Incoming, activity: &Arc<Activity>, limit: Duration) -> Self {
+        if !inner.is_end_stream() {
+            activity.set_deadline(&activity.request_deadline, limit);
+        }
+        Self { inner, activity: Arc::clone(activity) }
+    }
+}
+
+impl HttpBody for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) || self.inner.is_end_stream() {
+            self.activity.request_deadline.store(NONE, Ordering::Relaxed);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        self.activity.request_deadline.store(NONE, Ordering::Relaxed);
+    }
+}
+
+/// A response's body, due at the client by the connection's response deadline (set when the
+/// handler returned it). Hyper drops it once it holds all of it (or gives up); the next
+/// completed flush then lifts the deadline.
+struct ResponseBody {
+    inner: Body,
+    activity: Arc<Activity>,
+}
+
+impl HttpBody for ResponseBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        self.activity.response_handed.store(true, Ordering::Relaxed);
     }
 }
 
@@ -262,11 +424,71 @@ mod tests {
             ("HTTP_HEADER_READ_TIMEOUT_MS", "x"),
             ("HTTP_IDLE_TIMEOUT_SECONDS", "0"),
             ("HTTP_IDLE_TIMEOUT_SECONDS", "3601"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "0"),
+            ("HTTP_BODY_TIMEOUT_SECONDS", "3601"),
             ("HTTP_MAX_CONNECTIONS", "0"),
             ("HTTP_MAX_CONNECTIONS", "-1"),
         ] {
             let error = HttpLimits::from_env(&Env::from_pairs(&[(name, value)])).unwrap_err().to_string();
             assert!(error.starts_with(&format!("{name}: ")), "{error}");
         }
+    }
+
+    /// Serves `router` on one end of an in-memory pipe of `capacity` bytes (a socket whose
+    /// buffers stay small, as over a real network) within `limits`; returns the client's end
+    /// and the connection's task.
+    fn serve_pipe(
+        router: Router,
+        limits: HttpLimits,
+        capacity: usize,
+    ) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(capacity);
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().unwrap();
+        let (stop, stopped) = watch::channel(());
+        let task = tokio::spawn(async move {
+            let _stop = stop;
+            connection(server, router, limits, stopped, permit).await;
+        });
+        (client, task)
+    }
+
+    const SLOW: HttpLimits = HttpLimits {
+        header_read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(30),
+        body_timeout: Duration::from_secs(1),
+        max_connections: 1,
+    };
+
+    /// A client that takes a large response a little at a time, never idle for long, held its
+    /// connection (a place under `HTTP_MAX_CONNECTIONS`) until the last byte: hours for `/docs`'
+    /// 1 MB script at one segment a minute. Now it has `HTTP_BODY_TIMEOUT_SECONDS` to take it.
+    #[tokio::test]
+    async fn a_response_taken_slowly_ends_the_connection_after_the_body_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let big = axum::routing::get(|| async { vec![b'x'; 1 << 20] });
+        let (mut client, task) = serve_pipe(Router::new().route("/big", big), SLOW, 4096);
+        client.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let started = std::time::Instant::now();
+        let mut buf = [0u8; 512];
+        let mut read = 0;
+        while !task.is_finished() {
+            assert!(started.elapsed() < Duration::from_secs(10), "still served after {read} bytes");
+            read += client.read(&mut buf).await.unwrap_or(0);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(read < 500_000, "{read}");
+
+        // Taken at once, the same response comes in full and the connection stays open.
+        let big = axum::routing::get(|| async { vec![b'x'; 1 << 20] });
+        let (mut client, task) = serve_pipe(Router::new().route("/big", big), SLOW, 4096);
+        client.write_all(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        while got.len() < (1 << 20) {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {} bytes", got.len());
+            got.extend_from_slice(&buf[..n]);
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(!task.is_finished(), "a kept-alive connection closed by the body timeout");
     }
 }

@@ -19,6 +19,7 @@ mod idempotency;
 mod leases;
 mod migrations;
 mod net_hardening;
+mod net_review;
 mod observability;
 mod ops;
 mod panics;

@@ -181,6 +181,38 @@ mod tests {
         );
     }
 
+    /// Every spelling of a private address that the URL parser turns into an IP literal (so the
+    /// resolver never sees it) is judged before sending: decimal, hex, octal, short forms, a
+    /// trailing dot, percent-encoding, userinfo, IPv4-mapped and NAT64 IPv6.
+    #[tokio::test]
+    async fn ip_literals_in_any_spelling_are_refused_before_sending() {
+        let sender =
+            WebhookSender::new("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Duration::from_secs(1), false, None).unwrap();
+        for url in [
+            "http://2130706433/",
+            "http://0x7f.1/",
+            "http://0177.0.0.1/",
+            "http://127.1/",
+            "http://127.0.0.1./",
+            "http://%31%32%37.0.0.1/",
+            "http://0/",
+            "http://user:pw@127.0.0.1@169.254.169.254/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://[::ffff:a9fe:a9fe]/",
+            "http://[64:ff9b::127.0.0.1]/",
+            "http://[::]/",
+            "https://[fe80::1]:443/",
+        ] {
+            let refused = sender.check_target(url).await;
+            assert!(
+                matches!(&refused, Err(JobError::Permanent(m)) if m.contains("is not a public address")),
+                "{url}: {refused:?}"
+            );
+        }
+        // Host names (any spelling) are left to the resolver, which sees every address.
+        assert!(sender.check_target("http://localhost./").await.is_ok());
+    }
+
     #[test]
     fn bad_secrets_are_refused() {
         assert!(WebhookSender::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", Duration::from_secs(1), false, None).is_err());
