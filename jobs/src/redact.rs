@@ -9,7 +9,12 @@
 //! - in every string, well-known secret shapes are hidden wherever they appear: provider keys
 //!   (`sk_live_…`, `xoxb-…`, `ghp_…`, `AKIA…`, JWTs, `Bearer …`, PEM private keys) and the
 //!   secret parts of webhook URLs' paths (Slack `hooks.slack.com/services/…`, Discord
-//!   `/api/webhooks/<id>/<token>`, Teams, Telegram bots, Zapier catch hooks).
+//!   `/api/webhooks/<id>/<token>`, Teams, Telegram bots, Zapier catch hooks);
+//! - in every string, header lines (`X-Api-Key: …`), `Basic`/`Bearer` credentials and form pairs
+//!   (`client_secret=…`) whose name marks a secret; a string that holds JSON is redacted as JSON;
+//!   a name/value pair (`{"name": "Authorization", "value": …}`) hides its value; a key that is
+//!   a secret itself (a token shape, or a token-like key under a secret key) is shown as
+//!   `[redacted]`, and an edit left as shown maps it back.
 //!
 //! Searching the dead letters reads only this redacted form, so a secret cannot be found by
 //! probing for it.
@@ -118,9 +123,18 @@ static TOKENS: LazyLock<Regex> = LazyLock::new(|| {
         r"|\bwhsec_[0-9A-Za-z+/=]{8,}",               // Standard Webhooks secrets
         r"|\beyJ[0-9A-Za-z_\-]{8,}\.[0-9A-Za-z_\-]{8,}\.[0-9A-Za-z_\-]*", // JWTs
         r"|(?i:\bbearer\s+)[0-9A-Za-z._~+/\-]{8,}=*", // bearer credentials
+        r"|(?i:\bbasic\s+)[0-9A-Za-z+/]{8,}=*",       // basic credentials (base64 user:password)
         r"|-----BEGIN[A-Z ]*PRIVATE KEY-----(?s:.*?)(?:-----END[A-Z ]*PRIVATE KEY-----|\z)",
     ))
 });
+
+/// A header line (`X-Api-Key: …`, `Authorization: Basic …`) inside any text: the name, then the
+/// value to the end of the line.
+static HEADER_LINE: LazyLock<Regex> =
+    LazyLock::new(|| pattern(r"(?m)^([ \t]*([A-Za-z0-9_\-]+)[ \t]*:[ \t]*)(\S[^\r\n]*)"));
+
+/// A `name=value` pair of a form body or a query string outside a URL (`client_secret=…`).
+static FORM_PAIR: LazyLock<Regex> = LazyLock::new(|| pattern(r#"([A-Za-z0-9_.\-\[\]]+)=([^&\s"'#;,]+)"#));
 
 /// One URL without its user info, query string and fragment.
 fn redact_url(url: &str) -> String {
@@ -172,16 +186,136 @@ pub fn redact_text(text: &str) -> String {
             })
             .into_owned();
     }
-    match TOKENS.replace_all(&out, REDACTED) {
-        std::borrow::Cow::Borrowed(_) => out,
-        std::borrow::Cow::Owned(hidden) => hidden,
+    if let std::borrow::Cow::Owned(hidden) = TOKENS.replace_all(&out, REDACTED) {
+        out = hidden;
+    }
+    // Header lines and form pairs whose name marks a secret (the name stays).
+    if out.contains(':')
+        && let std::borrow::Cow::Owned(hidden) = HEADER_LINE.replace_all(&out, |c: &regex::Captures<'_>| {
+            if secret_key(&c[2]) && &c[3] != REDACTED { format!("{}{REDACTED}", &c[1]) } else { c[0].to_owned() }
+        })
+    {
+        out = hidden;
+    }
+    if out.contains('=')
+        && let std::borrow::Cow::Owned(hidden) = FORM_PAIR.replace_all(&out, |c: &regex::Captures<'_>| {
+            if secret_key(&c[1]) && &c[2] != REDACTED { format!("{}={REDACTED}", &c[1]) } else { c[0].to_owned() }
+        })
+    {
+        out = hidden;
+    }
+    out
+}
+
+/// A string as shown: a string that holds a JSON object or array is redacted as JSON (its
+/// secrets by key, at any depth) and shown re-serialized; any other by [`redact_text`].
+fn redact_string(text: &str) -> Option<String> {
+    let trimmed = text.trim_start();
+    if (trimmed.starts_with('{') || trimmed.starts_with('['))
+        && let Ok(mut inner) = serde_json::from_str::<Value>(text)
+        && (inner.is_object() || inner.is_array())
+    {
+        let before = inner.clone();
+        walk(&mut inner);
+        return (inner != before).then(|| inner.to_string());
+    }
+    let shown = redact_text(text);
+    (shown != text).then_some(shown)
+}
+
+/// Under a secret key, a key that is not a plain word (it holds a digit, or is long: a token
+/// used as a map's key) is hidden too.
+fn key_looks_secret(key: &str) -> bool {
+    key.len() > 32 || !key.chars().all(|c| c.is_ascii_alphabetic() || c == '_' || c == '-')
+}
+
+/// The keys of an object as shown, each with the key stored: a key that is a secret itself (a
+/// token shape, a URL with a query, or a token-like key under a secret key) is shown as
+/// `[redacted]` (`[redacted 2]`, ... when several).
+fn shown_keys(map: &serde_json::Map<String, Value>, hidden: bool) -> Vec<(String, String)> {
+    let mut n = 0;
+    map.keys()
+        .map(|key| {
+            let secret = if hidden { key_looks_secret(key) } else { redact_text(key) != *key };
+            if !secret {
+                return (key.clone(), key.clone());
+            }
+            loop {
+                n += 1;
+                let name = if n == 1 { REDACTED.to_owned() } else { format!("[redacted {n}]") };
+                if !map.contains_key(&name) {
+                    return (name, key.clone());
+                }
+            }
+        })
+        .collect()
+}
+
+/// A key as the audit record names it (see [`shown_keys`]).
+fn shown_key(key: &str, hidden: bool) -> String {
+    let secret = if hidden { key_looks_secret(key) } else { redact_text(key) != key };
+    if secret { REDACTED.to_owned() } else { key.to_owned() }
+}
+
+/// Renames the keys of an object as [`shown_keys`] says.
+fn rename_keys(map: &mut serde_json::Map<String, Value>, hidden: bool) {
+    let names = shown_keys(map, hidden);
+    if names.iter().all(|(shown, stored)| shown == stored) {
+        return;
+    }
+    let mut old = std::mem::take(map);
+    for (shown, stored) in names {
+        if let Some(value) = old.remove(&stored) {
+            map.insert(shown, value);
+        }
+    }
+}
+
+/// Whether an object is a name/value pair (`{"name": "X-Api-Key", "value": "…"}`) whose name
+/// marks a secret: then its value is one.
+fn secret_pair(map: &serde_json::Map<String, Value>) -> bool {
+    map.iter().any(|(k, v)| {
+        ["name", "key", "header", "field", "param"].iter().any(|n| k.eq_ignore_ascii_case(n))
+            && v.as_str().is_some_and(secret_key)
+    })
+}
+
+/// Whether the value under `key` of `map` is hidden whole: a secret key, or the value of a
+/// secret name/value pair.
+fn hides(map: &serde_json::Map<String, Value>, key: &str) -> bool {
+    secret_key(key) || (key.to_ascii_lowercase().starts_with("value") && secret_pair(map))
+}
+
+fn walk(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let pair = secret_pair(map);
+            for (key, v) in map.iter_mut() {
+                if secret_key(key) || (pair && key.to_ascii_lowercase().starts_with("value")) {
+                    hide_all(v);
+                } else {
+                    walk(v);
+                }
+            }
+            rename_keys(map, false);
+        }
+        Value::Array(items) => items.iter_mut().for_each(walk),
+        Value::String(s) => {
+            if let Some(shown) = redact_string(s) {
+                *s = shown;
+            }
+        }
+        _ => {}
     }
 }
 
 /// Every leaf of a value hidden, its shape kept (so an edit can leave a leaf as it was shown).
 fn hide_all(value: &mut Value) {
     match value {
-        Value::Object(map) => map.values_mut().for_each(hide_all),
+        Value::Object(map) => {
+            map.values_mut().for_each(hide_all);
+            rename_keys(map, true);
+        }
         Value::Array(items) => items.iter_mut().for_each(hide_all),
         leaf => *leaf = Value::String(REDACTED.into()),
     }
@@ -190,23 +324,6 @@ fn hide_all(value: &mut Value) {
 /// The payload as operators may see it (see the module's rules). An OTP job's `code` is
 /// always hidden.
 pub fn redact(kind: Kind, mut payload: Value) -> Value {
-    fn walk(value: &mut Value) {
-        match value {
-            Value::Object(map) => {
-                for (key, v) in map.iter_mut() {
-                    if secret_key(key) { hide_all(v) } else { walk(v) }
-                }
-            }
-            Value::Array(items) => items.iter_mut().for_each(walk),
-            Value::String(s) => {
-                let shown = redact_text(s);
-                if shown != *s {
-                    *s = shown;
-                }
-            }
-            _ => {}
-        }
-    }
     if kind == Kind::OtpSms
         && let Some(code) = payload.get_mut("code")
     {
@@ -221,17 +338,21 @@ pub fn redact(kind: Kind, mut payload: Value) -> Value {
 pub fn destination_fields(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Webhook => &["url"],
-        Kind::Email => &["to", "cc", "bcc"],
+        // Replies (and auto-replies, which quote the message) go to `reply_to`.
+        Kind::Email => &["to", "cc", "bcc", "reply_to"],
         Kind::OtpSms => &["to"],
         Kind::AuditLog => &[],
     }
 }
 
-/// The addresses of a destination field, compared as a set: case, order and repeats aside.
-fn destination(value: Option<&Value>) -> Vec<String> {
+/// The addresses of a destination field, compared as a set: order and repeats aside, and case
+/// too for addresses (email, phone). A URL is compared as written: its path is case-sensitive,
+/// and another path on the same host may be someone else's receiver.
+fn destination(kind: Kind, value: Option<&Value>) -> Vec<String> {
+    let fold = |s: &str| if kind == Kind::Webhook { s.trim().to_owned() } else { s.trim().to_lowercase() };
     let mut list: Vec<String> = match value {
-        Some(Value::String(s)) => vec![s.trim().to_lowercase()],
-        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(|s| s.trim().to_lowercase()).collect(),
+        Some(Value::String(s)) => vec![fold(s)],
+        Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(fold).collect(),
         Some(Value::Null) | None => Vec::new(),
         Some(other) => vec![other.to_string()],
     };
@@ -253,7 +374,15 @@ fn segment(key: &str) -> String {
 /// (under the payload) are returned, for the operator to supply; nothing secret follows the job
 /// to a new destination. Empty when the edit may go.
 pub fn restore_redacted(kind: Kind, edited: &mut Value, stored: &Value) -> Vec<String> {
-    fn walk(edited: &mut Value, shown: &Value, stored: &Value, path: &str, restore: bool, held: &mut Vec<String>) {
+    fn walk(
+        edited: &mut Value,
+        shown: &Value,
+        stored: &Value,
+        path: &str,
+        restore: bool,
+        hidden: bool,
+        held: &mut Vec<String>,
+    ) {
         if edited == shown && shown != stored {
             if restore {
                 *edited = stored.clone();
@@ -267,15 +396,34 @@ pub fn restore_redacted(kind: Kind, edited: &mut Value, stored: &Value) -> Vec<S
         }
         match (edited, shown, stored) {
             (Value::Object(e), Value::Object(sh), Value::Object(st)) => {
+                // Keys shown as `[redacted]` (secrets themselves) map back to the stored ones.
+                let names = shown_keys(st, hidden);
+                let mut renames = Vec::new();
                 for (key, value) in e.iter_mut() {
-                    if let (Some(sh), Some(st)) = (sh.get(key), st.get(key)) {
-                        walk(value, sh, st, &format!("{path}/{}", segment(key)), restore, held);
+                    let stored_key = names.iter().find(|(shown, _)| shown == key).map(|(_, stored)| stored);
+                    if let (Some(sh), Some(stored_key)) = (sh.get(key), stored_key)
+                        && let Some(stored_value) = st.get(stored_key)
+                    {
+                        let inner = hidden || hides(st, stored_key);
+                        walk(value, sh, stored_value, &format!("{path}/{}", segment(key)), restore, inner, held);
+                        if stored_key != key {
+                            if restore {
+                                renames.push((key.clone(), stored_key.clone()));
+                            } else {
+                                held.push(format!("{path}/{}", segment(key)));
+                            }
+                        }
+                    }
+                }
+                for (shown, stored) in renames {
+                    if let Some(value) = e.remove(&shown) {
+                        e.insert(stored, value);
                     }
                 }
             }
             (Value::Array(e), Value::Array(sh), Value::Array(st)) => {
                 for (i, ((value, sh), st)) in e.iter_mut().zip(sh).zip(st).enumerate() {
-                    walk(value, sh, st, &format!("{path}/{i}"), restore, held);
+                    walk(value, sh, st, &format!("{path}/{i}"), restore, hidden, held);
                 }
             }
             _ => {}
@@ -288,31 +436,36 @@ pub fn restore_redacted(kind: Kind, edited: &mut Value, stored: &Value) -> Vec<S
     if let (Value::Object(e), Value::Object(sh), Value::Object(st)) = (&mut *edited, &shown, stored) {
         for field in fields {
             if let (Some(value), Some(sh), Some(st)) = (e.get_mut(*field), sh.get(*field), st.get(*field)) {
-                walk(value, sh, st, &format!("/{field}"), true, &mut held);
+                walk(value, sh, st, &format!("/{field}"), true, false, &mut held);
             }
         }
     }
-    let moved = fields.iter().any(|f| destination(edited.get(*f)) != destination(stored.get(*f)));
-    walk(edited, &shown, stored, "", !moved, &mut held);
+    let moved = fields.iter().any(|f| destination(kind, edited.get(*f)) != destination(kind, stored.get(*f)));
+    walk(edited, &shown, stored, "", !moved, false, &mut held);
+    held.sort();
+    held.dedup();
     held
 }
 
 /// The JSON pointers of the values an edit changed, added or removed, leaf by leaf (at most
 /// `limit`, then `…`): what the audit record of an edit names. Values are never listed.
 pub fn changed_fields(before: &Value, after: &Value, limit: usize) -> Vec<String> {
-    fn walk(before: Option<&Value>, after: Option<&Value>, path: &str, out: &mut Vec<String>) {
+    fn walk(before: Option<&Value>, after: Option<&Value>, path: &str, hidden: bool, out: &mut Vec<String>) {
         match (before, after) {
             (Some(Value::Object(b)), Some(Value::Object(a))) => {
                 let mut keys: Vec<&String> = b.keys().chain(a.keys()).collect();
                 keys.sort();
                 keys.dedup();
                 for key in keys {
-                    walk(b.get(key), a.get(key), &format!("{path}/{}", segment(key)), out);
+                    // A key that is a secret itself is named as shown (`[redacted]`).
+                    let inner = hidden || hides(b, key) || hides(a, key);
+                    let name = segment(&shown_key(key, hidden));
+                    walk(b.get(key), a.get(key), &format!("{path}/{name}"), inner, out);
                 }
             }
             (Some(Value::Array(b)), Some(Value::Array(a))) if b.len() == a.len() => {
                 for (i, (b, a)) in b.iter().zip(a).enumerate() {
-                    walk(Some(b), Some(a), &format!("{path}/{i}"), out);
+                    walk(Some(b), Some(a), &format!("{path}/{i}"), hidden, out);
                 }
             }
             (b, a) if b != a => out.push(if path.is_empty() { "/".to_owned() } else { path.to_owned() }),
@@ -320,7 +473,8 @@ pub fn changed_fields(before: &Value, after: &Value, limit: usize) -> Vec<String
         }
     }
     let mut out = Vec::new();
-    walk(Some(before), Some(after), "", &mut out);
+    walk(Some(before), Some(after), "", false, &mut out);
+    out.dedup();
     if out.len() > limit {
         out.truncate(limit);
         out.push("…".into());
@@ -492,5 +646,100 @@ mod tests {
         assert_eq!(changed_fields(&before, &after, 10), ["/data/gone", "/data/list/1", "/data/new", "/url"]);
         assert_eq!(changed_fields(&before, &after, 2), ["/data/gone", "/data/list/1", "…"]);
         assert!(changed_fields(&before, &before, 10).is_empty());
+    }
+}
+
+/// Review of the console hardening (issue 13): secrets the first version still showed, and edits
+/// it still let through.
+#[cfg(test)]
+mod review {
+    use serde_json::json;
+
+    use super::*;
+
+    fn shown(stored: &Value) -> String {
+        redact(Kind::Webhook, stored.clone()).to_string()
+    }
+
+    #[test]
+    fn secrets_inside_json_text_are_hidden() {
+        let stored = json!({"url": "https://a.example/in", "event": "e", "data": {
+            "body": "{\"password\":\"hunter2-pw\",\"user\":\"ann\"}",
+            "items": "[{\"api_key\":\"k-998877\"}]",
+            "twice": "{\"inner\":\"{\\\"secret\\\":\\\"s3cr3t-deep\\\"}\"}"}});
+        let text = shown(&stored);
+        for secret in ["hunter2-pw", "k-998877", "s3cr3t-deep"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        assert!(text.contains("ann"), "what is no secret stays: {text}");
+    }
+
+    #[test]
+    fn header_lines_name_value_pairs_basic_auth_and_form_bodies_are_hidden() {
+        let stored = json!({"url": "https://a.example/in", "event": "e", "data": {
+            "headers": ["Authorization: Basic dXNlcjpodW50ZXIy", "X-Api-Key: k_live_4455", "Accept: */*"],
+            "header_list": [{"name": "X-Api-Key", "value": "hdr-77665544"},
+                            {"key": "Authorization", "value": "Token tk-11223344"},
+                            {"name": "Accept", "value": "text/plain"}],
+            "form": "grant_type=client_credentials&client_secret=cs-5566778899&scope=all",
+            "line": "send with basic dXNlcjpzZWNyZXRwdw=="}});
+        let text = shown(&stored);
+        for secret in
+            ["dXNlcjpodW50ZXIy", "k_live_4455", "hdr-77665544", "tk-11223344", "cs-5566778899", "dXNlcjpzZWNyZXRwdw"]
+        {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        for kept in ["Accept: */*", "text/plain", "grant_type=client_credentials", "scope=all"] {
+            assert!(text.contains(kept), "{kept} hidden: {text}");
+        }
+    }
+
+    #[test]
+    fn keys_that_are_secrets_are_hidden_and_an_edit_keeps_them() {
+        let stored = json!({"url": "https://a.example/in", "event": "e", "data": {
+            "api_tokens": {"tok-a1b2c3d4e5": "billing", "tok-f6g7h8i9j0": "crm"},
+            "by_key": {"sk_live_4eC39HqLyjWDarjtT1zdp7dc": 1}, "n": 1}});
+        let text = shown(&stored);
+        for secret in ["tok-a1b2c3d4e5", "tok-f6g7h8i9j0", "sk_live_4eC39Hq"] {
+            assert!(!text.contains(secret), "{secret} shown: {text}");
+        }
+        // An edit that leaves them as shown gets them back, same destination.
+        let mut edited = redact(Kind::Webhook, stored.clone());
+        edited["data"]["n"] = json!(2);
+        assert!(restore_redacted(Kind::Webhook, &mut edited, &stored).is_empty());
+        let mut expected = stored.clone();
+        expected["data"]["n"] = json!(2);
+        assert_eq!(edited, expected);
+        // A new destination: held, named by the shown path.
+        let mut moved = redact(Kind::Webhook, stored.clone());
+        moved["url"] = json!("https://evil.example/in");
+        let held = restore_redacted(Kind::Webhook, &mut moved, &stored);
+        assert!(!held.is_empty());
+        assert!(held.iter().all(|p| !p.contains("tok-") && !p.contains("sk_live")), "{held:?}");
+        // The audit record's changed paths never name a secret key either.
+        let mut after = stored.clone();
+        after["data"]["api_tokens"]["tok-a1b2c3d4e5"] = json!("finance");
+        let changed = changed_fields(&stored, &after, 10);
+        assert_eq!(changed.len(), 1);
+        assert!(!changed[0].contains("tok-"), "{changed:?}");
+    }
+
+    #[test]
+    fn a_webhook_url_that_differs_in_its_path_case_is_a_new_destination() {
+        let stored = json!({"url": "https://receiver.example/Tenants/AcmeCo", "event": "e",
+            "data": {"api_token": "tok_live_secret"}});
+        let mut edited = redact(Kind::Webhook, stored.clone());
+        edited["url"] = json!("https://receiver.example/tenants/acmeco");
+        assert_eq!(restore_redacted(Kind::Webhook, &mut edited, &stored), ["/data/api_token"]);
+        assert_eq!(edited["data"]["api_token"], REDACTED);
+    }
+
+    #[test]
+    fn a_new_reply_to_is_a_new_destination() {
+        let stored = json!({"to": ["ann@example.org"], "subject": "s",
+            "template": {"name": "reset", "data": {"reset_token": "rt_1"}}});
+        let mut edited = redact(Kind::Email, stored.clone());
+        edited["reply_to"] = json!(["spy@example.net"]);
+        assert_eq!(restore_redacted(Kind::Email, &mut edited, &stored), ["/template/data/reset_token"]);
     }
 }

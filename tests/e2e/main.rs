@@ -10,6 +10,7 @@ mod browser;
 mod chaos;
 mod console;
 mod console_hardening;
+mod console_review;
 mod edge_hardening;
 mod email;
 mod emulators;

@@ -164,6 +164,8 @@ where
                 let finished_at = Utc::now();
                 let (outcome, error) = judge(&job, result.as_ref().map(|_| ()), &acker.backoff, finished_at);
                 if let Some(error) = &error {
+                    // Logs are read by operators too: the error as the console shows it.
+                    let error = jobs::redact::redact_text(error);
                     tracing::info!(job_id = %job.id, kind = %job.kind, attempt = job.attempt, producer = %job.producer, %error, ?outcome, "attempt failed");
                 }
                 let provider_id = result.as_ref().ok().and_then(|d| d.provider_id.clone());
