@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use jobs::OtpLimits;
 use jobs::redis_conn::RedisSettings;
+use jobs::schedule::ScheduleLimits;
 use jobs::settings::{Env, SettingError};
 use jobs::sms_templates::SmsTemplates;
 use jobs::store::ReplicaWait;
@@ -34,6 +35,8 @@ pub struct Config {
     /// `REDIS_WAIT_REPLICAS` (default 0: off) and `REDIS_WAIT_TIMEOUT_MS` (default 200): a `202`
     /// only once that many replicas hold the job.
     pub replica_wait: Option<ReplicaWait>,
+    /// `SCHEDULES_MAX_PER_PRODUCER` (1000), `SCHEDULES_MAX` (10000), `SCHEDULES_MIN_INTERVAL_SECONDS` (1).
+    pub schedule_limits: ScheduleLimits,
 }
 
 impl Config {
@@ -73,6 +76,7 @@ impl Config {
             },
             sms_templates: SmsTemplates::from_env(env)?,
             otp_limits: OtpLimits::from_env(env)?,
+            schedule_limits: ScheduleLimits::from_env(env)?,
         })
     }
 }
@@ -103,7 +107,13 @@ mod tests {
             error(&[keys, ("SMS_TEMPLATE_LOGIN", "no code")]).starts_with("SMS_TEMPLATE_LOGIN: must contain {code}")
         );
         assert!(error(&[keys, ("OTP_RATE_LIMIT_PER_NUMBER", "x")]).starts_with("OTP_RATE_LIMIT_PER_NUMBER: "));
+        assert!(error(&[keys, ("SCHEDULES_MAX", "0")]).starts_with("SCHEDULES_MAX: "));
+        assert!(error(&[keys, ("SCHEDULES_MAX_PER_PRODUCER", "x")]).starts_with("SCHEDULES_MAX_PER_PRODUCER: "));
+        assert!(
+            error(&[keys, ("SCHEDULES_MIN_INTERVAL_SECONDS", "0")]).starts_with("SCHEDULES_MIN_INTERVAL_SECONDS: ")
+        );
         let config = Config::from_env(&Env::from_pairs(&[keys])).unwrap();
+        assert_eq!(config.schedule_limits, ScheduleLimits::default());
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.idempotency_ttl, Duration::from_hours(24));
         assert_eq!(config.otp_limits.per_number, 5);
