@@ -423,6 +423,7 @@ static PUT: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lu
 static DELETE: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lua/schedule_delete.lua")));
 static CLAIM: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lua/schedule_claim.lua")));
 static LIST: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lua/schedule_list.lua")));
+static REINDEX: LazyLock<Script> = LazyLock::new(|| index_script("return ensure_index()"));
 static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/schedule_settle.lua")));
 
 /// A schedule taken by [`ScheduleStore::claim`]: its stored JSON and last fired tick.
@@ -607,6 +608,40 @@ impl ScheduleStore {
         #[expect(clippy::cast_possible_truncation, reason = "scores are ms since the epoch, written as integers")]
         let next = next.and_then(|s| s.parse::<f64>().ok()).and_then(|ms| DateTime::from_timestamp_millis(ms as i64));
         Ok(Claim { due, next })
+    }
+
+    /// Indexes any schedule written without the index, and brings forward the next-fire time
+    /// of any whose stored one is later than its next tick: definitions written by something
+    /// other than these scripts (a version from before the index, still running during an
+    /// upgrade; a hand edit). Reads every schedule once: for a scheduler's start, not for each
+    /// pass. Returns how many it brought forward.
+    pub async fn reconcile(&self) -> Result<usize, StoreError> {
+        let _: i64 = self.indexed(&REINDEX).invoke_async(&mut self.conn.clone()).await?;
+        let (scores,): (Vec<(String, f64)>,) = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(&self.due)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let scores: HashMap<String, f64> = scores.into_iter().collect();
+        let mut pipe = redis::pipe();
+        let mut moved = 0;
+        for (schedule, last) in self.list().await? {
+            let since = last.map_or(schedule.updated_at, |l| l.max(schedule.updated_at));
+            let Some(next) = schedule.timetable().and_then(|t| t.next_after(since)) else { continue };
+            #[expect(clippy::cast_precision_loss, reason = "ms since the epoch are far below 2^52")]
+            let next_ms = next.timestamp_millis() as f64;
+            if scores.get(&schedule.name).is_some_and(|score| next_ms < *score) {
+                pipe.cmd("ZADD").arg(&self.due).arg("XX").arg("LT").arg(next_ms).arg(&schedule.name).ignore();
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            let () = pipe.query_async(&mut self.conn.clone()).await?;
+        }
+        Ok(moved)
     }
 
     /// Records `tick` (fired or skipped; only forward) as `schedule`'s last, and `next` as when

@@ -91,7 +91,7 @@ async fn long_crons_large_jobs_and_short_intervals_are_refused() {
     let refused = problem(post(&app, SHOP_KEY, &big).await, 422).await;
     assert_eq!(fields(&refused), ["/job"]);
 
-    for fast in ["*/10 * * * * *", "0,30 * * * * *", "0 0,1 9 * * *"] {
+    for fast in ["*/10 * * * * *", "0,30 * * * * *", "0,1 0 9 * * *"] {
         let refused = problem(post(&app, SHOP_KEY, &body("fast", fast)).await, 422).await;
         assert_eq!(fields(&refused), ["/cron"], "{fast}");
         assert!(refused["errors"][0]["message"].as_str().unwrap().contains("SCHEDULES_MIN_INTERVAL_SECONDS"));

@@ -129,6 +129,13 @@ pub async fn load(store: &ScheduleStore, schedules: &[Schedule]) -> Result<(), j
 /// Runs until the process ends.
 pub async fn run(schedules: ScheduleStore, queue: Store) {
     let mut tables = TimetableCache::new(TIMETABLE_CACHE);
+    match schedules.reconcile().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(schedules = n, "next fire times brought forward to their stored definitions"),
+        Err(e) => {
+            tracing::warn!(error = %e, "next fire times not reconciled; the first pass indexes what is not");
+        }
+    }
     loop {
         let now = Utc::now();
         let mut wake = now + chrono::Duration::from_std(POLL).unwrap_or_default();
