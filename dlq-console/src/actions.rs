@@ -204,12 +204,15 @@ impl Console {
     /// the action itself already happened.
     async fn record(&self, operator: &str, action: &str, id: Option<&str>, metadata: Value) {
         let now = Utc::now();
-        let mut payload = json!({"tenant_id": "jobplane", "actor": format!("console:{operator}"), "action": action,
-            "resource_type": "dead_letter", "metadata": metadata});
+        let mut fields = serde_json::Map::new();
+        fields.insert("tenant_id".to_owned(), json!("jobplane"));
+        fields.insert("action".to_owned(), json!(action));
+        fields.insert("resource_type".to_owned(), json!("dead_letter"));
+        fields.insert("metadata".to_owned(), metadata);
         if let Some(id) = id {
-            payload["resource_id"] = Value::String(id.to_owned());
+            fields.insert("resource_id".to_owned(), Value::String(id.to_owned()));
         }
-        let job = match ValidJob::parse(json!({"kind": "audit_log", "payload": payload}), "", now) {
+        let job = match ValidJob::operator_audit_record(operator, fields, now) {
             Ok(job) => job.into_new("console", now),
             Err(errors) => {
                 tracing::error!(?errors, action, "operator action not recordable");

@@ -106,6 +106,26 @@ impl ValidJob {
         Ok(ValidJob { kind, payload, run_at, max_attempts, idempotency_key: request.idempotency_key, fingerprint })
     }
 
+    /// The dead-letter console's audit record of an operator's action (actor
+    /// `console:<operator>`, which [`ValidJob::parse`] refuses from anyone else).
+    pub fn operator_audit_record(
+        operator: &str,
+        fields: serde_json::Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let payload = Payload::operator_audit_record(operator, fields, now)?;
+        let kind = Kind::AuditLog;
+        let fingerprint = fingerprint::of_request(&serde_json::json!({"kind": kind.as_str(), "payload": payload}));
+        Ok(ValidJob {
+            kind,
+            payload,
+            run_at: None,
+            max_attempts: kind.default_max_attempts(),
+            idempotency_key: None,
+            fingerprint,
+        })
+    }
+
     /// Gives the job its id and its producer: what the enqueue script writes.
     pub fn into_new(self, producer: &str, now: DateTime<Utc>) -> NewJob {
         NewJob {

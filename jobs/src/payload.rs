@@ -15,6 +15,17 @@ use crate::validation::{Checker, FieldError, from_serde};
 /// The most recipients (to + cc + bcc) one SES `SendEmail` takes.
 pub const MAX_EMAIL_RECIPIENTS: usize = 50;
 
+/// Audit-event actors that start with this (in any case, after any spaces) are the
+/// dead-letter console's operators; only [`Payload::operator_audit_record`] writes them.
+pub const OPERATOR_ACTOR_PREFIX: &str = "console:";
+
+/// Who writes an audit event: a producer (any route that stores a job) or the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Author {
+    Producer,
+    Operator,
+}
+
 /// A validated payload in its normal form. Workers read it back by kind, never by guessing.
 #[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 #[serde(untagged)]
@@ -28,7 +39,30 @@ pub enum Payload {
 impl Payload {
     /// Reads and validates the payload of `kind`; errors point under `base` (`/payload`).
     /// `now` fills defaults that depend on time (an audit event's `occurred_at`).
+    /// Every route that stores a job (direct, batch, schedule, console edit) reads it here.
     pub fn parse(kind: Kind, value: Value, base: &str, now: DateTime<Utc>) -> Result<Self, Vec<FieldError>> {
+        Self::parse_as(kind, value, base, now, Author::Producer)
+    }
+
+    /// The console's record of what operator `operator` did: an audit event with actor
+    /// `console:<operator>` (which [`Payload::parse`] refuses) and `fields`, checked by every
+    /// other rule of an audit event.
+    pub fn operator_audit_record(
+        operator: &str,
+        mut fields: Map<String, Value>,
+        now: DateTime<Utc>,
+    ) -> Result<Self, Vec<FieldError>> {
+        fields.insert("actor".to_owned(), Value::String(format!("{OPERATOR_ACTOR_PREFIX}{operator}")));
+        Self::parse_as(Kind::AuditLog, Value::Object(fields), "/payload", now, Author::Operator)
+    }
+
+    fn parse_as(
+        kind: Kind,
+        value: Value,
+        base: &str,
+        now: DateTime<Utc>,
+        author: Author,
+    ) -> Result<Self, Vec<FieldError>> {
         if !value.is_object() {
             return Err(vec![FieldError::new(base, "must be a JSON object")]);
         }
@@ -37,7 +71,7 @@ impl Payload {
             Kind::OtpSms => Payload::OtpSms(read::<OtpSms>(value, base)?.checked(&mut checker)),
             Kind::Email => Payload::Email(read::<Email>(value, base)?.checked(&mut checker)),
             Kind::Webhook => Payload::Webhook(read::<Webhook>(value, base)?.checked(&mut checker)),
-            Kind::AuditLog => Payload::AuditLog(read::<AuditLog>(value, base)?.checked(&mut checker, now)),
+            Kind::AuditLog => Payload::AuditLog(read::<AuditLog>(value, base)?.checked(&mut checker, now, author)),
         };
         checker.finish().map(|()| payload)
     }
@@ -291,9 +325,15 @@ pub struct AuditLog {
 }
 
 impl AuditLog {
-    fn checked(mut self, c: &mut Checker, now: DateTime<Utc>) -> Self {
+    fn checked(mut self, c: &mut Checker, now: DateTime<Utc>, author: Author) -> Self {
         c.text("tenant_id", &self.tenant_id, 128);
         c.text("actor", &self.actor, 256);
+        if author == Author::Producer && is_operator_actor(&self.actor) {
+            c.fail(
+                "actor",
+                format!("actors starting with `{OPERATOR_ACTOR_PREFIX}` are reserved for the dead-letter console's own records"),
+            );
+        }
         c.text("action", &self.action, 128);
         c.text("resource_type", &self.resource_type, 128);
         c.optional_text("resource_id", self.resource_id.as_deref(), 256);
@@ -314,6 +354,12 @@ impl AuditLog {
         self.event_id.get_or_insert_with(Uuid::now_v7);
         self
     }
+}
+
+/// `console:<name>`, in any case, after any leading spaces: what would pass for an operator
+/// in the audit log or its `actor` filter.
+fn is_operator_actor(actor: &str) -> bool {
+    actor.trim_start().get(..OPERATOR_ACTOR_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(OPERATOR_ACTOR_PREFIX))
 }
 
 fn holds_nul(value: &Value) -> bool {
@@ -423,6 +469,26 @@ mod tests {
         assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/occurred_at"]);
         let bad = json!({"tenant_id": "t", "actor": "u\r\nx", "action": "a", "resource_type": "r"});
         assert_eq!(fields(parse(Kind::AuditLog, bad)), ["/payload/actor"]);
+    }
+
+    #[test]
+    fn operator_actors_are_the_console_s_alone() {
+        for actor in ["console:admin1", "Console:admin1", "  CONSOLE:x"] {
+            let forged = json!({"tenant_id": "jobplane", "actor": actor, "action": "dead_letter.purge", "resource_type": "dead_letter"});
+            assert_eq!(fields(parse(Kind::AuditLog, forged)), ["/payload/actor"], "{actor}");
+        }
+        let ok = json!({"tenant_id": "t", "actor": "consoles:x", "action": "a", "resource_type": "r"});
+        assert!(parse(Kind::AuditLog, ok).is_ok());
+        let mut fields = Map::new();
+        for (k, v) in [("tenant_id", "jobplane"), ("action", "dead_letter.purge"), ("resource_type", "dead_letter")] {
+            fields.insert(k.to_owned(), json!(v));
+        }
+        let bad = Payload::operator_audit_record("a\nb", fields.clone(), Utc::now()).unwrap_err();
+        assert_eq!(bad[0].field, "/payload/actor");
+        let Payload::AuditLog(record) = Payload::operator_audit_record("admin1", fields, Utc::now()).unwrap() else {
+            panic!()
+        };
+        assert_eq!(record.actor, "console:admin1");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use crate::redis_conn::Conn;
 use chrono::{DateTime, Utc};
@@ -24,8 +25,126 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::settings::{Env, SettingError};
 use crate::validation::{FieldError, from_serde};
 use crate::{Kind, StoreError, ValidJob};
+
+/// The longest cron expression accepted, in characters: real ones are far shorter, and a
+/// long one costs memory in every scheduler that caches it.
+pub const MAX_CRON_CHARS: usize = 256;
+
+/// The largest job a schedule may hold, as JSON (`/job`): every schedule is kept in Redis and
+/// read on each tick, so 10,000 of them stay within 160 MiB. Direct jobs allow 256 KiB.
+pub const MAX_JOB_BYTES: usize = 16 * 1024;
+
+/// How many ticks ahead [`Timetable::shortest_gap`] looks.
+const GAP_TICKS: usize = 1000;
+
+/// Limits on the schedules producers may store through the API (not on `SCHEDULES_FILE`,
+/// which the operator writes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScheduleLimits {
+    /// `SCHEDULES_MAX_PER_PRODUCER` (default 1000).
+    pub per_producer: u32,
+    /// `SCHEDULES_MAX` (default 10000): all producers' and the file's together.
+    pub total: u32,
+    /// `SCHEDULES_MIN_INTERVAL_SECONDS` (default 1): the shortest time between two ticks.
+    pub min_interval: Duration,
+}
+
+impl Default for ScheduleLimits {
+    fn default() -> Self {
+        Self { per_producer: 1000, total: 10_000, min_interval: Duration::from_secs(1) }
+    }
+}
+
+impl ScheduleLimits {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+        let per_producer: u32 = env.parse("SCHEDULES_MAX_PER_PRODUCER", 1000)?;
+        if per_producer == 0 {
+            return Err(SettingError::new("SCHEDULES_MAX_PER_PRODUCER", "must be at least 1"));
+        }
+        let total: u32 = env.parse("SCHEDULES_MAX", 10_000)?;
+        if total == 0 {
+            return Err(SettingError::new("SCHEDULES_MAX", "must be at least 1"));
+        }
+        let min_interval = env.seconds("SCHEDULES_MIN_INTERVAL_SECONDS", 1)?;
+        if min_interval < Duration::from_secs(1) || min_interval > Duration::from_hours(24) {
+            return Err(SettingError::new("SCHEDULES_MIN_INTERVAL_SECONDS", "must be between 1 and 86400"));
+        }
+        Ok(Self { per_producer, total, min_interval })
+    }
+
+    /// `/cron`'s error when `table` fires more often than the minimum interval allows.
+    pub fn check_interval(&self, table: &Timetable, base: &str, now: DateTime<Utc>) -> Option<FieldError> {
+        // Ticks are whole seconds apart: one second allows every expression.
+        if self.min_interval <= Duration::from_secs(1) {
+            return None;
+        }
+        let min = chrono::Duration::from_std(self.min_interval).unwrap_or(chrono::Duration::MAX);
+        table.shortest_gap(now, min).filter(|gap| *gap < min).map(|gap| {
+            FieldError::new(
+                format!("{base}/cron"),
+                format!(
+                    "fires {} s apart at times; SCHEDULES_MIN_INTERVAL_SECONDS allows no less than {} s",
+                    gap.num_seconds(),
+                    min.num_seconds()
+                ),
+            )
+        })
+    }
+}
+
+/// The quota a refused schedule would have passed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleLimit {
+    /// `SCHEDULES_MAX_PER_PRODUCER`.
+    PerProducer,
+    /// `SCHEDULES_MAX`.
+    Total,
+}
+
+impl ScheduleLimit {
+    /// As the API's problem names it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleLimit::PerProducer => "schedules_per_producer",
+            ScheduleLimit::Total => "schedules_max",
+        }
+    }
+
+    /// The setting that sets it.
+    pub fn setting(self) -> &'static str {
+        match self {
+            ScheduleLimit::PerProducer => "SCHEDULES_MAX_PER_PRODUCER",
+            ScheduleLimit::Total => "SCHEDULES_MAX",
+        }
+    }
+}
+
+/// What an owner-checked create-or-replace did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PutOutcome {
+    Created,
+    Replaced,
+    /// Nothing written: another producer holds the name.
+    Taken,
+    /// Nothing written: `SCHEDULES_FILE` holds the name.
+    FromFile,
+    /// Nothing written: a quota is full.
+    OverLimit(ScheduleLimit),
+}
+
+/// What an owner-checked delete did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    Deleted,
+    Missing,
+    /// Nothing deleted: another producer's.
+    Taken,
+    /// Nothing deleted: `SCHEDULES_FILE`'s.
+    FromFile,
+}
 
 /// What a schedule does with ticks missed while no worker ran.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -98,6 +217,12 @@ pub struct Timetable {
 impl Timetable {
     /// Errors name `/cron` or `/timezone` under `base`.
     pub fn new(cron: &str, timezone: &str, base: &str) -> Result<Self, Vec<FieldError>> {
+        if cron.chars().count() > MAX_CRON_CHARS {
+            return Err(vec![FieldError::new(
+                format!("{base}/cron"),
+                format!("must be at most {MAX_CRON_CHARS} characters"),
+            )]);
+        }
         let mut errors = Vec::new();
         let fields = cron.split_whitespace().count();
         let nickname = cron.trim().starts_with('@');
@@ -143,6 +268,24 @@ impl Timetable {
     /// The first tick strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
         self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|at| at.with_timezone(&Utc))
+    }
+
+    /// The shortest time between two consecutive ticks among the next 1000 after `from`, or
+    /// the first found below `stop`. A cron's ticks repeat by minute, hour and day, so dense
+    /// ticks show within the first thousand.
+    pub fn shortest_gap(&self, from: DateTime<Utc>, stop: chrono::Duration) -> Option<chrono::Duration> {
+        let mut previous = self.next_after(from)?;
+        let mut shortest: Option<chrono::Duration> = None;
+        for _ in 0..GAP_TICKS {
+            let Some(next) = self.next_after(previous) else { break };
+            let gap = next - previous;
+            shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
+            if gap < stop {
+                break;
+            }
+            previous = next;
+        }
+        shortest
     }
 
     /// The last tick at or before `t`.
@@ -200,7 +343,12 @@ impl Schedule {
             errors.push(FieldError::new(format!("{base}/name"), "must be 1 to 128 of letters, digits, _ . : -"));
         }
         let table = Timetable::new(&request.cron, &timezone, base).map_err(|mut e| errors.append(&mut e)).ok();
-        if let Err(mut e) = check_job(&request.job, &format!("{base}/job"), now) {
+        if serde_json::to_string(&request.job).map_or(0, |s| s.len()) > MAX_JOB_BYTES {
+            errors.push(FieldError::new(
+                format!("{base}/job"),
+                format!("must be at most {} KiB as JSON", MAX_JOB_BYTES / 1024),
+            ));
+        } else if let Err(mut e) = check_job(&request.job, &format!("{base}/job"), now) {
             errors.append(&mut e);
         }
         match table {
@@ -267,60 +415,154 @@ fn check_job(job: &Value, base: &str, now: DateTime<Utc>) -> Result<(), Vec<Fiel
     if errors.is_empty() { Ok(()) } else { Err(errors) }
 }
 
-/// Advances a schedule's last fired tick only forward, and only while the schedule is the
-/// definition the worker fired (same `updated_at`): a tick of a deleted or replaced schedule
-/// never moves the new one's clock.
-static ADVANCE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        "local def = redis.call('HGET', KEYS[1], ARGV[1])
-         if not def then return 0 end
-         local ok, parsed = pcall(cjson.decode, def)
-         if not ok or parsed.updated_at ~= ARGV[3] then return 0 end
-         local last = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-         if tonumber(ARGV[2]) <= last then return 0 end
-         redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-         return 1",
-    )
-});
+fn index_script(body: &str) -> Script {
+    Script::new(&format!("{}{body}", include_str!("../lua/schedule_index.lua")))
+}
 
-/// Schedules in Redis: `<ns>:{schedules}:defs` (name → JSON) and `<ns>:{schedules}:last`
-/// (name → last fired tick, ms). One hash tag: one Redis Cluster slot.
+static PUT: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lua/schedule_put.lua")));
+static DELETE: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lua/schedule_delete.lua")));
+static CLAIM: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lua/schedule_claim.lua")));
+static LIST: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../lua/schedule_list.lua")));
+static REINDEX: LazyLock<Script> = LazyLock::new(|| index_script("return ensure_index()"));
+static SETTLE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/schedule_settle.lua")));
+
+/// A schedule taken by [`ScheduleStore::claim`]: its stored JSON and last fired tick.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub name: String,
+    /// As stored; a definition that no longer reads is the caller's to report.
+    pub definition: String,
+    pub last: Option<DateTime<Utc>>,
+}
+
+/// One pass's due schedules, and the earliest next-fire time left (to sleep until).
+#[derive(Debug, Clone)]
+pub struct Claim {
+    pub due: Vec<Claimed>,
+    pub next: Option<DateTime<Utc>>,
+}
+
+impl Schedule {
+    /// Who holds the name in the index: `api:<producer>` or `file`.
+    pub fn owner(&self) -> String {
+        match self.source {
+            Source::File => "file".to_owned(),
+            Source::Api => api_owner(&self.producer),
+        }
+    }
+
+    /// `updated_at` as stored, which the settle script compares.
+    fn version(&self) -> Result<String, StoreError> {
+        let value = serde_json::to_value(self.updated_at).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        Ok(value.as_str().unwrap_or_default().to_owned())
+    }
+
+    /// Its first tick: the first strictly after `updated_at` (ticks count from then).
+    fn first_tick_ms(&self) -> i64 {
+        self.timetable()
+            .and_then(|t| t.next_after(self.updated_at))
+            .map_or(self.updated_at.timestamp_millis(), |t| t.timestamp_millis())
+    }
+}
+
+fn api_owner(producer: &str) -> String {
+    format!("api:{producer}")
+}
+
+/// Schedules in Redis, under one hash tag (one Redis Cluster slot):
+/// `<ns>:{schedules}:defs` (name → JSON), `:last` (name → last fired tick, ms), `:due` (sorted
+/// set, name → when a scheduler looks at it next, ms), `:owners` (name → `api:<producer>` or
+/// `file`) and `:counts` (owner → how many), the last three kept by the scripts that write.
 #[derive(Debug, Clone)]
 pub struct ScheduleStore {
     conn: Conn,
     defs: String,
     last: String,
+    due: String,
+    owners: String,
+    counts: String,
 }
+
+type Row = (String, String, Option<i64>);
 
 impl ScheduleStore {
     pub fn new(conn: Conn, namespace: &str) -> Self {
-        Self { conn, defs: format!("{namespace}:{{schedules}}:defs"), last: format!("{namespace}:{{schedules}}:last") }
+        let key = |rest: &str| format!("{namespace}:{{schedules}}:{rest}");
+        Self {
+            conn,
+            defs: key("defs"),
+            last: key("last"),
+            due: key("due"),
+            owners: key("owners"),
+            counts: key("counts"),
+        }
     }
 
-    /// Creates or replaces `schedule`. Its ticks count from its `updated_at`: a replaced
-    /// schedule never fires a tick from before the replacement. Returns whether it replaced one.
-    pub async fn put(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+    fn indexed<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut call = script.prepare_invoke();
+        call.key(&self.defs).key(&self.last).key(&self.due).key(&self.owners).key(&self.counts);
+        call
+    }
+
+    async fn write(&self, schedule: &Schedule, mode: &str, limits: &ScheduleLimits) -> Result<PutOutcome, StoreError> {
         let json = serde_json::to_string(schedule).map_err(|e| StoreError::Protocol(e.to_string()))?;
-        let (created,): (u32,) = redis::pipe()
-            .atomic()
-            .hset(&self.defs, &schedule.name, json)
-            .hdel(&self.last, &schedule.name)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(created == 0)
+        let mut call = self.indexed(&PUT);
+        call.arg(&schedule.name)
+            .arg(json)
+            .arg(schedule.owner())
+            .arg(schedule.first_tick_ms())
+            .arg(mode)
+            .arg(limits.per_producer)
+            .arg(limits.total);
+        let reply: Vec<String> = call.invoke_async(&mut self.conn.clone()).await?;
+        match reply.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            ["created"] => Ok(PutOutcome::Created),
+            ["replaced"] => Ok(PutOutcome::Replaced),
+            ["taken"] => Ok(PutOutcome::Taken),
+            ["from_file"] => Ok(PutOutcome::FromFile),
+            ["over_limit", "per_producer"] => Ok(PutOutcome::OverLimit(ScheduleLimit::PerProducer)),
+            ["over_limit", "total"] => Ok(PutOutcome::OverLimit(ScheduleLimit::Total)),
+            other => Err(StoreError::Protocol(format!("schedule_put.lua answered {other:?}"))),
+        }
     }
 
-    /// Whether it existed.
-    pub async fn delete(&self, name: &str) -> Result<bool, StoreError> {
-        let (removed,): (u32,) = redis::pipe()
-            .atomic()
-            .hdel(&self.defs, name)
-            .hdel(&self.last, name)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(removed == 1)
+    /// Creates or replaces `schedule` whoever holds its name, with no quota: for
+    /// `SCHEDULES_FILE`, which the operator writes. Its ticks count from its `updated_at`: a
+    /// replaced schedule never fires a tick from before the replacement. Returns whether it
+    /// replaced one.
+    pub async fn put(&self, schedule: &Schedule) -> Result<bool, StoreError> {
+        let outcome = self.write(schedule, "trusted", &ScheduleLimits::default()).await?;
+        Ok(outcome == PutOutcome::Replaced)
+    }
+
+    /// Creates `schedule`, or replaces its producer's own of that name, in one atomic step
+    /// that checks the name's owner and the quotas: of two producers racing for a name, one
+    /// gets it and the other [`PutOutcome::Taken`].
+    pub async fn put_checked(&self, schedule: &Schedule, limits: &ScheduleLimits) -> Result<PutOutcome, StoreError> {
+        self.write(schedule, "checked", limits).await
+    }
+
+    /// Deletes the `SCHEDULES_FILE` schedule `name`. Whether it existed.
+    pub async fn delete_from_file(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.delete_as(name, "file").await? == DeleteOutcome::Deleted)
+    }
+
+    /// Deletes `producer`'s API schedule `name`, atomically owner-checked.
+    pub async fn delete_checked(&self, name: &str, producer: &str) -> Result<DeleteOutcome, StoreError> {
+        self.delete_as(name, &api_owner(producer)).await
+    }
+
+    async fn delete_as(&self, name: &str, owner: &str) -> Result<DeleteOutcome, StoreError> {
+        let mut call = self.indexed(&DELETE);
+        call.arg(name).arg(owner);
+        let reply: String = call.invoke_async(&mut self.conn.clone()).await?;
+        match reply.as_str() {
+            "deleted" => Ok(DeleteOutcome::Deleted),
+            "missing" => Ok(DeleteOutcome::Missing),
+            "taken" => Ok(DeleteOutcome::Taken),
+            "from_file" => Ok(DeleteOutcome::FromFile),
+            other => Err(StoreError::Protocol(format!("schedule_delete.lua answered {other:?}"))),
+        }
     }
 
     /// Every schedule with its last fired (or skipped) tick, sorted by name. Entries that no
@@ -328,33 +570,113 @@ impl ScheduleStore {
     pub async fn list(&self) -> Result<Vec<(Schedule, Option<DateTime<Utc>>)>, StoreError> {
         let (defs, last): (HashMap<String, String>, HashMap<String, i64>) =
             redis::pipe().hgetall(&self.defs).hgetall(&self.last).query_async(&mut self.conn.clone()).await?;
-        let mut schedules: Vec<(Schedule, Option<DateTime<Utc>>)> = defs
-            .into_iter()
-            .filter_map(|(name, json)| match serde_json::from_str::<Schedule>(&json) {
-                Ok(s) => Some((s, last.get(&name).and_then(|ms| DateTime::from_timestamp_millis(*ms)))),
-                Err(e) => {
-                    tracing::error!(schedule = %name, error = %e, "a stored schedule does not read; ignored");
-                    None
-                }
-            })
-            .collect();
-        schedules.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-        Ok(schedules)
+        let rows = defs.into_iter().map(|(name, json)| {
+            let last = last.get(&name).copied();
+            (name, json, last)
+        });
+        Ok(read_rows(rows))
     }
 
-    /// Records `tick` as the last fired tick of `schedule`, if it is later than the one
-    /// recorded and the stored definition is still `schedule`.
-    pub async fn advance(&self, schedule: &Schedule, tick: DateTime<Utc>) -> Result<bool, StoreError> {
-        let version = serde_json::to_value(schedule.updated_at).map_err(|e| StoreError::Protocol(e.to_string()))?;
-        let mut call = ADVANCE.prepare_invoke();
+    /// `producer`'s schedules and `SCHEDULES_FILE`'s, as [`ScheduleStore::list`] gives them:
+    /// reads only those.
+    pub async fn list_for(&self, producer: &str) -> Result<Vec<(Schedule, Option<DateTime<Utc>>)>, StoreError> {
+        let mut call = self.indexed(&LIST);
+        call.arg(api_owner(producer)).arg("file");
+        let rows: Vec<Row> = call.invoke_async(&mut self.conn.clone()).await?;
+        Ok(read_rows(rows.into_iter()))
+    }
+
+    /// Takes up to `limit` schedules due at `now`, each leased until `lease_until` (it comes
+    /// due again then unless [`ScheduleStore::settle`] records its next fire time first).
+    pub async fn claim(
+        &self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Claim, StoreError> {
+        let mut call = self.indexed(&CLAIM);
+        call.arg(now.timestamp_millis()).arg(lease_until.timestamp_millis()).arg(limit);
+        let (rows, next): (Vec<Row>, Option<String>) = call.invoke_async(&mut self.conn.clone()).await?;
+        let due = rows
+            .into_iter()
+            .map(|(name, definition, last)| Claimed {
+                name,
+                definition,
+                last: last.and_then(DateTime::from_timestamp_millis),
+            })
+            .collect();
+        #[expect(clippy::cast_possible_truncation, reason = "scores are ms since the epoch, written as integers")]
+        let next = next.and_then(|s| s.parse::<f64>().ok()).and_then(|ms| DateTime::from_timestamp_millis(ms as i64));
+        Ok(Claim { due, next })
+    }
+
+    /// Indexes any schedule written without the index, and brings forward the next-fire time
+    /// of any whose stored one is later than its next tick: definitions written by something
+    /// other than these scripts (a version from before the index, still running during an
+    /// upgrade; a hand edit). Reads every schedule once: for a scheduler's start, not for each
+    /// pass. Returns how many it brought forward.
+    pub async fn reconcile(&self) -> Result<usize, StoreError> {
+        let _: i64 = self.indexed(&REINDEX).invoke_async(&mut self.conn.clone()).await?;
+        let (scores,): (Vec<(String, f64)>,) = redis::pipe()
+            .cmd("ZRANGE")
+            .arg(&self.due)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(&mut self.conn.clone())
+            .await?;
+        let scores: HashMap<String, f64> = scores.into_iter().collect();
+        let mut pipe = redis::pipe();
+        let mut moved = 0;
+        for (schedule, last) in self.list().await? {
+            let since = last.map_or(schedule.updated_at, |l| l.max(schedule.updated_at));
+            let Some(next) = schedule.timetable().and_then(|t| t.next_after(since)) else { continue };
+            #[expect(clippy::cast_precision_loss, reason = "ms since the epoch are far below 2^52")]
+            let next_ms = next.timestamp_millis() as f64;
+            if scores.get(&schedule.name).is_some_and(|score| next_ms < *score) {
+                pipe.cmd("ZADD").arg(&self.due).arg("XX").arg("LT").arg(next_ms).arg(&schedule.name).ignore();
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            let () = pipe.query_async(&mut self.conn.clone()).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Records `tick` (fired or skipped; only forward) as `schedule`'s last, and `next` as when
+    /// to look at it again, if the stored definition is still `schedule`. Whether it was.
+    pub async fn settle(
+        &self,
+        schedule: &Schedule,
+        tick: Option<DateTime<Utc>>,
+        next: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        let mut call = SETTLE.prepare_invoke();
         call.key(&self.defs)
             .key(&self.last)
+            .key(&self.due)
             .arg(&schedule.name)
-            .arg(tick.timestamp_millis())
-            .arg(version.as_str().unwrap_or_default());
+            .arg(schedule.version()?)
+            .arg(tick.map(|t| t.timestamp_millis().to_string()).unwrap_or_default())
+            .arg(next.timestamp_millis());
         let moved: u32 = call.invoke_async(&mut self.conn.clone()).await?;
         Ok(moved == 1)
     }
+}
+
+fn read_rows(rows: impl Iterator<Item = Row>) -> Vec<(Schedule, Option<DateTime<Utc>>)> {
+    let mut schedules: Vec<(Schedule, Option<DateTime<Utc>>)> = rows
+        .filter_map(|(name, json, last)| match serde_json::from_str::<Schedule>(&json) {
+            Ok(s) => Some((s, last.and_then(DateTime::from_timestamp_millis))),
+            Err(e) => {
+                tracing::error!(schedule = %name, error = %e, "a stored schedule does not read; ignored");
+                None
+            }
+        })
+        .collect();
+    schedules.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    schedules
 }
 
 #[cfg(test)]

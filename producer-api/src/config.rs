@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use jobs::OtpLimits;
 use jobs::redis_conn::RedisSettings;
+use jobs::schedule::ScheduleLimits;
 use jobs::settings::{Env, SettingError};
 use jobs::sms_templates::SmsTemplates;
 use jobs::store::ReplicaWait;
@@ -36,6 +37,8 @@ pub struct Config {
     pub replica_wait: Option<ReplicaWait>,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`.
     pub http: service::HttpLimits,
+    /// `SCHEDULES_MAX_PER_PRODUCER` (1000), `SCHEDULES_MAX` (10000), `SCHEDULES_MIN_INTERVAL_SECONDS` (1).
+    pub schedule_limits: ScheduleLimits,
 }
 
 impl Config {
@@ -76,6 +79,7 @@ impl Config {
             sms_templates: SmsTemplates::from_env(env)?,
             otp_limits: OtpLimits::from_env(env)?,
             http: service::HttpLimits::from_env(env)?,
+            schedule_limits: ScheduleLimits::from_env(env)?,
         })
     }
 }
@@ -107,7 +111,13 @@ mod tests {
         );
         assert!(error(&[keys, ("OTP_RATE_LIMIT_PER_NUMBER", "x")]).starts_with("OTP_RATE_LIMIT_PER_NUMBER: "));
         assert!(error(&[keys, ("HTTP_MAX_CONNECTIONS", "0")]).starts_with("HTTP_MAX_CONNECTIONS: "));
+        assert!(error(&[keys, ("SCHEDULES_MAX", "0")]).starts_with("SCHEDULES_MAX: "));
+        assert!(error(&[keys, ("SCHEDULES_MAX_PER_PRODUCER", "x")]).starts_with("SCHEDULES_MAX_PER_PRODUCER: "));
+        assert!(
+            error(&[keys, ("SCHEDULES_MIN_INTERVAL_SECONDS", "0")]).starts_with("SCHEDULES_MIN_INTERVAL_SECONDS: ")
+        );
         let config = Config::from_env(&Env::from_pairs(&[keys])).unwrap();
+        assert_eq!(config.schedule_limits, ScheduleLimits::default());
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.idempotency_ttl, Duration::from_hours(24));
         assert_eq!(config.otp_limits.per_number, 5);

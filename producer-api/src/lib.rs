@@ -36,6 +36,7 @@ pub struct AppState {
     pub schedules: jobs::schedule::ScheduleStore,
     pub sms_templates: Arc<SmsTemplates>,
     pub otp_limits: OtpLimits,
+    pub schedule_limits: jobs::schedule::ScheduleLimits,
 }
 
 impl AppState {
@@ -55,6 +56,7 @@ impl AppState {
             schedules,
             sms_templates: Arc::new(config.sms_templates.clone()),
             otp_limits: config.otp_limits,
+            schedule_limits: config.schedule_limits,
         })
     }
 }

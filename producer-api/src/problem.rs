@@ -24,7 +24,8 @@ pub struct Problem {
     /// Batch only: jobs of other kinds in the batch that were enqueued before a conflict.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub enqueued: Option<Value>,
-    /// `429` only: the limit reached, `otp_per_number` or `otp_per_key`.
+    /// `429` only: the limit reached, `otp_per_number` or `otp_per_key` (OTP SMS), or
+    /// `schedules_per_producer` or `schedules_max` (schedules).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "otp_per_number")]
     pub limit: Option<&'static str>,
@@ -63,6 +64,9 @@ pub enum ApiError {
     ScheduleFromFile(String),
     #[error("the schedule name `{0}` belongs to another producer")]
     ScheduleTaken(String),
+    /// A schedule quota is full: nothing was written. No `Retry-After`: only a delete frees a slot.
+    #[error("{detail}")]
+    ScheduleLimit { limit: jobs::schedule::ScheduleLimit, detail: String },
     #[error(
         "the queue store did not answer in time, so whether the job was written is unknown; \
          retry with the same Idempotency-Key to get exactly one job"
@@ -98,6 +102,9 @@ impl ApiError {
                 "/problems/rate-limited",
                 "Too many OTP SMS for this recipient or API key",
             ),
+            ApiError::ScheduleLimit { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "/problems/schedule-limit", "Too many schedules")
+            }
             ApiError::NotFound | ApiError::NoSchedule(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
             ApiError::ScheduleFromFile(_) => {
                 (StatusCode::CONFLICT, "/problems/schedule-from-file", "The schedule belongs to SCHEDULES_FILE")
@@ -181,6 +188,7 @@ impl IntoResponse for ApiError {
                 (errors, enqueued, Some(limit.as_str()), Some(retry_after_seconds))
             }
             ApiError::QueueFull => (Vec::new(), None, None, Some(QUEUE_FULL_RETRY_AFTER_SECONDS)),
+            ApiError::ScheduleLimit { limit, .. } => (Vec::new(), None, Some(limit.as_str()), None),
             _ => (Vec::new(), None, None, None),
         };
         let problem = Problem { kind, title, status: status.as_u16(), detail, errors, enqueued, limit };

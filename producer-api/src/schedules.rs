@@ -6,7 +6,8 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use jobs::schedule::{CatchUp, Schedule, Source};
+use jobs::schedule::{CatchUp, DeleteOutcome, PutOutcome, Schedule, ScheduleLimit, ScheduleLimits, Source};
+use jobs::{FieldError, ValidJob};
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -68,9 +69,10 @@ pub struct ScheduleList {
         (status = 201, description = "Stored (created, or replaced the one of that name); its ticks count from now", body = ScheduleView),
         (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A schedule of that name comes from SCHEDULES_FILE or belongs to another producer", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "A schedule of that name comes from SCHEDULES_FILE or belongs to another producer (`/problems/schedule-taken`): of producers racing for a new name, one gets `201` and the others this; nothing written", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid: bad name, cron, time zone or job (`errors` names each)", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid: bad name, time zone or job (`errors` names each); a cron expression over 256 characters, or firing more often than `SCHEDULES_MIN_INTERVAL_SECONDS`, at `/cron`; a job over 16 KiB as JSON at `/job`; the job checked as `POST /v1/jobs` checks it (an audit actor `console:…` at `/job/payload/actor`)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A schedule quota is full, named in `limit`: `schedules_per_producer` (`SCHEDULES_MAX_PER_PRODUCER`, default 1000) or `schedules_max` (`SCHEDULES_MAX`, all producers, default 10000); nothing written. Replacing one's own schedule is never refused", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
@@ -81,15 +83,40 @@ pub async fn put(
 ) -> Result<(StatusCode, Json<ScheduleView>), ApiError> {
     let value = json_body(body, BODY_LIMIT)?;
     let now = Utc::now();
-    let (schedule, _) = Schedule::parse(value, "", Source::Api, &producer, now).map_err(ApiError::Validation)?;
-    let existing = state.schedules.list().await?;
-    match existing.iter().find(|(s, _)| s.name == schedule.name) {
-        Some((s, _)) if s.source == Source::File => return Err(ApiError::ScheduleFromFile(schedule.name)),
-        Some((s, _)) if s.producer != producer => return Err(ApiError::ScheduleTaken(schedule.name)),
-        _ => {}
+    let (schedule, table) = Schedule::parse(value, "", Source::Api, &producer, now).map_err(ApiError::Validation)?;
+    let mut errors: Vec<FieldError> = state.schedule_limits.check_interval(&table, "", now).into_iter().collect();
+    // The rules of `POST /v1/jobs` that need this deployment's settings.
+    if let Ok(job) = ValidJob::parse(schedule.job.clone(), "/job", now) {
+        errors.extend(crate::routes::check_template(&state.sms_templates, &job, "/job"));
     }
-    state.schedules.put(&schedule).await?;
-    Ok((StatusCode::CREATED, Json(ScheduleView::new(schedule, None))))
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    match state.schedules.put_checked(&schedule, &state.schedule_limits).await? {
+        PutOutcome::Created | PutOutcome::Replaced => {
+            Ok((StatusCode::CREATED, Json(ScheduleView::new(schedule, None))))
+        }
+        PutOutcome::FromFile => Err(ApiError::ScheduleFromFile(schedule.name)),
+        PutOutcome::Taken => Err(ApiError::ScheduleTaken(schedule.name)),
+        PutOutcome::OverLimit(limit) => Err(over_limit(limit, &state.schedule_limits)),
+    }
+}
+
+fn over_limit(limit: ScheduleLimit, limits: &ScheduleLimits) -> ApiError {
+    metrics::counter!("jobplane_schedule_limited_total", "limit" => limit.as_str()).increment(1);
+    let detail = match limit {
+        ScheduleLimit::PerProducer => format!(
+            "this API key holds {} schedules, the most {} allows; delete one, or replace one of the same name",
+            limits.per_producer,
+            limit.setting()
+        ),
+        ScheduleLimit::Total => format!(
+            "the deployment holds {} schedules, the most {} allows; delete one first",
+            limits.total,
+            limit.setting()
+        ),
+    };
+    ApiError::ScheduleLimit { limit, detail }
 }
 
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
@@ -101,14 +128,8 @@ pub async fn put(
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, Producer(producer): Producer) -> Result<Json<ScheduleList>, ApiError> {
     // A producer sees its own schedules (their jobs may hold its secrets) and the file's.
-    let schedules = state
-        .schedules
-        .list()
-        .await?
-        .into_iter()
-        .filter(|(s, _)| s.producer == producer || s.source == Source::File)
-        .map(|(s, last)| ScheduleView::new(s, last))
-        .collect();
+    let schedules =
+        state.schedules.list_for(&producer).await?.into_iter().map(|(s, last)| ScheduleView::new(s, last)).collect();
     Ok(Json(ScheduleList { schedules }))
 }
 
@@ -127,14 +148,9 @@ pub async fn delete(
     Producer(producer): Producer,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let existing = state.schedules.list().await?;
-    match existing.iter().find(|(s, _)| s.name == name) {
-        None => Err(ApiError::NoSchedule(name)),
-        Some((s, _)) if s.source == Source::Api && s.producer != producer => Err(ApiError::NoSchedule(name)),
-        Some((s, _)) if s.source == Source::File => Err(ApiError::ScheduleFromFile(name)),
-        Some(_) => {
-            state.schedules.delete(&name).await?;
-            Ok(StatusCode::NO_CONTENT)
-        }
+    match state.schedules.delete_checked(&name, &producer).await? {
+        DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT),
+        DeleteOutcome::Missing | DeleteOutcome::Taken => Err(ApiError::NoSchedule(name)),
+        DeleteOutcome::FromFile => Err(ApiError::ScheduleFromFile(name)),
     }
 }

@@ -28,6 +28,7 @@ mod receiver;
 mod redis_down;
 mod replicas;
 mod scale;
+mod schedule_limits;
 mod schedules;
 mod sms;
 mod support;

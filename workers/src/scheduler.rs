@@ -1,23 +1,73 @@
 //! Recurring schedules, fired by every worker that runs this loop (`WORKER_SCHEDULER`, on by
-//! default) with no leader: each computes the due tick of each schedule and enqueues its job
-//! under the idempotency key `schedule:<name>:<tick>`, which `enqueue.lua` admits once per
-//! queue, atomically; then the schedule's last fired tick moves forward (a compare-and-set),
-//! so the tick is not computed again. Any worker can stop at any moment: the others, or itself
-//! on restart, carry on from the last fired tick.
+//! default) with no leader. Redis keeps each schedule's next fire time in a sorted set; a pass
+//! claims only the schedules that are due (a short lease keeps other workers off them), fires
+//! each due tick's job under the idempotency key `schedule:<name>:<tick>`, which `enqueue.lua`
+//! admits once per queue, atomically, and records the tick and the next fire time (a
+//! compare-and-set on the definition). The due schedules of a pass are fired concurrently, so
+//! one producer's thousands of schedules do not hold up another's tick, and a pass costs the
+//! same however many schedules are not due. Any worker can stop at any moment: when its lease
+//! ends, the others, or itself on restart, carry on from the last fired tick.
 //!
-//! The loop wakes at the next tick of any schedule, and at least every second to notice new,
-//! replaced or deleted schedules. Ticks are computed on this host's clock; a skewed clock fires
-//! early or late, never twice.
+//! The loop wakes at the earliest next fire time, and at least every second. Ticks are
+//! computed on this host's clock; a skewed clock fires early or late, never twice.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use jobs::schedule::{Due, Schedule, ScheduleStore, Source, Timetable, due};
+use futures::StreamExt;
+use jobs::schedule::{Claimed, Due, Schedule, ScheduleStore, Source, Timetable, due};
 use jobs::{EnqueueOutcome, Store};
 
-/// Every second at least, the loop reads the schedules again.
+/// Every second at least, the loop looks for due schedules.
 const POLL: Duration = Duration::from_secs(1);
+
+/// How long a claimed schedule stays this worker's before another may take it: well under
+/// `catch_up: none`'s grace, so a worker dying mid-pass does not make a tick count as missed.
+const LEASE: chrono::Duration = chrono::Duration::seconds(5);
+
+/// The most schedules one claim takes; a full claim is followed by another at once.
+const CLAIM_BATCH: usize = 1000;
+
+/// Due schedules fired at the same time (their Redis calls are pipelined on one connection).
+const CONCURRENCY: usize = 128;
+
+/// Timetables kept by a worker, by expression and zone.
+pub const TIMETABLE_CACHE: usize = 1024;
+
+/// Parsed timetables by (cron, time zone), at most `capacity` of them: full, it starts over,
+/// so distinct expressions cannot grow a worker without end.
+#[derive(Debug)]
+pub struct TimetableCache {
+    tables: HashMap<(String, String), Option<Timetable>>,
+    capacity: usize,
+}
+
+impl TimetableCache {
+    pub fn new(capacity: usize) -> Self {
+        Self { tables: HashMap::new(), capacity: capacity.max(1) }
+    }
+
+    /// The schedule's timetable; `None` if its stored expression no longer reads.
+    pub fn get(&mut self, schedule: &Schedule) -> Option<Timetable> {
+        let key = (schedule.cron.clone(), schedule.timezone.clone());
+        if let Some(table) = self.tables.get(&key) {
+            return table.clone();
+        }
+        if self.tables.len() >= self.capacity {
+            self.tables.clear();
+        }
+        self.tables.entry(key).or_insert_with(|| schedule.timetable()).clone()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tables.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tables.is_empty()
+    }
+}
 
 /// Schedules from `SCHEDULES_FILE`: a TOML file of `[[schedule]]` tables, each as
 /// `POST /v1/schedules` takes it (`name`, `cron`, `timezone`, `catch_up`, `[schedule.job]`).
@@ -59,7 +109,7 @@ pub async fn load(store: &ScheduleStore, schedules: &[Schedule]) -> Result<(), j
         store.list().await?.into_iter().map(|(s, _)| (s.name.clone(), s)).collect();
     for old in existing.values().filter(|s| s.source == Source::File) {
         if !schedules.iter().any(|s| s.name == old.name) {
-            store.delete(&old.name).await?;
+            store.delete_from_file(&old.name).await?;
             tracing::info!(schedule = %old.name, "schedule no longer in SCHEDULES_FILE; deleted");
         }
     }
@@ -78,67 +128,152 @@ pub async fn load(store: &ScheduleStore, schedules: &[Schedule]) -> Result<(), j
 
 /// Runs until the process ends.
 pub async fn run(schedules: ScheduleStore, queue: Store) {
-    let mut tables: HashMap<(String, String), Option<Timetable>> = HashMap::new();
+    let mut tables = TimetableCache::new(TIMETABLE_CACHE);
+    match schedules.reconcile().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(schedules = n, "next fire times brought forward to their stored definitions"),
+        Err(e) => {
+            tracing::warn!(error = %e, "next fire times not reconciled; the first pass indexes what is not");
+        }
+    }
     loop {
         let now = Utc::now();
         let mut wake = now + chrono::Duration::from_std(POLL).unwrap_or_default();
-        match schedules.list().await {
-            Ok(list) => {
-                for (schedule, last) in list {
-                    let key = (schedule.cron.clone(), schedule.timezone.clone());
-                    let Some(table) = tables.entry(key).or_insert_with(|| schedule.timetable()).clone() else {
-                        continue;
-                    };
-                    // A tick recorded before the schedule was replaced does not count for it.
-                    let since = last.map_or(schedule.updated_at, |l| l.max(schedule.updated_at));
-                    match due(&table, since, now, schedule.catch_up) {
-                        Due::Fire(tick) => fire(&schedules, &queue, &schedule, tick, now).await,
-                        Due::Skip(tick) => {
-                            tracing::info!(schedule = %schedule.name, %tick, "tick missed while no worker ran; skipped (catch_up: none)");
-                            let _ = schedules.advance(&schedule, tick).await;
-                        }
-                        Due::Nothing => {}
-                    }
-                    if let Some(next) = table.next_after(now) {
-                        wake = wake.min(next);
-                    }
+        match schedules.claim(now, now + LEASE, CLAIM_BATCH).await {
+            Ok(claim) => {
+                let full = claim.due.len() == CLAIM_BATCH;
+                let work: Vec<(Schedule, Option<Timetable>, Option<DateTime<Utc>>)> = claim
+                    .due
+                    .into_iter()
+                    .filter_map(|c| read(&c))
+                    .map(|(schedule, last)| {
+                        let table = tables.get(&schedule);
+                        (schedule, table, last)
+                    })
+                    .collect();
+                let nexts: Vec<Option<DateTime<Utc>>> = futures::stream::iter(work)
+                    .map(|(schedule, table, last)| look(&schedules, &queue, schedule, table, last, now))
+                    .buffer_unordered(CONCURRENCY)
+                    .collect()
+                    .await;
+                if full {
+                    continue;
                 }
+                wake = nexts.into_iter().flatten().chain(claim.next).fold(wake, DateTime::min);
             }
-            Err(e) => tracing::warn!(error = %e, "schedules not read; retrying"),
+            Err(e) => tracing::warn!(error = %e, "due schedules not read; retrying"),
         }
         let sleep = (wake - Utc::now()).to_std().unwrap_or_default();
         tokio::time::sleep(sleep).await;
     }
 }
 
-async fn fire(schedules: &ScheduleStore, queue: &Store, schedule: &Schedule, tick: DateTime<Utc>, now: DateTime<Utc>) {
+/// A claimed schedule's definition; one that no longer reads (a foreign writer) is logged and
+/// left to its lease.
+fn read(claimed: &Claimed) -> Option<(Schedule, Option<DateTime<Utc>>)> {
+    match serde_json::from_str::<Schedule>(&claimed.definition) {
+        Ok(schedule) => Some((schedule, claimed.last)),
+        Err(e) => {
+            tracing::error!(schedule = %claimed.name, error = %e, "a stored schedule does not read; ignored");
+            None
+        }
+    }
+}
+
+/// Fires or skips the schedule's due tick, if any, and records when to look at it next,
+/// which it returns.
+async fn look(
+    schedules: &ScheduleStore,
+    queue: &Store,
+    schedule: Schedule,
+    table: Option<Timetable>,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let Some(table) = table else {
+        tracing::error!(schedule = %schedule.name, cron = %schedule.cron, "a stored cron expression no longer reads; looked at again in an hour");
+        let _ = schedules.settle(&schedule, None, now + chrono::Duration::hours(1)).await;
+        return None;
+    };
+    // A tick recorded before the schedule was replaced does not count for it.
+    let since = last.map_or(schedule.updated_at, |l| l.max(schedule.updated_at));
+    let mut next = table.next_after(now).unwrap_or(now + chrono::Duration::days(1));
+    let tick = match due(&table, since, now, schedule.catch_up) {
+        Due::Fire(tick) => {
+            if fire(queue, &schedule, tick, now).await {
+                Some(tick)
+            } else {
+                // Not enqueued: looked at again in a second (the job's key keeps it single).
+                next = now + chrono::Duration::seconds(1);
+                None
+            }
+        }
+        Due::Skip(tick) => {
+            tracing::info!(schedule = %schedule.name, %tick, "tick missed while no worker ran; skipped (catch_up: none)");
+            Some(tick)
+        }
+        Due::Nothing => None,
+    };
+    if let Err(e) = schedules.settle(&schedule, tick, next).await {
+        tracing::warn!(schedule = %schedule.name, error = %e, "next fire time not recorded; the schedule comes due again when its lease ends");
+    }
+    Some(next)
+}
+
+/// Enqueues the tick's job; whether the tick is done with (enqueued, already there, or
+/// refused for good).
+async fn fire(queue: &Store, schedule: &Schedule, tick: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     let name = schedule.name.as_str();
     let job = match schedule.job_for(tick, now) {
         Ok(job) => job,
         Err(errors) => {
-            // The job no longer passes the rules (a template removed since): nothing to send.
+            // The job no longer passes the rules (a rule added since): nothing to send.
             let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
             tracing::error!(schedule = name, %tick, errors = list.join("; "), "scheduled job refused; tick skipped");
-            let _ = schedules.advance(schedule, tick).await;
-            return;
+            return true;
         }
     };
     match queue.enqueue(std::slice::from_ref(&job)).await.map(|mut o| o.pop()) {
         Ok(Some(EnqueueOutcome::Created { id, .. })) => {
             tracing::info!(schedule = name, %tick, job_id = %id, kind = %job.kind, "schedule fired");
             metrics::counter!("jobplane_schedule_fired_total", "kind" => job.kind.as_str()).increment(1);
+            let late = (Utc::now() - tick).to_std().unwrap_or_default();
+            metrics::histogram!("jobplane_schedule_lateness_seconds").record(late.as_secs_f64());
+            true
         }
         // Another worker enqueued this tick first.
-        Ok(Some(EnqueueOutcome::Replayed { .. } | EnqueueOutcome::Conflict { .. })) => {}
-        Ok(other) => tracing::warn!(schedule = name, %tick, outcome = ?other, "scheduled job not enqueued"),
+        Ok(Some(EnqueueOutcome::Replayed { .. } | EnqueueOutcome::Conflict { .. })) => true,
+        Ok(other) => {
+            tracing::warn!(schedule = name, %tick, outcome = ?other, "scheduled job not enqueued");
+            true
+        }
         // A full Redis is logged once per interval where it is found, not once per schedule.
-        Err(jobs::StoreError::Full(_)) => return,
+        Err(jobs::StoreError::Full(_)) => false,
         Err(e) => {
             tracing::warn!(schedule = name, %tick, error = %e, "scheduled job not enqueued; retrying");
-            return;
+            false
         }
     }
-    if let Err(e) = schedules.advance(schedule, tick).await {
-        tracing::warn!(schedule = name, error = %e, "last fired tick not recorded; the next pass finds the job already there");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(cron: &str) -> Schedule {
+        let body = serde_json::json!({"name": "n", "cron": cron,
+            "job": {"kind": "webhook", "payload": {"url": "https://example.com/h", "event": "e"}}});
+        Schedule::parse(body, "", Source::Api, "shop", Utc::now()).unwrap().0
+    }
+
+    #[test]
+    fn the_timetable_cache_stays_bounded() {
+        let mut cache = TimetableCache::new(8);
+        for minute in 0..60 {
+            assert!(cache.get(&schedule(&format!("{minute} 9 * * *"))).is_some());
+            assert!(cache.len() <= 8, "{} timetables kept", cache.len());
+        }
+        let again = schedule("59 9 * * *");
+        assert!(cache.get(&again).is_some());
     }
 }
