@@ -152,6 +152,19 @@ fn describe() {
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");
     describe_counter!("jobplane_sms_records_dropped_total", "sms_deliveries rows given up after retries");
     describe_counter!("jobplane_schedule_fired_total", "Schedule ticks that enqueued a job, by kind");
+    describe_histogram!(
+        "jobplane_schedule_lateness_seconds",
+        Unit::Seconds,
+        "How long after its tick a schedule's job was enqueued"
+    );
+    describe_counter!(
+        "jobplane_schedule_limited_total",
+        "Schedule creations refused with 429 by a quota, by limit (schedules_per_producer, schedules_max)"
+    );
+    describe_counter!(
+        "jobplane_http_connections_refused_total",
+        "HTTP connections refused (503 and closed) because HTTP_MAX_CONNECTIONS were open"
+    );
     describe_counter!(
         "jobplane_redis_full_total",
         "Redis calls refused because Redis reached its maxmemory (OOM under noeviction)"
