@@ -11,6 +11,7 @@ mod chaos;
 mod console;
 mod console_hardening;
 mod edge_hardening;
+mod edge_review;
 mod email;
 mod emulators;
 mod enqueue;
