@@ -1,7 +1,8 @@
 //! `/api`: the JSON API, `Authorization: Bearer <token>` on every request.
 
 use axum::Json;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -151,6 +152,42 @@ pub struct ListQuery {
     pub cursor: Option<String>,
 }
 
+/// The longest query string `ListQuery` reads: its seven parameters, generously.
+const MAX_LIST_QUERY_BYTES: usize = 8 * 1024;
+
+/// Read from the raw query string rather than by axum's `Query`, whose refusal (a repeated
+/// parameter) is a plain-text `400`: each parameter at most once, a repeat `422` naming it;
+/// unknown parameters are ignored (the pages' forms add their own); bytes that are not UTF-8
+/// read as U+FFFD, which no filter matches.
+impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let raw = parts.uri.query().unwrap_or_default();
+        if raw.len() > MAX_LIST_QUERY_BYTES {
+            return Err(Problem::field("query", format!("is longer than {MAX_LIST_QUERY_BYTES} bytes")));
+        }
+        let mut query = ListQuery::default();
+        let mut errors: Vec<FieldError> = Vec::new();
+        for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+            let slot = match name.as_ref() {
+                "kind" => &mut query.kind,
+                "reason" => &mut query.reason,
+                "q" => &mut query.q,
+                "since" => &mut query.since,
+                "until" => &mut query.until,
+                "limit" => &mut query.limit,
+                "cursor" => &mut query.cursor,
+                _ => continue,
+            };
+            if slot.replace(value.into_owned()).is_some() && !errors.iter().any(|e| e.field == name) {
+                errors.push(FieldError::new(name.as_ref(), "is given more than once"));
+            }
+        }
+        if errors.is_empty() { Ok(query) } else { Err(Problem::invalid(errors)) }
+    }
+}
+
 impl ListQuery {
     /// The filter, the page size and the cursor; every bad parameter is named.
     pub fn parse(&self) -> Result<(DeadFilter, usize, Option<String>), Problem> {
@@ -192,20 +229,23 @@ impl ListQuery {
     }
 }
 
-pub async fn list(
-    State(state): State<AppState>,
-    _op: Operator,
-    Query(query): Query<ListQuery>,
-) -> Result<Json<DeadPage>, Problem> {
+pub async fn list(State(state): State<AppState>, _op: Operator, query: ListQuery) -> Result<Json<DeadPage>, Problem> {
     let (filter, limit, cursor) = query.parse()?;
     Ok(Json(state.console.dead.list(&filter, limit, cursor.as_deref()).await?))
+}
+
+/// A dead letter's id from the path: one that does not decode (bytes that are not UTF-8) names
+/// no letter, `404` like any unknown id, not axum's plain-text `400`.
+fn dead_id(id: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    id.map(|Path(id)| id).map_err(|_| ActionError::NotFound.into())
 }
 
 pub async fn show(
     State(state): State<AppState>,
     _op: Operator,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DeadRecord>, Problem> {
+    let id = dead_id(id)?;
     state.console.dead.get(&id).await?.map(Json).ok_or_else(|| ActionError::NotFound.into())
 }
 
@@ -220,9 +260,10 @@ pub struct ReplayOne {
 pub async fn replay_one(
     State(state): State<AppState>,
     op: Operator,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     body: Option<Json<ReplayOne>>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
+    let id = dead_id(id)?;
     op.may_act()?;
     let edited = body.and_then(|Json(b)| b.payload);
     state.console.replay(&op.name, &id, edited).await?;
@@ -275,8 +316,9 @@ pub async fn replay_many(
 pub async fn delete_one(
     State(state): State<AppState>,
     op: Operator,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, Problem> {
+    let id = dead_id(id)?;
     op.may_act()?;
     state.console.delete(&op.name, &id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -74,7 +74,16 @@ pub fn router(state: AppState) -> Router {
         .merge(pages)
         .with_state(state)
         .merge(service::ops_router(store))
+        .layer(axum::middleware::from_fn(service::problem_errors))
         .layer(axum::middleware::from_fn(service::http_metrics))
+        // A handler that panics is a `500` problem, not a connection dropped without an answer.
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            tracing::error!("a console handler panicked");
+            axum::response::IntoResponse::into_response(api::Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error",
+            ))
+        }))
 }
 
 pub async fn run(

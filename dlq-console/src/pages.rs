@@ -5,7 +5,7 @@
 #![expect(clippy::result_large_err, reason = "a refused form answers with its page, built once")]
 
 use axum::Form;
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -128,13 +128,20 @@ impl FromRequestParts<AppState> for Session {
 
 /// The answer when Redis (sessions, letters) does not answer.
 fn unavailable(e: &jobs::StoreError) -> Response {
-    tracing::warn!(error = %e, "console sessions unavailable");
-    let mut response = (
-        StatusCode::SERVICE_UNAVAILABLE,
-        html_response(page("Unavailable", None, html! { p.warn { "Redis did not answer. Try again in a moment." } })),
-    )
-        .into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    // A full Redis answers, but takes no session until workers drain some jobs.
+    let (text, retry_after) = if matches!(e, jobs::StoreError::Full(_)) {
+        (
+            "Redis is full (it reached its maxmemory) and takes no new session. Try again once workers have drained some jobs.",
+            "5",
+        )
+    } else {
+        tracing::warn!(error = %e, "console sessions unavailable");
+        ("Redis did not answer. Try again in a moment.", "1")
+    };
+    let mut response =
+        (StatusCode::SERVICE_UNAVAILABLE, html_response(page("Unavailable", None, html! { p.warn { (text) } })))
+            .into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(retry_after));
     response
 }
 
@@ -389,7 +396,7 @@ fn filter_fields(query: &ListQuery) -> Markup {
     }
 }
 
-pub async fn dead_list(State(state): State<AppState>, session: Session, Query(query): Query<ListQuery>) -> Response {
+pub async fn dead_list(State(state): State<AppState>, session: Session, query: ListQuery) -> Response {
     let (filter, limit, cursor) = match query.parse() {
         Ok(parsed) => parsed,
         Err(problem) => return problem_page(&session, problem),

@@ -367,12 +367,19 @@ pub fn is_unavailable(error: &RedisError) -> bool {
 
 /// Whether `error` is Redis refusing a write because it reached `maxmemory` (`OOM command not
 /// allowed when used memory > 'maxmemory'`), as it does under the `noeviction` policy, or
-/// under a `volatile-*` one with nothing left to evict. Inside a script the error keeps its
-/// code; in a pipeline it is one of the pipeline's server errors.
+/// under a `volatile-*` one with nothing left to evict. Wherever the refusal sits: the error
+/// itself; one of a pipeline's errors, whichever comes first; a command queued in a
+/// `MULTI` that Redis refused, which makes `EXEC` answer `EXECABORT`; or a script's error that
+/// Redis 6 wraps as `ERR Error running script ... -OOM command not allowed ...`.
 pub fn is_full(error: &RedisError) -> bool {
-    error.code() == Some("OOM")
-        || (matches!(error.kind(), ErrorKind::Extension)
-            && error.clone().into_server_errors().is_some_and(|errors| errors.iter().any(|(_, e)| e.code() == "OOM")))
+    /// The text of Redis's refusal, whatever code a wrapper gives it.
+    const REFUSAL: &str = "command not allowed when used memory";
+    let refused = |code: &str, detail: Option<&str>| code == "OOM" || detail.is_some_and(|d| d.contains(REFUSAL));
+    refused(error.code().unwrap_or_default(), error.detail())
+        || error
+            .clone()
+            .into_server_errors()
+            .is_some_and(|errors| errors.iter().any(|(_, e)| refused(e.code(), e.details())))
 }
 
 /// How often, at most, a process logs that Redis is full.
@@ -490,6 +497,26 @@ mod tests {
 
     fn settings(pairs: &[(&str, &str)]) -> Result<RedisSettings, String> {
         RedisSettings::from_env(&Env::from_pairs(pairs)).map_err(|e| e.to_string())
+    }
+
+    /// The error Redis answers with `line` (a RESP error line, without the leading `-`).
+    fn server_error(line: &str) -> RedisError {
+        redis::parse_redis_value(format!("-{line}\r\n").as_bytes()).unwrap().extract_error().unwrap_err()
+    }
+
+    #[test]
+    fn a_full_redis_is_recognised_whatever_wraps_the_refusal() {
+        let oom = "OOM command not allowed when used memory > 'maxmemory'.";
+        assert!(is_full(&server_error(oom)));
+        // Redis 7 keeps the code of an error raised in a script.
+        assert!(is_full(&server_error(&format!("{oom} script: 2f0e, on @user_script:150."))));
+        // Redis 6 wraps it in ERR.
+        assert!(is_full(&server_error(&format!(
+            "ERR Error running script (call to f_2f0e): @user_script:150: @user_script: 150: -{oom}"
+        ))));
+        assert!(!is_full(&server_error("ERR unknown command 'NOPE'")));
+        assert!(!is_full(&server_error("WRONGTYPE Operation against a key holding the wrong kind of value")));
+        assert!(!is_full(&server_error("EXECABORT Transaction discarded because of previous errors.")));
     }
 
     #[test]

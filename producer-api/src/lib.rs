@@ -79,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone())
         .merge(service::ops_router(state.store))
         .fallback(|| async { ApiError::NotFound })
+        .layer(middleware::from_fn(service::problem_errors))
         .layer(middleware::from_fn(service::http_metrics))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal("a handler panicked".into()))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -360,8 +360,10 @@ fn batch_answer(
 pub async fn get_job(
     State(state): State<AppState>,
     Producer(producer): Producer,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<JobInfo>, ApiError> {
+    // An id that does not decode (bytes that are not UTF-8) names no job, as any non-UUID.
+    let Ok(Path(id)) = id else { return Err(ApiError::NotFound) };
     if uuid::Uuid::try_parse(&id).is_err() {
         return Err(ApiError::NotFound);
     }

@@ -2,7 +2,7 @@
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
@@ -146,8 +146,10 @@ pub async fn list(State(state): State<AppState>, Producer(producer): Producer) -
 pub async fn delete(
     State(state): State<AppState>,
     Producer(producer): Producer,
-    Path(name): Path<String>,
+    name: Result<Path<String>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
+    // A name that does not decode (bytes that are not UTF-8) names no schedule.
+    let Ok(Path(name)) = name else { return Err(ApiError::NoSchedule("(not UTF-8)".into())) };
     match state.schedules.delete_checked(&name, &producer).await? {
         DeleteOutcome::Deleted => Ok(StatusCode::NO_CONTENT),
         DeleteOutcome::Missing | DeleteOutcome::Taken => Err(ApiError::NoSchedule(name)),

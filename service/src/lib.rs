@@ -245,6 +245,42 @@ pub async fn http_metrics(request: Request, next: Next) -> Response {
     response
 }
 
+/// Middleware: every error answer is `application/problem+json` (RFC 9457), whoever wrote it.
+/// The handlers write their own; this turns the rest into one, keeping the status and headers
+/// (`Allow`, `Retry-After`, ...): axum's extractor rejections (a query string, path or body that
+/// does not read, a wrong `Content-Type`), which are plain text, and the empty answers of a
+/// method a route does not take (`405`) or of no route at all (`404`). Their short text becomes
+/// the `detail`. A JSON answer (`/readyz`) or an HTML page (the console's) is left as it is.
+pub async fn problem_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    // Only what nobody shaped: no body type, or plain text. A JSON body (`/readyz` saying why it
+    // is not ready) and an HTML page are the answers their handlers meant.
+    let content_type = response.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !(content_type.is_empty() || content_type.starts_with("text/plain")) {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // A rejection's text is a line; anything longer is not worth showing.
+    let text = axum::body::to_bytes(body, 1024).await.map(|b| String::from_utf8_lossy(&b).trim().to_owned());
+    let detail = match text {
+        Ok(text) if !text.is_empty() => text,
+        _ => match status {
+            StatusCode::NOT_FOUND => "no such route".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED => "this route does not take this method (see Allow)".to_owned(),
+            _ => status.canonical_reason().unwrap_or("error").to_owned(),
+        },
+    };
+    let title = status.canonical_reason().unwrap_or("Error");
+    let body = serde_json::json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail});
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
+    Response::from_parts(parts, axum::body::Body::from(body.to_string()))
+}
+
 /// The `method` label: a standard method's name, `other` for any other token a client sends.
 fn method_label(method: &axum::http::Method) -> &'static str {
     use axum::http::Method;

@@ -193,14 +193,14 @@ async fn wait_with_limit(child: Child, limit: Duration) -> std::process::Output 
 
 /// A `redis-server` with a 2 MB `maxmemory` under `noeviction` (what compose runs, small),
 /// nothing saved, killed on drop.
-struct SmallRedis {
+pub(crate) struct SmallRedis {
     port: u16,
     dir: PathBuf,
     child: Child,
 }
 
 impl SmallRedis {
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("jobplane-small-redis-{port}-{}", uuid::Uuid::now_v7().simple()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -226,7 +226,7 @@ impl SmallRedis {
         panic!("redis-server on port {port} did not answer within 10 s");
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
@@ -234,7 +234,7 @@ impl SmallRedis {
     /// `maxmemory` 256 KB under what Redis holds: a full Redis by a margin that a closed
     /// connection's buffers, or the jobs workers drain, do not give back. Returns how many
     /// strings it took.
-    fn fill(&self) -> usize {
+    pub(crate) fn fill(&self) -> usize {
         let mut written = 0;
         self.fill_once(&mut written);
         let mut conn = redis::Client::open(self.url()).unwrap().get_connection().unwrap();
@@ -270,7 +270,7 @@ impl Drop for SmallRedis {
     }
 }
 
-async fn assert_full_answer(response: reqwest::Response, what: &str) {
+pub(crate) async fn assert_full_answer(response: reqwest::Response, what: &str) {
     assert_eq!(response.status(), 503, "{what}");
     let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_owned());
     assert!(retry_after.as_deref().is_some_and(|s| s.parse::<u64>().is_ok_and(|n| n >= 1)), "{what}: {retry_after:?}");

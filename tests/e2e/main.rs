@@ -12,6 +12,7 @@ mod console;
 mod console_hardening;
 mod console_review;
 mod edge_hardening;
+mod edge_review;
 mod email;
 mod emulators;
 mod enqueue;
