@@ -333,7 +333,7 @@ pub fn exit_on_bad_setting(program: &str, error: &dyn std::fmt::Display) -> ! {
 /// Applies the PostgreSQL migrations once (the `migrate` subcommands, compose's migrate step).
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let pool = jobs::db::pool(database_url, 2).context("DATABASE_URL")?;
+    let pool = jobs::db::migration_pool(database_url, 2).context("DATABASE_URL")?;
     jobs::db::migrate(&pool).await.context("applying migrations")?;
     pool.close().await;
     Ok(())
