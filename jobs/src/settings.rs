@@ -7,6 +7,20 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// A URL as a log line or an error message may show it: its password replaced by `***`; a value
+/// that does not parse as a URL is shown only when it holds no `@` (no user info to leak).
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(parsed) => parsed.to_string(),
+        Err(_) if url.contains('@') => "<not a URL>".to_owned(),
+        Err(_) => url.to_owned(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct SettingError {
