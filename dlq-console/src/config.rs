@@ -34,12 +34,29 @@ pub struct Config {
     pub replay_rate: u32,
     /// `CONSOLE_SESSION_KEY` (32+ characters): signs session cookies, so several consoles share
     /// sessions; random at start when absent (sessions end with the process).
-    pub session_key: Vec<u8>,
+    pub session_key: SessionKey,
     /// `CONSOLE_SECURE_COOKIES` (default false): mark cookies `Secure` (behind HTTPS).
     pub secure_cookies: bool,
     pub json_logs: bool,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`.
     pub http: service::HttpLimits,
+}
+
+/// The key that signs session cookies: a secret, so its `Debug` does not show it.
+#[derive(Clone)]
+pub struct SessionKey(Vec<u8>);
+
+impl std::ops::Deref for SessionKey {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SessionKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionKey([redacted])")
+    }
 }
 
 /// `n` bytes from the operating system's random source (not a seeded generator: these sign
@@ -108,11 +125,11 @@ impl Config {
             return Err(SettingError::new("CONSOLE_REPLAY_RATE", "must be at least 1 (letters per second)"));
         }
         let session_key = match env.get("CONSOLE_SESSION_KEY") {
-            Some(key) if key.len() >= 32 => key.as_bytes().to_vec(),
+            Some(key) if key.len() >= 32 => SessionKey(key.as_bytes().to_vec()),
             Some(_) => return Err(SettingError::new("CONSOLE_SESSION_KEY", "must be at least 32 characters")),
-            None => random_bytes(32).map_err(|e| {
+            None => SessionKey(random_bytes(32).map_err(|e| {
                 SettingError::new("CONSOLE_SESSION_KEY", format!("unset, and no random key could be made: {e}"))
-            })?,
+            })?),
         };
         Ok(Self {
             addr: env.parse("CONSOLE_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
@@ -164,5 +181,17 @@ mod tests {
         assert_eq!(names, [("admin", Role::Admin), ("ana", Role::Admin), ("bo", Role::ReadOnly)]);
         assert_eq!(ok.operator("0123456789abcdeg").map(|o| o.name.as_str()), Some("bo"));
         assert!(ok.operator("nope").is_none());
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret_setting() {
+        let config = Config::from_env(&Env::from_pairs(&[
+            ("CONSOLE_TOKEN", "s3cretpw-0123456789"),
+            ("CONSOLE_SESSION_KEY", "s3cretpw-session-key-0123456789abcdef"),
+            ("REDIS_URL", "redis://:s3cretpw@redis:6379"),
+        ]))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cretpw") && !shown.contains("115, 51, 99"), "{shown}");
     }
 }

@@ -15,6 +15,11 @@ use crate::validation::{Checker, FieldError, from_serde};
 /// The most recipients (to + cc + bcc) one SES `SendEmail` takes.
 pub const MAX_EMAIL_RECIPIENTS: usize = 50;
 
+/// The most a payload may hold as JSON, whichever route stores it (a single job, a batch's
+/// item, a console edit; a schedule's whole job is capped tighter): the same as a single job's
+/// whole body, so a batch cannot carry a job that `POST /v1/jobs` would refuse.
+pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
+
 /// Audit-event actors that start with this (in any case, after any spaces) are the
 /// dead-letter console's operators; only [`Payload::operator_audit_record`] writes them.
 pub const OPERATOR_ACTOR_PREFIX: &str = "console:";
@@ -65,6 +70,12 @@ impl Payload {
     ) -> Result<Self, Vec<FieldError>> {
         if !value.is_object() {
             return Err(vec![FieldError::new(base, "must be a JSON object")]);
+        }
+        if serde_json::to_string(&value).map_or(0, |s| s.len()) > MAX_PAYLOAD_BYTES {
+            return Err(vec![FieldError::new(
+                base,
+                format!("must be at most {} KiB as JSON", MAX_PAYLOAD_BYTES / 1024),
+            )]);
         }
         let mut checker = Checker::new(base);
         let payload = match kind {

@@ -53,14 +53,10 @@ impl std::fmt::Debug for Topology {
 
 /// A URL with any password replaced, for logs.
 fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        Ok(parsed) => parsed.to_string(),
-        Err(_) => "<not a URL>".to_owned(),
+    if url::Url::parse(url).is_err() {
+        return "<not a URL>".to_owned();
     }
+    crate::settings::redacted_url(url)
 }
 
 #[derive(Debug, Clone)]

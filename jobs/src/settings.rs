@@ -7,6 +7,33 @@ use std::fmt::Display;
 use std::str::FromStr;
 use std::time::Duration;
 
+/// A URL as a log line or an error message may show it: its password, and the values of secret
+/// query keys (`?password=`), replaced by `***`; a value that does not parse as a URL with a
+/// host is shown only when it holds no `@` or `?` (no user info or query to leak).
+pub fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.has_host() => {
+            if parsed.password().is_some() {
+                let _ = parsed.set_password(Some("***"));
+            }
+            // `?password=...` (which sqlx reads too), `?token=...`: the values of secret keys.
+            if parsed.query_pairs().any(|(k, _)| crate::redact::secret_key(&k)) {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if crate::redact::secret_key(&k) { "***".to_owned() } else { v.into_owned() };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        _ if url.contains('@') || url.contains('?') => "<not a URL>".to_owned(),
+        _ => url.to_owned(),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{name}: {problem}")]
 pub struct SettingError {
@@ -26,9 +53,39 @@ impl SettingError {
 }
 
 /// A snapshot of the environment. Tests build one from pairs instead of changing the process's.
-#[derive(Debug, Clone, Default)]
+/// Its `Debug` lists the names only: the values include every secret the process was given.
+#[derive(Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("Env").field("names", &names).finish_non_exhaustive()
+    }
+}
+
+/// A URL setting that may carry a password (`DATABASE_URL`): `Debug` shows it with the password
+/// replaced ([`redacted_url`]); [`SecretUrl::expose`] gives the URL itself, for connecting.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redacted_url(&self.0))
+    }
 }
 
 impl Env {
@@ -95,6 +152,21 @@ impl Env {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn debug_never_shows_a_secret_setting() {
+        let env = super::Env::from_pairs(&[("TWILIO_AUTH_TOKEN", "s3cretpw"), ("WEBHOOK_SIGNING_SECRET", "s3cretpw")]);
+        let shown = format!("{env:?}");
+        assert!(shown.contains("TWILIO_AUTH_TOKEN") && !shown.contains("s3cretpw"), "{shown}");
+        let url = super::SecretUrl::new("postgres://app:s3cretpw@db:5432/jobs");
+        let shown = format!("{url:?}");
+        assert!(shown.contains("db:5432") && !shown.contains("s3cretpw"), "{shown}");
+        assert_eq!(url.expose(), "postgres://app:s3cretpw@db:5432/jobs");
+        assert_eq!(super::redacted_url("not a url"), "not a url");
+        assert_eq!(super::redacted_url("x:s3cretpw@y z"), "<not a URL>");
+        let shown = super::redacted_url("postgres://db/jobs?sslmode=require&password=s3cretpw");
+        assert_eq!(shown, "postgres://db/jobs?sslmode=require&password=***");
+    }
+
     use super::*;
 
     #[test]

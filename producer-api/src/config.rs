@@ -21,7 +21,7 @@ pub struct Config {
     /// Redis gives a `503` well within 2 s.
     pub redis_timeout: Duration,
     /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/jobs`.
-    pub database_url: String,
+    pub database_url: jobs::settings::SecretUrl,
     /// `PRODUCER_API_KEYS`, required: `name:secret,...`.
     pub api_keys: ApiKeys,
     /// `IDEMPOTENCY_TTL_SECONDS`, default 86400 (24 h).
@@ -67,7 +67,9 @@ impl Config {
             addr: env.parse("PRODUCER_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             redis: RedisSettings::from_env(env)?,
             redis_timeout,
-            database_url: env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs"),
+            database_url: jobs::settings::SecretUrl::new(
+                env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs"),
+            ),
             api_keys: ApiKeys::parse(env.require("PRODUCER_API_KEYS", "comma-separated name:secret pairs")?)
                 .map_err(|problem| SettingError::new("PRODUCER_API_KEYS", problem))?,
             idempotency_ttl,
@@ -122,5 +124,17 @@ mod tests {
         assert_eq!(config.idempotency_ttl, Duration::from_hours(24));
         assert_eq!(config.otp_limits.per_number, 5);
         assert!(config.sms_templates.contains("default"));
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret_setting() {
+        let config = Config::from_env(&Env::from_pairs(&[
+            ("PRODUCER_API_KEYS", "shop:s3cretpw-0123456789"),
+            ("DATABASE_URL", "postgres://app:s3cretpw@db:5432/jobs"),
+            ("REDIS_URL", "redis://:s3cretpw@redis:6379"),
+        ]))
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cretpw"), "{shown}");
     }
 }

@@ -58,9 +58,7 @@ fn otlp_provider(program: &str) -> Option<opentelemetry_sdk::trace::SdkTracerPro
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     let exporter = match opentelemetry_otlp::SpanExporter::builder().with_http().build() {
         Ok(exporter) => exporter,
-        Err(e) => {
-            exit_on_bad_setting(program, &format!("OTEL_EXPORTER_OTLP_ENDPOINT: `{endpoint}` cannot be used ({e})"))
-        }
+        Err(e) => exit_on_bad_setting(program, &otlp_endpoint_problem(&endpoint, &e)),
     };
     let name = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| program.to_owned());
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(name).build();
@@ -70,6 +68,16 @@ fn otlp_provider(program: &str) -> Option<opentelemetry_sdk::trace::SdkTracerPro
             .with_resource(resource)
             .build(),
     )
+}
+
+/// The one line a bad `OTEL_EXPORTER_OTLP_ENDPOINT` stops the process with, without any password
+/// the endpoint holds (the exporter's own error repeats the endpoint whole).
+fn otlp_endpoint_problem(endpoint: &str, error: &opentelemetry_otlp::ExporterBuildError) -> String {
+    let reason = match error {
+        opentelemetry_otlp::ExporterBuildError::InvalidUri(_, reason) => format!("not a valid URI: {reason}"),
+        other => other.to_string().replace(endpoint, &jobs::settings::redacted_url(endpoint)),
+    };
+    format!("OTEL_EXPORTER_OTLP_ENDPOINT: `{}` cannot be used ({reason})", jobs::settings::redacted_url(endpoint))
 }
 
 /// Makes `span` a child of the remote span a W3C `traceparent` names (when spans are exported).
@@ -333,7 +341,7 @@ pub fn exit_on_bad_setting(program: &str, error: &dyn std::fmt::Display) -> ! {
 /// Applies the PostgreSQL migrations once (the `migrate` subcommands, compose's migrate step).
 pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    let pool = jobs::db::pool(database_url, 2).context("DATABASE_URL")?;
+    let pool = jobs::db::migration_pool(database_url, 2).context("DATABASE_URL")?;
     jobs::db::migrate(&pool).await.context("applying migrations")?;
     pool.close().await;
     Ok(())
@@ -359,6 +367,17 @@ pub async fn migrate_until_done(database_url: String) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_otlp_endpoint_is_named_without_its_password() {
+        use opentelemetry_otlp::WithExportConfig as _;
+        let endpoint = "http://user:s3cretpw@coll ector/v1/traces";
+        let error =
+            opentelemetry_otlp::SpanExporter::builder().with_http().with_endpoint(endpoint).build().unwrap_err();
+        let line = otlp_endpoint_problem(endpoint, &error);
+        assert!(line.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT: "), "{line}");
+        assert!(!line.contains("s3cretpw"), "{line}");
+    }
 
     #[test]
     fn label_values_come_from_a_closed_set() {

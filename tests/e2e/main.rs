@@ -8,6 +8,7 @@ mod batch;
 mod binaries;
 mod browser;
 mod chaos;
+mod class_sweep;
 mod console;
 mod console_hardening;
 mod console_review;

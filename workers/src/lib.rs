@@ -37,7 +37,7 @@ pub struct Config {
     pub metrics_addr: Option<SocketAddr>,
     pub redis: RedisSettings,
     /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/jobs`.
-    pub database_url: String,
+    pub database_url: jobs::settings::SecretUrl,
     /// `WORKER_KINDS` (or `--kinds`): the kinds this worker consumes, default all.
     pub kinds: BTreeSet<Kind>,
     /// `WORKER_CONCURRENCY_<KIND>` (default 50 each; audit_log 2000: an audit job only waits
@@ -115,7 +115,9 @@ impl Config {
         Ok(Self {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
-            database_url: env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs"),
+            database_url: jobs::settings::SecretUrl::new(
+                env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs"),
+            ),
             kinds,
             concurrency,
             backoff,
@@ -215,12 +217,12 @@ struct Running {
 /// worker ends by itself: a worker never stays alive and idle.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
-    let deliveries = Arc::new(Deliveries::from_env(&config.env, &config.kinds, &config.database_url).await?);
+    let deliveries = Arc::new(Deliveries::from_env(&config.env, &config.kinds, config.database_url.expose()).await?);
     tracing::info!(redis = %config.redis.topology.describe(), "Redis");
     let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();
-    tokio::spawn(service::migrate_until_done(config.database_url.clone()));
+    tokio::spawn(service::migrate_until_done(config.database_url.expose().to_owned()));
     tokio::spawn(service::sample_depths(
         jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
         config.kinds.iter().copied().collect(),
@@ -345,6 +347,23 @@ async fn drain(running: Vec<Running>, grace: Duration) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret_setting() {
+        let config = Config::from_env(
+            &Env::from_pairs(&[
+                ("DATABASE_URL", "postgres://app:s3cretpw@db:5432/jobs"),
+                ("REDIS_URL", "redis://:s3cretpw@redis:6379"),
+                ("WEBHOOK_SIGNING_SECRET", "whsec_s3cretpw"),
+                ("TWILIO_AUTH_TOKEN", "s3cretpw"),
+                ("AWS_SECRET_ACCESS_KEY", "s3cretpw"),
+            ]),
+            None,
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("s3cretpw"), "{shown}");
+    }
 
     #[test]
     fn kinds_narrow_and_bad_settings_are_named() {

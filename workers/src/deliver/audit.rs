@@ -232,7 +232,7 @@ async fn write_retrying(pool: &PgPool, rows: &[Row], outage_retry: Duration) -> 
 async fn insert(pool: &PgPool, rows: &[Row]) -> Result<(), Failure> {
     let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>();
     let optional = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(INSERT_BATCH)
+    let insert = sqlx::query(INSERT_BATCH)
         .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
         .bind(column(|r| r.tenant_id.clone()))
         .bind(column(|r| r.actor.clone()))
@@ -244,8 +244,12 @@ async fn insert(pool: &PgPool, rows: &[Row]) -> Result<(), Failure> {
         .bind(rows.iter().map(|r| sqlx::types::Json(&r.metadata)).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
-        .execute(pool)
+        .execute(pool);
+    // The server ends a statement after `STATEMENT_TIMEOUT`; this bounds the wait when it (or
+    // the network) stops answering at all, so the writer task never hangs on one batch.
+    tokio::time::timeout(jobs::db::QUERY_DEADLINE, insert)
         .await
+        .unwrap_or_else(|_| Err(jobs::db::no_answer()))
         .map(|_| ())
         .map_err(|e| classify(&e))
 }
@@ -268,7 +272,9 @@ fn classify(e: &sqlx::Error) -> Failure {
 pub async fn keep_partitions(pool: PgPool) {
     let mut wait = Duration::from_secs(1);
     loop {
-        match sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2)").fetch_one(&pool).await {
+        let check = sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2)").fetch_one(&pool);
+        match tokio::time::timeout(jobs::db::QUERY_DEADLINE, check).await.unwrap_or_else(|_| Err(jobs::db::no_answer()))
+        {
             Ok(created) => {
                 if created > 0 {
                     tracing::info!(created, "audit-log partitions created");

@@ -113,13 +113,15 @@ pub async fn read_limited(mut response: reqwest::Response, limit: usize) -> Resu
 }
 
 /// `raw` when it is an absolute http(s) URL with a host (a setting such as `SMS_HTTP_URL`).
+/// The error shows the value without any password it holds.
 pub fn http_url(raw: &str) -> Result<String, String> {
+    let shown = jobs::settings::redacted_url(raw);
     match url::Url::parse(raw) {
         Ok(url) if matches!(url.scheme(), "http" | "https") && url.host_str().is_some_and(|h| !h.is_empty()) => {
             Ok(raw.to_owned())
         }
-        Ok(_) => Err(format!("`{raw}` is not an http or https URL with a host")),
-        Err(e) => Err(format!("`{raw}` is not an absolute URL ({e})")),
+        Ok(_) => Err(format!("`{shown}` is not an http or https URL with a host")),
+        Err(e) => Err(format!("`{shown}` is not an absolute URL ({e})")),
     }
 }
 
@@ -140,6 +142,14 @@ pub fn snippet(text: &str, redact: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_url_setting_is_named_without_its_password() {
+        for raw in ["ftp://user:s3cretpw@gateway/sms", "https://user:s3cretpw@gateway:notaport/sms"] {
+            let error = http_url(raw).unwrap_err();
+            assert!(!error.contains("s3cretpw"), "{error}");
+        }
+    }
 
     #[test]
     fn snippets_are_redacted_one_line_and_short() {
