@@ -435,11 +435,13 @@ pub struct Claimed {
     pub last: Option<DateTime<Utc>>,
 }
 
-/// One pass's due schedules, and the earliest next-fire time left (to sleep until).
+/// One pass's due schedules, the earliest next-fire time left (to sleep until), and the
+/// time of the claim by Redis's clock (what the pass judges ticks by).
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub due: Vec<Claimed>,
     pub next: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
 }
 
 impl Schedule {
@@ -586,17 +588,13 @@ impl ScheduleStore {
         Ok(read_rows(rows.into_iter()))
     }
 
-    /// Takes up to `limit` schedules due at `now`, each leased until `lease_until` (it comes
-    /// due again then unless [`ScheduleStore::settle`] records its next fire time first).
-    pub async fn claim(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Claim, StoreError> {
+    /// Takes up to `limit` schedules due by Redis's clock, each leased for `lease` (it comes
+    /// due again then unless [`ScheduleStore::settle`] records its next fire time first). The
+    /// claim's `now` is Redis's: every scheduler judges ticks by it, whatever its own clock.
+    pub async fn claim(&self, lease: chrono::Duration, limit: usize) -> Result<Claim, StoreError> {
         let mut call = self.indexed(&CLAIM);
-        call.arg(now.timestamp_millis()).arg(lease_until.timestamp_millis()).arg(limit);
-        let (rows, next): (Vec<Row>, Option<String>) = call.invoke_async(&mut self.conn.clone()).await?;
+        call.arg(lease.num_milliseconds().max(1)).arg(limit);
+        let (rows, next, now): (Vec<Row>, Option<String>, i64) = call.invoke_async(&mut self.conn.clone()).await?;
         let due = rows
             .into_iter()
             .map(|(name, definition, last)| Claimed {
@@ -607,7 +605,9 @@ impl ScheduleStore {
             .collect();
         #[expect(clippy::cast_possible_truncation, reason = "scores are ms since the epoch, written as integers")]
         let next = next.and_then(|s| s.parse::<f64>().ok()).and_then(|ms| DateTime::from_timestamp_millis(ms as i64));
-        Ok(Claim { due, next })
+        let now = DateTime::from_timestamp_millis(now)
+            .ok_or_else(|| StoreError::Protocol(format!("schedule_claim.lua gave the time {now}")))?;
+        Ok(Claim { due, next, now })
     }
 
     /// Indexes any schedule written without the index, and brings forward the next-fire time
