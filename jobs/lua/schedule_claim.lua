@@ -9,7 +9,7 @@
 -- by the one clock, so a worker whose clock runs ahead neither fires ticks early nor holds
 -- leases past their end.
 --
--- KEYS[1..5]  as in schedule_index.lua (definitions, last, next-fire, owners, counts)
+-- KEYS[1..6]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner)
 -- ARGV[1]     the lease, ms
 -- ARGV[2]     the most schedules to take
 --

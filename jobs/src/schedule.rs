@@ -474,7 +474,8 @@ fn api_owner(producer: &str) -> String {
 /// Schedules in Redis, under one hash tag (one Redis Cluster slot):
 /// `<ns>:{schedules}:defs` (name → JSON), `:last` (name → last fired tick, ms), `:due` (sorted
 /// set, name → when a scheduler looks at it next, ms), `:owners` (name → `api:<producer>` or
-/// `file`) and `:counts` (owner → how many), the last three kept by the scripts that write.
+/// `file`), `:counts` (owner → how many) and `:by_owner` (sorted set of `<owner>\0<name>`,
+/// one owner's names a lexicographic range), the last four kept by the scripts that write.
 #[derive(Debug, Clone)]
 pub struct ScheduleStore {
     conn: Conn,
@@ -483,6 +484,7 @@ pub struct ScheduleStore {
     due: String,
     owners: String,
     counts: String,
+    by_owner: String,
 }
 
 type Row = (String, String, Option<i64>);
@@ -497,12 +499,13 @@ impl ScheduleStore {
             due: key("due"),
             owners: key("owners"),
             counts: key("counts"),
+            by_owner: key("by_owner"),
         }
     }
 
     fn indexed<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
         let mut call = script.prepare_invoke();
-        call.key(&self.defs).key(&self.last).key(&self.due).key(&self.owners).key(&self.counts);
+        call.key(&self.defs).key(&self.last).key(&self.due).key(&self.owners).key(&self.counts).key(&self.by_owner);
         call
     }
 

@@ -55,3 +55,52 @@ async fn a_claim_judges_due_by_the_redis_clock() {
     let expected = (at + 5000) as f64;
     assert!((lease - expected).abs() < 1.0, "leased until {lease}, not Redis's now + 5 s ({expected})");
 }
+
+async fn command_calls(conn: &mut redis::aio::MultiplexedConnection, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await.unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Found in review: `GET /v1/schedules` ran a script that read the owner of every schedule
+/// of every producer (an HGETALL over up to `SCHEDULES_MAX` entries) to pick out the caller's:
+/// any API key could make Redis walk all 10,000 schedules per request. It now reads one lexical
+/// range per owner; the test counts the whole-hash reads Redis performs (no timing).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_schedules_reads_only_the_callers() {
+    let redis = crate::support::OwnRedis::start();
+    let app = crate::support::TestApp::spawn_on(&redis.url()).await;
+    let conn = jobs::redis_conn::connect_url(&redis.url(), Duration::from_secs(30)).unwrap();
+    let store = ScheduleStore::new(conn, &app.namespace);
+    let limits = ScheduleLimits::default();
+    let now = Utc::now();
+    for i in 0..200 {
+        let mut other = schedule(&format!("other-{i:03}"), "0 0 3 1 1 *", now);
+        other.producer = "another-producer".to_owned();
+        store.put_checked(&other, &limits).await.unwrap();
+    }
+    let body = json!({"name": "mine", "cron": "0 9 * * *",
+        "job": {"kind": "webhook", "payload": {"url": "https://example.com/h", "event": "e"}}});
+    let created =
+        app.http.post(app.url("/v1/schedules")).bearer_auth(crate::support::SHOP_KEY).json(&body).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+    let mut raw = app.redis().await;
+    let before = command_calls(&mut raw, "hgetall").await;
+    let listed: serde_json::Value = app
+        .http
+        .get(app.url("/v1/schedules"))
+        .bearer_auth(crate::support::SHOP_KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> =
+        listed["schedules"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["mine"]);
+    let whole_reads = command_calls(&mut raw, "hgetall").await - before;
+    assert_eq!(whole_reads, 0, "listing one producer's schedules read a whole hash {whole_reads} times");
+}
