@@ -5,25 +5,32 @@
 -- are read: the cost does not grow with the schedules that are not due.
 -- (schedule_index.lua is prepended: definitions without an entry are indexed here.)
 --
--- KEYS[1..5]  as in schedule_index.lua (definitions, last, next-fire, owners, counts)
--- ARGV[1]     now, ms
--- ARGV[2]     end of the lease, ms
--- ARGV[3]     the most schedules to take
+-- "Now" is Redis's clock, not the caller's: every scheduler judges what is due, and leases,
+-- by the one clock, so a worker whose clock runs ahead neither fires ticks early nor holds
+-- leases past their end.
 --
--- Returns {{name, definition JSON, last fired tick ms or nil}, ...} and the lowest score left
--- in the next-fire set after the claim (nil when it is empty): {items, next}.
+-- KEYS[1..6]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner)
+-- ARGV[1]     the lease, ms
+-- ARGV[2]     the most schedules to take
+--
+-- Returns {{name, definition JSON, last fired tick ms or nil}, ...}, the lowest score left
+-- in the next-fire set after the claim (nil when it is empty), and Redis's now in ms:
+-- {items, next, now}.
 
 ensure_index()
+local time = redis.call('TIME')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local lease_until = now + tonumber(ARGV[1])
 local items = {}
-local names = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+local names = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, name in ipairs(names) do
   local def = redis.call('HGET', KEYS[1], name)
   if def then
-    redis.call('ZADD', KEYS[3], 'XX', ARGV[2], name)
+    redis.call('ZADD', KEYS[3], 'XX', lease_until, name)
     items[#items + 1] = {name, def, redis.call('HGET', KEYS[2], name)}
   else
     redis.call('ZREM', KEYS[3], name)
   end
 end
 local first = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-return {items, first[2] or false}
+return {items, first[2] or false, now}

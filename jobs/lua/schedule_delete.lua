@@ -1,7 +1,7 @@
 -- schedule_delete.lua: delete one schedule if the caller owns it. (schedule_index.lua is
 -- prepended.)
 --
--- KEYS[1..5]  as in schedule_index.lua (definitions, last, next-fire, owners, counts)
+-- KEYS[1..6]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner)
 -- ARGV[1]     name
 -- ARGV[2]     the caller: "api:<producer>" or "file"
 --
@@ -21,4 +21,5 @@ redis.call('HDEL', KEYS[2], name)
 redis.call('ZREM', KEYS[3], name)
 redis.call('HDEL', KEYS[4], name)
 redis.call('HINCRBY', KEYS[5], current, -1)
+redis.call('ZREM', KEYS[6], owned(current, name))
 return 'deleted'

@@ -7,8 +7,10 @@
 -- KEYS[3]  next-fire sorted set: name, score = when a scheduler should look at it next (ms)
 -- KEYS[4]  owners hash: name -> "api:<producer>" or "file"
 -- KEYS[5]  counts hash: owner -> how many schedules it has
+-- KEYS[6]  by-owner sorted set: members "<owner>\0<name>", all of score 0, so one owner's
+--          names are one lexicographic range (listing them reads only them)
 --
--- ensure_index() rebuilds owners, counts and the next-fire set from the definitions when
+-- ensure_index() rebuilds owners, counts, by-owner and the next-fire set from the definitions when
 -- their sizes disagree (definitions stored by a version before the index, or by one still
 -- running during an upgrade). A schedule it adds to the next-fire set gets score 0: due at
 -- once, so the next scheduler pass computes its real next fire time.
@@ -21,17 +23,23 @@ local function owner_of(def)
   return 'api:' .. parsed.producer
 end
 
+local function owned(owner, name)
+  return owner .. '\0' .. name
+end
+
 local function ensure_index()
   local n = redis.call('HLEN', KEYS[1])
-  if redis.call('HLEN', KEYS[4]) == n and redis.call('ZCARD', KEYS[3]) == n then
+  if redis.call('HLEN', KEYS[4]) == n and redis.call('ZCARD', KEYS[3]) == n
+    and redis.call('ZCARD', KEYS[6]) == n then
     return 0
   end
-  redis.call('DEL', KEYS[4], KEYS[5])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
   local flat = redis.call('HGETALL', KEYS[1])
   for i = 1, #flat, 2 do
     local owner = owner_of(flat[i + 1])
     redis.call('HSET', KEYS[4], flat[i], owner)
     redis.call('HINCRBY', KEYS[5], owner, 1)
+    redis.call('ZADD', KEYS[6], 0, owned(owner, flat[i]))
     redis.call('ZADD', KEYS[3], 'NX', 0, flat[i])
   end
   for _, name in ipairs(redis.call('ZRANGE', KEYS[3], 0, -1)) do

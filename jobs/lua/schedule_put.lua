@@ -2,7 +2,7 @@
 -- one step, so two producers racing for a name, or many creates racing for the last slots of
 -- a quota, cannot both win. (schedule_index.lua is prepended.)
 --
--- KEYS[1..5]  as in schedule_index.lua (definitions, last, next-fire, owners, counts)
+-- KEYS[1..6]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner)
 -- ARGV[1]     name
 -- ARGV[2]     the schedule's JSON
 -- ARGV[3]     its owner: "api:<producer>" or "file"
@@ -42,9 +42,11 @@ redis.call('ZADD', KEYS[3], ARGV[4], name)
 if current ~= owner then
   if current then
     redis.call('HINCRBY', KEYS[5], current, -1)
+    redis.call('ZREM', KEYS[6], owned(current, name))
   end
   redis.call('HSET', KEYS[4], name, owner)
   redis.call('HINCRBY', KEYS[5], owner, 1)
+  redis.call('ZADD', KEYS[6], 0, owned(owner, name))
 end
 if current then return {'replaced'} end
 return {'created'}

@@ -339,7 +339,9 @@ impl AuditLog {
     fn checked(mut self, c: &mut Checker, now: DateTime<Utc>, author: Author) -> Self {
         c.text("tenant_id", &self.tenant_id, 128);
         c.text("actor", &self.actor, 256);
-        if author == Author::Producer && is_operator_actor(&self.actor) {
+        if self.actor.chars().any(is_invisible) {
+            c.fail("actor", "must not hold invisible or direction-changing characters");
+        } else if author == Author::Producer && is_operator_actor(&self.actor) {
             c.fail(
                 "actor",
                 format!("actors starting with `{OPERATOR_ACTOR_PREFIX}` are reserved for the dead-letter console's own records"),
@@ -367,10 +369,41 @@ impl AuditLog {
     }
 }
 
-/// `console:<name>`, in any case, after any leading spaces: what would pass for an operator
-/// in the audit log or its `actor` filter.
+/// What would pass for an operator in the audit log or its `actor` filter: `console:<name>`
+/// as a reader sees it, in any case, with any spaces or invisible characters inside or before
+/// it, in compatibility forms (`ｃｏｎｓｏｌｅ：`, `𝐜𝐨𝐧𝐬𝐨𝐥𝐞`) or letters that look the same
+/// (Cyrillic `с`, `consoIe` with a capital I): the start of its skeleton is compared.
 fn is_operator_actor(actor: &str) -> bool {
-    actor.trim_start().get(..OPERATOR_ACTOR_PREFIX.len()).is_some_and(|p| p.eq_ignore_ascii_case(OPERATOR_ACTOR_PREFIX))
+    use unicode_normalization::UnicodeNormalization;
+    let mut skeleton =
+        actor.nfkc().filter(|c| !c.is_whitespace() && !is_invisible(*c)).map(look_alike).flat_map(char::to_lowercase);
+    OPERATOR_ACTOR_PREFIX.chars().all(|want| skeleton.next() == Some(want))
+}
+
+/// Characters that show nothing, or reorder what follows (bidirectional controls): in an
+/// actor they only serve to make one string look like another.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}' | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{FFF9}'..='\u{FFFB}' | '\u{1D173}'..='\u{1D17A}' | '\u{E0000}'..='\u{E0FFF}')
+}
+
+/// The letter of `console:` a character passes for (Unicode's confusables for those letters
+/// that NFKC leaves alone); any other character as it is.
+fn look_alike(c: char) -> char {
+    match c {
+        '\u{0441}' | '\u{03F2}' | '\u{1D04}' | '\u{0421}' | '\u{03F9}' | '\u{216D}' => 'c',
+        '\u{043E}' | '\u{03BF}' | '\u{0585}' | '\u{1D0F}' | '\u{041E}' | '\u{039F}' | '0' => 'o',
+        '\u{0578}' | '\u{057C}' | '\u{0274}' | '\u{039D}' => 'n',
+        '\u{0455}' | '\u{A731}' | '\u{0405}' | '\u{01BD}' => 's',
+        'I' | '1' | '|' | '\u{01C0}' | '\u{04CF}' | '\u{0406}' | '\u{0399}' | '\u{0196}' | '\u{05C0}' => 'l',
+        '\u{0435}' | '\u{04BD}' | '\u{0415}' | '\u{0395}' | '\u{1D07}' => 'e',
+        '\u{2236}' | '\u{02D0}' | '\u{A789}' | '\u{0589}' | '\u{05C3}' | '\u{16EC}' | '\u{0703}' | '\u{0704}'
+        | '\u{02F8}' | '\u{1361}' | '\u{205A}' | '\u{2E35}' => ':',
+        other => other,
+    }
 }
 
 fn holds_nul(value: &Value) -> bool {
@@ -490,6 +523,8 @@ mod tests {
         }
         let ok = json!({"tenant_id": "t", "actor": "consoles:x", "action": "a", "resource_type": "r"});
         assert!(parse(Kind::AuditLog, ok).is_ok());
+        let ok = json!({"tenant_id": "t", "actor": "José Müller <ops-console@example.com>", "action": "a", "resource_type": "r"});
+        assert!(parse(Kind::AuditLog, ok).is_ok());
         let mut fields = Map::new();
         for (k, v) in [("tenant_id", "jobplane"), ("action", "dead_letter.purge"), ("resource_type", "dead_letter")] {
             fields.insert(k.to_owned(), json!(v));
@@ -500,6 +535,31 @@ mod tests {
             panic!()
         };
         assert_eq!(record.actor, "console:admin1");
+    }
+
+    /// Review of issue 13 item 4: actors that read as `console:<operator>` but are not those
+    /// bytes (invisible characters, compatibility forms, look-alike letters, a reversed string)
+    /// were accepted from producers and shown as an operator's in the audit log.
+    #[test]
+    fn operator_actors_cannot_be_forged_with_look_alikes() {
+        for actor in [
+            "\u{200B}console:admin1",
+            "con\u{200B}sole:admin1",
+            "console\u{FEFF}:admin1",
+            "console :admin1",
+            "\u{0441}onsole:admin1",
+            "c\u{043E}ns\u{043E}l\u{0435}:admin1",
+            "\u{FF43}\u{FF4F}\u{FF4E}\u{FF53}\u{FF4F}\u{FF4C}\u{FF45}\u{FF1A}admin1",
+            "console\u{FF1A}admin1",
+            "console\u{2236}admin1",
+            "consoIe:admin1",
+            "\u{1D41C}\u{1D428}\u{1D427}\u{1D42C}\u{1D428}\u{1D425}\u{1D41E}:admin1",
+            "\u{202E}1nimda:elosnoc",
+            "admin\u{2066}1",
+        ] {
+            let forged = json!({"tenant_id": "jobplane", "actor": actor, "action": "dead_letter.purge", "resource_type": "dead_letter"});
+            assert_eq!(fields(parse(Kind::AuditLog, forged)), ["/payload/actor"], "{actor:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! Daylight saving time (croner's rules, as Vixie cron): a fixed time that does not exist on a
 //! spring-forward day (02:30 when 02:00 jumps to 03:00) fires once, at the first instant after
 //! the gap (03:00); a fixed time that happens twice on a fall-back day (01:30) fires once, at
-//! the first of the two. Interval expressions (`*/15 * * * *`) follow real time on both days.
+//! the first of the two, however many fixed times the repeated hour holds (`0 0,30 1 * * *`
+//! fires 01:00 and 01:30 once each). Expressions whose minute or hour field is a wildcard
+//! (`*/15 * * * *`, `@hourly`) follow real time on both days, as in Vixie cron.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -39,6 +41,9 @@ pub const MAX_JOB_BYTES: usize = 16 * 1024;
 
 /// How many ticks ahead [`Timetable::shortest_gap`] looks.
 const GAP_TICKS: usize = 1000;
+
+/// How far ahead [`Timetable::shortest_gap`] looks for clock changes: a year and a margin.
+const GAP_DAYS: i64 = 400;
 
 /// Limits on the schedules producers may store through the API (not on `SCHEDULES_FILE`,
 /// which the operator writes).
@@ -212,11 +217,15 @@ pub struct Schedule {
 pub struct Timetable {
     cron: Cron,
     tz: chrono_tz::Tz,
+    /// Its minute or hour field is `*` or `*/n` (`@hourly` too): it follows real time through
+    /// a fall-back hour. Otherwise a local time that happens twice fires once, at the first.
+    real_time: bool,
 }
 
 impl Timetable {
     /// Errors name `/cron` or `/timezone` under `base`.
     pub fn new(cron: &str, timezone: &str, base: &str) -> Result<Self, Vec<FieldError>> {
+        let cron_text = cron;
         if cron.chars().count() > MAX_CRON_CHARS {
             return Err(vec![FieldError::new(
                 format!("{base}/cron"),
@@ -254,7 +263,7 @@ impl Timetable {
             .ok();
         match (parsed, tz) {
             (Some(cron), Some(tz)) if errors.is_empty() => {
-                let table = Self { cron, tz };
+                let table = Self { cron, tz, real_time: follows_real_time(cron_text) };
                 // An expression that never matches (`0 0 30 2 *`) is refused, not stored.
                 if table.next_after(Utc::now()).is_none() {
                     return Err(vec![FieldError::new(format!("{base}/cron"), "never fires")]);
@@ -267,16 +276,68 @@ impl Timetable {
 
     /// The first tick strictly after `t`.
     pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&t.with_timezone(&self.tz), false).ok().map(|at| at.with_timezone(&Utc))
+        let mut from = t;
+        // A fall-back hour holds at most 3600 ticks of whole seconds.
+        for _ in 0..=REPEATED_TICKS {
+            let at = self.cron.find_next_occurrence(&from.with_timezone(&self.tz), false).ok()?.with_timezone(&Utc);
+            if !self.is_repeat(at) {
+                return Some(at);
+            }
+            from = at;
+        }
+        None
     }
 
-    /// The shortest time between two consecutive ticks among the next 1000 after `from`, or
-    /// the first found below `stop`. A cron's ticks repeat by minute, hour and day, so dense
-    /// ticks show within the first thousand.
+    /// Whether `t` is a second occurrence of its local time (the hour a fall-back repeats)
+    /// that this expression does not fire again.
+    fn is_repeat(&self, t: DateTime<Utc>) -> bool {
+        use chrono::TimeZone;
+        if self.real_time {
+            return false;
+        }
+        match self.tz.from_local_datetime(&t.with_timezone(&self.tz).naive_local()) {
+            chrono::LocalResult::Ambiguous(first, _) => first.with_timezone(&Utc) != t,
+            _ => false,
+        }
+    }
+
+    /// The shortest time between two consecutive ticks among the next 1000 after `from`, and
+    /// around each change of the zone's UTC offset in the year after `from`, or the first
+    /// found below `stop`. A cron's ticks repeat by minute, hour and day, so dense ticks show
+    /// within the first thousand; but a clock change shortens the real time between two ticks
+    /// of a fixed local hour (01:50 then 03:00 is 10 minutes on a spring-forward day), and the
+    /// next change may be further than a thousand ticks away.
     pub fn shortest_gap(&self, from: DateTime<Utc>, stop: chrono::Duration) -> Option<chrono::Duration> {
+        let mut shortest = self.gaps(from, GAP_TICKS, None, stop);
+        for change in self.offset_changes(from, from + chrono::Duration::days(GAP_DAYS)) {
+            if shortest.is_some_and(|s| s < stop) {
+                break;
+            }
+            // A gap under `stop` across the change starts less than `stop` before it.
+            let around = self.gaps(change - stop - chrono::Duration::seconds(1), GAP_TICKS, Some(change + stop), stop);
+            shortest = match (shortest, around) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        shortest
+    }
+
+    /// The shortest gap between the ticks after `from`, at most `ticks` of them and none
+    /// after `until`, stopping at the first below `stop`.
+    fn gaps(
+        &self,
+        from: DateTime<Utc>,
+        ticks: usize,
+        until: Option<DateTime<Utc>>,
+        stop: chrono::Duration,
+    ) -> Option<chrono::Duration> {
         let mut previous = self.next_after(from)?;
         let mut shortest: Option<chrono::Duration> = None;
-        for _ in 0..GAP_TICKS {
+        for _ in 0..ticks {
+            if until.is_some_and(|u| previous > u) {
+                break;
+            }
             let Some(next) = self.next_after(previous) else { break };
             let gap = next - previous;
             shortest = Some(shortest.map_or(gap, |s| s.min(gap)));
@@ -288,10 +349,61 @@ impl Timetable {
         shortest
     }
 
+    /// The instants in `(from, until]` where the zone's UTC offset changes, to the second.
+    fn offset_changes(&self, from: DateTime<Utc>, until: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+        use chrono::{Offset, TimeZone};
+        let offset = |t: DateTime<Utc>| self.tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+        let step = chrono::Duration::hours(6);
+        let mut changes = Vec::new();
+        let mut at = from;
+        while at < until {
+            let next = at + step;
+            if offset(at) != offset(next) {
+                // The change is in (lo, hi]: halve to the second.
+                let (mut lo, mut hi) = (at, next);
+                while hi - lo > chrono::Duration::seconds(1) {
+                    let mid = lo + (hi - lo) / 2;
+                    if offset(mid) == offset(lo) { lo = mid } else { hi = mid }
+                }
+                changes.push(hi);
+            }
+            at = next;
+        }
+        changes
+    }
+
     /// The last tick at or before `t`.
     pub fn latest_at_or_before(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.cron.find_previous_occurrence(&t.with_timezone(&self.tz), true).ok().map(|at| at.with_timezone(&Utc))
+        let mut until = t;
+        for _ in 0..=REPEATED_TICKS {
+            let at = self.cron.find_previous_occurrence(&until.with_timezone(&self.tz), true).ok()?.with_timezone(&Utc);
+            if !self.is_repeat(at) {
+                return Some(at);
+            }
+            until = at - chrono::Duration::seconds(1);
+        }
+        None
     }
+}
+
+/// The most ticks a repeated (fall-back) hour can hold: one a second.
+const REPEATED_TICKS: usize = 3600;
+
+/// Vixie cron's rule: an expression whose minute or hour field is a wildcard (`*`, `*/n`)
+/// runs by real time through a fall-back hour; one at fixed minutes and hours runs once.
+fn follows_real_time(pattern: &str) -> bool {
+    let text = pattern.trim().to_ascii_lowercase();
+    match text.as_str() {
+        "@hourly" => return true,
+        t if t.starts_with('@') => return false,
+        _ => {}
+    }
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let (minute, hour) = match fields.len() {
+        6 => (fields[1], fields[2]),
+        _ => (fields.first().copied().unwrap_or("*"), fields.get(1).copied().unwrap_or("*")),
+    };
+    minute.starts_with('*') || hour.starts_with('*')
 }
 
 /// What a worker does with a schedule at `now`.
@@ -435,11 +547,13 @@ pub struct Claimed {
     pub last: Option<DateTime<Utc>>,
 }
 
-/// One pass's due schedules, and the earliest next-fire time left (to sleep until).
+/// One pass's due schedules, the earliest next-fire time left (to sleep until), and the
+/// time of the claim by Redis's clock (what the pass judges ticks by).
 #[derive(Debug, Clone)]
 pub struct Claim {
     pub due: Vec<Claimed>,
     pub next: Option<DateTime<Utc>>,
+    pub now: DateTime<Utc>,
 }
 
 impl Schedule {
@@ -472,7 +586,8 @@ fn api_owner(producer: &str) -> String {
 /// Schedules in Redis, under one hash tag (one Redis Cluster slot):
 /// `<ns>:{schedules}:defs` (name → JSON), `:last` (name → last fired tick, ms), `:due` (sorted
 /// set, name → when a scheduler looks at it next, ms), `:owners` (name → `api:<producer>` or
-/// `file`) and `:counts` (owner → how many), the last three kept by the scripts that write.
+/// `file`), `:counts` (owner → how many) and `:by_owner` (sorted set of `<owner>\0<name>`,
+/// one owner's names a lexicographic range), the last four kept by the scripts that write.
 #[derive(Debug, Clone)]
 pub struct ScheduleStore {
     conn: Conn,
@@ -481,6 +596,7 @@ pub struct ScheduleStore {
     due: String,
     owners: String,
     counts: String,
+    by_owner: String,
 }
 
 type Row = (String, String, Option<i64>);
@@ -495,12 +611,13 @@ impl ScheduleStore {
             due: key("due"),
             owners: key("owners"),
             counts: key("counts"),
+            by_owner: key("by_owner"),
         }
     }
 
     fn indexed<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
         let mut call = script.prepare_invoke();
-        call.key(&self.defs).key(&self.last).key(&self.due).key(&self.owners).key(&self.counts);
+        call.key(&self.defs).key(&self.last).key(&self.due).key(&self.owners).key(&self.counts).key(&self.by_owner);
         call
     }
 
@@ -586,17 +703,13 @@ impl ScheduleStore {
         Ok(read_rows(rows.into_iter()))
     }
 
-    /// Takes up to `limit` schedules due at `now`, each leased until `lease_until` (it comes
-    /// due again then unless [`ScheduleStore::settle`] records its next fire time first).
-    pub async fn claim(
-        &self,
-        now: DateTime<Utc>,
-        lease_until: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Claim, StoreError> {
+    /// Takes up to `limit` schedules due by Redis's clock, each leased for `lease` (it comes
+    /// due again then unless [`ScheduleStore::settle`] records its next fire time first). The
+    /// claim's `now` is Redis's: every scheduler judges ticks by it, whatever its own clock.
+    pub async fn claim(&self, lease: chrono::Duration, limit: usize) -> Result<Claim, StoreError> {
         let mut call = self.indexed(&CLAIM);
-        call.arg(now.timestamp_millis()).arg(lease_until.timestamp_millis()).arg(limit);
-        let (rows, next): (Vec<Row>, Option<String>) = call.invoke_async(&mut self.conn.clone()).await?;
+        call.arg(lease.num_milliseconds().max(1)).arg(limit);
+        let (rows, next, now): (Vec<Row>, Option<String>, i64) = call.invoke_async(&mut self.conn.clone()).await?;
         let due = rows
             .into_iter()
             .map(|(name, definition, last)| Claimed {
@@ -607,7 +720,9 @@ impl ScheduleStore {
             .collect();
         #[expect(clippy::cast_possible_truncation, reason = "scores are ms since the epoch, written as integers")]
         let next = next.and_then(|s| s.parse::<f64>().ok()).and_then(|ms| DateTime::from_timestamp_millis(ms as i64));
-        Ok(Claim { due, next })
+        let now = DateTime::from_timestamp_millis(now)
+            .ok_or_else(|| StoreError::Protocol(format!("schedule_claim.lua gave the time {now}")))?;
+        Ok(Claim { due, next, now })
     }
 
     /// Indexes any schedule written without the index, and brings forward the next-fire time
@@ -735,6 +850,56 @@ mod tests {
         // Between the two 01:30s and after the second, the latest tick is still the first.
         assert_eq!(table.latest_at_or_before(utc("2026-11-01T06:00:00Z")), Some(first));
         assert_eq!(table.latest_at_or_before(utc("2026-11-01T06:45:00Z")), Some(first));
+    }
+
+    /// Review of issue 13 item 2: the minimum interval looked at the next 1000 ticks only, so
+    /// a clock change further away slipped through: `0 0,50 1,3 * * *` in New York is 50
+    /// minutes apart at least on ordinary days, 10 minutes on a spring-forward day (01:50 EST,
+    /// then 03:00 EDT), and four ticks a day reach the next spring only after 250 days.
+    #[test]
+    fn the_minimum_interval_holds_across_clock_changes() {
+        let limits = ScheduleLimits { min_interval: Duration::from_mins(30), ..ScheduleLimits::default() };
+        let table = Timetable::new("0 0,50 1,3 * * *", "America/New_York", "").unwrap();
+        // Just after the 2026 spring change: the next is 2027-03-14, 349 days on.
+        let from = utc("2026-03-09T12:00:00Z");
+        let error = limits.check_interval(&table, "", from).expect("10 minutes apart on 2027-03-14");
+        assert_eq!(error.field, "/cron");
+        assert!(error.message.contains("600 s apart"), "{}", error.message);
+        // Where the clock never changes, the same expression passes.
+        let utc_table = Timetable::new("0 0,50 1,3 * * *", "UTC", "").unwrap();
+        assert!(limits.check_interval(&utc_table, "", from).is_none());
+    }
+
+    /// Review of issue 13 (exactly-once firing): the fall-back rule held only for one fixed
+    /// time in the repeated hour. `0 0,30 1 * * *` in New York fired 01:00 and 01:30 twice on
+    /// 2026-11-01 (EDT, then EST): four jobs where the module promises two.
+    #[test]
+    fn fixed_times_in_a_fall_back_hour_fire_once_each() {
+        let day = utc("2026-11-01T04:00:00Z");
+        let ticks = |cron: &str, n: usize| {
+            let table = Timetable::new(cron, "America/New_York", "").unwrap();
+            let mut at = day;
+            (0..n)
+                .map(|_| {
+                    at = table.next_after(at).unwrap();
+                    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            ticks("0 0,30 1 * * *", 3),
+            ["2026-11-01T05:00:00Z", "2026-11-01T05:30:00Z", "2026-11-02T06:00:00Z"]
+        );
+        // A wildcard minute or hour follows real time through the repeated hour.
+        assert_eq!(ticks("0 * * * *", 4)[1..3], ["2026-11-01T06:00:00Z", "2026-11-01T07:00:00Z"]);
+        assert_eq!(ticks("*/30 1 * * *", 4)[2..], ["2026-11-01T06:00:00Z", "2026-11-01T06:30:00Z"]);
+        // After the second 01:30, the latest tick is the first 01:30, so nothing is due.
+        let table = Timetable::new("0 0,30 1 * * *", "America/New_York", "").unwrap();
+        assert_eq!(table.latest_at_or_before(utc("2026-11-01T06:45:00Z")), Some(utc("2026-11-01T05:30:00Z")));
+        assert_eq!(
+            due(&table, utc("2026-11-01T05:30:00Z"), utc("2026-11-01T06:00:05Z"), CatchUp::Latest),
+            Due::Nothing
+        );
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod receiver;
 mod redis_down;
 mod replicas;
 mod scale;
+mod sched_review;
 mod schedule_limits;
 mod schedules;
 mod sms;

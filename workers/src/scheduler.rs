@@ -9,7 +9,8 @@
 //! ends, the others, or itself on restart, carry on from the last fired tick.
 //!
 //! The loop wakes at the earliest next fire time, and at least every second. Ticks are
-//! computed on this host's clock; a skewed clock fires early or late, never twice.
+//! judged by Redis's clock (the claim reads it), so a worker whose own clock is skewed fires
+//! neither early nor late.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -137,10 +138,14 @@ pub async fn run(schedules: ScheduleStore, queue: Store) {
         }
     }
     loop {
-        let now = Utc::now();
+        let pass = std::time::Instant::now();
+        // Until a claim answers, this host's clock; then Redis's, which every scheduler shares.
+        let mut now = Utc::now();
         let mut wake = now + chrono::Duration::from_std(POLL).unwrap_or_default();
-        match schedules.claim(now, now + LEASE, CLAIM_BATCH).await {
+        match schedules.claim(LEASE, CLAIM_BATCH).await {
             Ok(claim) => {
+                now = claim.now;
+                wake = now + chrono::Duration::from_std(POLL).unwrap_or_default();
                 let full = claim.due.len() == CLAIM_BATCH;
                 let work: Vec<(Schedule, Option<Timetable>, Option<DateTime<Utc>>)> = claim
                     .due
@@ -163,7 +168,8 @@ pub async fn run(schedules: ScheduleStore, queue: Store) {
             }
             Err(e) => tracing::warn!(error = %e, "due schedules not read; retrying"),
         }
-        let sleep = (wake - Utc::now()).to_std().unwrap_or_default();
+        // How long until `wake` by the clock `now` was read from, less the time this pass took.
+        let sleep = (wake - now).to_std().unwrap_or_default().saturating_sub(pass.elapsed());
         tokio::time::sleep(sleep).await;
     }
 }
