@@ -4,7 +4,7 @@
 //!
 //! It implements `Backend` directly rather than through apalis's `Persisted`, whose event
 //! path flushes acknowledgements only while the backend is idle, drops them at shutdown and
-//! ends the worker on one payload it cannot decode (see the README).
+//! ends the worker on one payload it cannot decode (see docs/worker.md).
 
 use std::collections::VecDeque;
 use std::pin::Pin;
