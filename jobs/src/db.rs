@@ -30,6 +30,11 @@ pub fn no_answer() -> sqlx::Error {
     sqlx::Error::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "PostgreSQL did not answer in time"))
 }
 
+/// Whether `url` is a PostgreSQL URL a pool can be made from (the error never shows its password).
+pub fn check_url(url: &str) -> Result<(), sqlx::Error> {
+    PgConnectOptions::from_str(url).map(|_| ())
+}
+
 /// A pool that connects on first use, with a bounded wait for a connection
 /// ([`ACQUIRE_TIMEOUT`]) and a bounded run of every statement ([`STATEMENT_TIMEOUT`]).
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {

@@ -28,8 +28,10 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = Env::from_process();
     if let Some(Command::Migrate) = cli.command {
+        let url =
+            jobs::settings::database_url(&env).unwrap_or_else(|e| service::exit_on_bad_setting("producer-api", &e));
         service::init_tracing("producer-api", false);
-        service::migrate(&env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs")).await?;
+        service::migrate(url.expose()).await?;
         tracing::info!("migrations applied");
         return Ok(());
     }

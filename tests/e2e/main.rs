@@ -38,5 +38,6 @@ mod support;
 mod tls;
 mod topology;
 mod validation;
+mod verify_audit;
 mod webhook_verify;
 mod worker;

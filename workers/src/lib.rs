@@ -115,9 +115,7 @@ impl Config {
         Ok(Self {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
-            database_url: jobs::settings::SecretUrl::new(
-                env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs"),
-            ),
+            database_url: jobs::settings::database_url(env)?,
             kinds,
             concurrency,
             backoff,
