@@ -399,8 +399,8 @@ pub fn note_full(error: &RedisError) {
     tracing::error!(
         error = %error,
         refused,
-        "Redis is full (maxmemory reached): writes are refused until workers drain jobs or maxmemory is raised; \
-         logged at most every 10 s"
+        "Redis is full (maxmemory reached): writes are refused until memory is freed (finished jobs expire after \
+         JOB_RETENTION_SECONDS, dead letters by their caps) or maxmemory is raised; logged at most every 10 s"
     );
 }
 
