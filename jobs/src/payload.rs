@@ -71,7 +71,7 @@ impl Payload {
         if !value.is_object() {
             return Err(vec![FieldError::new(base, "must be a JSON object")]);
         }
-        if serde_json::to_string(&value).map_or(0, |s| s.len()) > MAX_PAYLOAD_BYTES {
+        if json_len_exceeds(&value, MAX_PAYLOAD_BYTES) {
             return Err(vec![FieldError::new(
                 base,
                 format!("must be at most {} KiB as JSON", MAX_PAYLOAD_BYTES / 1024),
@@ -415,11 +415,39 @@ fn holds_nul(value: &Value) -> bool {
     }
 }
 
+/// Whether `value` written as JSON is longer than `max` bytes, found without building the text:
+/// the count stops at the first byte past `max`.
+fn json_len_exceeds(value: &Value, max: usize) -> bool {
+    struct Counter {
+        left: usize,
+    }
+    impl std::io::Write for Counter {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.left = self.left.checked_sub(buf.len()).ok_or(std::io::ErrorKind::FileTooLarge)?;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    serde_json::to_writer(Counter { left: max }, value).is_err()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn the_size_cap_counts_the_json_text_exactly() {
+        // {"a":"xxxx"} is 8 bytes of punctuation and key around the string.
+        let value = json!({"a": "x".repeat(92)});
+        assert_eq!(serde_json::to_string(&value).unwrap().len(), 100);
+        assert!(!json_len_exceeds(&value, 100));
+        assert!(json_len_exceeds(&value, 99));
+        assert!(json_len_exceeds(&json!({"a": "x".repeat(1 << 20)}), MAX_PAYLOAD_BYTES));
+    }
 
     fn parse(kind: Kind, value: Value) -> Result<Payload, Vec<FieldError>> {
         Payload::parse(kind, value, "/payload", Utc::now())
