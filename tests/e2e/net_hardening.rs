@@ -158,7 +158,7 @@ async fn special_purpose_ipv6_destinations_are_refused() {
 
 /// The producer API served by `producer_api::run` (the server the binary uses), with `extra`
 /// settings; stopped by sending on the returned channel.
-async fn start_api(
+pub(crate) async fn start_api(
     extra: &[(&str, &str)],
 ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<anyhow::Result<()>>) {
     let (ns, redis) = (namespace(), redis_url());

@@ -6,11 +6,11 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use jobs::settings::Env;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::console::ADMIN_TOKEN;
+use crate::net_hardening::start_api;
 use crate::support::{Running, SHOP_KEY, free_port, namespace, redis_url, wait_until_ok};
 
 /// Idle timeout well above the pace of the slow clients below (so it never fires), and the
@@ -19,29 +19,6 @@ const LIMITS: [(&str, &str); 2] = [("HTTP_IDLE_TIMEOUT_SECONDS", "30"), ("HTTP_B
 
 /// How long a slow client is kept at it before the test gives up on the server closing.
 const PATIENCE: Duration = Duration::from_secs(8);
-
-/// The producer API served by `producer_api::run`, with `extra` settings.
-async fn start_api(extra: &[(&str, &str)]) -> (SocketAddr, tokio::sync::oneshot::Sender<()>) {
-    let (ns, redis) = (namespace(), redis_url());
-    let keys = format!("shop:{SHOP_KEY}");
-    let db = format!("postgres://postgres@127.0.0.1:{}/jobs", free_port());
-    let mut pairs = vec![
-        ("PRODUCER_API_KEYS", keys.as_str()),
-        ("REDIS_URL", redis.as_str()),
-        ("REDIS_NAMESPACE", ns.as_str()),
-        ("DATABASE_URL", db.as_str()),
-    ];
-    pairs.extend_from_slice(extra);
-    let config = producer_api::Config::from_env(&Env::from_pairs(&pairs)).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(producer_api::run(config, listener, async {
-        let _ = stopped.await;
-    }));
-    wait_until_ok(&format!("http://{addr}/healthz")).await;
-    (addr, stop)
-}
 
 /// Sends `head`, then one byte of body every 200 ms (never idle for long); returns how long the
 /// server took to close the connection. Panics if it is still open after [`PATIENCE`].
@@ -84,7 +61,7 @@ async fn a_body_dribbled_under_the_idle_timeout_is_cut_off() {
     let took = dribble_body(console_addr.parse().unwrap(), login).await;
     assert!(took < Duration::from_secs(5), "the console closed only after {took:?}");
 
-    let (api, stop) = start_api(&LIMITS).await;
+    let (api, stop, _server) = start_api(&LIMITS).await;
     let job = format!(
         "POST /v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SHOP_KEY}\r\nContent-Type: application/json\r\n\
          Content-Length: 100000\r\n\r\n{{\"kind\":"
