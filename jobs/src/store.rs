@@ -56,7 +56,7 @@ pub enum StoreError {
     Unavailable(String),
     /// Redis reached its `maxmemory` and refuses writes (`OOM`, under `noeviction`): an outage
     /// of capacity, not a fault of the call. Nothing was written; the caller may try again
-    /// once workers have drained some jobs.
+    /// once memory is freed (finished jobs expiring, dead letters evicted) or raised.
     #[error("redis is full: {0}")]
     Full(String),
     #[error("redis answered unexpectedly: {0}")]

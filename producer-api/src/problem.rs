@@ -31,8 +31,8 @@ pub struct Problem {
     pub limit: Option<&'static str>,
 }
 
-/// `Retry-After` when Redis is full: room comes back as workers drain, which takes seconds,
-/// not the instant a reconnect takes.
+/// `Retry-After` when Redis is full: room comes back as memory is freed or raised, which takes
+/// seconds at least, not the instant a reconnect takes.
 pub const QUEUE_FULL_RETRY_AFTER_SECONDS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]

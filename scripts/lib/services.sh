@@ -561,44 +561,39 @@ jp_stop_started_services() {
 # cargo-nextest
 # ---------------------------------------------------------------------------------------------
 
-jp_ensure_nextest() {
-    JP_HAVE_NEXTEST=0
-    if cargo nextest --version >/dev/null 2>&1; then
-        JP_HAVE_NEXTEST=1
+# jp_cargo_tool SUBCOMMAND CRATE VERSION: true when `cargo SUBCOMMAND` runs, installing CRATE at
+# VERSION with `cargo install --locked` first when it does not (unless JP_NO_INSTALL=1).
+jp_cargo_tool() {
+    local subcommand=$1 crate=$2 version=$3
+    if cargo "$subcommand" --version >/dev/null 2>&1; then
         return 0
     fi
     if [[ ${JP_NO_INSTALL:-0} == 1 ]]; then
-        jp_warn "cargo-nextest not installed (JP_NO_INSTALL=1): falling back to cargo test"
-        return 0
+        jp_warn "$crate not installed (JP_NO_INSTALL=1)"
+        return 1
     fi
     mkdir -p "$JP_LOG_DIR"
-    local log="$JP_LOG_DIR/cargo-install-nextest.log"
-    jp_info "installing cargo-nextest $JP_NEXTEST_VERSION with cargo install --locked (one time, a few minutes; log: ${log#"$JP_ROOT"/})"
-    if cargo install --locked "cargo-nextest@$JP_NEXTEST_VERSION" >"$log" 2>&1 &&
-        cargo nextest --version >/dev/null 2>&1; then
+    local log="$JP_LOG_DIR/cargo-install-$subcommand.log"
+    jp_info "installing $crate $version with cargo install --locked (one time, several minutes; log: ${log#"$JP_ROOT"/})"
+    if cargo install --locked "$crate@$version" >"$log" 2>&1 && cargo "$subcommand" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    tail -n 5 "$log" >&2 || true
+    jp_warn "could not install $crate"
+    return 1
+}
+
+jp_ensure_nextest() {
+    JP_HAVE_NEXTEST=0
+    if jp_cargo_tool nextest cargo-nextest "$JP_NEXTEST_VERSION"; then
         JP_HAVE_NEXTEST=1
     else
-        tail -n 5 "$log" >&2 || true
-        jp_warn "could not install cargo-nextest: falling back to cargo test"
+        jp_warn "no cargo-nextest: falling back to cargo test"
     fi
 }
 
 jp_ensure_cargo_deny() {
-    if cargo deny --version >/dev/null 2>&1; then
-        return 0
-    fi
-    if [[ ${JP_NO_INSTALL:-0} == 1 ]]; then
-        jp_warn "cargo-deny not installed (JP_NO_INSTALL=1)"
-        return 1
-    fi
-    mkdir -p "$JP_LOG_DIR"
-    local log="$JP_LOG_DIR/cargo-install-deny.log"
-    jp_info "installing cargo-deny $JP_CARGO_DENY_VERSION with cargo install --locked (one time, several minutes; log: ${log#"$JP_ROOT"/})"
-    if ! cargo install --locked "cargo-deny@$JP_CARGO_DENY_VERSION" >"$log" 2>&1; then
-        tail -n 5 "$log" >&2 || true
-        jp_warn "could not install cargo-deny"
-        return 1
-    fi
+    jp_cargo_tool deny cargo-deny "$JP_CARGO_DENY_VERSION"
 }
 
 # The RustSec database lives on GitHub, which a machine without that network cannot reach: then

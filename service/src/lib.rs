@@ -212,7 +212,8 @@ pub fn ops_router(store: jobs::Store) -> Router {
 
 /// Ready when Redis answers and has room for writes. A Redis at its `maxmemory` that refuses
 /// writes is `503` `{"status": "not ready", "redis": "full"}`: it answers, but no job can be
-/// enqueued until workers drain some (they keep working) or `maxmemory` is raised.
+/// enqueued until memory is freed (finished jobs expire, dead letters are evicted or purged;
+/// workers keep working) or `maxmemory` is raised.
 async fn readyz(State(store): State<jobs::Store>) -> Response {
     let not_ready = |body: serde_json::Value| (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
     if let Err(e) = store.ping().await {

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use crate::console::{ADMIN_TOKEN, TestConsole, VIEWER_TOKEN, make_dead};
 use crate::enqueue::webhook;
-use crate::support::TestApp;
+use crate::support::{TestApp, problem_fields};
 
 /// The `audit_log` payloads the console wrote, oldest last.
 async fn audit_records(app: &TestApp) -> Vec<Value> {
@@ -21,10 +21,6 @@ async fn audit_records(app: &TestApp) -> Vec<Value> {
         records.push(serde_json::from_str(&app.job_hash("audit_log", &id).await["payload"]).unwrap());
     }
     records
-}
-
-fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
 }
 
 /// Item 5: a new URL (or new recipients) with a secret left as `[redacted]` is refused, naming
@@ -43,7 +39,7 @@ async fn an_edit_to_a_new_destination_must_supply_the_redacted_secrets() {
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": moved})).await;
     assert_eq!(r.status(), 422);
     let problem: Value = r.json().await.unwrap();
-    assert_eq!(fields(&problem), ["/payload/data/api_token"]);
+    assert_eq!(problem_fields(&problem), ["/payload/data/api_token"]);
     let message = problem["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("[redacted]") && message.contains("`url`"), "{message}");
     let job = app.job_hash("webhook", &id).await;
@@ -72,7 +68,7 @@ async fn an_edit_to_a_new_destination_must_supply_the_redacted_secrets() {
     edited["bcc"] = json!(["spy@example.net"]);
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": edited})).await;
     assert_eq!(r.status(), 422);
-    assert_eq!(fields(&r.json().await.unwrap()), ["/payload/template/data/reset_token"]);
+    assert_eq!(problem_fields(&r.json().await.unwrap()), ["/payload/template/data/reset_token"]);
     // The same recipients (case aside): the stored secret is kept.
     let mut same = record["payload"].clone();
     same["to"] = json!(["Ann@Example.org"]);

@@ -8,7 +8,7 @@ use jobs::Kind;
 use serde_json::{Value, json};
 
 use crate::console::{ADMIN_TOKEN, TestConsole, VIEWER_TOKEN, make_dead};
-use crate::support::TestApp;
+use crate::support::{TestApp, problem_fields};
 
 const SECRETS: [&str; 7] = [
     "hunter2-pw-55",
@@ -69,10 +69,6 @@ async fn secrets_in_json_text_headers_forms_and_keys_are_hidden_everywhere() {
     assert_eq!(stored, expected);
 }
 
-fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_case_changed_url_path_or_a_new_reply_to_does_not_carry_stored_secrets() {
     let app = TestApp::spawn().await;
@@ -85,7 +81,7 @@ async fn a_case_changed_url_path_or_a_new_reply_to_does_not_carry_stored_secrets
     moved["url"] = json!("https://receiver.example.org/tenants/acmeco");
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": moved})).await;
     assert_eq!(r.status(), 422);
-    assert_eq!(fields(&r.json().await.unwrap()), ["/payload/data/api_token"]);
+    assert_eq!(problem_fields(&r.json().await.unwrap()), ["/payload/data/api_token"]);
     assert_eq!(app.job_hash("webhook", &id).await["status"], "dead", "nothing replayed");
 
     let mail = json!({"to": ["ann@example.org"],
@@ -96,5 +92,5 @@ async fn a_case_changed_url_path_or_a_new_reply_to_does_not_carry_stored_secrets
     edited["reply_to"] = json!(["spy@example.net"]);
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": edited})).await;
     assert_eq!(r.status(), 422);
-    assert_eq!(fields(&r.json().await.unwrap()), ["/payload/template/data/reset_token"]);
+    assert_eq!(problem_fields(&r.json().await.unwrap()), ["/payload/template/data/reset_token"]);
 }

@@ -14,7 +14,7 @@ use crate::console::{ADMIN_TOKEN, TestConsole, make_dead};
 use crate::emulators::require_python_module;
 use crate::enqueue::webhook;
 use crate::receiver::{Receiver, Reply};
-use crate::support::{OwnDatabase, SHOP_KEY, TestApp, WorkerProcess, free_port, redis_url};
+use crate::support::{OwnDatabase, SHOP_KEY, TestApp, WorkerProcess, free_port, problem_fields, redis_url};
 
 /// A made-up HTTP method, 200 characters long, unique to `i`.
 fn made_up_method(i: usize) -> reqwest::Method {
@@ -85,12 +85,6 @@ async fn audit_query(app: &TestApp, query: &str) -> (u16, Value) {
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn error_fields(problem: &Value) -> Vec<String> {
-    problem["errors"].as_array().map_or_else(Vec::new, |errors| {
-        errors.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect()
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_log_queries_postgresql_would_refuse_are_422_naming_the_parameter() {
     let (app, db) = app_with_database().await;
@@ -110,7 +104,7 @@ async fn audit_log_queries_postgresql_would_refuse_are_422_naming_the_parameter(
     for (query, field) in cases {
         let (status, problem) = audit_query(&app, &query).await;
         assert_eq!(status, 422, "{query}: {problem}");
-        assert_eq!(error_fields(&problem), [field], "{query}: {problem}");
+        assert_eq!(problem_fields(&problem), [field], "{query}: {problem}");
     }
     db.drop().await;
 }
@@ -126,11 +120,11 @@ async fn an_audit_query_of_many_parameters_is_refused_whole() {
     for query in [distinct, "limit=1&".repeat(7_000)] {
         let (status, problem) = audit_query(&app, &format!("tenant_id=t&{query}")).await;
         assert_eq!(status, 422);
-        assert_eq!(error_fields(&problem), ["query"], "{}", problem["detail"]);
+        assert_eq!(problem_fields(&problem), ["query"], "{}", problem["detail"]);
     }
     // 64 parameters are read; a repeat among them is named, once.
     let (status, problem) = audit_query(&app, &format!("tenant_id=t{}", "&limit=5".repeat(63))).await;
-    assert_eq!((status, error_fields(&problem)), (422, vec!["limit".to_owned()]), "{problem}");
+    assert_eq!((status, problem_fields(&problem)), (422, vec!["limit".to_owned()]), "{problem}");
 }
 
 /// schemathesis (pinned in `scripts/lib/services.sh`) over every operation of

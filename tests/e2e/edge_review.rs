@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use crate::console::{ADMIN_TOKEN, TestConsole};
 use crate::edge_hardening::{SmallRedis, assert_full_answer};
 use crate::enqueue::webhook;
-use crate::support::{SHOP_KEY, TestApp};
+use crate::support::{SHOP_KEY, TestApp, problem_fields};
 
 /// `response` is a problem document of `status`; returns it.
 async fn problem(response: reqwest::Response, status: u16, what: &str) -> Value {
@@ -17,12 +17,6 @@ async fn problem(response: reqwest::Response, status: u16, what: &str) -> Value 
     assert_eq!(body["status"], status, "{what}: {body}");
     assert!(body["title"].is_string() && body["detail"].is_string() && body["type"].is_string(), "{what}: {body}");
     body
-}
-
-fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"].as_array().map_or_else(Vec::new, |errors| {
-        errors.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect()
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -52,7 +46,7 @@ async fn every_error_of_the_console_api_is_a_problem_document() {
         [("limit=1&limit=2", "limit"), ("kind=email&q=a&kind=sms", "kind"), ("cursor=a&cursor=b", "cursor")]
     {
         let body = problem(console.get(&format!("/api/dead?{query}"), ADMIN_TOKEN).await, 422, query).await;
-        assert_eq!(fields(&body), [field], "{query}: {body}");
+        assert_eq!(problem_fields(&body), [field], "{query}: {body}");
     }
     // Bytes that are not UTF-8, in the query (no letter matches) and in the path (no such letter).
     let response = console.get("/api/dead?q=%FF%C3%28", ADMIN_TOKEN).await;

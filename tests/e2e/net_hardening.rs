@@ -182,6 +182,22 @@ pub(crate) async fn start_api(
     (addr, stop, server)
 }
 
+/// The `dlq-console` binary on a free port, with `extra` settings, once it answers; its address.
+pub(crate) async fn start_console(extra: &[(&str, &str)]) -> (String, Running) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (ns, redis) = (namespace(), redis_url());
+    let mut env = vec![
+        ("CONSOLE_ADDR", addr.as_str()),
+        ("CONSOLE_TOKEN", ADMIN_TOKEN),
+        ("REDIS_URL", redis.as_str()),
+        ("REDIS_NAMESPACE", ns.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let console = Running::start("dlq-console", &env);
+    wait_until_ok(&format!("http://{addr}/healthz")).await;
+    (addr, console)
+}
+
 /// Sends `sent` and waits, at most `limit`, for the server to close the connection; returns
 /// how long that took and what the server wrote.
 async fn closed_after(addr: SocketAddr, sent: &[u8], limit: Duration) -> (Duration, String) {
@@ -211,18 +227,8 @@ async fn slow_clients_are_cut_off_on_every_server() {
     let limits = [("HTTP_HEADER_READ_TIMEOUT_MS", "1000"), ("HTTP_IDLE_TIMEOUT_SECONDS", "1")];
     let (api, stop, server) = start_api(&limits).await;
 
-    let console_addr = format!("127.0.0.1:{}", free_port());
-    let (ns, redis) = (namespace(), redis_url());
-    let mut console_env = vec![
-        ("CONSOLE_ADDR", console_addr.as_str()),
-        ("CONSOLE_TOKEN", ADMIN_TOKEN),
-        ("REDIS_URL", redis.as_str()),
-        ("REDIS_NAMESPACE", ns.as_str()),
-    ];
-    console_env.extend_from_slice(&limits);
-    let _console = Running::start("dlq-console", &console_env);
-    wait_until_ok(&format!("http://{console_addr}/healthz")).await;
-    let worker = WorkerProcess::start(&redis, &ns, &limits);
+    let (console_addr, _console) = start_console(&limits).await;
+    let worker = WorkerProcess::start(&redis_url(), &namespace(), &limits);
     wait_until_ok(&format!("http://{}/healthz", worker.metrics_addr)).await;
 
     let servers = [api, console_addr.parse().unwrap(), worker.metrics_addr.parse().unwrap()];

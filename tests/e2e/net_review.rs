@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::console::ADMIN_TOKEN;
-use crate::net_hardening::start_api;
-use crate::support::{Running, SHOP_KEY, free_port, namespace, redis_url, wait_until_ok};
+use crate::net_hardening::{start_api, start_console};
+use crate::support::SHOP_KEY;
 
 /// Idle timeout well above the pace of the slow clients below (so it never fires), and the
 /// body timeout under test.
@@ -45,17 +44,7 @@ async fn dribble_body(addr: SocketAddr, head: &str) -> Duration {
 /// token). `HTTP_BODY_TIMEOUT_SECONDS` bounds the whole body.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_body_dribbled_under_the_idle_timeout_is_cut_off() {
-    let console_addr = format!("127.0.0.1:{}", free_port());
-    let (ns, redis) = (namespace(), redis_url());
-    let mut env = vec![
-        ("CONSOLE_ADDR", console_addr.as_str()),
-        ("CONSOLE_TOKEN", ADMIN_TOKEN),
-        ("REDIS_URL", redis.as_str()),
-        ("REDIS_NAMESPACE", ns.as_str()),
-    ];
-    env.extend_from_slice(&LIMITS);
-    let _console = Running::start("dlq-console", &env);
-    wait_until_ok(&format!("http://{console_addr}/healthz")).await;
+    let (console_addr, _console) = start_console(&LIMITS).await;
     let login = "POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
                  Content-Length: 100000\r\n\r\ntoken=";
     let took = dribble_body(console_addr.parse().unwrap(), login).await;

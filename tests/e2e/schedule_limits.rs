@@ -12,7 +12,7 @@ use jobs::schedule::{Schedule, ScheduleStore, Source};
 use serde_json::{Value, json};
 
 use crate::console::{ADMIN_TOKEN, TestConsole, make_dead};
-use crate::support::{BILLING_KEY, OwnRedis, SHOP_KEY, TestApp, WorkerProcess};
+use crate::support::{BILLING_KEY, OwnRedis, SHOP_KEY, TestApp, WorkerProcess, problem_fields};
 
 fn body(name: &str, cron: &str) -> Value {
     json!({"name": name, "cron": cron,
@@ -27,10 +27,6 @@ async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status(), status);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
     response.json().await.unwrap()
-}
-
-fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap().to_owned()).collect()
 }
 
 /// Fixed: no limit on schedules. Over either quota: 429 naming it; replacing one's own is
@@ -84,16 +80,16 @@ async fn long_crons_large_jobs_and_short_intervals_are_refused() {
     let long = format!("0 9 * * {}", vec!["1"; 200].join(","));
     assert!(long.len() > 256);
     let refused = problem(post(&app, SHOP_KEY, &body("long", &long)).await, 422).await;
-    assert_eq!(fields(&refused), ["/cron"]);
+    assert_eq!(problem_fields(&refused), ["/cron"]);
 
     let mut big = body("big", "0 9 * * *");
     big["job"]["payload"]["data"] = json!({"blob": "x".repeat(17 * 1024)});
     let refused = problem(post(&app, SHOP_KEY, &big).await, 422).await;
-    assert_eq!(fields(&refused), ["/job"]);
+    assert_eq!(problem_fields(&refused), ["/job"]);
 
     for fast in ["*/10 * * * * *", "0,30 * * * * *", "0,1 0 9 * * *"] {
         let refused = problem(post(&app, SHOP_KEY, &body("fast", fast)).await, 422).await;
-        assert_eq!(fields(&refused), ["/cron"], "{fast}");
+        assert_eq!(problem_fields(&refused), ["/cron"], "{fast}");
         assert!(refused["errors"][0]["message"].as_str().unwrap().contains("SCHEDULES_MIN_INTERVAL_SECONDS"));
     }
     for ok in ["* * * * *", "0 * * * * *", "@hourly"] {
@@ -110,12 +106,12 @@ async fn no_route_stores_a_forged_operator_actor() {
         "resource_type": "dead_letter"});
     let schedule = json!({"name": "forge", "cron": "* * * * *", "job": {"kind": "audit_log", "payload": forged}});
     let refused = problem(post(&app, SHOP_KEY, &schedule).await, 422).await;
-    assert_eq!(fields(&refused), ["/job/payload/actor"]);
+    assert_eq!(problem_fields(&refused), ["/job/payload/actor"]);
 
     let batch = json!({"jobs": [{"kind": "audit_log", "payload": {"tenant_id": "t", "actor": "Console:admin1",
         "action": "a", "resource_type": "r"}}]});
     let response = app.http.post(app.url("/v1/jobs/batch")).bearer_auth(SHOP_KEY).json(&batch).send().await.unwrap();
-    assert_eq!(fields(&problem(response, 422).await), ["/jobs/0/payload/actor"]);
+    assert_eq!(problem_fields(&problem(response, 422).await), ["/jobs/0/payload/actor"]);
 
     // The console's edit-and-replay checks an edited payload by the same rules.
     let console = TestConsole::start(&app, &[]).await;

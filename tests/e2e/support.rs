@@ -568,3 +568,10 @@ impl TestApp {
         pipe.query_async(&mut conn).await.unwrap()
     }
 }
+
+/// The `field` of each entry of a problem document's `errors` (none when it has no `errors`).
+pub fn problem_fields(problem: &serde_json::Value) -> Vec<String> {
+    problem["errors"].as_array().map_or_else(Vec::new, |errors| {
+        errors.iter().map(|e| e["field"].as_str().unwrap_or_default().to_owned()).collect()
+    })
+}
