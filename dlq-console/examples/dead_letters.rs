@@ -41,7 +41,7 @@ async fn make_dead(store: &Store, queue: &Queue, n: usize, error: &str) -> anyho
             .into_iter()
             .map(|(job, _)| Finished {
                 job,
-                outcome: Outcome::Dead { reason: "permanent" },
+                outcome: Outcome::Dead(jobs::record::DeadReason::Permanent),
                 error: Some(error.to_owned()),
                 provider_id: None,
                 started_at: now,

@@ -14,7 +14,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use jobs::Kind;
-use jobs::dead::{DeadFilter, REASONS};
+use jobs::dead::DeadFilter;
+use jobs::record::DeadReason;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
 use sha2::Sha256;
@@ -388,7 +389,7 @@ fn filter_fields(query: &ListQuery) -> Markup {
         } }
         label { "reason" select name="reason" {
             option value="" { "any" }
-            @for r in REASONS { option value=(r) selected[query.reason.as_deref() == Some(r)] { (r) } }
+            @for r in DeadReason::ALL.map(DeadReason::as_str) { option value=(r) selected[query.reason.as_deref() == Some(r)] { (r) } }
         } }
         label { "search error and payload" input type="search" name="q" value=(value(&query.q)) placeholder="text"; }
         label { "since (RFC 3339)" input type="text" name="since" value=(value(&query.since)) placeholder="2026-11-21T00:00:00Z"; }
@@ -469,7 +470,7 @@ pub async fn dead_detail(State(state): State<AppState>, session: Session, Path(i
         html! {
             table {
                 tr { th { "kind" } td { (record.summary.kind.as_str()) } }
-                tr { th { "status" } td { (record.status) " (" (record.summary.reason) ")" } }
+                tr { th { "status" } td { (record.status.as_str()) " (" (record.summary.reason) ")" } }
                 tr { th { "died" } td { (record.summary.dead_at.to_rfc3339()) } }
                 tr { th { "attempts" } td { (record.summary.attempts) " of " (record.max_attempts) } }
                 tr { th { "producer" } td { (record.producer) } }

@@ -4,7 +4,7 @@
 //! of the backlog so a cliff at any backlog size would show.
 //!
 //! The drain script below is a measurement of the layout's pop cost (pop a batch from the
-//! ready list, lease it in the active set, mark it running, then acknowledge and delete),
+//! ready list, lease it in the active set, read its record, then acknowledge and delete),
 //! not the worker: the worker runtime adds retries, dead letters and recovery on top.
 
 #![expect(clippy::cast_precision_loss, reason = "rates and sizes for a report")]
@@ -20,7 +20,7 @@ local ids = redis.call('RPOP', KEYS[1], ARGV[1])
 if not ids then return 0 end
 for _, id in ipairs(ids) do
   redis.call('ZADD', KEYS[2], ARGV[2], id)
-  redis.call('HSET', ARGV[3] .. ':' .. id, 'status', 'running')
+  redis.call('GET', ARGV[3] .. ':' .. id)
 end
 for _, id in ipairs(ids) do
   redis.call('ZREM', KEYS[2], id)

@@ -2,20 +2,19 @@
 --
 -- KEYS[1]  active sorted set (score: lease deadline, ms)
 -- ARGV[1]  lease, ms: the new deadline is Redis's own clock (TIME) + lease
--- ARGV[2]  job-hash key prefix ("<prefix>:<id>")
+-- ARGV[2]  record key prefix ("<prefix>:<id>")
 -- ARGV[2k+1], ARGV[2k+2] (k = 1..): job id, the attempt number fetch.lua handed out
 --
 -- Returns how many leases were renewed. A lease is renewed only while the job is still running
 -- the caller's attempt and is still in the active set (XX): a job whose lease was lost and
 -- taken by another attempt (another worker, or this one again) is not kept alive by a stale
 -- holder, and a job already recovered is not taken back.
-local time = redis.call('TIME')
-local deadline = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000) + tonumber(ARGV[1])
+local deadline = clock_ms() + tonumber(ARGV[1])
 local renewed = 0
 for i = 3, #ARGV, 2 do
-  local id, attempt = ARGV[i], ARGV[i + 1]
-  local current = redis.call('HMGET', ARGV[2] .. ':' .. id, 'status', 'attempts')
-  if current[1] == 'running' and current[2] == attempt then
+  local id, attempt = ARGV[i], tonumber(ARGV[i + 1])
+  local record = load_record(ARGV[2] .. ':' .. id)
+  if record and record.st == 'running' and record.at == attempt then
     renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', deadline, id)
   end
 end

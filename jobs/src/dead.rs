@@ -19,13 +19,12 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use crate::keys::QueueKeys;
-use crate::{Keys, Kind, StoreError};
+use crate::queue::with_records;
+use crate::record::{AttemptRecord, DeadReason, JobRecord, millis};
+use crate::{JobStatus, Keys, Kind, StoreError};
 
 /// Ids read per round trip while listing or searching.
 pub const CHUNK: usize = 1000;
-
-/// The reasons a job dies.
-pub const REASONS: [&str; 4] = ["exhausted", "permanent", "expired", "panicked"];
 
 /// Which dead letters: every field narrows; none means all.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -52,9 +51,9 @@ impl DeadFilter {
     /// The rule each field must pass, as `(field, message)`.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         if let Some(reason) = &self.reason
-            && !REASONS.contains(&reason.as_str())
+            && let Err(rule) = reason.parse::<DeadReason>()
         {
-            return Err(("reason", format!("must be one of {}", REASONS.join(", "))));
+            return Err(("reason", rule));
         }
         if let Some(q) = &self.q
             && (q.is_empty() || q.len() > 256)
@@ -79,7 +78,7 @@ impl DeadFilter {
     }
 
     fn matches(&self, letter: &Letter) -> bool {
-        if self.reason.as_ref().is_some_and(|r| *r != letter.reason) {
+        if self.reason.as_ref().is_some_and(|r| r != letter.reason.as_str()) {
             return false;
         }
         match &self.q {
@@ -100,8 +99,7 @@ pub struct DeadSummary {
     pub kind: Kind,
     pub dead_at: DateTime<Utc>,
     pub attempts: u32,
-    /// `exhausted`, `permanent`, `expired` or `panicked`.
-    pub reason: String,
+    pub reason: DeadReason,
     pub last_error: Option<String>,
 }
 
@@ -124,13 +122,26 @@ pub struct Attempt {
     pub worker: String,
 }
 
+impl Attempt {
+    /// As operators see it: the error redacted.
+    fn shown(record: &AttemptRecord) -> Self {
+        Attempt {
+            attempt: record.attempt,
+            started_at: record.started_at,
+            finished_at: record.finished_at,
+            error: record.error.as_deref().map(redact_text),
+            worker: record.worker.clone(),
+        }
+    }
+}
+
 /// A dead letter in full.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeadRecord {
     #[serde(flatten)]
     pub summary: DeadSummary,
     /// `dead` or `expired`.
-    pub status: String,
+    pub status: JobStatus,
     pub producer: String,
     pub created_at: Option<DateTime<Utc>>,
     pub max_attempts: u32,
@@ -144,62 +155,46 @@ pub struct DeadRecord {
     pub notes: Vec<String>,
 }
 
-/// The fields of a job hash a dead letter is read from.
-const FIELDS: [&str; 12] = [
-    "kind",
-    "status",
-    "reason",
-    "dead_at",
-    "attempts",
-    "last_error",
-    "payload",
-    "producer",
-    "created_at",
-    "max_attempts",
-    "idempotency_key",
-    "notes",
-];
-
+/// A dead letter as read from its record.
 #[derive(Debug, Clone)]
 struct Letter {
     id: String,
     kind: Kind,
-    status: String,
-    reason: String,
+    status: JobStatus,
+    reason: DeadReason,
     dead_at: DateTime<Utc>,
     attempts: u32,
     last_error: Option<String>,
     payload: String,
     producer: String,
-    created_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
     max_attempts: u32,
     idempotency_key: Option<String>,
     notes: Vec<String>,
+    history: Vec<AttemptRecord>,
 }
 
 impl Letter {
-    fn read(id: &str, kind: Kind, fields: &[Option<String>]) -> Option<Self> {
-        let field = |i: usize| fields.get(i).cloned().flatten();
-        let millis = |i: usize| field(i).and_then(|v| v.parse().ok()).and_then(DateTime::from_timestamp_millis);
-        let number = |i: usize| field(i).and_then(|v| v.parse().ok()).unwrap_or(0);
-        let status = field(1)?;
-        if status != "dead" && status != "expired" {
+    /// `None` unless the record is a dead letter.
+    fn read(id: &str, kind: Kind, record: JobRecord) -> Option<Self> {
+        if !record.is_dead_letter() {
             return None;
         }
         Some(Self {
             id: id.to_owned(),
             kind,
-            status,
-            reason: field(2).unwrap_or_default(),
-            dead_at: millis(3).unwrap_or_default(),
-            attempts: number(4),
-            last_error: field(5).filter(|e| !e.is_empty()),
-            payload: field(6).unwrap_or_default(),
-            producer: field(7).unwrap_or_default(),
-            created_at: millis(8),
-            max_attempts: number(9),
-            idempotency_key: field(10).filter(|k| !k.is_empty()),
-            notes: field(11).map(|n| n.lines().map(str::to_owned).collect()).unwrap_or_default(),
+            status: record.status,
+            reason: record.reason.unwrap_or(DeadReason::Exhausted),
+            dead_at: millis(record.dead_at.unwrap_or_default()),
+            attempts: record.attempts,
+            last_error: record.last_error.filter(|e| !e.is_empty()),
+            payload: record.payload.unwrap_or_default(),
+            producer: record.producer,
+            created_at: millis(record.created_at),
+            max_attempts: record.max_attempts,
+            idempotency_key: record.idempotency_key.filter(|k| !k.is_empty()),
+            notes: record.notes,
+            history: record.history,
         })
     }
 
@@ -213,7 +208,7 @@ impl Letter {
             kind: self.kind,
             dead_at: self.dead_at,
             attempts: self.attempts,
-            reason: self.reason.clone(),
+            reason: self.reason,
             last_error: self.last_error.as_deref().map(redact_text),
         }
     }
@@ -241,8 +236,8 @@ pub enum ReplayRefused {
     NotReplayable(String),
 }
 
-static REPLAY: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/replay.lua")));
-static FORGET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/forget.lua")));
+static REPLAY: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/replay.lua")));
+static FORGET: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/forget.lua")));
 
 /// Dead letters of every queue of one namespace.
 #[derive(Debug, Clone)]
@@ -283,10 +278,19 @@ impl DeadLetters {
         }
         let mut pipe = redis::pipe();
         for (id, _) in &ids {
-            pipe.cmd("HMGET").arg(q.job(id)).arg(&FIELDS[..]);
+            pipe.get(q.job(id));
         }
-        let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut conn).await?;
-        Ok(ids.into_iter().zip(rows).map(|((id, score), fields)| (score, Letter::read(&id, kind, &fields))).collect())
+        let rows: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+        // An unreadable record (a foreign writer's) is skipped like a vanished one, so one bad
+        // key never hides every other letter from operators.
+        Ok(ids
+            .into_iter()
+            .zip(rows)
+            .map(|((id, score), raw)| {
+                let letter = raw.and_then(|raw| JobRecord::decode(&raw).ok()).and_then(|r| Letter::read(&id, kind, r));
+                (score, letter)
+            })
+            .collect())
     }
 
     /// Walks the letters of `kind` matching `filter`, newest first, from the cursor on, calling
@@ -403,42 +407,22 @@ impl DeadLetters {
     }
 
     async fn letter(&self, id: &str) -> Result<Option<Letter>, StoreError> {
-        let rows: Vec<Vec<Option<String>>> =
-            crate::redis_conn::for_job_in_every_queue(&self.conn, &self.keys, id, |key| {
-                let mut cmd = redis::cmd("HMGET");
-                cmd.arg(key).arg(&FIELDS[..]);
-                cmd
-            })
-            .await?;
-        Ok(Kind::ALL.into_iter().zip(rows).find_map(|(kind, fields)| Letter::read(id, kind, &fields)))
+        let found = crate::record::find(&self.conn, &self.keys, id).await?;
+        Ok(found.and_then(|(kind, record)| Letter::read(id, kind, record)))
     }
 
     /// One dead letter in full, or `None`.
     pub async fn get(&self, id: &str) -> Result<Option<DeadRecord>, StoreError> {
         let Some(letter) = self.letter(id).await? else { return Ok(None) };
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.keys.queue(letter.kind).attempts(id))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let history = raw
-            .iter()
-            .filter_map(|r| serde_json::from_str::<Attempt>(r).ok())
-            .map(|mut a| {
-                a.error = a.error.as_deref().map(redact_text);
-                a
-            })
-            .collect();
         Ok(Some(DeadRecord {
             summary: letter.summary(),
             payload: letter.redacted_payload(),
             status: letter.status,
             producer: letter.producer,
-            created_at: letter.created_at,
+            created_at: Some(letter.created_at),
             max_attempts: letter.max_attempts,
             idempotency_key: letter.idempotency_key,
-            history,
+            history: letter.history.iter().map(Attempt::shown).collect(),
             notes: letter.notes,
         }))
     }
@@ -463,7 +447,7 @@ impl DeadLetters {
             .map_err(ReplayOutcome::Store)?
             .ok_or(ReplayOutcome::Refused(ReplayRefused::NotFound))?;
         if letter.kind == Kind::OtpSms {
-            if letter.status == "expired" {
+            if letter.status == JobStatus::Expired {
                 return Err(ReplayOutcome::Refused(ReplayRefused::NotReplayable(
                     "an expired OTP cannot be replayed: its code is no longer valid".into(),
                 )));
@@ -472,7 +456,7 @@ impl DeadLetters {
                 .ok()
                 .and_then(|p| p.get("ttl_seconds").and_then(Value::as_i64))
                 .unwrap_or(300);
-            if letter.created_at.is_some_and(|c| now > c + chrono::Duration::seconds(ttl)) {
+            if now > letter.created_at + chrono::Duration::seconds(ttl) {
                 return Err(ReplayOutcome::Refused(ReplayRefused::NotReplayable(format!(
                     "this OTP's ttl of {ttl} s has passed: it would expire unsent"
                 ))));
@@ -537,7 +521,7 @@ impl DeadLetters {
         let current = now.timestamp() / 60;
         let mut pipe = redis::pipe();
         for m in (current - minutes + 1)..=current {
-            pipe.cmd("HMGET").arg(format!("{}:{m}", q.stats_prefix())).arg("succeeded").arg("failed");
+            pipe.cmd("HMGET").arg(q.stats(m)).arg("succeeded").arg("failed");
         }
         let rows: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut self.conn.clone()).await?;
         Ok(((current - minutes + 1)..=current)
@@ -548,35 +532,24 @@ impl DeadLetters {
             .collect())
     }
 
-    /// How many of `kind`'s scheduled jobs are retries waiting for their backoff (the rest
-    /// are delayed jobs), reading at most the 10,000 due soonest.
+    /// How many of `kind`'s jobs wait out a retry backoff.
     pub async fn retrying(&self, kind: Kind) -> Result<u64, StoreError> {
-        let q = self.keys.queue(kind);
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> = redis::cmd("ZRANGE").arg(q.scheduled()).arg(0).arg(9_999).query_async(&mut conn).await?;
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hget(q.job(id), "status");
-        }
-        let statuses: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        Ok(statuses.iter().filter(|s| s.as_deref() == Some("retrying")).count() as u64)
+        Ok(redis::cmd("ZCARD").arg(self.keys.queue(kind).retry()).query_async(&mut self.conn.clone()).await?)
     }
 
     /// Jobs per state of `kind`: queued, scheduled (waiting for their time or a retry),
     /// running, retrying (among scheduled), dead.
     pub async fn depths(&self, kind: Kind) -> Result<Depths, StoreError> {
         let q = self.keys.queue(kind);
-        let (queued, scheduled, running, dead): (u64, u64, u64, u64) = redis::pipe()
+        let (queued, delayed, retrying, running, dead): (u64, u64, u64, u64, u64) = redis::pipe()
             .llen(q.ready())
             .zcard(q.scheduled())
+            .zcard(q.retry())
             .zcard(q.active())
             .zcard(q.dead())
             .query_async(&mut self.conn.clone())
             .await?;
-        Ok(Depths { queued, scheduled, running, dead })
+        Ok(Depths { queued, scheduled: delayed + retrying, running, dead })
     }
 }
 

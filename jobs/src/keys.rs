@@ -52,9 +52,15 @@ impl QueueKeys {
         format!("{}:wake", self.prefix)
     }
 
-    /// ZSET of ids waiting for a time, scored by run-at in ms since the epoch.
+    /// ZSET of delayed ids waiting for their time, scored by run-at in ms since the epoch.
     pub fn scheduled(&self) -> String {
         format!("{}:scheduled", self.prefix)
+    }
+
+    /// ZSET of ids waiting out a retry backoff, scored by run-at in ms since the epoch: apart
+    /// from the delayed jobs, so "how many are retrying" is one `ZCARD`.
+    pub fn retry(&self) -> String {
+        format!("{}:retry", self.prefix)
     }
 
     /// ZSET of ids being worked on, scored by lease deadline in ms since the epoch.
@@ -75,14 +81,10 @@ impl QueueKeys {
         format!("{}:by:{producer}", self.dead())
     }
 
-    /// HASH holding one job: its payload, status, attempts and timestamps.
+    /// STRING holding one job's record (`record::JobRecord`, MessagePack): its payload,
+    /// status, attempts, timestamps and attempt history.
     pub fn job(&self, id: &str) -> String {
         format!("{}:{id}", self.job_prefix())
-    }
-
-    /// LIST of one job's attempt records (JSON: attempt, started_at, finished_at, error, worker).
-    pub fn attempts(&self, id: &str) -> String {
-        format!("{}:attempts", self.job(id))
     }
 
     /// The part of a job key before the id, for scripts that meet ids they were not given keys for.
@@ -115,6 +117,11 @@ impl QueueKeys {
         format!("{}:stats", self.prefix)
     }
 
+    /// The outcome counters of the minute `minute` (minutes since the epoch).
+    pub fn stats(&self, minute: i64) -> String {
+        format!("{}:{minute}", self.stats_prefix())
+    }
+
     /// The part of an idempotency key before `:<producer>:<key>`, for scripts that build it.
     pub fn idempotency_prefix(&self) -> String {
         format!("{}:idem", self.prefix)
@@ -139,7 +146,10 @@ mod tests {
             q.ready(),
             q.wake(),
             q.scheduled(),
+            q.retry(),
             q.active(),
+            q.dead(),
+            q.stats(29_395_200),
             q.job("0190"),
             q.idempotency("shop", "order-{7}:x"),
             q.rate_per_number("+886912345678"),

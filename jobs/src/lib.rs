@@ -11,6 +11,7 @@ pub mod kind;
 pub mod limits;
 pub mod payload;
 pub mod queue;
+pub mod record;
 pub mod redact;
 pub mod redis_conn;
 pub mod retry;

@@ -39,9 +39,11 @@ impl OtpLimits {
 }
 
 /// Which limit refused a job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OtpLimit {
+    #[serde(rename = "otp_per_number")]
     PerNumber,
+    #[serde(rename = "otp_per_key")]
     PerKey,
 }
 

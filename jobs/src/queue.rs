@@ -10,21 +10,27 @@ use redis::Script;
 use serde::Serialize;
 
 use crate::keys::QueueKeys;
+use crate::record::{DeadReason, JobRecord, millis};
 use crate::{Keys, Kind, StoreError};
 
-fn with_bury(script: &str) -> Script {
-    Script::new(&format!("{}{script}", include_str!("../lua/bury.lua")))
+/// A script that reads or writes job records: `lua/record.lua`'s codec helpers come first.
+pub(crate) fn with_records(script: &str) -> Script {
+    Script::new(&format!("{}{script}", include_str!("../lua/record.lua")))
 }
 
-static FETCH: LazyLock<Script> = LazyLock::new(|| with_bury(include_str!("../lua/fetch.lua")));
-static FINISH: LazyLock<Script> = LazyLock::new(|| with_bury(include_str!("../lua/finish.lua")));
-static EXTEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/extend.lua")));
-static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/release.lua")));
+static FETCH: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/fetch.lua")));
+static FINISH: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/finish.lua")));
+static EXTEND: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/extend.lua")));
+static RELEASE: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/release.lua")));
+
+/// The most due jobs of each waiting set, and the most expired leases, one fetch moves.
+pub const MAX_PROMOTE: usize = 1000;
 
 /// How long jobs and dead letters stay, and how many dead letters a queue keeps.
 #[derive(Debug, Clone, Copy)]
 pub struct Retention {
-    /// A succeeded job stays readable this long, then expires.
+    /// A succeeded job stays readable this long, then expires (zero: deleted at once, unless
+    /// its idempotency record lives longer).
     pub finished: Duration,
     /// Dead letters kept per kind, all producers together: the memory bound.
     pub dead_cap: u64,
@@ -68,10 +74,8 @@ pub enum Outcome {
     Retry {
         at: DateTime<Utc>,
     },
-    /// Dead letter with this reason: `exhausted`, `permanent`, `expired` or `panicked`.
-    Dead {
-        reason: &'static str,
-    },
+    /// A dead letter (an expired job, for [`DeadReason::Expired`]).
+    Dead(DeadReason),
 }
 
 #[derive(Debug, Clone)]
@@ -86,13 +90,42 @@ pub struct Finished {
     pub finished_at: DateTime<Utc>,
 }
 
+/// One call of `finish.lua` (its ARGV[1]).
 #[derive(Serialize)]
-struct AttemptRecord<'a> {
+struct FinishCall<'a> {
+    now: i64,
+    retention: u64,
+    dead_cap: u64,
+    dead_cap_per_producer: u64,
+    dead_age: u64,
+    job_prefix: &'a str,
+    idem_prefix: &'a str,
+    done: Vec<FinishedJob<'a>>,
+}
+
+#[derive(Serialize)]
+struct FinishedJob<'a> {
+    id: &'a str,
     attempt: u32,
+    outcome: WireOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
     started_at: i64,
     finished_at: i64,
-    error: Option<&'a str>,
-    worker: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider_id: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum WireOutcome {
+    Succeeded,
+    Retry { at: i64 },
+    Dead { reason: DeadReason },
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// What one `finish` call did.
@@ -147,37 +180,48 @@ impl Queue {
         promote_limit: usize,
     ) -> Result<(Vec<(Leased, String)>, Option<Duration>), StoreError> {
         let mut call = FETCH.prepare_invoke();
-        call.key(self.keys.ready()).key(self.keys.scheduled()).key(self.keys.active()).key(self.keys.dead());
-        call.arg(lease.as_millis())
+        call.key(self.keys.ready())
+            .key(self.keys.scheduled())
+            .key(self.keys.retry())
+            .key(self.keys.active())
+            .key(self.keys.dead());
+        call.arg(ms(lease))
             .arg(batch)
-            .arg(promote_limit)
+            .arg(promote_limit.clamp(1, MAX_PROMOTE))
             .arg(self.keys.job_prefix())
             .arg(&self.worker)
             .arg(&self.idempotency_prefix);
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
-        let next = match reply.get(2) {
-            Some(redis::Value::Int(ms)) if *ms >= 0 => Some(Duration::from_millis(ms.unsigned_abs())),
-            _ => None,
+        let mut reply = reply.into_iter();
+        let header: Vec<i64> = reply
+            .by_ref()
+            .take(4)
+            .map(redis::from_redis_value)
+            .collect::<Result<_, _>>()
+            .map_err(redis::RedisError::from)?;
+        let [_promoted, _recovered, next, skipped] = header[..] else {
+            return Err(StoreError::Protocol(format!("fetch.lua answered {} header values", header.len()).into()));
         };
-        let jobs = reply
-            .into_iter()
-            .skip(3)
-            .map(|v| {
-                let (id, attempt, max_attempts, created_at, payload, producer, traceparent): (
-                    String,
-                    u32,
-                    u32,
-                    i64,
-                    String,
-                    String,
-                    String,
-                ) = redis::from_redis_value(v)?;
-                let created_at = DateTime::from_timestamp_millis(created_at).unwrap_or_default();
-                let traceparent = Some(traceparent).filter(|t| !t.is_empty());
-                Ok((Leased { id, kind: self.kind, attempt, max_attempts, created_at, producer, traceparent }, payload))
-            })
-            .collect::<Result<_, redis::RedisError>>()
-            .map_err(StoreError::from)?;
+        if skipped > 0 {
+            tracing::error!(kind = %self.kind, skipped, "fetched ids without a readable job record were dropped");
+        }
+        let next = u64::try_from(next).ok().map(Duration::from_millis);
+        let mut jobs = Vec::new();
+        while let (Some(id), Some(record)) = (reply.next(), reply.next()) {
+            let id: String = redis::from_redis_value(id).map_err(redis::RedisError::from)?;
+            let record: Vec<u8> = redis::from_redis_value(record).map_err(redis::RedisError::from)?;
+            let record = JobRecord::decode(&record)?;
+            let leased = Leased {
+                id,
+                kind: self.kind,
+                attempt: record.attempts,
+                max_attempts: record.max_attempts,
+                created_at: millis(record.created_at),
+                producer: record.producer,
+                traceparent: record.traceparent,
+            };
+            jobs.push((leased, record.payload.unwrap_or_default()));
+        }
         Ok((jobs, next))
     }
 
@@ -197,38 +241,40 @@ impl Queue {
         now: DateTime<Utc>,
         retention: &Retention,
     ) -> Result<FinishReport, StoreError> {
-        let mut call = FINISH.prepare_invoke();
-        call.key(self.keys.ready()).key(self.keys.scheduled()).key(self.keys.active()).key(self.keys.dead());
-        call.arg(now.timestamp_millis())
-            .arg(retention.finished.as_millis())
-            .arg(retention.dead_cap)
-            .arg(retention.dead_age.as_millis())
-            .arg(self.keys.job_prefix())
-            .arg(&self.idempotency_prefix)
-            .arg(done.len());
-        for f in done {
-            let (outcome, run_at) = match &f.outcome {
-                Outcome::Succeeded => ("succeeded", 0),
-                Outcome::Retry { at } => ("retry", at.timestamp_millis()),
-                Outcome::Dead { reason } => (*reason, 0),
-            };
-            let record = AttemptRecord {
-                attempt: f.job.attempt,
-                started_at: f.started_at.timestamp_millis(),
-                finished_at: f.finished_at.timestamp_millis(),
-                error: f.error.as_deref(),
-                worker: &self.worker,
-            };
-            call.arg(&f.job.id)
-                .arg(f.job.attempt)
-                .arg(outcome)
-                .arg(f.error.as_deref().unwrap_or(""))
-                .arg(run_at)
-                .arg(serde_json::to_string(&record).unwrap_or_default())
-                .arg(f.provider_id.as_deref().unwrap_or(""));
-        }
-        call.arg(self.keys.stats_prefix()).arg(retention.dead_cap_per_producer);
-        let (recorded, stale, evicted): (u64, u64, u64) = call.invoke_async(&mut self.conn.clone()).await?;
+        let job_prefix = self.keys.job_prefix();
+        let call = FinishCall {
+            now: now.timestamp_millis(),
+            retention: ms(retention.finished),
+            dead_cap: retention.dead_cap,
+            dead_cap_per_producer: retention.dead_cap_per_producer,
+            dead_age: ms(retention.dead_age),
+            job_prefix: &job_prefix,
+            idem_prefix: &self.idempotency_prefix,
+            done: done
+                .iter()
+                .map(|f| FinishedJob {
+                    id: &f.job.id,
+                    attempt: f.job.attempt,
+                    outcome: match &f.outcome {
+                        Outcome::Succeeded => WireOutcome::Succeeded,
+                        Outcome::Retry { at } => WireOutcome::Retry { at: at.timestamp_millis() },
+                        Outcome::Dead(reason) => WireOutcome::Dead { reason: *reason },
+                    },
+                    error: f.error.as_deref(),
+                    started_at: f.started_at.timestamp_millis(),
+                    finished_at: f.finished_at.timestamp_millis(),
+                    provider_id: f.provider_id.as_deref(),
+                })
+                .collect(),
+        };
+        let mut invocation = FINISH.prepare_invoke();
+        invocation
+            .key(self.keys.retry())
+            .key(self.keys.active())
+            .key(self.keys.dead())
+            .key(self.keys.stats(now.timestamp().div_euclid(60)));
+        invocation.arg(rmp_serde::to_vec_named(&call).unwrap_or_default());
+        let (recorded, stale, evicted): (u64, u64, u64) = invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(FinishReport { recorded, stale, evicted })
     }
 
@@ -239,7 +285,7 @@ impl Queue {
             return Ok(0);
         }
         let mut call = EXTEND.prepare_invoke();
-        call.key(self.keys.active()).arg(lease.as_millis()).arg(self.keys.job_prefix());
+        call.key(self.keys.active()).arg(ms(lease)).arg(self.keys.job_prefix());
         for (id, attempt) in jobs {
             call.arg(id).arg(attempt);
         }

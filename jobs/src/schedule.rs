@@ -567,7 +567,8 @@ impl Schedule {
 
     /// `updated_at` as stored, which the settle script compares.
     fn version(&self) -> Result<String, StoreError> {
-        let value = serde_json::to_value(self.updated_at).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        let value = serde_json::to_value(self.updated_at)
+            .map_err(|e| StoreError::Protocol(crate::store::Cause::new(e.to_string(), e)))?;
         Ok(value.as_str().unwrap_or_default().to_owned())
     }
 
@@ -622,7 +623,8 @@ impl ScheduleStore {
     }
 
     async fn write(&self, schedule: &Schedule, mode: &str, limits: &ScheduleLimits) -> Result<PutOutcome, StoreError> {
-        let json = serde_json::to_string(schedule).map_err(|e| StoreError::Protocol(e.to_string()))?;
+        let json = serde_json::to_string(schedule)
+            .map_err(|e| StoreError::Protocol(crate::store::Cause::new(e.to_string(), e)))?;
         let mut call = self.indexed(&PUT);
         call.arg(&schedule.name)
             .arg(json)
@@ -639,7 +641,7 @@ impl ScheduleStore {
             ["from_file"] => Ok(PutOutcome::FromFile),
             ["over_limit", "per_producer"] => Ok(PutOutcome::OverLimit(ScheduleLimit::PerProducer)),
             ["over_limit", "total"] => Ok(PutOutcome::OverLimit(ScheduleLimit::Total)),
-            other => Err(StoreError::Protocol(format!("schedule_put.lua answered {other:?}"))),
+            other => Err(StoreError::Protocol(format!("schedule_put.lua answered {other:?}").into())),
         }
     }
 
@@ -678,7 +680,7 @@ impl ScheduleStore {
             "missing" => Ok(DeleteOutcome::Missing),
             "taken" => Ok(DeleteOutcome::Taken),
             "from_file" => Ok(DeleteOutcome::FromFile),
-            other => Err(StoreError::Protocol(format!("schedule_delete.lua answered {other:?}"))),
+            other => Err(StoreError::Protocol(format!("schedule_delete.lua answered {other:?}").into())),
         }
     }
 
@@ -721,7 +723,7 @@ impl ScheduleStore {
         #[expect(clippy::cast_possible_truncation, reason = "scores are ms since the epoch, written as integers")]
         let next = next.and_then(|s| s.parse::<f64>().ok()).and_then(|ms| DateTime::from_timestamp_millis(ms as i64));
         let now = DateTime::from_timestamp_millis(now)
-            .ok_or_else(|| StoreError::Protocol(format!("schedule_claim.lua gave the time {now}")))?;
+            .ok_or_else(|| StoreError::Protocol(format!("schedule_claim.lua gave the time {now}").into()))?;
         Ok(Claim { due, next, now })
     }
 

@@ -1,15 +1,15 @@
 //! A job's life cycle as `GET /v1/jobs/{id}` reports it.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::Kind;
+use crate::record::{JobRecord, millis};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JobStatus {
     Queued,
@@ -76,26 +76,21 @@ pub struct JobInfo {
 }
 
 impl JobInfo {
-    /// Reads a job hash as `enqueue.lua` and the workers write it; `None` when a field is
-    /// missing or malformed, which only a foreign writer could cause.
-    pub fn from_hash(fields: &HashMap<String, String>) -> Option<Self> {
-        let millis =
-            |name: &str| fields.get(name).and_then(|v| v.parse::<i64>().ok()).and_then(DateTime::from_timestamp_millis);
-        let number = |name: &str| fields.get(name).and_then(|v| v.parse::<u32>().ok());
-        Some(JobInfo {
-            id: fields.get("id")?.clone(),
-            kind: fields.get("kind")?.parse().ok()?,
-            status: fields.get("status")?.parse().ok()?,
-            attempts: number("attempts")?,
-            max_attempts: number("max_attempts")?,
+    pub fn from_record(id: &str, kind: Kind, record: &JobRecord) -> Self {
+        JobInfo {
+            id: id.to_owned(),
+            kind,
+            status: record.status,
+            attempts: record.attempts,
+            max_attempts: record.max_attempts,
             // A receiver's answer may echo a URL's query or a token: shown as operators see it.
-            last_error: fields.get("last_error").filter(|e| !e.is_empty()).map(|e| crate::redact::redact_text(e)),
-            created_at: millis("created_at")?,
-            run_at: millis("run_at")?,
-            finished_at: millis("finished_at"),
-            provider_message_id: fields.get("provider_message_id").filter(|v| !v.is_empty()).cloned(),
-            producer: fields.get("producer")?.clone(),
-        })
+            last_error: record.last_error.as_deref().filter(|e| !e.is_empty()).map(crate::redact::redact_text),
+            created_at: millis(record.created_at),
+            run_at: millis(record.run_at),
+            finished_at: record.finished_at.map(millis),
+            provider_message_id: record.provider_message_id.clone().filter(|v| !v.is_empty()),
+            producer: record.producer.clone(),
+        }
     }
 }
 
@@ -105,21 +100,13 @@ mod tests {
 
     #[test]
     fn the_last_error_is_shown_redacted() {
-        let fields: HashMap<String, String> = [
-            ("id", "j1"),
-            ("kind", "webhook"),
-            ("status", "dead"),
-            ("attempts", "1"),
-            ("max_attempts", "1"),
-            ("created_at", "1763712000000"),
-            ("run_at", "1763712000000"),
-            ("producer", "shop"),
-            ("last_error", "HTTP 401: bad key sk_live_4eC39HqLyjWDarjtT1zdp7dc for https://a.example/cb?token=t"),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
-        let info = JobInfo::from_hash(&fields).unwrap();
+        let record = JobRecord {
+            last_error: Some(
+                "HTTP 401: bad key sk_live_4eC39HqLyjWDarjtT1zdp7dc for https://a.example/cb?token=t".into(),
+            ),
+            ..crate::record::tests::dead_record()
+        };
+        let info = JobInfo::from_record("j1", Kind::Webhook, &record);
         assert_eq!(
             info.last_error.as_deref(),
             Some("HTTP 401: bad key [redacted] for https://a.example/cb?[redacted]")

@@ -1,31 +1,33 @@
 //! The enqueue client: writes jobs with `enqueue.lua` and reads their status.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::LazyLock;
 use std::time::Duration;
 
 use crate::redis_conn::Conn;
 use chrono::{DateTime, Utc};
 use redis::{Pipeline, Script};
+use serde::{Deserialize, Serialize};
 
 use crate::keys::QueueKeys;
 use crate::limits::{OtpLimit, OtpLimits};
-use crate::{JobInfo, Keys, Kind, NewJob};
+use crate::record::{JobRecord, millis};
+use crate::{JobInfo, JobStatus, Keys, Kind, NewJob};
 
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/enqueue.lua")));
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| crate::queue::with_records(include_str!("../lua/enqueue.lua")));
 
 /// What happened to one job handed to [`Store::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnqueueOutcome {
     Created {
         id: String,
-        status: String,
+        status: JobStatus,
         run_at: DateTime<Utc>,
     },
     /// Its idempotency key was seen with the same request: the earlier job.
     Replayed {
         id: String,
-        status: String,
+        status: JobStatus,
         run_at: DateTime<Utc>,
     },
     /// Its idempotency key was seen with another request; nothing was written for its queue.
@@ -53,26 +55,87 @@ impl EnqueueOutcome {
 pub enum StoreError {
     /// Redis could not be reached or did not answer in time: the caller may try again.
     #[error("redis unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
     /// Redis reached its `maxmemory` and refuses writes (`OOM`, under `noeviction`): an outage
     /// of capacity, not a fault of the call. Nothing was written; the caller may try again
     /// once memory is freed (finished jobs expiring, dead letters evicted) or raised.
     #[error("redis is full: {0}")]
-    Full(String),
+    Full(#[source] Cause),
     #[error("redis answered unexpectedly: {0}")]
-    Protocol(String),
+    Protocol(#[source] Cause),
+}
+
+/// What went wrong under a [`StoreError`]: a message, and the error that caused it when there
+/// is one (a Redis error, an undecodable record), kept as the error's source so that logs can
+/// print the whole chain.
+#[derive(Debug)]
+pub struct Cause {
+    message: String,
+    source: Option<Box<dyn std::error::Error + Send + Sync>>,
+}
+
+impl Cause {
+    pub fn new(message: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Self { message: message.into(), source: Some(Box::new(source)) }
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.as_deref().map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl From<String> for Cause {
+    fn from(message: String) -> Self {
+        Self { message, source: None }
+    }
+}
+
+impl From<&str> for Cause {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
 }
 
 impl From<redis::RedisError> for StoreError {
     fn from(e: redis::RedisError) -> Self {
         if crate::redis_conn::is_unavailable(&e) {
-            StoreError::Unavailable(e.to_string())
+            StoreError::Unavailable(Cause::new(e.to_string(), e))
         } else if crate::redis_conn::is_full(&e) {
             crate::redis_conn::note_full(&e);
-            StoreError::Full(e.to_string())
+            StoreError::Full(Cause::new(e.to_string(), e))
         } else {
-            StoreError::Protocol(e.to_string())
+            StoreError::Protocol(Cause::new(e.to_string(), e))
         }
+    }
+}
+
+/// An error and its causes on one line, `outer: cause: cause`, leaving out a cause whose text
+/// its parent already ends with (a wrapper that repeats what it wraps).
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        next = cause.source();
+    }
+    text
+}
+
+impl From<crate::record::BadRecord> for StoreError {
+    fn from(e: crate::record::BadRecord) -> Self {
+        StoreError::Protocol(Cause::new("a job record could not be read", e))
     }
 }
 
@@ -96,16 +159,52 @@ pub struct ReplicaWait {
     pub timeout: Duration,
 }
 
-type ScriptReply = Vec<(i64, String, String, i64)>;
+/// One call of `enqueue.lua` (its ARGV[1]; the records follow as ARGV[2..]).
+#[derive(Serialize)]
+struct EnqueueCall {
+    ready: String,
+    scheduled: String,
+    wake: String,
+    job_prefix: String,
+    idem_ttl: u64,
+    check: bool,
+    jobs: Vec<EnqueueJob>,
+    limits: Vec<RateLimit>,
+}
+
+#[derive(Serialize)]
+struct EnqueueJob {
+    id: String,
+    key: String,
+    st: JobStatus,
+    ra: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idem: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fp: Option<String>,
+}
 
 /// One rate limit as `enqueue.lua` receives it.
+#[derive(Serialize)]
 struct RateLimit {
     key: String,
     max: u32,
-    window: Duration,
+    /// ms
+    window: u64,
     name: OtpLimit,
     /// The 1-based positions, within the call, of the jobs that count against it.
-    positions: String,
+    jobs: Vec<usize>,
+}
+
+/// What `enqueue.lua` answers for one job.
+#[derive(Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+enum EnqueueReply {
+    Created { id: String, st: JobStatus, ra: i64 },
+    Replayed { id: String, st: JobStatus, ra: i64 },
+    Conflict { id: String },
+    Limited { limit: OtpLimit, wait: u64 },
+    NotWritten,
 }
 
 /// The recipient of an OTP SMS payload (already validated and normalized at enqueue).
@@ -172,13 +271,13 @@ impl Store {
         groups: &BTreeMap<Kind, Vec<usize>>,
         check_only: bool,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
-        let now_ms = jobs.first().map_or(0, |j| j.created_at.timestamp_millis());
+        let now = jobs.first().map_or_else(Utc::now, |j| j.created_at);
         // One call per queue, sent together: one round trip on one node, and on a cluster
         // (where each queue lives in its own slot) one concurrent request per queue.
         let wait = if check_only { None } else { self.replica_wait };
         let calls = groups.iter().map(|(kind, indices)| {
             let mut pipe = redis::pipe();
-            self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now_ms, check_only);
+            self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now, check_only);
             if let Some(wait) = wait {
                 pipe.cmd("WAIT").arg(wait.replicas).arg(u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX));
             }
@@ -187,40 +286,40 @@ impl Store {
                 if let Some(wait) = wait {
                     let acked: i64 = replies.pop().map(redis::from_redis_value).transpose().map_err(redis::RedisError::from)?.unwrap_or(0);
                     if acked < i64::from(wait.replicas) {
-                        return Err(StoreError::Unavailable(format!(
+                        return Err(StoreError::Unavailable(Cause::from(format!(
                             "the Redis master took the jobs but {acked} of the {} required replicas confirmed them within {} ms",
                             wait.replicas,
                             wait.timeout.as_millis()
-                        )));
+                        ))));
                     }
                 }
                 let reply = replies.pop().ok_or_else(|| StoreError::Protocol("enqueue.lua answered nothing".into()))?;
-                Ok::<ScriptReply, StoreError>(redis::from_redis_value(reply).map_err(redis::RedisError::from)?)
+                let bytes: Vec<u8> = redis::from_redis_value(reply).map_err(redis::RedisError::from)?;
+                rmp_serde::from_slice::<Vec<EnqueueReply>>(&bytes)
+                    .map_err(|e| StoreError::Protocol(Cause::new("enqueue.lua answered unreadably", e)))
             }
         });
         let replies = futures::future::try_join_all(calls).await?;
         let mut outcomes = vec![EnqueueOutcome::NotWritten; jobs.len()];
         for ((_, indices), reply) in groups.iter().zip(replies) {
             if reply.len() != indices.len() {
-                return Err(StoreError::Protocol(format!(
-                    "enqueue.lua answered {} results for {} jobs",
-                    reply.len(),
-                    indices.len()
-                )));
+                return Err(StoreError::Protocol(
+                    format!("enqueue.lua answered {} results for {} jobs", reply.len(), indices.len()).into(),
+                ));
             }
-            for (&i, (code, id, status, run_at_ms)) in indices.iter().zip(reply) {
-                let run_at = DateTime::from_timestamp_millis(run_at_ms).unwrap_or_default();
-                outcomes[i] = match code {
-                    1 => EnqueueOutcome::Created { id, status, run_at },
-                    2 => EnqueueOutcome::Replayed { id, status, run_at },
-                    0 => EnqueueOutcome::Conflict { existing_id: id },
-                    -2 => EnqueueOutcome::Limited {
-                        limit: OtpLimit::parse(&id).ok_or_else(|| {
-                            StoreError::Protocol(format!("enqueue.lua named an unknown limit `{id}`"))
-                        })?,
-                        retry_after: Duration::from_millis(u64::try_from(run_at_ms).unwrap_or(0)),
-                    },
-                    _ => EnqueueOutcome::NotWritten,
+            for (&i, reply) in indices.iter().zip(reply) {
+                outcomes[i] = match reply {
+                    EnqueueReply::Created { id, st, ra } => {
+                        EnqueueOutcome::Created { id, status: st, run_at: millis(ra) }
+                    }
+                    EnqueueReply::Replayed { id, st, ra } => {
+                        EnqueueOutcome::Replayed { id, status: st, run_at: millis(ra) }
+                    }
+                    EnqueueReply::Conflict { id } => EnqueueOutcome::Conflict { existing_id: id },
+                    EnqueueReply::Limited { limit, wait } => {
+                        EnqueueOutcome::Limited { limit, retry_after: Duration::from_millis(wait) }
+                    }
+                    EnqueueReply::NotWritten => EnqueueOutcome::NotWritten,
                 };
             }
         }
@@ -232,43 +331,50 @@ impl Store {
         pipe: &mut Pipeline,
         kind: Kind,
         jobs: impl ExactSizeIterator<Item = &'a NewJob> + Clone,
-        now_ms: i64,
+        now: DateTime<Utc>,
         check_only: bool,
     ) {
         let queue = self.keys.queue(kind);
-        let mut call = ENQUEUE.prepare_invoke();
-        call.key(queue.ready()).key(queue.scheduled());
-        call.arg(now_ms)
-            .arg(self.idempotency_ttl.as_millis())
-            .arg(kind.as_str())
-            .arg(queue.job_prefix())
-            .arg(jobs.len());
         let limits = if kind == Kind::OtpSms { self.limits_of(&queue, jobs.clone()) } else { Vec::new() };
+        let mut call = EnqueueCall {
+            ready: queue.ready(),
+            scheduled: queue.scheduled(),
+            wake: queue.wake(),
+            job_prefix: queue.job_prefix(),
+            idem_ttl: u64::try_from(self.idempotency_ttl.as_millis()).unwrap_or(u64::MAX),
+            check: check_only,
+            jobs: Vec::with_capacity(jobs.len()),
+            limits,
+        };
+        let mut records = Vec::with_capacity(jobs.len());
         for job in jobs {
+            let record = JobRecord::new(job, now);
             let id = job.id.to_string();
-            let job_key = queue.job(&id);
-            let (idem_key, fingerprint) = match &job.idempotency {
-                Some((key, fingerprint)) => (queue.idempotency(&job.producer, key), fingerprint.as_str()),
-                None => (job_key.clone(), ""),
+            let (idem, fp) = match &job.idempotency {
+                Some((key, fingerprint)) => (Some(queue.idempotency(&job.producer, key)), Some(fingerprint.clone())),
+                None => (None, None),
             };
-            call.key(job_key).key(idem_key);
-            call.arg(&id)
-                .arg(fingerprint)
-                .arg(job.run_at.map_or(0, |t| t.timestamp_millis()))
-                .arg(job.max_attempts)
-                .arg(&job.producer)
-                .arg(job.idempotency.as_ref().map_or("", |(key, _)| key.as_str()))
-                .arg(&job.payload)
-                .arg(job.traceparent.as_deref().unwrap_or(""));
+            call.jobs.push(EnqueueJob { key: queue.job(&id), id, st: record.status, ra: record.run_at, idem, fp });
+            records.push(record.encode());
         }
-        call.arg(if check_only { "check" } else { "write" });
-        call.arg(limits.len());
-        for limit in limits {
-            call.key(limit.key);
-            call.arg(limit.max).arg(limit.window.as_millis()).arg(limit.name.as_str()).arg(limit.positions);
+        let mut invocation = ENQUEUE.prepare_invoke();
+        for key in [&call.ready, &call.scheduled, &call.wake] {
+            invocation.key(key);
         }
-        call.key(queue.wake());
-        pipe.invoke_script(&call);
+        for job in &call.jobs {
+            invocation.key(&job.key);
+            if let Some(idem) = &job.idem {
+                invocation.key(idem);
+            }
+        }
+        for limit in &call.limits {
+            invocation.key(&limit.key);
+        }
+        invocation.arg(rmp_serde::to_vec_named(&call).unwrap_or_default());
+        for record in records {
+            invocation.arg(record);
+        }
+        pipe.invoke_script(&invocation);
     }
 
     /// The rate limits the OTP SMS of one call count against: one per recipient, one per producer.
@@ -280,14 +386,11 @@ impl Store {
                 let entry = by_key.entry(key.clone()).or_insert_with(|| RateLimit {
                     key,
                     max,
-                    window,
+                    window: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
                     name: limit,
-                    positions: String::new(),
+                    jobs: Vec::new(),
                 });
-                if !entry.positions.is_empty() {
-                    entry.positions.push(' ');
-                }
-                entry.positions.push_str(&position.to_string());
+                entry.jobs.push(position);
             };
             if self.otp_limits.per_number > 0
                 && let Some(to) = recipient(&job.payload)
@@ -319,21 +422,15 @@ impl Store {
     }
 
     async fn bounded<F: Future>(&self, f: F) -> Result<F::Output, StoreError> {
-        tokio::time::timeout(self.call_timeout, f)
-            .await
-            .map_err(|_| StoreError::Unavailable(format!("no answer within {} ms", self.call_timeout.as_millis())))
+        tokio::time::timeout(self.call_timeout, f).await.map_err(|_| {
+            StoreError::Unavailable(format!("no answer within {} ms", self.call_timeout.as_millis()).into())
+        })
     }
 
     /// The job's status, wherever its queue; `None` when unknown or expired.
     pub async fn job(&self, id: &str) -> Result<Option<JobInfo>, StoreError> {
-        let reads =
-            crate::redis_conn::for_job_in_every_queue::<HashMap<String, String>>(&self.conn, &self.keys, id, |key| {
-                let mut cmd = redis::cmd("HGETALL");
-                cmd.arg(key);
-                cmd
-            });
-        let hashes = self.bounded(reads).await??;
-        Ok(hashes.iter().find(|h| !h.is_empty()).and_then(JobInfo::from_hash))
+        let found = self.bounded(crate::record::find(&self.conn, &self.keys, id)).await??;
+        Ok(found.map(|(kind, record)| JobInfo::from_record(id, kind, &record)))
     }
 
     /// Whether Redis (every master, on a cluster) has room for writes, from `INFO memory`.

@@ -123,14 +123,14 @@ impl ApiError {
 
 impl From<jobs::StoreError> for ApiError {
     fn from(e: jobs::StoreError) -> Self {
-        match e {
-            jobs::StoreError::Unavailable(detail) => {
-                tracing::warn!(%detail, "redis unavailable");
+        match &e {
+            jobs::StoreError::Unavailable(_) => {
+                tracing::warn!(error = jobs::store::chain(&e), "redis unavailable");
                 ApiError::Unavailable
             }
             // Logged, once per interval, and counted where it was classified.
             jobs::StoreError::Full(_) => ApiError::QueueFull,
-            jobs::StoreError::Protocol(detail) => ApiError::Internal(detail),
+            jobs::StoreError::Protocol(_) => ApiError::Internal(jobs::store::chain(&e)),
         }
     }
 }

@@ -53,7 +53,7 @@ pub struct Accepted {
     pub id: String,
     pub kind: Kind,
     /// `queued` or `scheduled` when created; the job's current status on a replay.
-    pub status: String,
+    pub status: jobs::JobStatus,
     pub run_at: DateTime<Utc>,
     pub links: Links,
 }
@@ -72,7 +72,7 @@ pub struct BatchAccepted {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BatchItem {
     pub id: String,
-    pub status: String,
+    pub status: jobs::JobStatus,
     /// Present and true when the item's idempotency key returned an earlier job.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub replayed: bool,

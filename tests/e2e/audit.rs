@@ -172,7 +172,7 @@ async fn an_event_postgresql_refuses_goes_alone_to_the_dead_letters() {
         .query_async(&mut app.redis().await)
         .await
         .unwrap();
-    let job = app.job_hash("audit_log", &dead[0]).await;
+    let job = app.job_fields("audit_log", &dead[0]).await;
     assert_eq!(job["status"], "dead");
     assert_eq!(job["attempts"], "1", "refused rows are not retried");
     assert!(job["last_error"].contains("test_no_poison"), "{}", job["last_error"]);

@@ -13,23 +13,26 @@ use chrono::Utc;
 use futures::StreamExt;
 
 use crate::receiver::{Delivery, Receiver, Reply};
-use crate::support::{OwnRedis, TestApp, WorkerProcess, wait_until_ok};
+use crate::support::{OwnRedis, TestApp, WorkerProcess, record_fields, wait_until_ok};
 
 fn slow(delay: Duration) -> Reply {
     Reply { delay, ..Reply::OK }
 }
 
-/// `field` of the hash of each job of `ids`, in order; `None` where the job or field is missing.
+/// `field` (a name of [`record_fields`]) of the record of each job of `ids`, in order; `None`
+/// where the job or field is missing.
 async fn job_fields(app: &TestApp, ids: &[String], field: &str) -> Vec<Option<String>> {
     let mut conn = app.redis().await;
     let mut values = Vec::with_capacity(ids.len());
     for chunk in ids.chunks(1000) {
         let mut pipe = redis::pipe();
         for id in chunk {
-            pipe.cmd("HGET").arg(app.key(&format!("{{webhook}}:job:{id}"))).arg(field);
+            pipe.cmd("GET").arg(app.key(&format!("{{webhook}}:job:{id}")));
         }
-        let got: Vec<Option<String>> = pipe.query_async(&mut conn).await.unwrap();
-        values.extend(got);
+        let got: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await.unwrap();
+        values.extend(got.into_iter().map(|raw| {
+            raw.and_then(|raw| record_fields(&jobs::record::JobRecord::decode(&raw).unwrap()).remove(field))
+        }));
     }
     values
 }
@@ -155,12 +158,12 @@ async fn sigterm_lets_running_jobs_finish_and_puts_back_the_rest() {
     }
     assert_eq!(receiver.deliveries().len(), 2, "no delivery starts once SIGTERM arrived");
     for id in &ids[..2] {
-        let hash = app.job_hash("webhook", id).await;
+        let hash = app.job_fields("webhook", id).await;
         assert_eq!((hash["status"].as_str(), hash["attempts"].as_str()), ("succeeded", "1"), "{id}");
     }
     // The other four were never started: queued again, in the ready list, no attempt counted.
     for id in &ids[2..] {
-        let hash = app.job_hash("webhook", id).await;
+        let hash = app.job_fields("webhook", id).await;
         assert_eq!((hash["status"].as_str(), hash["attempts"].as_str()), ("queued", "0"), "{id}");
     }
     let ready: BTreeSet<String> = app.ready("webhook").await.into_iter().collect();
@@ -196,7 +199,7 @@ async fn grace_period_over_puts_running_jobs_back() {
 
     // Both are back at the head of the ready list, queued, the cut-short attempt not counted.
     for id in &ids {
-        let hash = app.job_hash("webhook", id).await;
+        let hash = app.job_fields("webhook", id).await;
         assert_eq!((hash["status"].as_str(), hash["attempts"].as_str()), ("queued", "0"), "{id}");
     }
     let ready: BTreeSet<String> = app.ready("webhook").await.into_iter().collect();
@@ -274,7 +277,6 @@ while true do
 end
 for _, id in ipairs(ARGV) do
   redis.call('ZREM', KEYS[1], id)
-  redis.call('HSET', KEYS[2] .. ':' .. id, 'status', 'queued')
   redis.call('RPUSH', KEYS[3], id)
 end
 return #ARGV";
@@ -324,7 +326,7 @@ async fn sigterm_during_a_fetch_strands_no_job() {
     assert_eq!(code, Some(0));
     // A stopped worker holds nothing: the three jobs are ready for the next worker, no attempt counted.
     for id in &ids {
-        let hash = app.job_hash("webhook", id).await;
+        let hash = app.job_fields("webhook", id).await;
         assert_eq!(
             (hash["status"].as_str(), hash["attempts"].as_str()),
             ("queued", "0"),

@@ -53,7 +53,7 @@ pub async fn make_dead(
                 ids.push(job.id.clone());
                 Finished {
                     job,
-                    outcome: Outcome::Dead { reason },
+                    outcome: Outcome::Dead(reason.parse().unwrap()),
                     error: Some(error.to_owned()),
                     provider_id: None,
                     started_at: now,
@@ -178,7 +178,7 @@ async fn the_api_lists_searches_shows_replays_and_purges_dead_letters() {
     let edit = json!({"payload": {"url": "https://hooks.example.org/v2/orders", "event": "order.created"}});
     let response = console.post(&format!("/api/dead/{}/replay", bad[0]), ADMIN_TOKEN, &edit).await;
     assert_eq!(response.status(), 202);
-    let job = app.job_hash("webhook", &bad[0]).await;
+    let job = app.job_fields("webhook", &bad[0]).await;
     assert_eq!((job["status"].as_str(), job["attempts"].as_str()), ("queued", "0"));
     assert!(job["payload"].contains("/v2/orders"));
     assert!(job["notes"].contains("edited and replayed by admin"), "{}", job["notes"]);
@@ -209,7 +209,7 @@ async fn the_api_lists_searches_shows_replays_and_purges_dead_letters() {
         .unwrap();
     assert_eq!(purged["deleted"], 28);
     assert_eq!(all_ids(&console, "").await.1, 3, "only the expired OTPs are left");
-    assert!(app.job_hash("webhook", &bad[3]).await.is_empty(), "a purged letter is gone");
+    assert!(app.job_fields("webhook", &bad[3]).await.is_empty(), "a purged letter is gone");
 
     // Queues and schedules; every action is in the audit log.
     let queues: Value = console.get("/api/queues", ADMIN_TOKEN).await.json().await.unwrap();
@@ -219,7 +219,7 @@ async fn the_api_lists_searches_shows_replays_and_purges_dead_letters() {
     let audit: Vec<String> = app.ready("audit_log").await;
     let mut actions = Vec::new();
     for id in &audit {
-        let payload: Value = serde_json::from_str(&app.job_hash("audit_log", id).await["payload"]).unwrap();
+        let payload: Value = serde_json::from_str(&app.job_fields("audit_log", id).await["payload"]).unwrap();
         actions.push((payload["actor"].as_str().unwrap().to_owned(), payload["action"].as_str().unwrap().to_owned()));
     }
     actions.sort();

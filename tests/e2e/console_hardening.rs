@@ -18,7 +18,7 @@ use crate::support::{TestApp, problem_fields};
 async fn audit_records(app: &TestApp) -> Vec<Value> {
     let mut records = Vec::new();
     for id in app.ready("audit_log").await {
-        records.push(serde_json::from_str(&app.job_hash("audit_log", &id).await["payload"]).unwrap());
+        records.push(serde_json::from_str(&app.job_fields("audit_log", &id).await["payload"]).unwrap());
     }
     records
 }
@@ -42,7 +42,7 @@ async fn an_edit_to_a_new_destination_must_supply_the_redacted_secrets() {
     assert_eq!(problem_fields(&problem), ["/payload/data/api_token"]);
     let message = problem["errors"][0]["message"].as_str().unwrap();
     assert!(message.contains("[redacted]") && message.contains("`url`"), "{message}");
-    let job = app.job_hash("webhook", &id).await;
+    let job = app.job_fields("webhook", &id).await;
     assert_eq!(job["status"], "dead", "nothing replayed");
     assert!(job["payload"].contains("hooks.example.org/in"));
 
@@ -50,7 +50,7 @@ async fn an_edit_to_a_new_destination_must_supply_the_redacted_secrets() {
     moved["data"]["api_token"] = json!("tok_for_the_new_receiver");
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": moved})).await;
     assert_eq!(r.status(), 202);
-    let stored: Value = serde_json::from_str(&app.job_hash("webhook", &id).await["payload"]).unwrap();
+    let stored: Value = serde_json::from_str(&app.job_fields("webhook", &id).await["payload"]).unwrap();
     assert_eq!(stored["url"], "https://attacker.example/collect");
     assert_eq!(stored["data"]["api_token"], "tok_for_the_new_receiver");
     let audit = audit_records(&app).await;
@@ -75,7 +75,7 @@ async fn an_edit_to_a_new_destination_must_supply_the_redacted_secrets() {
     same["template"]["data"]["name"] = json!("Annie");
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": same})).await;
     assert_eq!(r.status(), 202);
-    let stored: Value = serde_json::from_str(&app.job_hash("email", &id).await["payload"]).unwrap();
+    let stored: Value = serde_json::from_str(&app.job_fields("email", &id).await["payload"]).unwrap();
     assert_eq!(stored["template"]["data"]["reset_token"], "rt_secret_1");
 }
 
@@ -194,7 +194,7 @@ async fn logout_ends_the_session_on_the_server() {
     // The attacker kept the cookie and the CSRF token.
     let r = delete_by_form(&console, &cookie, &token, &ids[0]).await;
     assert_eq!((r.status().as_u16(), r.headers()["location"].to_str().unwrap()), (303, "/login"));
-    assert_eq!(app.job_hash("webhook", &ids[0]).await["status"], "dead", "deleted after logout");
+    assert_eq!(app.job_fields("webhook", &ids[0]).await["status"], "dead", "deleted after logout");
     assert!(csrf(&console, &cookie, &ids[0]).await.is_none(), "the page still opens after logout");
 
     // A new login works as before; its own logout ends only itself.
@@ -212,7 +212,7 @@ async fn logout_ends_the_session_on_the_server() {
     assert_eq!(r.status(), 303);
     let token = csrf(&console, &second, &ids[1]).await.expect("another session lives on");
     assert_eq!(delete_by_form(&console, &second, &token, &ids[1]).await.status(), 200);
-    assert!(app.job_hash("webhook", &ids[1]).await.is_empty());
+    assert!(app.job_fields("webhook", &ids[1]).await.is_empty());
 }
 
 /// Item 11: a rotated token (restart with a new `CONSOLE_TOKEN`) ends every session it opened,
@@ -234,7 +234,7 @@ async fn a_rotated_token_ends_its_sessions() {
     assert!(csrf(&after, &admin, &id).await.is_none(), "the rotated token's session still opens pages");
     let r = delete_by_form(&after, &admin, &token, &id).await;
     assert_eq!(r.status(), 303);
-    assert_eq!(app.job_hash("webhook", &id).await["status"], "dead");
+    assert_eq!(app.job_fields("webhook", &id).await["status"], "dead");
     let r = after.http.get(format!("{}/dead", after.base)).header("cookie", &viewer).send().await.unwrap();
     assert_eq!(r.status(), 200, "the viewer's token did not change: its session lives on");
 }
@@ -287,7 +287,7 @@ async fn kill(app: &TestApp, id: &str) {
         .into_iter()
         .map(|(job, _)| Finished {
             job,
-            outcome: Outcome::Dead { reason: "permanent" },
+            outcome: Outcome::Dead(jobs::record::DeadReason::Permanent),
             error: Some("HTTP 400".into()),
             provider_id: None,
             started_at: now,
@@ -329,7 +329,7 @@ async fn bury_as(app: &TestApp, producer: &str, n: usize, per_call: usize, reten
                 ids.push(job.id.clone());
                 Finished {
                     job,
-                    outcome: Outcome::Dead { reason: "exhausted" },
+                    outcome: Outcome::Dead(jobs::record::DeadReason::Exhausted),
                     error: Some("HTTP 503".into()),
                     provider_id: None,
                     started_at: now,
@@ -363,10 +363,10 @@ async fn a_flooding_producer_evicts_only_its_own_dead_letters() {
     expected.extend_from_slice(&flood[50..]);
     assert_eq!(sorted(dead), sorted(expected), "billing's 3 letters and shop's newest 10");
     for id in &quiet {
-        assert_eq!(app.job_hash("webhook", id).await["status"], "dead");
+        assert_eq!(app.job_fields("webhook", id).await["status"], "dead");
     }
     for id in &flood[..50] {
-        assert!(app.job_hash("webhook", id).await.is_empty(), "an evicted letter keeps its hash");
+        assert!(app.job_fields("webhook", id).await.is_empty(), "an evicted letter keeps its hash");
     }
     let shop: Vec<String> =
         redis::cmd("ZRANGE").arg(q.dead_of("shop")).arg(0).arg(-1).query_async(&mut conn).await.unwrap();

@@ -63,7 +63,7 @@ async fn secrets_in_json_text_headers_forms_and_keys_are_hidden_everywhere() {
     edited["data"]["order"] = json!(43);
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": edited})).await;
     assert_eq!(r.status(), 202, "{}", r.text().await.unwrap());
-    let stored: Value = serde_json::from_str(&app.job_hash("webhook", &id).await["payload"]).unwrap();
+    let stored: Value = serde_json::from_str(&app.job_fields("webhook", &id).await["payload"]).unwrap();
     let mut expected = letter();
     expected["data"]["order"] = json!(43);
     assert_eq!(stored, expected);
@@ -82,7 +82,7 @@ async fn a_case_changed_url_path_or_a_new_reply_to_does_not_carry_stored_secrets
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": moved})).await;
     assert_eq!(r.status(), 422);
     assert_eq!(problem_fields(&r.json().await.unwrap()), ["/payload/data/api_token"]);
-    assert_eq!(app.job_hash("webhook", &id).await["status"], "dead", "nothing replayed");
+    assert_eq!(app.job_fields("webhook", &id).await["status"], "dead", "nothing replayed");
 
     let mail = json!({"to": ["ann@example.org"],
         "template": {"name": "reset", "data": {"reset_token": "rt_secret_1", "name": "Ann"}}});

@@ -103,7 +103,7 @@ async fn an_unverified_sender_is_a_permanent_failure() {
         job["last_error"],
         "SES MessageRejected (HTTP 400): Email address not verified nobody@unverified.example"
     );
-    assert_eq!(app.job_hash("email", &id).await["reason"], "permanent");
+    assert_eq!(app.job_fields("email", &id).await["reason"], "permanent");
     assert!(moto.sent().await.is_empty());
 }
 
@@ -179,7 +179,7 @@ async fn a_5xx_on_every_attempt_leaves_the_job_retrying_then_dead() {
     let job = finished(&app, &id).await;
     assert_eq!(job["status"], "dead", "{job}");
     assert_eq!(job["attempts"], 2);
-    assert_eq!(app.job_hash("email", &id).await["reason"], "exhausted");
+    assert_eq!(app.job_fields("email", &id).await["reason"], "exhausted");
     assert_eq!(receiver.deliveries().len(), 2);
 }
 

@@ -22,7 +22,7 @@ async fn an_immediate_job_goes_straight_to_its_ready_list() {
 
     assert_eq!(app.ready("webhook").await, [id.as_str()]);
     assert!(app.scheduled("webhook").await.is_empty());
-    let hash = app.job_hash("webhook", &id).await;
+    let hash = app.job_fields("webhook", &id).await;
     assert_eq!(hash["status"], "queued");
     assert_eq!(hash["attempts"], "0");
     assert_eq!(hash["max_attempts"], "10");
@@ -109,7 +109,7 @@ async fn every_kind_is_accepted_in_its_normal_form() {
         assert_eq!(response.status(), 202, "{job}");
         let body: Value = response.json().await.unwrap();
         let kind = job["kind"].as_str().unwrap();
-        let hash = app.job_hash(kind, body["id"].as_str().unwrap()).await;
+        let hash = app.job_fields(kind, body["id"].as_str().unwrap()).await;
         let payload: Value = serde_json::from_str(&hash["payload"]).unwrap();
         match kind {
             "otp_sms" => {

@@ -91,7 +91,7 @@ async fn editing_a_redacted_payload_keeps_the_secret() {
     payload["data"]["n"] = json!(2); // the operator fixes one unrelated field
     let r = console.post(&format!("/api/dead/{id}/replay"), ADMIN_TOKEN, &json!({"payload": payload})).await;
     assert_eq!(r.status(), 202);
-    let stored: Value = serde_json::from_str(&app.job_hash("webhook", &id).await["payload"]).unwrap();
+    let stored: Value = serde_json::from_str(&app.job_fields("webhook", &id).await["payload"]).unwrap();
     assert_eq!(stored["data"]["api_token"], "tok_live_secret", "secret overwritten: {stored}");
 }
 
@@ -118,7 +118,7 @@ async fn purge_does_not_delete_a_letter_replayed_meanwhile() {
     assert_eq!(r.status(), 202);
     dead.delete_many(Kind::Webhook, &targets).await.unwrap();
     assert!(app.ready("webhook").await.contains(&ids[0]));
-    assert!(!app.job_hash("webhook", &ids[0]).await.is_empty(), "replayed job's hash deleted: job lost");
+    assert!(!app.job_fields("webhook", &ids[0]).await.is_empty(), "replayed job's hash deleted: job lost");
 }
 
 /// Fixed: the bulk confirmation's count is ignored; letters that died after the operator
@@ -209,7 +209,7 @@ async fn an_interrupted_bulk_replay_is_still_audited() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut actions = Vec::new();
     for id in app.ready("audit_log").await {
-        let payload: Value = serde_json::from_str(&app.job_hash("audit_log", &id).await["payload"]).unwrap();
+        let payload: Value = serde_json::from_str(&app.job_fields("audit_log", &id).await["payload"]).unwrap();
         actions.push(payload["action"].as_str().unwrap().to_owned());
     }
     actions.sort();
@@ -236,7 +236,7 @@ async fn a_tick_whose_job_died_is_not_enqueued_again() {
         .into_iter()
         .map(|(job, _)| Finished {
             job,
-            outcome: Outcome::Dead { reason: "permanent" },
+            outcome: Outcome::Dead(jobs::record::DeadReason::Permanent),
             error: Some("HTTP 400".into()),
             provider_id: None,
             started_at: Utc::now(),
@@ -341,7 +341,7 @@ async fn a_letter_superseded_by_a_newer_job_is_not_replayed() {
         .into_iter()
         .map(|(job, _)| Finished {
             job,
-            outcome: Outcome::Dead { reason: "permanent" },
+            outcome: Outcome::Dead(jobs::record::DeadReason::Permanent),
             error: Some("HTTP 400".into()),
             provider_id: None,
             started_at: Utc::now(),

@@ -90,7 +90,7 @@ async fn keys_belong_to_their_producer() {
     assert_eq!(response.status(), 202);
     let billing: Value = response.json().await.unwrap();
     assert_ne!(shop["id"], billing["id"]);
-    assert_eq!(app.job_hash("webhook", billing["id"].as_str().unwrap()).await["producer"], "billing");
+    assert_eq!(app.job_fields("webhook", billing["id"].as_str().unwrap()).await["producer"], "billing");
 }
 
 #[tokio::test]
@@ -165,16 +165,14 @@ async fn a_resent_enqueue_of_the_same_job_writes_nothing() {
     };
     let first = store.enqueue(std::slice::from_ref(&job)).await.unwrap();
     assert!(matches!(first[0], jobs::EnqueueOutcome::Created { .. }), "{first:?}");
-    let key = app.key(&format!("{{webhook}}:job:{}", job.id));
-    let mut redis = app.redis().await;
-    let _: () = redis::cmd("HSET").arg(&key).arg("status").arg("running").query_async(&mut redis).await.unwrap();
+    app.change_record("webhook", &job.id.to_string(), |r| r.status = jobs::JobStatus::Running).await;
 
     let again = store.enqueue(std::slice::from_ref(&job)).await.unwrap();
     let id = job.id.to_string();
     assert!(
-        matches!(&again[0], jobs::EnqueueOutcome::Replayed { id: replayed, status, .. } if *replayed == id && status == "running"),
+        matches!(&again[0], jobs::EnqueueOutcome::Replayed { id: replayed, status, .. } if *replayed == id && *status == jobs::JobStatus::Running),
         "{again:?}"
     );
     assert_eq!(app.ready("webhook").await, [id]);
-    assert_eq!(app.job_hash("webhook", &job.id.to_string()).await["status"], "running");
+    assert_eq!(app.job_fields("webhook", &job.id.to_string()).await["status"], "running");
 }

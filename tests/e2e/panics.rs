@@ -90,7 +90,7 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_keeps_running() {
 
         let job = finished(&app, &always).await;
         assert_eq!((&job["status"], &job["attempts"]), (&"dead".into(), &2.into()), "{job}");
-        let hash = app.job_hash("webhook", &always).await;
+        let hash = app.job_fields("webhook", &always).await;
         assert_eq!(hash["reason"], "panicked");
         assert!(hash["last_error"].starts_with("panicked"), "{}", hash["last_error"]);
         let records = app.attempts("webhook", &always).await;

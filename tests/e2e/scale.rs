@@ -83,10 +83,10 @@ async fn post_json(app: &TestApp, path: &str, body: &Value) -> reqwest::Response
 
 /// The attempt records of a webhook job, read on the cluster node serving the webhook queue.
 fn attempt_records(cluster: &OwnCluster, namespace: &str, id: &str) -> Vec<Value> {
-    let key = format!("{namespace}:{{webhook}}:job:{id}:attempts");
+    let key = format!("{namespace}:{{webhook}}:job:{id}");
     let mut conn = node(cluster.node_of(&key)).unwrap();
-    let raw: Vec<String> = redis::cmd("LRANGE").arg(&key).arg(0).arg(-1).query(&mut conn).unwrap();
-    raw.iter().map(|r| serde_json::from_str(r).unwrap()).collect()
+    let raw: Option<Vec<u8>> = redis::cmd("GET").arg(&key).query(&mut conn).unwrap();
+    raw.map(|raw| crate::support::record_attempts(&jobs::record::JobRecord::decode(&raw).unwrap())).unwrap_or_default()
 }
 
 /// Enqueues `body` (with `key`), expecting `202`; returns the job id.

@@ -214,7 +214,7 @@ async fn schedules_stored_before_the_index_still_fire() {
     for _ in 0..50 {
         tokio::time::sleep(Duration::from_millis(100)).await;
         for id in app.ready("webhook").await {
-            let job = app.job_hash("webhook", &id).await;
+            let job = app.job_fields("webhook", &id).await;
             names.insert(job["idempotency_key"].split(':').nth(1).unwrap().to_owned());
         }
         if names.len() == 2 {

@@ -98,7 +98,7 @@ fn assert_clean(text: &str, what: &str) {
 async fn assert_job_clean(app: &TestApp, id: &str) {
     let status = app.get_job(id, SHOP_KEY).await.text().await.unwrap();
     assert_clean(&status, "GET /v1/jobs/{id}");
-    let mut hash = app.job_hash("otp_sms", id).await;
+    let mut hash = app.job_fields("otp_sms", id).await;
     assert!(hash.remove("payload").is_some_and(|p| p.contains(CODE)), "the payload keeps the code for the worker");
     assert_clean(&format!("{hash:?}"), "the job hash");
     assert_clean(&format!("{:?}", app.attempts("otp_sms", id).await), "the attempt records");
@@ -166,7 +166,7 @@ async fn twilio_invalid_number_is_a_permanent_failure() {
     let error = "Twilio HTTP 400 error 21211: The 'To' number +886*******78 is not a valid phone number. \
                  (the number cannot receive this SMS)";
     assert_eq!(job["last_error"], error);
-    assert_eq!(app.job_hash("otp_sms", &id).await["reason"], "permanent");
+    assert_eq!(app.job_fields("otp_sms", &id).await["reason"], "permanent");
     assert_eq!(twilio.deliveries().len(), 1);
     let form: HashMap<String, String> =
         url::form_urlencoded::parse(&twilio.deliveries()[0].body).into_owned().collect();
@@ -279,7 +279,7 @@ async fn a_gateway_that_echoes_the_request_cannot_leak_the_code() {
 
     let job = app.wait_status(&id, &["dead", "succeeded"], Duration::from_secs(20)).await;
     assert_eq!(job["status"], "dead", "{job}");
-    assert_eq!(app.job_hash("otp_sms", &id).await["reason"], "permanent");
+    assert_eq!(app.job_fields("otp_sms", &id).await["reason"], "permanent");
     let echoed = gateway.deliveries()[0].clone();
     assert!(String::from_utf8_lossy(&echoed.body).contains(CODE), "the gateway did get the code");
     let expected = format!(
@@ -361,7 +361,7 @@ async fn a_retried_otp_whose_ttl_passes_between_attempts_expires_unsent() {
     assert_eq!(status["status"], "expired", "{status}");
     assert_eq!(status["attempts"], 2);
     assert_eq!(status["last_error"], "not delivered within its ttl of 30 s");
-    assert_eq!(app.job_hash("otp_sms", &id).await["reason"], "expired");
+    assert_eq!(app.job_fields("otp_sms", &id).await["reason"], "expired");
     let errors: Vec<Value> = app.attempts("otp_sms", &id).await.into_iter().map(|a| a["error"].clone()).collect();
     assert_eq!(
         errors,

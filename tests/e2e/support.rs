@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use jobs::record::JobRecord;
 use jobs::settings::Env;
 use producer_api::{AppState, Config};
 use serde_json::Value;
@@ -110,12 +111,32 @@ impl TestApp {
             .unwrap()
     }
 
-    pub async fn job_hash(&self, kind: &str, id: &str) -> std::collections::HashMap<String, String> {
-        redis::cmd("HGETALL")
+    /// The job's record as a map of field names to text (`status`, `attempts`, `reason`,
+    /// `payload`, ...: see [`record_fields`]); empty when there is no record.
+    pub async fn job_fields(&self, kind: &str, id: &str) -> std::collections::HashMap<String, String> {
+        self.record(kind, id).await.as_ref().map(record_fields).unwrap_or_default()
+    }
+
+    /// The job's record, decoded.
+    pub async fn record(&self, kind: &str, id: &str) -> Option<JobRecord> {
+        let raw: Option<Vec<u8>> = redis::cmd("GET")
             .arg(self.key(&format!("{{{kind}}}:job:{id}")))
             .query_async(&mut self.redis().await)
             .await
-            .unwrap()
+            .unwrap();
+        raw.map(|raw| JobRecord::decode(&raw).unwrap())
+    }
+
+    /// Rewrites the job's record with `change` applied (a test staging a state).
+    pub async fn change_record(&self, kind: &str, id: &str, change: impl FnOnce(&mut JobRecord)) {
+        let mut record = self.record(kind, id).await.expect("no record to change");
+        change(&mut record);
+        let () = redis::cmd("SET")
+            .arg(self.key(&format!("{{{kind}}}:job:{id}")))
+            .arg(record.encode())
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap();
     }
 
     /// Every key of this test's namespace.
@@ -545,28 +566,74 @@ impl TestApp {
         }
     }
 
-    /// The attempt records of a job, oldest first.
+    /// The attempt records of a job, oldest first, as JSON (`attempt`, `started_at`,
+    /// `finished_at`, `error`, `worker`). A job that succeeded at its first attempt keeps none.
     pub async fn attempts(&self, kind: &str, id: &str) -> Vec<Value> {
-        let raw: Vec<String> = redis::cmd("LRANGE")
-            .arg(self.key(&format!("{{{kind}}}:job:{id}:attempts")))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut self.redis().await)
-            .await
-            .unwrap();
-        raw.iter().map(|r| serde_json::from_str(r).unwrap()).collect()
+        self.record(kind, id).await.map(|r| record_attempts(&r)).unwrap_or_default()
     }
 
     /// Counts of the queue's keys: ready, scheduled, active, dead.
+    /// Counts of the queue's keys: ready, waiting (scheduled and retrying), active, dead.
     pub async fn depths(&self, kind: &str) -> (usize, usize, usize, usize) {
         let mut conn = self.redis().await;
         let mut pipe = redis::pipe();
         pipe.cmd("LLEN").arg(self.key(&format!("{{{kind}}}:ready")));
-        for set in ["scheduled", "active", "dead"] {
+        for set in ["scheduled", "retry", "active", "dead"] {
             pipe.cmd("ZCARD").arg(self.key(&format!("{{{kind}}}:{set}")));
         }
-        pipe.query_async(&mut conn).await.unwrap()
+        let (ready, scheduled, retry, active, dead): (usize, usize, usize, usize, usize) =
+            pipe.query_async(&mut conn).await.unwrap();
+        (ready, scheduled + retry, active, dead)
     }
+}
+
+/// A job record as field names and text, the names its JSON answers use: `status`,
+/// `attempts`, `max_attempts`, `producer`, `created_at`, `run_at` (ms), `payload`,
+/// `idempotency_key`, `traceparent`, `started_at`, `worker`, `last_error`,
+/// `provider_message_id`, `finished_at`, `reason`, `dead_at`, `notes` (one per line); a field
+/// the record does not hold is absent.
+pub fn record_fields(record: &JobRecord) -> std::collections::HashMap<String, String> {
+    let mut fields = std::collections::HashMap::new();
+    let mut put = |name: &str, value: Option<String>| {
+        if let Some(value) = value {
+            fields.insert(name.to_owned(), value);
+        }
+    };
+    put("status", Some(record.status.as_str().to_owned()));
+    put("attempts", Some(record.attempts.to_string()));
+    put("max_attempts", Some(record.max_attempts.to_string()));
+    put("producer", Some(record.producer.clone()));
+    put("created_at", Some(record.created_at.to_string()));
+    put("run_at", Some(record.run_at.to_string()));
+    put("payload", record.payload.clone());
+    put("idempotency_key", record.idempotency_key.clone());
+    put("traceparent", record.traceparent.clone());
+    put("started_at", record.started_at.map(|t| t.to_string()));
+    put("worker", record.worker.clone());
+    put("last_error", record.last_error.clone());
+    put("provider_message_id", record.provider_message_id.clone());
+    put("finished_at", record.finished_at.map(|t| t.to_string()));
+    put("reason", record.reason.map(|r| r.as_str().to_owned()));
+    put("dead_at", record.dead_at.map(|t| t.to_string()));
+    put("notes", (!record.notes.is_empty()).then(|| record.notes.join("\n")));
+    fields
+}
+
+/// A record's attempt history as JSON, oldest first.
+pub fn record_attempts(record: &JobRecord) -> Vec<Value> {
+    record
+        .history
+        .iter()
+        .map(|a| {
+            serde_json::json!({
+                "attempt": a.attempt,
+                "started_at": a.started_at,
+                "finished_at": a.finished_at,
+                "error": a.error,
+                "worker": a.worker,
+            })
+        })
+        .collect()
 }
 
 /// The `field` of each entry of a problem document's `errors` (none when it has no `errors`).

@@ -66,7 +66,7 @@ async fn a_receiver_that_always_fails_makes_a_dead_letter_after_max_attempts() {
     assert_eq!(job["attempts"], 3);
     assert_eq!(receiver.deliveries().len(), 3);
     assert_eq!(app.attempts("webhook", &id).await.len(), 3);
-    let hash = app.job_hash("webhook", &id).await;
+    let hash = app.job_fields("webhook", &id).await;
     assert_eq!(hash["reason"], "exhausted");
     assert!(hash.contains_key("dead_at"));
     assert_eq!(app.depths("webhook").await, (0, 0, 0, 1));
@@ -84,7 +84,7 @@ async fn a_400_is_permanent_after_one_attempt() {
     let job = app.wait_status(&id, &["dead"], Duration::from_secs(20)).await;
     assert_eq!(job["attempts"], 1, "{job}");
     assert_eq!(job["last_error"], "HTTP 400: receiver says so");
-    assert_eq!(app.job_hash("webhook", &id).await["reason"], "permanent");
+    assert_eq!(app.job_fields("webhook", &id).await["reason"], "permanent");
     assert_eq!(receiver.deliveries().len(), 1);
 }
 
@@ -118,7 +118,7 @@ async fn dead_letters_beyond_the_cap_are_evicted_and_counted() {
     }
     // The two newest letters stay; the three oldest were evicted: their hashes are gone too.
     assert_eq!(app.depths("webhook").await, (0, 0, 0, 2));
-    let kept: Vec<bool> = futures::future::join_all(ids.iter().map(|id| app.job_hash("webhook", id)))
+    let kept: Vec<bool> = futures::future::join_all(ids.iter().map(|id| app.job_fields("webhook", id)))
         .await
         .iter()
         .map(|h| !h.is_empty())
@@ -158,7 +158,7 @@ async fn an_otp_past_its_ttl_is_never_sent_and_ends_expired() {
     assert_eq!(status["status"], "expired", "{status}");
     assert_eq!(status["attempts"], 1);
     assert_eq!(status["last_error"], "not delivered within its ttl of 30 s");
-    assert_eq!(app.job_hash("otp_sms", &id).await["reason"], "expired");
+    assert_eq!(app.job_fields("otp_sms", &id).await["reason"], "expired");
     assert_eq!(app.depths("otp_sms").await, (0, 0, 0, 1));
 }
 
@@ -176,7 +176,7 @@ async fn webhooks_to_private_addresses_are_refused_permanently() {
         assert_eq!(job["attempts"], 1);
         let error = job["last_error"].as_str().unwrap();
         assert!(error.contains("is not a public address"), "{error}");
-        assert_eq!(app.job_hash("webhook", &id).await["reason"], "permanent");
+        assert_eq!(app.job_fields("webhook", &id).await["reason"], "permanent");
     }
     assert!(receiver.deliveries().is_empty(), "nothing reached the receiver");
 }

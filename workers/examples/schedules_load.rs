@@ -108,13 +108,10 @@ async fn main() {
         redis::cmd("LRANGE").arg("bench:{webhook}:ready").arg(0).arg(-1).query_async(&mut admin).await.unwrap();
     let mut late = Vec::new();
     for id in &ids {
-        let (key, created): (String, i64) = redis::cmd("HMGET")
-            .arg(format!("bench:{{webhook}}:job:{id}"))
-            .arg("idempotency_key")
-            .arg("created_at")
-            .query_async(&mut admin)
-            .await
-            .unwrap();
+        let raw: Vec<u8> =
+            redis::cmd("GET").arg(format!("bench:{{webhook}}:job:{id}")).query_async(&mut admin).await.unwrap();
+        let record = jobs::record::JobRecord::decode(&raw).unwrap();
+        let (key, created) = (record.idempotency_key.unwrap_or_default(), record.created_at);
         // `schedule:<name>:<tick>`; these names hold no colon.
         let tick: DateTime<Utc> = key.splitn(3, ':').nth(2).unwrap().parse().unwrap();
         if tick >= started {

@@ -506,10 +506,13 @@ async fn latency_run(common: &Common, rate: u64, seconds: u64) -> anyhow::Result
         for chunk in ids.chunks(1000) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.cmd("HMGET").arg(q.job(id)).arg("created_at").arg("started_at");
+                pipe.get(q.job(id));
             }
-            let rows: Vec<(Option<u64>, Option<u64>)> = pipe.query_async(&mut conn).await?;
-            leased_ms.extend(rows.into_iter().filter_map(|(c, s)| Some(s?.saturating_sub(c?))));
+            let rows: Vec<Option<Vec<u8>>> = pipe.query_async(&mut conn).await?;
+            leased_ms.extend(rows.into_iter().filter_map(|raw| {
+                let record = jobs::record::JobRecord::decode(&raw?).ok()?;
+                u64::try_from(record.started_at? - record.created_at).ok()
+            }));
         }
         leased_ms.sort_unstable();
         let at_receiver = far.get("latency").await?;

@@ -96,11 +96,11 @@ fn count(queue: &Queue, done: &[Finished], report: jobs::queue::FinishReport) {
         let outcome = match f.outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Retry { .. } => "retrying",
-            Outcome::Dead { reason } => reason,
+            Outcome::Dead(reason) => reason.as_str(),
         };
         metrics::counter!("jobplane_jobs_completed_total", "kind" => kind, "outcome" => outcome).increment(1);
-        if let Outcome::Dead { reason } = f.outcome {
-            metrics::counter!("jobplane_dead_letters_total", "kind" => kind, "reason" => reason).increment(1);
+        if let Outcome::Dead(reason) = f.outcome {
+            metrics::counter!("jobplane_dead_letters_total", "kind" => kind, "reason" => reason.as_str()).increment(1);
         }
         let seconds = (f.finished_at - f.started_at).as_seconds_f64();
         metrics::histogram!("jobplane_attempt_duration_seconds", "kind" => kind).record(seconds);

@@ -193,7 +193,9 @@ impl Backend for RedisBackend {
             if let Some(fetch) = self.fetching.as_mut() {
                 let result = std::task::ready!(fetch.poll_unpin(cx));
                 self.fetching = None;
-                self.fetched(result.unwrap_or_else(|e| Err(StoreError::Protocol(format!("fetch task failed: {e}")))));
+                self.fetched(
+                    result.unwrap_or_else(|e| Err(StoreError::Protocol(format!("fetch task failed: {e}").into()))),
+                );
                 continue;
             }
             if let Some(timer) = self.timer.as_mut() {

@@ -50,9 +50,10 @@ pub struct Config {
     pub lease: Duration,
     /// `WORKER_SHUTDOWN_GRACE_SECONDS` (default 30): how long SIGTERM waits for running jobs.
     pub grace: Duration,
-    /// `JOB_RETENTION_SECONDS` (86400), `DEAD_LETTER_CAP` (100000),
-    /// `DEAD_LETTER_CAP_PER_PRODUCER` (10000), `DEAD_LETTER_MAX_AGE_SECONDS` (90 days).
-    pub retention: Retention,
+    /// Per kind: `JOB_RETENTION_SECONDS_<KIND>` (default `JOB_RETENTION_SECONDS`, 86400;
+    /// for audit_log 0), `DEAD_LETTER_CAP` (100000), `DEAD_LETTER_CAP_PER_PRODUCER` (10000),
+    /// `DEAD_LETTER_MAX_AGE_SECONDS` (90 days).
+    pub retention: BTreeMap<Kind, Retention>,
     pub json_logs: bool,
     /// `WORKER_SCHEDULER` (default true): this worker fires due schedules. Any number may.
     pub scheduler: bool,
@@ -103,7 +104,7 @@ impl Config {
         if !scheduler && env.get("SCHEDULES_FILE").is_some_and(|p| !p.is_empty()) {
             return Err(SettingError::new("SCHEDULES_FILE", "set, but WORKER_SCHEDULER=false would never load it"));
         }
-        let retention = Retention {
+        let shared = Retention {
             finished: env.seconds("JOB_RETENTION_SECONDS", 86_400)?,
             dead_cap: env.parse("DEAD_LETTER_CAP", 100_000)?,
             dead_cap_per_producer: match env.parse("DEAD_LETTER_CAP_PER_PRODUCER", 10_000)? {
@@ -112,6 +113,21 @@ impl Config {
             },
             dead_age: env.seconds("DEAD_LETTER_MAX_AGE_SECONDS", 90 * 86_400)?,
         };
+        let mut retention = BTreeMap::new();
+        for kind in Kind::ALL {
+            // An audit event's row in PostgreSQL is its record: its job need not outlive it.
+            let (name, default) = match kind {
+                Kind::OtpSms => ("JOB_RETENTION_SECONDS_OTP_SMS", shared.finished),
+                Kind::Email => ("JOB_RETENTION_SECONDS_EMAIL", shared.finished),
+                Kind::Webhook => ("JOB_RETENTION_SECONDS_WEBHOOK", shared.finished),
+                Kind::AuditLog => ("JOB_RETENTION_SECONDS_AUDIT_LOG", Duration::ZERO),
+            };
+            let finished = match env.get(name) {
+                Some(_) => env.seconds(name, 0)?,
+                None => default,
+            };
+            retention.insert(kind, Retention { finished, ..shared });
+        }
         Ok(Self {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
@@ -276,7 +292,7 @@ fn start(
 ) -> Running {
     let queue = Queue::new(conn.clone(), keys, kind, id);
     let inflight = Inflight::default();
-    let acker = Acker::spawn(queue.clone(), config.backoff[&kind], config.retention, inflight.clone());
+    let acker = Acker::spawn(queue.clone(), config.backoff[&kind], config.retention[&kind], inflight.clone());
     tokio::spawn(leases::keep_alive(queue.clone(), inflight.clone(), config.lease));
     let concurrency = config.concurrency[&kind];
     let settings = FetchSettings {

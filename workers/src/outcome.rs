@@ -5,6 +5,7 @@ use std::time::Duration;
 use apalis_core::error::{AbortError, BoxDynError};
 use chrono::{DateTime, Utc};
 use jobs::queue::{Leased, Outcome};
+use jobs::record::DeadReason;
 use jobs::retry::Backoff;
 
 /// What a succeeded attempt reports: the provider's id of what it sent, when there is one.
@@ -51,9 +52,9 @@ pub fn judge(
 ) -> (Outcome, Option<String>) {
     let Err(error) = result else { return (Outcome::Succeeded, None) };
     let last = job.attempt >= job.max_attempts;
-    let retry = |after: Option<Duration>, reason: &'static str| {
+    let retry = |after: Option<Duration>, reason: DeadReason| {
         if last {
-            Outcome::Dead { reason }
+            Outcome::Dead(reason)
         } else {
             let delay = backoff.next_delay(job.attempt, after);
             let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -62,19 +63,19 @@ pub fn judge(
     };
     if let Some(e) = error.downcast_ref::<JobError>() {
         let outcome = match e {
-            JobError::Retry(_) => retry(None, "exhausted"),
-            JobError::RetryAfter { after, .. } => retry(Some(*after), "exhausted"),
-            JobError::Permanent(_) => Outcome::Dead { reason: "permanent" },
-            JobError::Expired(_) => Outcome::Dead { reason: "expired" },
+            JobError::Retry(_) => retry(None, DeadReason::Exhausted),
+            JobError::RetryAfter { after, .. } => retry(Some(*after), DeadReason::Exhausted),
+            JobError::Permanent(_) => Outcome::Dead(DeadReason::Permanent),
+            JobError::Expired(_) => Outcome::Dead(DeadReason::Expired),
         };
         return (outcome, Some(e.to_string()));
     }
     if let Some(abort) = error.downcast_ref::<AbortError>() {
         // apalis's catch-panic layer reports a panic as an AbortError around a PanicError.
         let detail = std::error::Error::source(abort).map_or_else(|| abort.to_string(), ToString::to_string);
-        return (retry(None, "panicked"), Some(format!("panicked: {detail}")));
+        return (retry(None, DeadReason::Panicked), Some(format!("panicked: {detail}")));
     }
-    (retry(None, "exhausted"), Some(error.to_string()))
+    (retry(None, DeadReason::Exhausted), Some(error.to_string()))
 }
 
 #[cfg(test)]
@@ -106,11 +107,11 @@ mod tests {
         assert!(matches!(o, Outcome::Retry { at } if at <= now + chrono::Duration::seconds(1)));
         assert_eq!(e.as_deref(), Some("503"));
         let (o, _) = judge(&job(3, 3), Err(&boxed(JobError::Retry("503".into()))), &backoff, now);
-        assert_eq!(o, Outcome::Dead { reason: "exhausted" });
+        assert_eq!(o, Outcome::Dead(DeadReason::Exhausted));
         let (o, _) = judge(&job(1, 3), Err(&boxed(JobError::Permanent("400".into()))), &backoff, now);
-        assert_eq!(o, Outcome::Dead { reason: "permanent" });
+        assert_eq!(o, Outcome::Dead(DeadReason::Permanent));
         let (o, _) = judge(&job(1, 3), Err(&boxed(JobError::Expired("ttl".into()))), &backoff, now);
-        assert_eq!(o, Outcome::Dead { reason: "expired" });
+        assert_eq!(o, Outcome::Dead(DeadReason::Expired));
         let after = JobError::RetryAfter { after: Duration::from_secs(7), message: "429".into() };
         let (o, _) = judge(&job(1, 3), Err(&boxed(after)), &backoff, now);
         assert_eq!(o, Outcome::Retry { at: now + chrono::Duration::seconds(7) });

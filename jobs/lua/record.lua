@@ -1,0 +1,80 @@
+-- record.lua: prepended to every script that reads or writes job records.
+--
+-- A job record is a STRING holding a MessagePack map with short keys (`record::JobRecord` in
+-- Rust is the reference): st status, at attempts started, ma max attempts, pr producer,
+-- ca created at, ra run at, pl payload, ik idempotency key, tp traceparent, sa started at,
+-- wk worker, le last error, pm provider message id, fa finished at, rs dead reason, da dead at,
+-- fp / fx the fingerprint and expiry of the idempotency record a dead job gave up, nt notes,
+-- hs attempt history ({n, sa, fa, er, wk}). Times are ms since the epoch.
+
+-- Redis's own clock, ms: workers whose clocks disagree never take each other's live jobs.
+local function clock_ms()
+  local time = redis.call('TIME')
+  return tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+end
+
+-- The record at `key`, decoded; nil when there is none or it cannot be read (a foreign writer,
+-- a key of another type): a script must never fail half-way for one bad record, since Redis
+-- keeps the writes it made before the error.
+local function load_record(key)
+  local ok, raw = pcall(redis.call, 'GET', key)
+  if not ok or not raw then
+    return nil
+  end
+  local decoded, record = pcall(cmsgpack.unpack, raw)
+  if not decoded or type(record) ~= 'table' or type(record.st) ~= 'string' then
+    return nil
+  end
+  return record
+end
+
+local function save_record(key, record)
+  redis.call('SET', key, cmsgpack.pack(record))
+end
+
+local function is_dead_letter(record)
+  return record.st == 'dead' or record.st == 'expired'
+end
+
+local function is_finished(record)
+  return record.st == 'succeeded' or is_dead_letter(record)
+end
+
+-- Appends the attempt that just ended to the record's history.
+local function add_attempt(record, finished_at, err)
+  local history = record.hs or {}
+  history[#history + 1] = {n = record.at, sa = record.sa or finished_at, fa = finished_at, er = err, wk = record.wk or ''}
+  record.hs = history
+end
+
+-- bury(record, dead_key, id, reason, now, idem_prefix): marks the record dead (expired, for
+-- reason "expired") with its reason, indexes it in the queue's dead set by time and in its
+-- producer's dead set ("<dead_key>:by:<producer>", for the per-producer cap), and deletes its
+-- idempotency record so that the producer's key can enqueue anew (a dead letter never blocks
+-- a new job); the record's fingerprint and expiry stay on the job (fp, fx) so that replay.lua
+-- can claim the key again for it. The keys of schedule ticks (`schedule:<name>:<tick>`) are
+-- kept until they expire: another worker computing the same tick must find it taken, or a
+-- tick whose job died at once would fire again. The caller saves the record.
+local function bury(record, dead_key, id, reason, now, idem_prefix)
+  record.st = reason == 'expired' and 'expired' or 'dead'
+  record.rs = reason
+  record.da = now
+  record.fa = now
+  redis.call('ZADD', dead_key, now, id)
+  redis.call('ZADD', dead_key .. ':by:' .. (record.pr or ''), now, id)
+  local key = record.ik
+  if record.pr and key and key ~= '' and string.sub(key, 1, 9) ~= 'schedule:' then
+    -- Only while the idempotency record still names this job: past its 24 h the key may
+    -- belong to a newer one.
+    local idem_key = idem_prefix .. ':' .. record.pr .. ':' .. key
+    local held = redis.call('GET', idem_key)
+    if held and string.sub(held, -(#id + 1)) == ' ' .. id then
+      local ttl = redis.call('PTTL', idem_key)
+      if ttl > 0 then
+        record.fp = string.sub(held, 1, #held - #id - 1)
+        record.fx = now + ttl
+      end
+      redis.call('DEL', idem_key)
+    end
+  end
+end
