@@ -1,6 +1,23 @@
 //! Jobplane's shared library. It knows nothing of HTTP: it owns the job kinds and their
-//! payloads, the validation rules, the Redis layout (`keys`) and its Lua scripts, the enqueue
-//! client (`store`), the settings readers and the PostgreSQL migrations.
+//! payloads, the validation rules, the Redis layout and its Lua scripts, and the settings
+//! readers.
+//!
+//! # Code map
+//!
+//! - The domain: [`kind`] (the four kinds), [`payload`] and [`validation`] (each kind's rules),
+//!   [`envelope`] (a request made a [`NewJob`]), [`retry`] (the backoff policy), [`limits`]
+//!   (the OTP SMS guard), [`redact`] (what operators may see), [`schedule`] (cron schedules).
+//! - The seam to Redis: [`keys`] names every key (one hash tag per queue, so each script
+//!   touches one Cluster slot); [`record`] is the job record, one MessagePack codec shared by
+//!   every Rust reader and, through `lua/record.lua`, by every script; [`status`] is what a
+//!   record shows to producers.
+//! - State transitions, each one script over one queue: [`store`] (enqueue: `lua/enqueue.lua`,
+//!   one structured call per queue, tagged results) and [`queue`] (the worker's side: fetch,
+//!   finish, extend, release). Dead letters and the queues' counts as operators see and handle
+//!   them: [`dead`] (list, replay, delete, depths, throughput).
+//! - Connections: [`redis_conn`] (one node, Cluster or Sentinel behind one `Conn`).
+//!
+//! The scripts are tested directly against a real Redis in `tests/scripts.rs`.
 
 pub mod db;
 pub mod dead;

@@ -27,10 +27,9 @@ async fn an_immediate_job_goes_straight_to_its_ready_list() {
     assert_eq!(hash["attempts"], "0");
     assert_eq!(hash["max_attempts"], "10");
     assert_eq!(hash["producer"], "shop");
-    assert_eq!(hash["kind"], "webhook");
     let payload: Value = serde_json::from_str(&hash["payload"]).unwrap();
     assert_eq!(payload, webhook()["payload"]);
-    // Exactly the job hash, the ready list and one wake-up marker for idle workers: nothing
+    // Exactly the job record, the ready list and one wake-up marker for idle workers: nothing
     // else is written for an immediate job.
     let mut keys = app.keys();
     keys.sort();

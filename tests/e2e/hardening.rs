@@ -48,16 +48,29 @@ async fn ties_on_one_score_page_each_letter_exactly_once() {
             let id = uuid::Uuid::now_v7().to_string();
             let score = if i < same { s } else { s + i64::try_from(i % 3).unwrap() - 1 };
             pipe.zadd(q.dead(), &id, score).ignore();
-            let fields = [
-                ("kind", kind.as_str().to_owned()),
-                ("status", "dead".into()),
-                ("reason", "permanent".into()),
-                ("dead_at", score.to_string()),
-                ("attempts", "1".into()),
-                ("payload", "{}".into()),
-                ("last_error", "boom".into()),
-            ];
-            pipe.hset_multiple(q.job(&id), &fields).ignore();
+            let record = jobs::record::JobRecord {
+                status: jobs::JobStatus::Dead,
+                attempts: 1,
+                max_attempts: 1,
+                producer: "shop".into(),
+                created_at: score,
+                run_at: score,
+                payload: Some("{}".into()),
+                idempotency_key: None,
+                traceparent: None,
+                started_at: None,
+                worker: None,
+                last_error: Some("boom".into()),
+                provider_message_id: None,
+                finished_at: Some(score),
+                reason: Some(jobs::record::DeadReason::Permanent),
+                dead_at: Some(score),
+                idem_fingerprint: None,
+                idem_expires_at: None,
+                notes: Vec::new(),
+                history: Vec::new(),
+            };
+            pipe.set(q.job(&id), record.encode()).ignore();
             all.push((score, id, kind));
         }
         let () = pipe.query_async(&mut conn).await.unwrap();
