@@ -15,6 +15,7 @@ use jobs::keys::QueueKeys;
 use jobs::queue::{FinishReport, Finished, Leased, Outcome, Queue, Retention};
 use jobs::record::{AttemptRecord, DeadReason, JobRecord, millis};
 use jobs::redis_conn::Conn;
+use jobs::schedule::{DeleteOutcome, PutOutcome, Schedule, ScheduleLimit, ScheduleLimits, ScheduleStore, Source};
 use jobs::{EnqueueOutcome, JobStatus, Keys, Kind, NewJob, OtpLimit, OtpLimits, Store};
 
 struct Lab {
@@ -79,18 +80,23 @@ impl Lab {
         let mut out = BTreeMap::new();
         for name in names {
             let kind: String = redis::cmd("TYPE").arg(&name).query_async(&mut conn).await.unwrap();
-            out.insert(name.replacen(&self.namespace, "ns", 1), kind);
+            out.insert(self.short(&name), kind);
         }
         out
     }
 
-    /// The layout made of `keys` (full names) and their types.
-    fn expect(&self, keys: &[(String, &str)]) -> BTreeMap<String, String> {
-        keys.iter().map(|(name, kind)| (name.replacen(&self.namespace, "ns", 1), (*kind).to_owned())).collect()
+    /// `key` as `layout` and `dump` name it: the namespace shown as `ns`.
+    fn short(&self, key: &str) -> String {
+        key.replacen(&self.namespace, "ns", 1)
     }
 
-    /// Every key of the namespace with its whole value: equal before and after a call that
-    /// must write nothing.
+    /// The layout made of `keys` (full names) and their types.
+    fn expect(&self, keys: &[(String, &str)]) -> BTreeMap<String, String> {
+        keys.iter().map(|(name, kind)| (self.short(name), (*kind).to_owned())).collect()
+    }
+
+    /// Every key of the namespace with its whole value (TTLs aside): equal before and after a
+    /// call that must write nothing.
     async fn dump(&self) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         for (short, kind) in self.layout().await {
@@ -491,11 +497,11 @@ async fn a_resent_call_is_answered_as_a_replay_and_writes_no_second_copy() {
     assert_eq!(lab.list(q.wake()).await, ["1", "1"]);
     let mut after = lab.dump().await;
     for key in [q.ready(), q.wake(), q.job(&extra.id.to_string())] {
-        after.remove(&key.replacen(&lab.namespace, "ns", 1));
+        after.remove(&lab.short(&key));
     }
     let mut before = before;
     for key in [q.ready(), q.wake()] {
-        before.remove(&key.replacen(&lab.namespace, "ns", 1));
+        before.remove(&lab.short(&key));
     }
     assert_eq!(after, before, "the resent jobs' records are untouched");
 }
@@ -752,7 +758,7 @@ async fn fetch_promotes_due_jobs_up_to_the_promote_limit_and_leaves_future_ones(
     // Promotion moves ids only: the records keep their status until leased.
     let records_after = lab.dump().await;
     for id in [&r, &ids[0], &ids[1]] {
-        let key = q.job(id).replacen(&lab.namespace, "ns", 1);
+        let key = lab.short(&q.job(id));
         assert_eq!(records_after[&key], records_before[&key]);
     }
 
@@ -881,12 +887,12 @@ async fn fetch_skips_popped_ids_whose_record_is_gone_finished_or_unreadable() {
     assert_eq!(leased, [live.id.to_string()]);
     let mut after = lab.dump().await;
     for name in ["finished", "hash", "garbage", "truncated"] {
-        let key = q.job(name).replacen(&lab.namespace, "ns", 1);
+        let key = lab.short(&q.job(name));
         assert_eq!(after.remove(&key), before.get(&key).cloned(), "{name} is left as it was");
     }
     assert_eq!(
         after.into_keys().collect::<Vec<_>>(),
-        [q.active(), q.job(&live.id.to_string()), q.wake()].map(|k| k.replacen(&lab.namespace, "ns", 1))
+        [q.active(), q.job(&live.id.to_string()), q.wake()].map(|k| lab.short(&k))
     );
 
     // Through Queue: no error; every popped id skipped is no reason to idle for long: the
@@ -1303,7 +1309,7 @@ async fn extend_renews_only_the_callers_current_attempt() {
             assert_within("new deadline", *deadline, t0 + 60_000..=t1 + 60_000);
             let mut after = lab.dump().await;
             let mut before = before;
-            let active = q.active().replacen(&lab.namespace, "ns", 1);
+            let active = lab.short(&q.active());
             after.remove(&active);
             before.remove(&active);
             assert_eq!(after, before, "only the deadline changes");
@@ -1565,4 +1571,308 @@ async fn dead_letters_read_the_sets_and_records_the_scripts_leave() {
     assert_eq!(letter.history.len(), 1);
     assert_eq!(letter.history[0].error.as_deref(), Some("HTTP 410"));
     assert!(letters.get(&retrying.id.to_string()).await.unwrap().is_none(), "a retrying job is no dead letter");
+}
+
+#[tokio::test]
+async fn a_dead_schedule_tick_keeps_its_key() {
+    // Another worker computing the same tick must still find it taken, or a tick whose job
+    // died at once would fire again.
+    let lab = Lab::new();
+    let q = lab.q(Kind::Webhook);
+    let key = "schedule:digest:2026-11-21T03:00:00Z";
+    let job = lab.job(Kind::Webhook, None, Some(key));
+    let id = job.id.to_string();
+    let report = lab.bury(&job, Utc::now(), &RETENTION).await;
+    assert_eq!(report.recorded, 1);
+    let record = lab.record(Kind::Webhook, &id).await.unwrap();
+    assert_eq!((record.status, record.idem_fingerprint, record.idem_expires_at), (JobStatus::Dead, None, None));
+    assert_eq!(lab.get(q.idempotency("shop", key)).await, Some(format!("fp1 {id}")));
+    let again = lab.enqueue(&[lab.job(Kind::Webhook, None, Some(key))]).await;
+    assert!(matches!(&again[..], [EnqueueOutcome::Replayed { id: i, status: JobStatus::Dead, .. }] if *i == id));
+}
+
+// ---------------------------------------------------------------------------------------------
+// schedule_put.lua, schedule_delete.lua, schedule_list.lua, schedule_claim.lua,
+// schedule_settle.lua and the index (schedule_index.lua)
+
+impl Lab {
+    fn schedules(&self) -> ScheduleStore {
+        ScheduleStore::new(self.conn.clone(), &self.namespace)
+    }
+
+    fn schedule_key(&self, rest: &str) -> String {
+        format!("{}:{{schedules}}:{rest}", self.namespace)
+    }
+
+    async fn hash(&self, key: String) -> BTreeMap<String, String> {
+        self.run(redis::cmd("HGETALL").arg(key)).await
+    }
+
+    /// The schedule index as its keys hold it: definitions (name → JSON), owners, counts and
+    /// by-owner members.
+    async fn schedule_index(&self) -> (BTreeMap<String, String>, BTreeMap<String, String>, Vec<String>) {
+        let owners = self.hash(self.schedule_key("owners")).await;
+        let counts = self.hash(self.schedule_key("counts")).await;
+        let by_owner = self.zset(self.schedule_key("by_owner")).await;
+        (owners, counts, by_owner)
+    }
+}
+
+/// A schedule every five minutes, stored as of `updated_at`.
+fn schedule(name: &str, source: Source, producer: &str, updated_at: DateTime<Utc>) -> Schedule {
+    let request = serde_json::json!({"name": name, "cron": "*/5 * * * *",
+        "job": {"kind": "webhook", "payload": {"url": "https://a.example/hook", "event": "tick"}}});
+    Schedule::parse(request, "", source, producer, updated_at).unwrap().0
+}
+
+fn first_tick_ms(schedule: &Schedule) -> i64 {
+    schedule.timetable().unwrap().next_after(schedule.updated_at).unwrap().timestamp_millis()
+}
+
+fn strings<const N: usize>(pairs: [(&str, &str); N]) -> BTreeMap<String, String> {
+    pairs.into_iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+}
+
+#[tokio::test]
+async fn schedule_put_checks_the_owner_and_the_quotas_and_keeps_the_index() {
+    let lab = Lab::new();
+    let store = lab.schedules();
+    let limits = ScheduleLimits::default();
+    let now = Utc::now();
+    let a = schedule("a", Source::Api, "shop", now);
+    assert_eq!(store.put_checked(&a, &limits).await.unwrap(), PutOutcome::Created);
+    let defs = lab.schedule_key("defs");
+    assert_eq!(
+        lab.layout().await,
+        lab.expect(&[
+            (defs.clone(), "hash"),
+            (lab.schedule_key("due"), "zset"),
+            (lab.schedule_key("owners"), "hash"),
+            (lab.schedule_key("counts"), "hash"),
+            (lab.schedule_key("by_owner"), "zset"),
+        ])
+    );
+    assert_eq!(lab.hash(defs.clone()).await, strings([("a", &serde_json::to_string(&a).unwrap())]));
+    assert_eq!(lab.zscores(lab.schedule_key("due")).await, [("a".to_owned(), first_tick_ms(&a))]);
+    assert_eq!(
+        lab.schedule_index().await,
+        (strings([("a", "api:shop")]), strings([("api:shop", "1")]), vec!["api:shop\0a".to_owned()])
+    );
+
+    // Replacing one's own: its last fired tick is cleared, its ticks count from the new time.
+    assert!(store.settle(&a, Some(now), now + chrono::Duration::minutes(5)).await.unwrap());
+    assert_eq!(lab.layout().await.len(), 6, "settle wrote the last fired tick");
+    let a2 = schedule("a", Source::Api, "shop", now + chrono::Duration::minutes(7));
+    assert_eq!(store.put_checked(&a2, &limits).await.unwrap(), PutOutcome::Replaced);
+    assert_eq!(lab.hash(defs.clone()).await, strings([("a", &serde_json::to_string(&a2).unwrap())]));
+    assert!(lab.hash(lab.schedule_key("last")).await.is_empty());
+    assert_eq!(lab.zscores(lab.schedule_key("due")).await, [("a".to_owned(), first_tick_ms(&a2))]);
+
+    // The file's schedule, and refusals that write nothing.
+    let f = schedule("f", Source::File, "file", now);
+    assert!(!store.put(&f).await.unwrap(), "created, not replaced");
+    let before = lab.dump().await;
+    let refusals = [
+        (schedule("a", Source::Api, "other", now), limits, PutOutcome::Taken),
+        (schedule("f", Source::Api, "shop", now), limits, PutOutcome::FromFile),
+        (
+            schedule("b", Source::Api, "shop", now),
+            ScheduleLimits { per_producer: 1, ..limits },
+            PutOutcome::OverLimit(ScheduleLimit::PerProducer),
+        ),
+        (
+            schedule("c", Source::Api, "other", now),
+            ScheduleLimits { total: 2, ..limits },
+            PutOutcome::OverLimit(ScheduleLimit::Total),
+        ),
+    ];
+    for (schedule, limits, outcome) in refusals {
+        assert_eq!(store.put_checked(&schedule, &limits).await.unwrap(), outcome, "{}", schedule.name);
+        assert_eq!(lab.dump().await, before, "{}", schedule.name);
+    }
+    // Replacing one's own is never over a quota.
+    let a3 = schedule("a", Source::Api, "shop", now + chrono::Duration::minutes(8));
+    let full = ScheduleLimits { per_producer: 1, total: 2, ..limits };
+    assert_eq!(store.put_checked(&a3, &full).await.unwrap(), PutOutcome::Replaced);
+
+    // The file takes any name: the index moves it to its new owner.
+    let fa = schedule("a", Source::File, "file", now);
+    assert!(store.put(&fa).await.unwrap());
+    assert_eq!(
+        lab.schedule_index().await,
+        (
+            strings([("a", "file"), ("f", "file")]),
+            strings([("api:shop", "0"), ("file", "2")]),
+            vec!["file\0a".to_owned(), "file\0f".to_owned()]
+        )
+    );
+}
+
+#[tokio::test]
+async fn schedule_delete_is_owner_checked_and_cleans_the_index() {
+    let lab = Lab::new();
+    let store = lab.schedules();
+    let now = Utc::now();
+    let a = schedule("a", Source::Api, "shop", now);
+    store.put_checked(&a, &ScheduleLimits::default()).await.unwrap();
+    store.settle(&a, Some(now), now + chrono::Duration::minutes(5)).await.unwrap();
+    store.put(&schedule("f", Source::File, "file", now)).await.unwrap();
+    let before = lab.dump().await;
+    for (name, producer, outcome) in [
+        ("a", "other", DeleteOutcome::Taken),
+        ("f", "shop", DeleteOutcome::FromFile),
+        ("z", "shop", DeleteOutcome::Missing),
+    ] {
+        assert_eq!(store.delete_checked(name, producer).await.unwrap(), outcome, "{name} by {producer}");
+        assert_eq!(lab.dump().await, before, "{name} by {producer}");
+    }
+    assert_eq!(store.delete_checked("a", "shop").await.unwrap(), DeleteOutcome::Deleted);
+    assert_eq!(lab.hash(lab.schedule_key("defs")).await.into_keys().collect::<Vec<_>>(), ["f"]);
+    assert_eq!(lab.zset(lab.schedule_key("due")).await, ["f"]);
+    assert!(lab.hash(lab.schedule_key("last")).await.is_empty(), "its last tick goes with it");
+    assert_eq!(
+        lab.schedule_index().await,
+        (strings([("f", "file")]), strings([("api:shop", "0"), ("file", "1")]), vec!["file\0f".to_owned()])
+    );
+    assert!(store.delete_from_file("f").await.unwrap());
+    assert_eq!(
+        lab.layout().await,
+        lab.expect(&[(lab.schedule_key("counts"), "hash")]),
+        "only the zero counts are left"
+    );
+}
+
+#[tokio::test]
+async fn schedule_list_for_reads_one_producer_and_the_file() {
+    let lab = Lab::new();
+    let store = lab.schedules();
+    let now = Utc::now();
+    for (name, source, producer) in [
+        ("a", Source::Api, "shop"),
+        ("b", Source::Api, "other"),
+        ("c", Source::Api, "shop"),
+        ("f", Source::File, "file"),
+    ] {
+        store.put_checked(&schedule(name, source, producer, now), &ScheduleLimits::default()).await.unwrap();
+    }
+    let tick = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap();
+    store.settle(&schedule("c", Source::Api, "shop", now), Some(tick), now).await.unwrap();
+    let before = lab.dump().await;
+    let listed = store.list_for("shop").await.unwrap();
+    let got: Vec<(&str, Option<DateTime<Utc>>)> = listed.iter().map(|(s, last)| (s.name.as_str(), *last)).collect();
+    assert_eq!(got, [("a", None), ("c", Some(tick)), ("f", None)]);
+    assert_eq!(lab.dump().await, before, "a listing writes nothing");
+}
+
+#[tokio::test]
+async fn schedule_claim_leases_the_due_schedules_on_redis_clock() {
+    let lab = Lab::new();
+    let store = lab.schedules();
+    let now = Utc::now();
+    let due_key = lab.schedule_key("due");
+    let schedules: Vec<Schedule> =
+        ["a", "b", "c", "d"].into_iter().map(|name| schedule(name, Source::Api, "shop", now)).collect();
+    for s in &schedules {
+        store.put_checked(s, &ScheduleLimits::default()).await.unwrap();
+    }
+    store.settle(&schedules[1], Some(now), now).await.unwrap();
+    let t = lab.now_ms().await;
+    // a and b are due (a first), c is due too but past the claim's limit, d is not due.
+    for (name, score) in [("a", t - 3000), ("b", t - 2000), ("c", t - 1000), ("d", t + 600_000)] {
+        lab.rescore(due_key.clone(), name, score).await;
+    }
+
+    let claim = store.claim(chrono::Duration::seconds(30), 2).await.unwrap();
+    let t1 = lab.now_ms().await;
+    let claim_ms = claim.now.timestamp_millis();
+    assert_within("claim's now (Redis's clock)", claim_ms, t..=t1);
+    let got: Vec<(&str, &str, Option<DateTime<Utc>>)> =
+        claim.due.iter().map(|c| (c.name.as_str(), c.definition.as_str(), c.last)).collect();
+    let json = |i: usize| serde_json::to_string(&schedules[i]).unwrap();
+    let (json_a, json_b) = (json(0), json(1));
+    let settled = DateTime::from_timestamp_millis(now.timestamp_millis());
+    assert_eq!(got, [("a", json_a.as_str(), None), ("b", json_b.as_str(), settled)]);
+    let lease_end = claim_ms + 30_000;
+    assert_eq!(
+        lab.zscores(due_key.clone()).await,
+        [
+            ("c".to_owned(), t - 1000),
+            ("a".to_owned(), lease_end),
+            ("b".to_owned(), lease_end),
+            ("d".to_owned(), t + 600_000)
+        ]
+    );
+    assert_eq!(claim.next, DateTime::from_timestamp_millis(t - 1000), "c is still due");
+
+    // Leased schedules are not taken again until their lease ends.
+    let claim = store.claim(chrono::Duration::seconds(30), 10).await.unwrap();
+    assert_eq!(claim.due.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["c"]);
+    assert_eq!(claim.next, DateTime::from_timestamp_millis(lease_end));
+}
+
+#[tokio::test]
+async fn schedule_settle_moves_forward_only_and_only_for_the_same_definition() {
+    let lab = Lab::new();
+    let store = lab.schedules();
+    let now = Utc::now();
+    let a = schedule("a", Source::Api, "shop", now);
+    store.put_checked(&a, &ScheduleLimits::default()).await.unwrap();
+    let ms = |minutes: i64| (now + chrono::Duration::minutes(minutes)).timestamp_millis();
+    let at = |minutes: i64| DateTime::from_timestamp_millis(ms(minutes)).unwrap();
+    let last = || async { lab.hash(lab.schedule_key("last")).await };
+    let due = || async { lab.zscores(lab.schedule_key("due")).await };
+
+    // (tick, next look) -> (last fired tick kept, next look)
+    let steps = [(Some(10), 15, 10, 15), (Some(5), 20, 10, 20), (None, 25, 10, 25), (Some(30), 35, 30, 35)];
+    for (tick, next, kept, look) in steps {
+        assert!(store.settle(&a, tick.map(at), at(next)).await.unwrap(), "{tick:?}");
+        assert_eq!(last().await, strings([("a", &ms(kept).to_string())]), "{tick:?}");
+        assert_eq!(due().await, [("a".to_owned(), ms(look))], "{tick:?}");
+    }
+
+    // A replaced or deleted definition is not the one looked at: nothing moves.
+    let a2 = schedule("a", Source::Api, "shop", now + chrono::Duration::seconds(1));
+    store.put_checked(&a2, &ScheduleLimits::default()).await.unwrap();
+    let before = lab.dump().await;
+    assert!(!store.settle(&a, Some(at(40)), at(45)).await.unwrap());
+    assert_eq!(lab.dump().await, before);
+    store.delete_checked("a", "shop").await.unwrap();
+    let before = lab.dump().await;
+    assert!(!store.settle(&a2, Some(at(40)), at(45)).await.unwrap());
+    assert_eq!(lab.dump().await, before);
+}
+
+#[tokio::test]
+async fn the_schedule_index_is_rebuilt_from_definitions_written_without_it() {
+    // Definitions stored by a version before the index, and a next-fire entry for a name that
+    // no longer exists: the first script to run indexes them, due at once.
+    let lab = Lab::new();
+    let store = lab.schedules();
+    let now = Utc::now();
+    let (a, f) = (schedule("a", Source::Api, "shop", now), schedule("f", Source::File, "file", now));
+    for s in [&a, &f] {
+        let _: i64 = lab
+            .run(redis::cmd("HSET").arg(lab.schedule_key("defs")).arg(&s.name).arg(serde_json::to_string(s).unwrap()))
+            .await;
+    }
+    let _: i64 = lab.run(redis::cmd("ZADD").arg(lab.schedule_key("due")).arg(5).arg("gone")).await;
+
+    let claim = store.claim(chrono::Duration::seconds(30), 10).await.unwrap();
+    let mut names: Vec<&str> = claim.due.iter().map(|c| c.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, ["a", "f"], "indexed due at once");
+    assert_eq!(
+        lab.schedule_index().await,
+        (
+            strings([("a", "api:shop"), ("f", "file")]),
+            strings([("api:shop", "1"), ("file", "1")]),
+            vec!["api:shop\0a".to_owned(), "file\0f".to_owned()]
+        )
+    );
+    let lease_end = claim.now.timestamp_millis() + 30_000;
+    assert_eq!(
+        lab.zscores(lab.schedule_key("due")).await,
+        [("a".to_owned(), lease_end), ("f".to_owned(), lease_end)],
+        "each leased; the entry without a definition dropped"
+    );
 }
