@@ -711,6 +711,27 @@ async fn fetch_leases_in_fifo_order_and_marks_each_job_running() {
 }
 
 #[tokio::test]
+async fn a_record_survives_luas_msgpack_whatever_its_payload() {
+    // fetch.lua and finish.lua unpack and repack the record with cmsgpack: every string
+    // length class (fixstr, str8, str16, str32) and non-ASCII text must come back as written.
+    for size in [10, 200, 60_000, 300_000] {
+        let lab = Lab::new();
+        let payload = format!(r#"{{"event":"é🙂","pad":"{}"}}"#, "x".repeat(size));
+        let job = NewJob { payload: payload.clone(), ..lab.job(Kind::Webhook, None, Some("ключ-7")) };
+        lab.enqueue(std::slice::from_ref(&job)).await;
+        let mut leased = lab.queue(Kind::Webhook).fetch(LEASE, 1, 10).await.unwrap();
+        let (leased, handed) = leased.remove(0);
+        assert_eq!(handed, payload, "{size}");
+        let retry = finished(leased, Outcome::Retry { at: Utc::now() }, Some("échec"));
+        lab.queue(Kind::Webhook).finish(&[retry], Utc::now(), &RETENTION).await.unwrap();
+        let record = lab.record(Kind::Webhook, &job.id.to_string()).await.unwrap();
+        assert_eq!(record.payload.as_deref(), Some(payload.as_str()), "{size}");
+        assert_eq!(record.idempotency_key.as_deref(), Some("ключ-7"), "{size}");
+        assert_eq!(record.history, [attempt(1, Some("échec"), "w1")], "{size}");
+    }
+}
+
+#[tokio::test]
 async fn fetch_promotes_due_jobs_up_to_the_promote_limit_and_leaves_future_ones() {
     let lab = Lab::new();
     let q = lab.q(Kind::Email);
