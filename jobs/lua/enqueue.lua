@@ -51,12 +51,12 @@ for i, job in ipairs(jobs) do
       local space = string.find(held, ' ', 1, true)
       local seen_fingerprint = string.sub(held, 1, space - 1)
       local seen_id = string.sub(held, space + 1)
+      -- A record whose job is gone holds nothing: pass 3 overwrites it. It is not deleted
+      -- here, so that a check, or a call refused later, writes nothing.
       local seen = load_record(call.job_prefix .. ':' .. seen_id)
-      if not seen then
-        redis.call('DEL', job.idem)
-      elseif seen_fingerprint == job.fp then
+      if seen and seen_fingerprint == job.fp then
         results[i] = {t = 'replayed', id = seen_id, st = seen.st, ra = seen.ra}
-      else
+      elseif seen then
         results[i] = {t = 'conflict', id = seen_id}
         conflict = true
       end

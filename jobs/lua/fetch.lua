@@ -17,10 +17,11 @@
 --
 -- Returns {promoted, recovered, next, skipped, id, record, id, record, ...}: each leased job's
 -- id and its record as now stored (MessagePack: status running, attempts counting this one).
--- `next`, when no job was leased: ms until the next waiting job is due or the next lease runs
--- out, whichever is sooner (-1: none), so an idle worker knows how long it may wait; -1 when
--- jobs were leased. `skipped`: ids popped whose record was missing or unreadable (deleted
--- meanwhile, or written by a foreign writer); a finished job popped again is skipped silently.
+-- `next`, when no job was leased: 0 while jobs are still ready (every id popped was skipped),
+-- else ms until the next waiting job is due or the next lease runs out, whichever is sooner
+-- (-1: none), so an idle worker knows how long it may wait; -1 when jobs were leased.
+-- `skipped`: ids popped whose record was missing or unreadable (deleted meanwhile, or written
+-- by a foreign writer); a finished job popped again is skipped silently.
 --
 -- Work per call is bounded by ARGV[2] and ARGV[3], never by the size of a set: due jobs are
 -- moved in slices, so a backlog of any size drains without one giant reply or unpack.
@@ -33,13 +34,18 @@ local prefix = ARGV[4]
 local worker = ARGV[5]
 local idem_prefix = ARGV[6]
 
--- Due jobs (delayed, or waiting out a retry backoff) go to the popping end: they are late already.
+-- Due jobs (delayed, or waiting out a retry backoff) go to the popping end: they are late
+-- already. Pushed latest first, so that the earliest due is popped first.
 local promoted = 0
 for _, set in ipairs({KEYS[2], KEYS[3]}) do
   local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
   if #due > 0 then
     redis.call('ZREM', set, unpack(due))
-    redis.call('RPUSH', KEYS[1], unpack(due))
+    local latest_first = {}
+    for i = #due, 1, -1 do
+      latest_first[#latest_first + 1] = due[i]
+    end
+    redis.call('RPUSH', KEYS[1], unpack(latest_first))
     promoted = promoted + #due
   end
 end
@@ -65,8 +71,11 @@ for _, id in ipairs(lost) do
   end
 end
 
-local ids = redis.call('RPOP', KEYS[1], batch)
-if not ids then
+-- How long a worker that leased nothing may wait (see `next` above).
+local function next_work()
+  if redis.call('LLEN', KEYS[1]) > 0 then
+    return 0
+  end
   local next = -1
   for _, set in ipairs({KEYS[2], KEYS[3], KEYS[4]}) do
     local first = redis.call('ZRANGE', set, 0, 0, 'WITHSCORES')
@@ -77,7 +86,12 @@ if not ids then
       end
     end
   end
-  return {promoted, #lost, next, 0}
+  return next
+end
+
+local ids = redis.call('RPOP', KEYS[1], batch)
+if not ids then
+  return {promoted, #lost, next_work(), 0}
 end
 local result = {promoted, #lost, -1, 0}
 local skipped = 0
@@ -100,4 +114,7 @@ for _, id in ipairs(ids) do
   end
 end
 result[4] = skipped
+if #result == 4 then
+  result[3] = next_work()
+end
 return result

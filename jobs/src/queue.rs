@@ -171,8 +171,8 @@ impl Queue {
     }
 
     /// [`Queue::fetch`], and when it leased nothing, how soon the queue has work again without
-    /// any new job: the next scheduled job's due time or the next lease's deadline (`None`:
-    /// neither exists).
+    /// any new job: zero while jobs are still ready (every id it popped was skipped), else the
+    /// next scheduled job's due time or the next lease's deadline (`None`: neither exists).
     pub async fn fetch_or_next(
         &self,
         lease: Duration,
