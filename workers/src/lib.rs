@@ -19,7 +19,7 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use apalis_core::worker::context::WorkerContext;
 use futures::StreamExt;
-use jobs::queue::{Leased, Queue, Retention};
+use jobs::queue::{Queue, Retention};
 use jobs::redis_conn::RedisSettings;
 use jobs::retry::Backoff;
 use jobs::settings::{Env, SettingError};
@@ -27,7 +27,7 @@ use jobs::{Keys, Kind, Store};
 use tokio::net::TcpListener;
 
 use crate::ack::Acker;
-use crate::backend::{FetchSettings, RedisBackend};
+use crate::backend::{FetchSettings, Job, RedisBackend};
 use crate::deliver::Deliveries;
 use crate::leases::Inflight;
 
@@ -153,12 +153,8 @@ fn worker_id() -> String {
 /// Runs the delivery as a task of its own, so jobs spread over every core (apalis polls its
 /// jobs inside one worker future), bounded by the job timeout; a panic is raised again here
 /// for apalis's catch-panic layer.
-async fn handle(
-    payload: String,
-    job: Data<Leased>,
-    deliveries: Data<Arc<Deliveries>>,
-) -> Result<outcome::Delivered, BoxDynError> {
-    let mut job = Leased::clone(&job);
+async fn handle(job: Job, deliveries: Data<Arc<Deliveries>>) -> Result<outcome::Delivered, BoxDynError> {
+    let Job { lease: mut job, payload } = job;
     let deliveries = Arc::clone(&deliveries);
     let timeout = deliveries.timeout;
     // Every log line about the job carries its id, kind, attempt and producer; a job enqueued
