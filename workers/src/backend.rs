@@ -71,7 +71,8 @@ pub trait Leases: Clone + Send + Sync + 'static {
     fn kind(&self) -> Kind;
 
     /// Leases up to `count` jobs (`fetch.lua`).
-    fn fetch(&self, count: usize, settings: &FetchSettings) -> impl Future<Output = Result<Fetched, StoreError>> + Send;
+    fn fetch(&self, count: usize, settings: &FetchSettings)
+    -> impl Future<Output = Result<Fetched, StoreError>> + Send;
 
     /// Puts back jobs (id, attempt) leased but not started, the attempt not counted.
     fn release(&self, jobs: &[(String, u32)]) -> impl Future<Output = Result<u64, StoreError>> + Send;
@@ -336,7 +337,8 @@ impl RedisBackend {
             let (worker, concurrency) = (worker.clone(), self.settings.concurrency);
             let free = Box::new(move || concurrency.saturating_sub(worker.task_count()));
             let (queue, inflight) = (self.queue.clone(), self.inflight.clone());
-            let fetcher = Fetcher::new(queue, self.settings, inflight, free, self.wake.take(), self.closing.subscribe());
+            let fetcher =
+                Fetcher::new(queue, self.settings, inflight, free, self.wake.take(), self.closing.subscribe());
             self.feed = Feed::Running(fetcher.into_stream());
         }
         match &mut self.feed {
