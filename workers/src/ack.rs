@@ -299,7 +299,7 @@ mod tests {
             if calls.down > 0 {
                 calls.down -= 1;
                 // Alternately unreachable and full (`OOM`): both are outages to wait out.
-                return Err(if calls.down % 2 == 0 {
+                return Err(if calls.down.is_multiple_of(2) {
                     StoreError::Unavailable("connection refused".into())
                 } else {
                     StoreError::Full("OOM command not allowed".into())
@@ -420,7 +420,7 @@ mod tests {
         let all = ids(0..QUEUED + MAX_BATCH + 10);
         let (acker, _inflight, _batcher) = start(&queue, &all);
         let records = record_all(&acker, &all);
-        tokio::time::sleep(Duration::from_secs(60)).await;
+        tokio::time::sleep(Duration::from_mins(1)).await;
 
         assert!(records.iter().all(|r| !r.is_finished()), "no job ends before its outcome is written");
         assert_eq!(acker.tx.capacity(), 0, "the queue is full: the last jobs wait to hand over their outcomes");

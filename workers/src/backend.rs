@@ -136,7 +136,13 @@ pub struct Fetcher<L: Leases, W: WakeUps> {
 
 impl<L: Leases, W: WakeUps> std::fmt::Debug for Fetcher<L, W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Fetcher").field("kind", &self.leases.kind()).field("failures", &self.failures).finish()
+        f.debug_struct("Fetcher")
+            .field("kind", &self.leases.kind())
+            .field("settings", &self.settings)
+            .field("wake_ups", &self.wake.is_some())
+            .field("idle", &self.idle)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
     }
 }
 

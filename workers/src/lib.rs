@@ -1,6 +1,16 @@
 //! The worker process: one apalis worker per kind it consumes, each leasing jobs from its
 //! queue in Redis ([`backend`]), running them ([`deliver`]) and recording each outcome
 //! ([`ack`]) with the retry policy and the dead letters of `jobs`.
+//!
+//! # Layout
+//! - [`Config`]: every setting, read and checked at start ([`deliver::Settings`] for the providers').
+//! - [`backend`]: the fetch/idle loop, an `async fn` turned into a stream, and the apalis
+//!   backend over it; each task carries its lease ([`backend::Job`]).
+//! - [`ack`]: waits for each job's outcome to be written, batching the writes (`finish.lua`).
+//! - [`leases`]: the jobs held, and their lease renewals.
+//! - [`outcome`]: a handler's typed result, judged into the job's next step.
+//! - [`deliver`]: what running a job of each kind means.
+//! - [`scheduler`]: fires due recurring schedules.
 
 pub mod ack;
 pub mod backend;
