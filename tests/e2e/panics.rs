@@ -6,22 +6,22 @@ use std::time::Duration;
 
 use apalis::prelude::*;
 use apalis_core::error::BoxDynError;
-use apalis_core::task::data::Data;
 use apalis_core::worker::context::WorkerContext;
 use futures::StreamExt;
-use jobs::queue::{Leased, Queue, Retention};
+use jobs::queue::{Queue, Retention};
 use jobs::retry::Backoff;
 use jobs::{Keys, Kind};
 use serde_json::Value;
 use workers::ack::Acker;
-use workers::backend::{FetchSettings, RedisBackend};
+use workers::backend::{FetchSettings, Job, RedisBackend};
 use workers::leases::Inflight;
 
 use crate::support::TestApp;
 
 /// Panics as the job's `event` says: `panic.first` on attempt 1 only, `panic.always` every time.
-async fn moody(payload: String, job: Data<Leased>) -> Result<workers::outcome::Delivered, BoxDynError> {
-    let payload: Value = serde_json::from_str(&payload)?;
+async fn moody(job: Job) -> Result<workers::outcome::Delivered, BoxDynError> {
+    let payload: Value = serde_json::from_str(&job.payload)?;
+    let job = job.lease;
     match payload["event"].as_str() {
         Some("panic.first") if job.attempt == 1 => panic!("first attempt of {} refuses", job.id),
         Some("panic.always") => panic!("attempt {} of {} refuses", job.attempt, job.id),

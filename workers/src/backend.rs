@@ -5,9 +5,14 @@
 //! It implements `Backend` directly rather than through apalis's `Persisted`, whose event
 //! path flushes acknowledgements only while the backend is idle, drops them at shutdown and
 //! ends the worker on one payload it cannot decode (see docs/worker.md).
+//!
+//! Read top to bottom: [`Job`] is what each task carries; [`Fetcher::next_batch`] is the
+//! fetch/idle loop, an `async fn` that [`Fetcher::into_stream`] turns into a stream of
+//! batches; [`RedisBackend`] hands those jobs to apalis one at a time and, at shutdown, puts
+//! back the ones it never started ([`put_back`]).
 
 use std::collections::VecDeque;
-use std::pin::Pin;
+use std::future::Future;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,14 +22,33 @@ use apalis_core::task::Task;
 use apalis_core::task::builder::TaskBuilder;
 use apalis_core::task::task_id::TaskId;
 use apalis_core::worker::context::WorkerContext;
-use futures::FutureExt;
 use futures::future::BoxFuture;
-use jobs::StoreError;
+use futures::stream::BoxStream;
+use futures::{FutureExt, StreamExt};
 use jobs::queue::{Leased, Queue};
 use jobs::redis_conn::Conn;
+use jobs::{Kind, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::ack::{AckLayer, Acker};
 use crate::leases::Inflight;
+
+/// One leased job as apalis runs it: the lease travels with the payload in the task's own
+/// type, so whoever records the outcome always has it.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub lease: Leased,
+    pub payload: String,
+}
+
+/// What one fetch brought: the jobs leased and, when there were none, how soon the queue has
+/// work without a new job (the next due scheduled job or lease deadline).
+#[derive(Debug, Default)]
+pub struct Fetched {
+    pub jobs: Vec<Job>,
+    pub next: Option<Duration>,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct FetchSettings {
@@ -42,30 +66,260 @@ pub struct FetchSettings {
     pub idle_max: Duration,
 }
 
-/// A fetch runs as a task of its own, which records the leased jobs in [`Inflight`] as soon as
-/// Redis answers: a stopping worker can then put them back even if it no longer waits for it.
-type Fetch = tokio::task::JoinHandle<Result<Fetched, StoreError>>;
+/// The queue as the fetch loop uses it: [`Queue`] in production, a fake in the tests.
+pub trait Leases: Clone + Send + Sync + 'static {
+    fn kind(&self) -> Kind;
 
-/// The jobs leased, and when none were, how soon the queue has work without a new job.
-type Fetched = (Vec<(Leased, String)>, Option<Duration>);
+    /// Leases up to `count` jobs (`fetch.lua`).
+    fn fetch(&self, count: usize, settings: &FetchSettings)
+    -> impl Future<Output = Result<Fetched, StoreError>> + Send;
+
+    /// Puts back jobs (id, attempt) leased but not started, the attempt not counted.
+    fn release(&self, jobs: &[(String, u32)]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+impl Leases for Queue {
+    fn kind(&self) -> Kind {
+        Queue::kind(self)
+    }
+
+    async fn fetch(&self, count: usize, settings: &FetchSettings) -> Result<Fetched, StoreError> {
+        let (jobs, next) = self.fetch_or_next(settings.lease, count, settings.promote_limit).await?;
+        let jobs = jobs.into_iter().map(|(lease, payload)| Job { lease, payload }).collect();
+        Ok(Fetched { jobs, next })
+    }
+
+    async fn release(&self, jobs: &[(String, u32)]) -> Result<u64, StoreError> {
+        Queue::release(self, jobs).await
+    }
+}
+
+/// Waits on the queue's wake-up list, to which each enqueued job pushes a marker.
+pub trait WakeUps: Send + Sync + 'static {
+    /// True when woken by a new job, false when `timeout` ran out. Runs as a task of its own.
+    fn wait(&self, timeout: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static;
+}
+
+/// `BLPOP` on the queue's wake-up list, on a connection of its own: a connection blocked in
+/// `BLPOP` serves nothing else.
+#[derive(Debug)]
+pub struct WakeList {
+    queue: Queue,
+    conn: Conn,
+}
+
+impl WakeUps for WakeList {
+    fn wait(&self, timeout: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+        let (queue, mut conn) = (self.queue.clone(), self.conn.clone());
+        async move { queue.wait_for_work(&mut conn, timeout).await }
+    }
+}
+
+/// The fetch/idle loop's state. It stops at the first check after `closing` turns true.
+pub struct Fetcher<L: Leases, W: WakeUps> {
+    leases: L,
+    settings: FetchSettings,
+    inflight: Inflight,
+    /// Slots free for new jobs right now (the concurrency less the jobs running).
+    free: Box<dyn Fn() -> usize + Send + Sync>,
+    /// `None`: no wake-up connection, so an idle worker polls with backoff.
+    wake: Option<W>,
+    /// A wake-up wait still outstanding: it outlives an idle spell cut short by the local
+    /// timer, and serves the next one.
+    waiting: Option<JoinHandle<()>>,
+    /// The current poll interval of an idle worker without a wake-up connection.
+    idle: Duration,
+    /// Fetches failed in a row.
+    failures: u32,
+    closing: watch::Receiver<bool>,
+}
+
+impl<L: Leases, W: WakeUps> std::fmt::Debug for Fetcher<L, W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fetcher")
+            .field("kind", &self.leases.kind())
+            .field("settings", &self.settings)
+            .field("wake_ups", &self.wake.is_some())
+            .field("idle", &self.idle)
+            .field("failures", &self.failures)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: Leases, W: WakeUps> Drop for Fetcher<L, W> {
+    fn drop(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            waiting.abort();
+        }
+    }
+}
+
+impl<L: Leases, W: WakeUps> Fetcher<L, W> {
+    pub fn new(
+        leases: L,
+        settings: FetchSettings,
+        inflight: Inflight,
+        free: Box<dyn Fn() -> usize + Send + Sync>,
+        wake: Option<W>,
+        closing: watch::Receiver<bool>,
+    ) -> Self {
+        let idle = settings.idle_min;
+        Self { leases, settings, inflight, free, wake, waiting: None, idle, failures: 0, closing }
+    }
+
+    /// The batches of [`Fetcher::next_batch`], until it closes.
+    pub fn into_stream(self) -> BoxStream<'static, Vec<Job>> {
+        futures::stream::unfold(self, |mut fetcher| async move {
+            let batch = fetcher.next_batch().await?;
+            Some((batch, fetcher))
+        })
+        .boxed()
+    }
+
+    /// The next jobs to run, never more than the free slots; waits while the queue is empty
+    /// and retries with backoff while Redis fails. `None` once closing: a fetch already in
+    /// flight is still awaited, and its jobs returned, so they can be put back.
+    pub async fn next_batch(&mut self) -> Option<Vec<Job>> {
+        loop {
+            if self.is_closing() {
+                return None;
+            }
+            let free = (self.free)();
+            if free == 0 {
+                // A finishing job wakes the worker; the timer is a floor under that.
+                self.sleep(self.settings.idle_min).await;
+                continue;
+            }
+            match self.fetch(free.min(self.settings.batch)).await {
+                Ok(fetched) if !fetched.jobs.is_empty() => {
+                    self.failures = 0;
+                    self.idle = self.settings.idle_min;
+                    return Some(fetched.jobs);
+                }
+                Ok(fetched) => {
+                    self.failures = 0;
+                    self.wait_for_work(fetched.next).await;
+                }
+                Err(e) => self.back_off(&e).await,
+            }
+        }
+    }
+
+    /// Leases as a task of its own, which records the jobs in [`Inflight`] as soon as Redis
+    /// answers: a stopping worker can then put them back even if it no longer waits for it.
+    async fn fetch(&self, count: usize) -> Result<Fetched, StoreError> {
+        let (leases, settings, inflight) = (self.leases.clone(), self.settings, self.inflight.clone());
+        let fetch = tokio::spawn(async move {
+            let fetched = leases.fetch(count, &settings).await?;
+            for job in &fetched.jobs {
+                inflight.insert(&job.lease.id, job.lease.attempt);
+            }
+            Ok(fetched)
+        });
+        fetch.await.unwrap_or_else(|e| Err(StoreError::Protocol(jobs::store::Cause::new("the fetch task failed", e))))
+    }
+
+    /// The queue is empty: waits for a new job, woken through the queue's wake-up list (at
+    /// most `idle_max`), but never past `next`, when a scheduled job falls due or a lease runs
+    /// out. That bound is a local timer, because Redis times out a blocked client only at its
+    /// own `hz` tick (every 100 ms by default). Without a wake-up connection: polls with backoff.
+    async fn wait_for_work(&mut self, next: Option<Duration>) {
+        let one_ms = Duration::from_millis(1);
+        let Some(wake) = &self.wake else {
+            let poll = next.map_or(self.idle, |n| self.idle.min(n)).max(one_ms);
+            self.idle = (self.idle * 2).min(self.settings.idle_max);
+            return self.sleep(poll).await;
+        };
+        let timeout = self.settings.idle_max;
+        let kind = self.leases.kind();
+        let waiting = self.waiting.get_or_insert_with(|| {
+            let wait = wake.wait(timeout);
+            tokio::spawn(async move {
+                if let Err(e) = wait.await {
+                    tracing::debug!(%kind, error = %e, "wake-up wait failed; polling instead");
+                    tokio::time::sleep(timeout).await;
+                }
+            })
+        });
+        // Should the wait never answer, a floor: fetch again after three of its timeouts.
+        let bound = next.filter(|n| *n < timeout).map_or(timeout * 3, |n| n.max(one_ms));
+        let mut closing = self.closing.clone();
+        let woken = tokio::select! {
+            _ = waiting => true,
+            () = tokio::time::sleep(bound) => false,
+            _ = closing.wait_for(|c| *c) => false,
+        };
+        if woken {
+            self.waiting = None;
+        }
+    }
+
+    /// Redis away or restarting: keep trying, with backoff, for as long as it takes.
+    async fn back_off(&mut self, error: &StoreError) {
+        self.failures = self.failures.saturating_add(1);
+        let wait = Duration::from_millis(100 * 2_u64.pow(self.failures.min(4))).min(Duration::from_secs(1));
+        let kind = self.leases.kind();
+        tracing::warn!(%kind, error = jobs::store::chain(error), retry_in_ms = wait.as_millis(), "fetch failed");
+        metrics::counter!("jobplane_fetch_errors_total", "kind" => kind.as_str()).increment(1);
+        self.sleep(wait).await;
+    }
+
+    /// Sleeps for `duration`, or less if the worker starts closing.
+    async fn sleep(&self, duration: Duration) {
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            () = tokio::time::sleep(duration) => {}
+            _ = closing.wait_for(|c| *c) => {}
+        }
+    }
+
+    fn is_closing(&self) -> bool {
+        *self.closing.borrow()
+    }
+}
+
+/// Puts back the jobs leased but not started, so other workers run them at once: `held`, and
+/// those of a fetch Redis may already have run (the rest of `fetches`, which ends once closing).
+pub async fn put_back<L: Leases>(
+    leases: L,
+    inflight: Inflight,
+    mut held: Vec<Job>,
+    fetches: Option<BoxStream<'static, Vec<Job>>>,
+) {
+    if let Some(fetches) = fetches {
+        held.extend(fetches.concat().await);
+    }
+    let jobs: Vec<(String, u32)> = held.into_iter().map(|job| (job.lease.id, job.lease.attempt)).collect();
+    let kind = leases.kind();
+    match leases.release(&jobs).await {
+        Ok(n) => tracing::info!(%kind, released = n, "put back jobs not started"),
+        Err(e) => {
+            tracing::warn!(%kind, error = jobs::store::chain(&e), "could not put back jobs; their leases will expire")
+        }
+    }
+    for (id, attempt) in &jobs {
+        inflight.remove(id, *attempt);
+    }
+}
+
+/// The backend's side of the fetch loop. The loop starts on the first poll, when apalis
+/// hands over the worker whose running jobs bound each fetch.
+enum Feed {
+    NotStarted,
+    Running(BoxStream<'static, Vec<Job>>),
+    Closing(BoxFuture<'static, ()>),
+    Closed,
+}
 
 pub struct RedisBackend {
     queue: Queue,
     settings: FetchSettings,
     inflight: Inflight,
     acker: Acker,
-    buffer: VecDeque<Task<String>>,
-    fetching: Option<Fetch>,
-    releasing: Option<BoxFuture<'static, ()>>,
-    timer: Option<Pin<Box<tokio::time::Sleep>>>,
-    idle: Duration,
-    failures: u32,
-    /// A connection of this backend's own for `BLPOP` on the wake-up list; `None`: poll only.
-    waker: Option<Conn>,
-    waiting: Option<tokio::task::JoinHandle<()>>,
-    /// Set while idle with a wake-up connection: the latest the worker fetches again even
-    /// without a wake-up (the next due job, or a floor should the `BLPOP` never answer).
-    parked: Option<Pin<Box<tokio::time::Sleep>>>,
+    wake: Option<WakeList>,
+    buffer: VecDeque<Job>,
+    feed: Feed,
+    closing: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for RedisBackend {
@@ -78,191 +332,87 @@ impl std::fmt::Debug for RedisBackend {
 }
 
 impl RedisBackend {
+    /// `waker`: a connection of this backend's own for the wake-up list; `None`: poll only.
     pub fn new(queue: Queue, settings: FetchSettings, inflight: Inflight, acker: Acker, waker: Option<Conn>) -> Self {
-        Self {
-            queue,
-            settings,
-            inflight,
-            acker,
-            buffer: VecDeque::new(),
-            fetching: None,
-            releasing: None,
-            timer: None,
-            idle: settings.idle_min,
-            failures: 0,
-            waker,
-            waiting: None,
-            parked: None,
+        let wake = waker.map(|conn| WakeList { queue: queue.clone(), conn });
+        let closing = watch::Sender::new(false);
+        Self { queue, settings, inflight, acker, wake, buffer: VecDeque::new(), feed: Feed::NotStarted, closing }
+    }
+
+    /// The running fetch loop, started if need be; `None` once closing.
+    fn fetches(&mut self, worker: &WorkerContext) -> Option<&mut BoxStream<'static, Vec<Job>>> {
+        if matches!(self.feed, Feed::NotStarted) {
+            let (worker, concurrency) = (worker.clone(), self.settings.concurrency);
+            let free = Box::new(move || concurrency.saturating_sub(worker.task_count()));
+            let (queue, inflight) = (self.queue.clone(), self.inflight.clone());
+            let fetcher =
+                Fetcher::new(queue, self.settings, inflight, free, self.wake.take(), self.closing.subscribe());
+            self.feed = Feed::Running(fetcher.into_stream());
         }
-    }
-
-    /// Waits for a new job, woken through the queue's wake-up list (`BLPOP`, at most
-    /// `idle_max`), but never past `next`, when a scheduled job falls due or a lease runs out:
-    /// that bound is a local timer, because Redis times out a blocked client only at its own
-    /// `hz` tick (every 100 ms by default). A `BLPOP` still blocked when the timer fires stays
-    /// outstanding and serves the next idle spell. Without a wake-up connection: polls with backoff.
-    fn idle(&mut self, next: Option<Duration>) {
-        let one_ms = Duration::from_millis(1);
-        let Some(conn) = self.waker.clone() else {
-            self.wait(next.map_or(self.idle, |n| self.idle.min(n)).max(one_ms));
-            self.idle = (self.idle * 2).min(self.settings.idle_max);
-            return;
-        };
-        if self.waiting.is_none() {
-            let queue = self.queue.clone();
-            let timeout = self.settings.idle_max;
-            self.waiting = Some(tokio::spawn(async move {
-                let mut conn = conn;
-                if let Err(e) = queue.wait_for_work(&mut conn, timeout).await {
-                    tracing::debug!(kind = %queue.kind(), error = %e, "wake-up wait failed; polling instead");
-                    tokio::time::sleep(timeout).await;
-                }
-            }));
-        }
-        self.parked = match next {
-            Some(n) if n < self.settings.idle_max => Some(Box::pin(tokio::time::sleep(n.max(one_ms)))),
-            _ => Some(Box::pin(tokio::time::sleep(self.settings.idle_max * 3))),
-        };
-    }
-
-    fn wait(&mut self, duration: Duration) {
-        self.timer = Some(Box::pin(tokio::time::sleep(duration)));
-    }
-
-    fn start_fetch(&mut self, count: usize) {
-        let queue = self.queue.clone();
-        let settings = self.settings;
-        let inflight = self.inflight.clone();
-        self.fetching = Some(tokio::spawn(async move {
-            let (jobs, next) = queue.fetch_or_next(settings.lease, count, settings.promote_limit).await?;
-            for (job, _) in &jobs {
-                inflight.insert(&job.id, job.attempt);
-            }
-            Ok((jobs, next))
-        }));
-    }
-
-    fn fetched(&mut self, result: Result<Fetched, StoreError>) {
-        match result {
-            Ok((jobs, next)) if jobs.is_empty() => {
-                self.failures = 0;
-                self.idle(next);
-            }
-            Ok((jobs, _)) => {
-                self.failures = 0;
-                self.idle = self.settings.idle_min;
-                for (job, payload) in jobs {
-                    let task = TaskBuilder::new(payload)
-                        .task_id(TaskId::from_string(job.id.clone()))
-                        .attempt(job.attempt.saturating_sub(1) as usize)
-                        .max_attempts(job.max_attempts as usize)
-                        .data(job)
-                        .build();
-                    self.buffer.push_back(task);
-                }
-            }
-            Err(e) => {
-                // Redis away or restarting: keep trying, with backoff, for as long as it takes.
-                self.failures = self.failures.saturating_add(1);
-                let wait = Duration::from_millis(100 * 2_u64.pow(self.failures.min(4))).min(Duration::from_secs(1));
-                tracing::warn!(kind = %self.queue.kind(), error = %e, retry_in_ms = wait.as_millis(), "fetch failed");
-                metrics::counter!("jobplane_fetch_errors_total", "kind" => self.queue.kind().as_str()).increment(1);
-                self.wait(wait);
-            }
+        match &mut self.feed {
+            Feed::Running(fetches) => Some(fetches),
+            _ => None,
         }
     }
 }
 
+fn task(job: Job) -> Task<Job> {
+    let id = TaskId::from_string(job.lease.id.clone());
+    let (attempt, max_attempts) = (job.lease.attempt.saturating_sub(1) as usize, job.lease.max_attempts as usize);
+    TaskBuilder::new(job).task_id(id).attempt(attempt).max_attempts(max_attempts).build()
+}
+
 impl Backend for RedisBackend {
-    type Task = Task<String>;
+    type Task = Task<Job>;
     type Error = StoreError;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
+    /// Redis errors never reach apalis: the fetch loop logs them and retries.
     fn poll_next(
         &mut self,
         cx: &mut Context<'_>,
         worker: &WorkerContext,
     ) -> Poll<Option<Result<Self::Task, Self::Error>>> {
         loop {
-            if let Some(task) = self.buffer.pop_front() {
-                return Poll::Ready(Some(Ok(task)));
+            if let Some(job) = self.buffer.pop_front() {
+                return Poll::Ready(Some(Ok(task(job))));
             }
-            if let Some(fetch) = self.fetching.as_mut() {
-                let result = std::task::ready!(fetch.poll_unpin(cx));
-                self.fetching = None;
-                self.fetched(
-                    result.unwrap_or_else(|e| Err(StoreError::Protocol(format!("fetch task failed: {e}").into()))),
-                );
-                continue;
+            let Some(fetches) = self.fetches(worker) else { return Poll::Ready(None) };
+            match std::task::ready!(fetches.poll_next_unpin(cx)) {
+                Some(batch) => self.buffer.extend(batch),
+                None => return Poll::Ready(None),
             }
-            if let Some(timer) = self.timer.as_mut() {
-                std::task::ready!(timer.as_mut().poll(cx));
-                self.timer = None;
-            }
-            if let Some(parked) = self.parked.as_mut() {
-                // Idle: until a wake-up (or the BLPOP's own timeout), or the local bound.
-                let woken = self.waiting.as_mut().is_some_and(|w| w.poll_unpin(cx).is_ready());
-                if woken {
-                    self.waiting = None;
-                } else if parked.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.parked = None;
-            }
-            let free = self.settings.concurrency.saturating_sub(worker.task_count());
-            if free == 0 {
-                // A finishing job wakes the worker; the timer is a floor under that.
-                self.wait(self.settings.idle_min);
-                continue;
-            }
-            self.start_fetch(free.min(self.settings.batch));
         }
     }
 
-    /// Puts back the jobs leased but not started, so other workers run them at once: those
-    /// buffered, and those of a fetch Redis may already have run.
     fn poll_close(&mut self, cx: &mut Context<'_>, _worker: &WorkerContext) -> Poll<Result<(), Self::Error>> {
-        if let Some(fetch) = self.fetching.as_mut() {
-            let result = std::task::ready!(fetch.poll_unpin(cx));
-            self.fetching = None;
-            if let Ok(Ok(fetched)) = result {
-                self.fetched(Ok(fetched));
+        loop {
+            match &mut self.feed {
+                Feed::NotStarted | Feed::Running(_) => {
+                    self.closing.send_replace(true);
+                    let fetches = match std::mem::replace(&mut self.feed, Feed::Closed) {
+                        Feed::Running(fetches) => Some(fetches),
+                        _ => None,
+                    };
+                    let held = self.buffer.drain(..).collect();
+                    let put_back = put_back(self.queue.clone(), self.inflight.clone(), held, fetches);
+                    self.feed = Feed::Closing(put_back.boxed());
+                }
+                Feed::Closing(put_back) => {
+                    std::task::ready!(put_back.poll_unpin(cx));
+                    self.feed = Feed::Closed;
+                }
+                Feed::Closed => return Poll::Ready(Ok(())),
             }
         }
-        if let Some(waiting) = self.waiting.take() {
-            waiting.abort();
-        }
-        self.parked = None;
-        if self.releasing.is_none() {
-            let jobs: Vec<(String, u32)> = self
-                .buffer
-                .drain(..)
-                .filter_map(|task| task.data().get::<Leased>().map(|job| (job.id.clone(), job.attempt)))
-                .collect();
-            let queue = self.queue.clone();
-            let inflight = self.inflight.clone();
-            self.releasing = Some(
-                async move {
-                    match queue.release(&jobs).await {
-                        Ok(n) => tracing::info!(kind = %queue.kind(), released = n, "put back jobs not started"),
-                        Err(e) => tracing::warn!(kind = %queue.kind(), error = %e, "could not put back jobs; their leases will expire"),
-                    }
-                    for (id, attempt) in &jobs {
-                        inflight.remove(id, *attempt);
-                    }
-                }
-                .boxed(),
-            );
-        }
-        self.releasing.as_mut().map_or(Poll::Ready(()), |f| f.poll_unpin(cx)).map(Ok)
     }
 }
 
 impl BackendConfig for RedisBackend {
-    type Args = String;
+    type Args = Job;
     type Id = String;
     type Kind = Ephemeral;
     type Config = FetchSettings;
@@ -274,5 +424,250 @@ impl BackendConfig for RedisBackend {
 
     fn middleware(&mut self, _worker: &mut WorkerContext) -> Self::Layer {
         AckLayer::new(self.acker.clone())
+    }
+}
+
+/// The fetch loop against a fake queue, on a paused clock: how much each fetch asks for, when
+/// an idle or failing loop fetches again, and what a closing worker puts back.
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use chrono::Utc;
+    use tokio::sync::Notify;
+    use tokio::time::Instant;
+
+    use super::*;
+
+    #[derive(Default)]
+    struct State {
+        ready: VecDeque<Job>,
+        /// Each fetch: when, and how many jobs it asked for.
+        asked: Vec<(Instant, usize)>,
+        /// Fetches still to fail as if Redis were away.
+        failures: u32,
+        /// What an empty fetch says of the next due job.
+        next: Option<Duration>,
+        released: Vec<(String, u32)>,
+    }
+
+    #[derive(Clone)]
+    struct FakeLeases {
+        state: Arc<Mutex<State>>,
+        /// A fetch answers only while this is true.
+        open: watch::Receiver<bool>,
+    }
+
+    impl FakeLeases {
+        fn new(jobs: usize) -> (Self, watch::Sender<bool>) {
+            let (gate, open) = watch::channel(true);
+            let state = State { ready: (0..jobs).map(job).collect(), ..State::default() };
+            (Self { state: Arc::new(Mutex::new(state)), open }, gate)
+        }
+
+        fn state(&self) -> std::sync::MutexGuard<'_, State> {
+            self.state.lock().unwrap()
+        }
+
+        /// Milliseconds between fetches.
+        fn gaps(&self) -> Vec<u128> {
+            self.state().asked.windows(2).map(|w| (w[1].0 - w[0].0).as_millis()).collect()
+        }
+    }
+
+    impl Leases for FakeLeases {
+        fn kind(&self) -> Kind {
+            Kind::Webhook
+        }
+
+        async fn fetch(&self, count: usize, _settings: &FetchSettings) -> Result<Fetched, StoreError> {
+            let mut open = self.open.clone();
+            let _ = open.wait_for(|open| *open).await;
+            let mut state = self.state();
+            state.asked.push((Instant::now(), count));
+            if state.failures > 0 {
+                state.failures -= 1;
+                return Err(StoreError::Unavailable("connection refused".into()));
+            }
+            let jobs: Vec<Job> = (0..count).map_while(|_| state.ready.pop_front()).collect();
+            let next = if jobs.is_empty() { state.next } else { None };
+            Ok(Fetched { jobs, next })
+        }
+
+        async fn release(&self, jobs: &[(String, u32)]) -> Result<u64, StoreError> {
+            self.state().released.extend_from_slice(jobs);
+            Ok(jobs.len() as u64)
+        }
+    }
+
+    /// A wake-up list: `notify_one` is a job enqueued (kept until a wait takes it, as the list does).
+    #[derive(Clone, Default)]
+    struct FakeWake {
+        pushed: Arc<Notify>,
+        waits: Arc<AtomicUsize>,
+    }
+
+    impl WakeUps for FakeWake {
+        fn wait(&self, timeout: Duration) -> impl Future<Output = Result<bool, StoreError>> + Send + 'static {
+            self.waits.fetch_add(1, Ordering::SeqCst);
+            let pushed = self.pushed.clone();
+            async move {
+                tokio::select! {
+                    () = pushed.notified() => Ok(true),
+                    () = tokio::time::sleep(timeout) => Ok(false),
+                }
+            }
+        }
+    }
+
+    fn job(n: usize) -> Job {
+        let lease = Leased {
+            id: format!("j{n}"),
+            kind: Kind::Webhook,
+            attempt: 1,
+            max_attempts: 3,
+            created_at: Utc::now(),
+            producer: "p".into(),
+            traceparent: None,
+        };
+        Job { lease, payload: "{}".into() }
+    }
+
+    struct Loop {
+        fetcher: Fetcher<FakeLeases, FakeWake>,
+        free: Arc<AtomicUsize>,
+        inflight: Inflight,
+        closing: watch::Sender<bool>,
+    }
+
+    fn start(leases: &FakeLeases, wake: Option<FakeWake>) -> Loop {
+        let settings = FetchSettings {
+            batch: 10,
+            concurrency: 20,
+            lease: Duration::from_secs(30),
+            promote_limit: 100,
+            idle_min: Duration::from_millis(1),
+            idle_max: Duration::from_millis(100),
+        };
+        let free = Arc::new(AtomicUsize::new(20));
+        let slots = free.clone();
+        let (inflight, closing) = (Inflight::default(), watch::Sender::new(false));
+        let count = Box::new(move || slots.load(Ordering::SeqCst));
+        let fetcher = Fetcher::new(leases.clone(), settings, inflight.clone(), count, wake, closing.subscribe());
+        Loop { fetcher, free, inflight, closing }
+    }
+
+    async fn within(ms: u64, future: impl Future) {
+        let _ = tokio::time::timeout(Duration::from_millis(ms), future).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_fetch_asks_for_no_more_than_the_free_slots_and_holds_its_jobs_at_once() {
+        let (leases, _gate) = FakeLeases::new(50);
+        let mut feed = start(&leases, None);
+        feed.free.store(3, Ordering::SeqCst);
+        assert_eq!(feed.fetcher.next_batch().await.unwrap().len(), 3);
+        assert_eq!(feed.inflight.len(), 3, "held from the moment Redis answered");
+        feed.free.store(20, Ordering::SeqCst);
+        assert_eq!(feed.fetcher.next_batch().await.unwrap().len(), 10, "and never more than the batch");
+        feed.free.store(0, Ordering::SeqCst);
+        within(50, feed.fetcher.next_batch()).await;
+        let asked: Vec<usize> = leases.state().asked.iter().map(|(_, n)| *n).collect();
+        assert_eq!(asked, [3, 10], "no fetch while every slot is busy");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_wake_ups_an_idle_loop_polls_with_backoff() {
+        let (leases, _gate) = FakeLeases::new(0);
+        let mut feed = start(&leases, None);
+        within(400, feed.fetcher.next_batch()).await;
+        assert_eq!(leases.gaps(), [1, 2, 4, 8, 16, 32, 64, 100, 100]);
+
+        // A job ends the spell, and the next one starts from the shortest interval again,
+        // never past the next due job.
+        leases.state().ready.push_back(job(1));
+        assert_eq!(feed.fetcher.next_batch().await.unwrap().len(), 1);
+        leases.state().asked.clear();
+        leases.state().next = Some(Duration::from_millis(3));
+        within(20, feed.fetcher.next_batch()).await;
+        assert_eq!(leases.gaps()[..4], [1, 2, 3, 3]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_wake_ups_a_new_job_is_fetched_at_once() {
+        let (leases, _gate) = FakeLeases::new(0);
+        let wake = FakeWake::default();
+        let mut feed = start(&leases, Some(wake.clone()));
+        let enqueue = async {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            leases.state().ready.push_back(job(1));
+            wake.pushed.notify_one();
+        };
+        let (batch, ()) = tokio::join!(feed.fetcher.next_batch(), enqueue);
+        assert_eq!(batch.unwrap().len(), 1);
+        assert_eq!(leases.gaps(), [30], "fetched when the job came, not at the wait's timeout");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn with_wake_ups_an_idle_loop_fetches_when_a_job_falls_due_or_the_wait_times_out() {
+        let (leases, _gate) = FakeLeases::new(0);
+        let wake = FakeWake::default();
+        let mut feed = start(&leases, Some(wake.clone()));
+        leases.state().next = Some(Duration::from_millis(20));
+        within(70, feed.fetcher.next_batch()).await;
+        assert_eq!(leases.gaps(), [20, 20, 20], "the local timer, for the next due job");
+        assert_eq!(wake.waits.load(Ordering::SeqCst), 1, "one wait, still outstanding, serves each spell");
+
+        leases.state().asked.clear();
+        leases.state().next = None;
+        within(250, feed.fetcher.next_batch()).await;
+        // The outstanding wait (started at 0) times out at 100, the next ones a timeout apart.
+        assert_eq!(leases.gaps(), [30, 100, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn redis_errors_back_off_up_to_a_second_and_the_loop_carries_on() {
+        let (leases, _gate) = FakeLeases::new(1);
+        leases.state().failures = 6;
+        let mut feed = start(&leases, None);
+        assert_eq!(feed.fetcher.next_batch().await.unwrap().len(), 1);
+        assert_eq!(leases.gaps(), [200, 400, 800, 1000, 1000, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_puts_back_the_jobs_held_and_those_of_a_fetch_in_flight() {
+        let (leases, gate) = FakeLeases::new(5);
+        gate.send_replace(false);
+        let feed = start(&leases, None);
+        let held = job(99);
+        feed.inflight.insert(&held.lease.id, 1);
+        let mut fetches = feed.fetcher.into_stream();
+        assert!(futures::poll!(fetches.next()).is_pending(), "a fetch in flight");
+
+        feed.closing.send_replace(true);
+        let put_back = tokio::spawn(put_back(leases.clone(), feed.inflight.clone(), vec![held], Some(fetches)));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!put_back.is_finished(), "the fetch's answer is awaited");
+        gate.send_replace(true);
+        put_back.await.unwrap();
+
+        let released: Vec<String> = leases.state().released.iter().map(|(id, _)| id.clone()).collect();
+        assert_eq!(released, ["j99", "j0", "j1", "j2", "j3", "j4"]);
+        assert!(feed.inflight.is_empty(), "{:?}", feed.inflight.snapshot());
+        assert_eq!(leases.state().asked.len(), 1, "no fetch after closing");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn closing_ends_an_idle_wait_at_once() {
+        let (leases, _gate) = FakeLeases::new(0);
+        let feed = start(&leases, Some(FakeWake::default()));
+        let mut fetches = feed.fetcher.into_stream();
+        assert!(futures::poll!(fetches.next()).is_pending(), "the queue is empty");
+        let began = Instant::now();
+        feed.closing.send_replace(true);
+        put_back(leases.clone(), feed.inflight.clone(), Vec::new(), Some(fetches)).await;
+        assert_eq!(began.elapsed(), Duration::ZERO);
+        assert_eq!(leases.state().asked.len(), 1);
     }
 }

@@ -1,6 +1,16 @@
 //! The worker process: one apalis worker per kind it consumes, each leasing jobs from its
 //! queue in Redis ([`backend`]), running them ([`deliver`]) and recording each outcome
 //! ([`ack`]) with the retry policy and the dead letters of `jobs`.
+//!
+//! # Layout
+//! - [`Config`]: every setting, read and checked at start ([`deliver::Settings`] for the providers').
+//! - [`backend`]: the fetch/idle loop, an `async fn` turned into a stream, and the apalis
+//!   backend over it; each task carries its lease ([`backend::Job`]).
+//! - [`ack`]: waits for each job's outcome to be written, batching the writes (`finish.lua`).
+//! - [`leases`]: the jobs held, and their lease renewals.
+//! - [`outcome`]: a handler's typed result, judged into the job's next step.
+//! - [`deliver`]: what running a job of each kind means.
+//! - [`scheduler`]: fires due recurring schedules.
 
 pub mod ack;
 pub mod backend;
@@ -19,7 +29,7 @@ use apalis_core::error::BoxDynError;
 use apalis_core::task::data::Data;
 use apalis_core::worker::context::WorkerContext;
 use futures::StreamExt;
-use jobs::queue::{Leased, Queue, Retention};
+use jobs::queue::{Queue, Retention};
 use jobs::redis_conn::RedisSettings;
 use jobs::retry::Backoff;
 use jobs::settings::{Env, SettingError};
@@ -27,7 +37,7 @@ use jobs::{Keys, Kind, Store};
 use tokio::net::TcpListener;
 
 use crate::ack::Acker;
-use crate::backend::{FetchSettings, RedisBackend};
+use crate::backend::{FetchSettings, Job, RedisBackend};
 use crate::deliver::Deliveries;
 use crate::leases::Inflight;
 
@@ -63,10 +73,14 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS` of the metrics address.
     pub http: service::HttpLimits,
-    env: Env,
+    /// The providers' settings (`WEBHOOK_*`, `SMS_*`, `TWILIO_*`, `EMAIL_*`, `AUDIT_*`,
+    /// `WORKER_JOB_TIMEOUT_SECONDS`), of the kinds this worker consumes.
+    pub deliveries: deliver::Settings,
 }
 
 impl Config {
+    /// Reads and checks every setting of the worker, so a bad value stops it at start with one
+    /// line naming the variable; nothing reads the environment later.
     pub fn from_env(env: &Env, kinds_flag: Option<&str>) -> Result<Self, SettingError> {
         let metrics_addr = match env.or("WORKER_METRICS_ADDR", "127.0.0.1:9091").as_str() {
             "0" => None,
@@ -132,7 +146,6 @@ impl Config {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
             database_url: jobs::settings::database_url(env)?,
-            kinds,
             concurrency,
             backoff,
             batch,
@@ -148,7 +161,8 @@ impl Config {
             },
             idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 86_400)?,
             http: service::HttpLimits::from_env(env)?,
-            env: env.clone(),
+            deliveries: deliver::Settings::from_env(env, &kinds)?,
+            kinds,
         })
     }
 }
@@ -169,12 +183,8 @@ fn worker_id() -> String {
 /// Runs the delivery as a task of its own, so jobs spread over every core (apalis polls its
 /// jobs inside one worker future), bounded by the job timeout; a panic is raised again here
 /// for apalis's catch-panic layer.
-async fn handle(
-    payload: String,
-    job: Data<Leased>,
-    deliveries: Data<Arc<Deliveries>>,
-) -> Result<outcome::Delivered, BoxDynError> {
-    let mut job = Leased::clone(&job);
+async fn handle(job: Job, deliveries: Data<Arc<Deliveries>>) -> Result<outcome::Delivered, BoxDynError> {
+    let Job { lease: mut job, payload } = job;
     let deliveries = Arc::clone(&deliveries);
     let timeout = deliveries.timeout;
     // Every log line about the job carries its id, kind, attempt and producer; a job enqueued
@@ -231,7 +241,7 @@ struct Running {
 /// worker ends by itself: a worker never stays alive and idle.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
-    let deliveries = Arc::new(Deliveries::from_env(&config.env, &config.kinds, config.database_url.expose()).await?);
+    let deliveries = Arc::new(Deliveries::start(&config.deliveries, config.database_url.expose()).await?);
     tracing::info!(redis = %config.redis.topology.describe(), "Redis");
     let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
@@ -362,39 +372,87 @@ async fn drain(running: Vec<Running>, grace: Duration) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
+    /// A signing secret that reads (the webhook kind needs one).
+    const SECRET: (&str, &str) = ("WEBHOOK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw");
+
+    /// `Config::from_env` over `pairs` and a valid signing secret.
+    fn config(pairs: &[(&str, &str)], kinds: Option<&str>) -> Result<Config, SettingError> {
+        let mut pairs = pairs.to_vec();
+        if !pairs.iter().any(|(name, _)| *name == SECRET.0) {
+            pairs.push(SECRET);
+        }
+        Config::from_env(&Env::from_pairs(&pairs), kinds)
+    }
+
     #[test]
     fn debug_never_shows_a_secret_setting() {
-        let config = Config::from_env(
-            &Env::from_pairs(&[
+        let twilio = config(
+            &[
                 ("DATABASE_URL", "postgres://app:s3cretpw@db:5432/jobs"),
                 ("REDIS_URL", "redis://:s3cretpw@redis:6379"),
-                ("WEBHOOK_SIGNING_SECRET", "whsec_s3cretpw"),
+                ("WEBHOOK_SIGNING_SECRET", "whsec_s3cretpwAAAAAAAAAAAAAAAA"),
+                ("WEBHOOK_PROXY_URL", "http://proxy:s3cretpw@proxy.internal:3128"),
+                ("SMS_PROVIDER", "twilio"),
+                ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
                 ("TWILIO_AUTH_TOKEN", "s3cretpw"),
+                ("TWILIO_FROM", "+14155550100"),
                 ("AWS_SECRET_ACCESS_KEY", "s3cretpw"),
-            ]),
+            ],
             None,
         )
         .unwrap();
-        let shown = format!("{config:?}");
-        assert!(!shown.contains("s3cretpw"), "{shown}");
+        let gateway = [("SMS_PROVIDER", "http"), ("SMS_HTTP_URL", "https://sms"), ("SMS_HTTP_TOKEN", "s3cretpw")];
+        for shown in [format!("{twilio:?}"), format!("{:?}", config(&gateway, None).unwrap())] {
+            assert!(!shown.contains("s3cretpw"), "{shown}");
+        }
     }
 
     #[test]
     fn kinds_narrow_and_bad_settings_are_named() {
         assert_eq!(parse_kinds(None).unwrap().len(), 4);
         assert_eq!(parse_kinds(Some("email, webhook")).unwrap().len(), 2);
-        let err = Config::from_env(&Env::from_pairs(&[("WORKER_KINDS", "email,fax")]), None).unwrap_err();
+        let err = config(&[("WORKER_KINDS", "email,fax")], None).unwrap_err();
         assert!(err.to_string().starts_with("WORKER_KINDS: unknown kind `fax`"), "{err}");
-        let err = Config::from_env(&Env::default(), Some("pager")).unwrap_err();
+        let err = config(&[], Some("pager")).unwrap_err();
         assert!(err.to_string().starts_with("WORKER_KINDS: "));
-        let err = Config::from_env(&Env::from_pairs(&[("WORKER_METRICS_ADDR", "nope")]), None).unwrap_err();
+        let err = config(&[("WORKER_METRICS_ADDR", "nope")], None).unwrap_err();
         assert!(err.to_string().starts_with("WORKER_METRICS_ADDR: "));
-        assert!(
-            Config::from_env(&Env::from_pairs(&[("WORKER_METRICS_ADDR", "0")]), None).unwrap().metrics_addr.is_none()
-        );
-        let err = Config::from_env(&Env::from_pairs(&[("WORKER_CONCURRENCY_EMAIL", "0")]), None).unwrap_err();
+        assert!(config(&[("WORKER_METRICS_ADDR", "0")], None).unwrap().metrics_addr.is_none());
+        let err = config(&[("WORKER_CONCURRENCY_EMAIL", "0")], None).unwrap_err();
         assert!(err.to_string().starts_with("WORKER_CONCURRENCY_EMAIL: "));
-        let err = Config::from_env(&Env::from_pairs(&[("WORKER_LEASE_SECONDS", "1")]), None).unwrap_err();
+        let err = config(&[("WORKER_LEASE_SECONDS", "1")], None).unwrap_err();
         assert!(err.to_string().starts_with("WORKER_LEASE_SECONDS: "));
+    }
+
+    /// Every provider setting is read at start, not when the first job of its kind runs.
+    #[test]
+    fn a_bad_delivery_setting_stops_the_start_naming_its_variable() {
+        let ses = [("EMAIL_PROVIDER", "ses"), ("EMAIL_FROM", "Shop <noreply@example.org>")];
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (&[("WORKER_JOB_TIMEOUT_SECONDS", "0")], "WORKER_JOB_TIMEOUT_SECONDS"),
+            (&[("WEBHOOK_SIGNING_SECRET", "whsec_c2hvcnQ=")], "WEBHOOK_SIGNING_SECRET"),
+            (&[("WEBHOOK_TIMEOUT_MS", "soon")], "WEBHOOK_TIMEOUT_MS"),
+            (&[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "maybe")], "WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
+            (&[("WEBHOOK_PROXY_URL", "ftp://proxy.internal")], "WEBHOOK_PROXY_URL"),
+            (&[("SMS_PROVIDER", "pigeon")], "SMS_PROVIDER"),
+            (&[("SMS_TIMEOUT_MS", "0")], "SMS_TIMEOUT_MS"),
+            (&[("SMS_PROVIDER", "twilio")], "TWILIO_ACCOUNT_SID"),
+            (&[("SMS_PROVIDER", "http")], "SMS_HTTP_URL"),
+            (&[("SMS_TEMPLATE_LOGIN", "Welcome")], "SMS_TEMPLATE_LOGIN"),
+            (&[("EMAIL_PROVIDER", "carrier")], "EMAIL_PROVIDER"),
+            (&[("EMAIL_PROVIDER", "ses")], "EMAIL_FROM"),
+            (&[ses[0], ses[1], ("EMAIL_TIMEOUT_MS", "0")], "EMAIL_TIMEOUT_MS"),
+            (&[("AUDIT_BATCH_SIZE", "0")], "AUDIT_BATCH_SIZE"),
+            (&[("AUDIT_FLUSH_MS", "x")], "AUDIT_FLUSH_MS"),
+            (&[("AUDIT_WRITERS", "99")], "AUDIT_WRITERS"),
+        ];
+        for (pairs, name) in cases {
+            let err = config(pairs, None).expect_err(name);
+            assert!(err.to_string().starts_with(&format!("{name}: ")), "{pairs:?}: {err}");
+        }
+        assert!(config(&ses, None).is_ok(), "SES's own settings (region, credentials) are checked as it starts");
+        // A kind this worker does not run needs none of its settings.
+        let others = [("WEBHOOK_SIGNING_SECRET", ""), ("SMS_PROVIDER", "pigeon"), ("EMAIL_PROVIDER", "ses")];
+        assert!(config(&others, Some("audit_log")).is_ok());
     }
 }

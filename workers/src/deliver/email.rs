@@ -34,15 +34,49 @@ pub enum EmailProvider {
     Ses(SesSender),
 }
 
-impl EmailProvider {
-    /// Reads `EMAIL_PROVIDER`; with `ses` and `consumes` (this worker runs email jobs), builds
-    /// the SES client and checks that its settings are usable, naming the variable otherwise.
-    pub async fn from_env(env: &Env, consumes: bool) -> Result<Self, SettingError> {
+/// `EMAIL_PROVIDER` and, with `ses`, `EMAIL_FROM` and `EMAIL_TIMEOUT_MS`, read and checked at
+/// start. The SDK's own settings (region, credentials) are checked when the client is built.
+#[derive(Debug, Clone)]
+pub enum EmailSettings {
+    Log,
+    Ses { from: String, timeout: Duration },
+}
+
+impl EmailSettings {
+    /// `consumes`: this worker runs email jobs. One that runs none never sends one, so SES
+    /// need not be set up there.
+    pub fn from_env(env: &Env, consumes: bool) -> Result<Self, SettingError> {
         match env.or("EMAIL_PROVIDER", "log").as_str() {
-            "ses" if consumes => Ok(Self::Ses(SesSender::from_env(env).await?)),
-            // A worker that runs no email jobs never sends one: SES need not be set up there.
+            "ses" if consumes => Self::ses(env),
             "log" | "ses" => Ok(Self::Log),
             other => Err(SettingError::new("EMAIL_PROVIDER", format!("`{other}` is not ses or log"))),
+        }
+    }
+
+    fn ses(env: &Env) -> Result<Self, SettingError> {
+        let from = env
+            .require("EMAIL_FROM", "the default sender with EMAIL_PROVIDER=ses, such as Shop <noreply@example.org>")?;
+        if !jobs::payload::is_mailbox(from) {
+            return Err(SettingError::new(
+                "EMAIL_FROM",
+                format!("`{from}` is not an address such as Shop <noreply@example.org>"),
+            ));
+        }
+        let timeout = env.millis("EMAIL_TIMEOUT_MS", 30_000)?;
+        if timeout.is_zero() {
+            return Err(SettingError::new("EMAIL_TIMEOUT_MS", "must be at least 1"));
+        }
+        Ok(Self::Ses { from: from.to_owned(), timeout })
+    }
+}
+
+impl EmailProvider {
+    /// With SES, builds its client and checks that the SDK's settings are usable, naming the
+    /// variable otherwise.
+    pub async fn start(settings: &EmailSettings) -> Result<Self, SettingError> {
+        match settings {
+            EmailSettings::Log => Ok(Self::Log),
+            EmailSettings::Ses { from, timeout } => Ok(Self::Ses(SesSender::start(from, *timeout).await?)),
         }
     }
 
@@ -72,19 +106,7 @@ pub struct SesSender {
 }
 
 impl SesSender {
-    async fn from_env(env: &Env) -> Result<Self, SettingError> {
-        let from = env
-            .require("EMAIL_FROM", "the default sender with EMAIL_PROVIDER=ses, such as Shop <noreply@example.org>")?;
-        if !jobs::payload::is_mailbox(from) {
-            return Err(SettingError::new(
-                "EMAIL_FROM",
-                format!("`{from}` is not an address such as Shop <noreply@example.org>"),
-            ));
-        }
-        let timeout = env.millis("EMAIL_TIMEOUT_MS", 30_000)?;
-        if timeout.is_zero() {
-            return Err(SettingError::new("EMAIL_TIMEOUT_MS", "must be at least 1"));
-        }
+    async fn start(from: &str, timeout: Duration) -> Result<Self, SettingError> {
         let config = load_aws(timeout).await;
         if config.region().is_none() {
             return Err(SettingError::new(

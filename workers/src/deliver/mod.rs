@@ -8,12 +8,14 @@ pub mod public_address;
 pub mod sms;
 pub mod webhook;
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::Utc;
 use jobs::Kind;
 use jobs::queue::Leased;
-use jobs::settings::{Env, SettingError};
+use jobs::settings::{Env, SecretUrl, SettingError};
+use secrecy::{ExposeSecret, SecretString};
 
 use crate::outcome::{Delivered, JobError};
 
@@ -29,54 +31,98 @@ pub struct Deliveries {
     audit: Option<audit::AuditWriter>,
 }
 
-impl Deliveries {
-    /// Reads the settings of the kinds this worker consumes (async: the SES client loads the
-    /// AWS SDK's configuration).
-    pub async fn from_env(
-        env: &Env,
-        kinds: &std::collections::BTreeSet<Kind>,
-        database_url: &str,
-    ) -> Result<Self, SettingError> {
-        let webhook = if kinds.contains(&Kind::Webhook) {
-            let secret =
-                env.require("WEBHOOK_SIGNING_SECRET", "whsec_<base64>, the Standard Webhooks signing secret")?;
-            let timeout = env.millis("WEBHOOK_TIMEOUT_MS", 10_000)?;
-            let allow_private = env.flag("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?;
-            let proxy = match env.get("WEBHOOK_PROXY_URL").filter(|url| !url.is_empty()) {
-                Some(url) => Some(
-                    http::http_url(url)
-                        .and_then(|url| reqwest::Proxy::all(url).map_err(|e| e.to_string()))
-                        .map_err(|problem| SettingError::new("WEBHOOK_PROXY_URL", problem))?,
-                ),
-                None => None,
-            };
-            Some(
-                webhook::WebhookSender::new(secret, timeout, allow_private, proxy)
-                    .map_err(|e| SettingError::new("WEBHOOK_SIGNING_SECRET", e))?,
-            )
-        } else {
-            None
-        };
+/// Every delivery setting of the kinds this worker consumes, read and checked at start
+/// ([`crate::Config::from_env`]); a kind this worker does not run needs none of its settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `WORKER_JOB_TIMEOUT_SECONDS` (default 300): an attempt still running after this fails
+    /// (retryable), so a hung far side cannot hold a slot and renew its lease forever.
+    pub timeout: Duration,
+    webhook: Option<WebhookSettings>,
+    sms: Option<sms::SmsSettings>,
+    email: email::EmailSettings,
+    audit: Option<audit::AuditSettings>,
+}
+
+/// `WEBHOOK_*`.
+#[derive(Debug, Clone)]
+struct WebhookSettings {
+    secret: SecretString,
+    timeout: Duration,
+    allow_private: bool,
+    /// May carry the proxy's credentials: shown without them.
+    proxy: Option<SecretUrl>,
+}
+
+impl Settings {
+    pub fn from_env(env: &Env, kinds: &BTreeSet<Kind>) -> Result<Self, SettingError> {
         let timeout = env.seconds("WORKER_JOB_TIMEOUT_SECONDS", 300)?;
         if timeout.is_zero() {
             return Err(SettingError::new("WORKER_JOB_TIMEOUT_SECONDS", "must be at least 1"));
         }
-        let audit = if kinds.contains(&Kind::AuditLog) {
-            let settings = audit::AuditSettings::from_env(env, timeout)?;
-            // A connection per writer, and one for the partition upkeep.
-            let connections = u32::try_from(settings.writers + 1).unwrap_or(u32::MAX);
-            let pool = jobs::db::pool(database_url, connections)
-                .map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
-            tokio::spawn(audit::keep_partitions(pool.clone()));
-            Some(audit::AuditWriter::spawn(pool, settings))
-        } else {
-            None
-        };
+        let consumes = |kind| kinds.contains(&kind);
         Ok(Self {
             timeout,
-            webhook,
-            sms: if kinds.contains(&Kind::OtpSms) { Some(sms::SmsSender::from_env(env, database_url)?) } else { None },
-            email: email::EmailProvider::from_env(env, kinds.contains(&Kind::Email)).await?,
+            webhook: consumes(Kind::Webhook).then(|| WebhookSettings::from_env(env)).transpose()?,
+            sms: consumes(Kind::OtpSms).then(|| sms::SmsSettings::from_env(env)).transpose()?,
+            email: email::EmailSettings::from_env(env, consumes(Kind::Email))?,
+            audit: consumes(Kind::AuditLog).then(|| audit::AuditSettings::from_env(env, timeout)).transpose()?,
+        })
+    }
+}
+
+impl WebhookSettings {
+    fn from_env(env: &Env) -> Result<Self, SettingError> {
+        let secret = env.require("WEBHOOK_SIGNING_SECRET", "whsec_<base64>, the Standard Webhooks signing secret")?;
+        webhook::signing_key(secret).map_err(|problem| SettingError::new("WEBHOOK_SIGNING_SECRET", problem))?;
+        let proxy = match env.get("WEBHOOK_PROXY_URL").filter(|url| !url.is_empty()) {
+            Some(url) => {
+                proxy(url).map_err(|problem| SettingError::new("WEBHOOK_PROXY_URL", problem))?;
+                Some(SecretUrl::new(url))
+            }
+            None => None,
+        };
+        Ok(Self {
+            secret: SecretString::from(secret),
+            timeout: env.millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
+            allow_private: env.flag("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?,
+            proxy,
+        })
+    }
+
+    fn sender(&self) -> Result<webhook::WebhookSender, SettingError> {
+        let proxy = self.proxy.as_ref().map(|url| proxy(url.expose())).transpose();
+        let proxy = proxy.map_err(|problem| SettingError::new("WEBHOOK_PROXY_URL", problem))?;
+        webhook::WebhookSender::new(self.secret.expose_secret(), self.timeout, self.allow_private, proxy)
+            .map_err(|e| SettingError::new("WEBHOOK_SIGNING_SECRET", e))
+    }
+}
+
+/// `WEBHOOK_PROXY_URL` as the client takes it.
+fn proxy(url: &str) -> Result<reqwest::Proxy, String> {
+    http::http_url(url).and_then(|url| reqwest::Proxy::all(url).map_err(|e| e.to_string()))
+}
+
+impl Deliveries {
+    /// Builds each provider's client from `settings` (async: the SES client loads the AWS
+    /// SDK's configuration and checks its credentials).
+    pub async fn start(settings: &Settings, database_url: &str) -> Result<Self, SettingError> {
+        let audit = match &settings.audit {
+            Some(audit) => {
+                // A connection per writer, and one for the partition upkeep.
+                let connections = u32::try_from(audit.writers + 1).unwrap_or(u32::MAX);
+                let pool = jobs::db::pool(database_url, connections)
+                    .map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
+                tokio::spawn(audit::keep_partitions(pool.clone()));
+                Some(audit::AuditWriter::spawn(pool, *audit))
+            }
+            None => None,
+        };
+        Ok(Self {
+            timeout: settings.timeout,
+            webhook: settings.webhook.as_ref().map(WebhookSettings::sender).transpose()?,
+            sms: settings.sms.as_ref().map(|sms| sms::SmsSender::start(sms, database_url)).transpose()?,
+            email: email::EmailProvider::start(&settings.email).await?,
             audit,
         })
     }

@@ -68,6 +68,16 @@ impl std::fmt::Debug for WebhookSender {
     }
 }
 
+/// The key of a `whsec_<base64>` signing secret, or what is wrong with it.
+pub fn signing_key(secret: &str) -> Result<Vec<u8>, String> {
+    let encoded = secret.strip_prefix("whsec_").ok_or("must start with whsec_")?;
+    let key = STANDARD.decode(encoded).map_err(|e| format!("the part after whsec_ is not base64 ({e})"))?;
+    if key.len() < 16 {
+        return Err("the key must be at least 16 bytes".into());
+    }
+    Ok(key)
+}
+
 impl WebhookSender {
     /// `secret` is `whsec_<base64>`; `allow_private` lifts the SSRF guard (tests, development);
     /// `proxy` (`WEBHOOK_PROXY_URL`) is the only proxy ever used: the environment's are ignored.
@@ -77,11 +87,7 @@ impl WebhookSender {
         allow_private: bool,
         proxy: Option<reqwest::Proxy>,
     ) -> Result<Self, String> {
-        let encoded = secret.strip_prefix("whsec_").ok_or("must start with whsec_")?;
-        let key = STANDARD.decode(encoded).map_err(|e| format!("the part after whsec_ is not base64 ({e})"))?;
-        if key.len() < 16 {
-            return Err("the key must be at least 16 bytes".into());
-        }
+        let key = signing_key(secret)?;
         let builder = client_builder(concat!("Jobplane-Webhooks/", env!("CARGO_PKG_VERSION")), timeout).no_proxy();
         let via_proxy = proxy.is_some();
         let builder = match proxy {

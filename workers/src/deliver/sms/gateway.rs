@@ -34,8 +34,24 @@ impl std::fmt::Debug for Gateway {
     }
 }
 
-impl Gateway {
-    pub fn from_env(env: &Env, timeout: Duration) -> Result<Self, SettingError> {
+/// `SMS_HTTP_URL` and `SMS_HTTP_TOKEN`, read and checked at start.
+#[derive(Clone)]
+pub struct GatewaySettings {
+    url: String,
+    token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for GatewaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySettings")
+            .field("url", &jobs::settings::redacted_url(&self.url))
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl GatewaySettings {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
         let url = http::http_url(env.require("SMS_HTTP_URL", "the URL the worker POSTs each SMS to")?)
             .map_err(|problem| SettingError::new("SMS_HTTP_URL", problem))?;
         let token = match env.get("SMS_HTTP_TOKEN") {
@@ -43,9 +59,16 @@ impl Gateway {
             Some(_) => return Err(SettingError::new("SMS_HTTP_TOKEN", "must be visible ASCII characters only")),
             None => None,
         };
+        Ok(Self { url, token })
+    }
+}
+
+impl Gateway {
+    pub fn new(settings: &GatewaySettings, timeout: Duration) -> Result<Self, SettingError> {
         let client = http::client_builder(concat!("Jobplane-SMS/", env!("CARGO_PKG_VERSION")), timeout)
             .build()
             .map_err(|e| SettingError::new("SMS_PROVIDER", format!("cannot build the HTTP client ({e})")))?;
+        let GatewaySettings { url, token } = settings.clone();
         Ok(Self { client, url, token })
     }
 
@@ -107,9 +130,8 @@ mod tests {
 
     #[test]
     fn settings_are_checked() {
-        let error = |pairs: &[(&str, &str)]| {
-            Gateway::from_env(&Env::from_pairs(pairs), Duration::from_secs(1)).unwrap_err().to_string()
-        };
+        let error =
+            |pairs: &[(&str, &str)]| GatewaySettings::from_env(&Env::from_pairs(pairs)).unwrap_err().to_string();
         assert!(error(&[]).starts_with("SMS_HTTP_URL: is required"));
         assert!(error(&[("SMS_HTTP_URL", "sms.example.org/send")]).starts_with("SMS_HTTP_URL: "));
         assert!(error(&[("SMS_HTTP_URL", "ftp://sms.example.org")]).starts_with("SMS_HTTP_URL: "));
@@ -117,11 +139,13 @@ mod tests {
             error(&[("SMS_HTTP_URL", "https://sms.example.org"), ("SMS_HTTP_TOKEN", "a b")])
                 .starts_with("SMS_HTTP_TOKEN: ")
         );
-        let gateway = Gateway::from_env(
-            &Env::from_pairs(&[("SMS_HTTP_URL", "https://sms.example.org/send"), ("SMS_HTTP_TOKEN", "s3cret")]),
-            Duration::from_secs(1),
-        )
+        let settings = GatewaySettings::from_env(&Env::from_pairs(&[
+            ("SMS_HTTP_URL", "https://sms.example.org/send"),
+            ("SMS_HTTP_TOKEN", "s3cret"),
+        ]))
         .unwrap();
+        assert!(!format!("{settings:?}").contains("s3cret"));
+        let gateway = Gateway::new(&settings, Duration::from_secs(1)).unwrap();
         assert!(!format!("{gateway:?}").contains("s3cret"));
     }
 }

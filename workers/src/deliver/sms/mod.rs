@@ -112,21 +112,48 @@ pub struct SmsSender {
     records: record::Recorder,
 }
 
-impl SmsSender {
-    /// Reads `SMS_PROVIDER` and its settings, and `SMS_TEMPLATE_<NAME>`; records go to `database_url`.
-    pub fn from_env(env: &Env, database_url: &str) -> Result<Self, SettingError> {
+/// `SMS_PROVIDER` and its settings, `SMS_TIMEOUT_MS` and `SMS_TEMPLATE_<NAME>`, read and
+/// checked at start.
+#[derive(Debug, Clone)]
+pub struct SmsSettings {
+    timeout: Duration,
+    provider: ProviderSettings,
+    templates: SmsTemplates,
+}
+
+#[derive(Debug, Clone)]
+enum ProviderSettings {
+    Log,
+    Twilio(twilio::TwilioSettings),
+    Http(gateway::GatewaySettings),
+}
+
+impl SmsSettings {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
         let timeout = env.millis("SMS_TIMEOUT_MS", 10_000)?;
         if timeout.is_zero() || timeout > Duration::from_mins(2) {
             return Err(SettingError::new("SMS_TIMEOUT_MS", "must be between 1 and 120000"));
         }
-        let provider: Arc<dyn SmsProvider> = match env.or("SMS_PROVIDER", "log").as_str() {
-            "log" => Arc::new(LogProvider),
-            "twilio" => Arc::new(twilio::Twilio::from_env(env, timeout)?),
-            "http" => Arc::new(gateway::Gateway::from_env(env, timeout)?),
+        let provider = match env.or("SMS_PROVIDER", "log").as_str() {
+            "log" => ProviderSettings::Log,
+            "twilio" => ProviderSettings::Twilio(twilio::TwilioSettings::from_env(env)?),
+            "http" => ProviderSettings::Http(gateway::GatewaySettings::from_env(env)?),
             other => return Err(SettingError::new("SMS_PROVIDER", format!("`{other}` is not twilio, http or log"))),
         };
+        Ok(Self { timeout, provider, templates: SmsTemplates::from_env(env)? })
+    }
+}
+
+impl SmsSender {
+    /// The provider `settings` name; records go to `database_url`.
+    pub fn start(settings: &SmsSettings, database_url: &str) -> Result<Self, SettingError> {
+        let provider: Arc<dyn SmsProvider> = match &settings.provider {
+            ProviderSettings::Log => Arc::new(LogProvider),
+            ProviderSettings::Twilio(twilio) => Arc::new(twilio::Twilio::new(twilio, settings.timeout)?),
+            ProviderSettings::Http(gateway) => Arc::new(gateway::Gateway::new(gateway, settings.timeout)?),
+        };
         let pool = jobs::db::pool(database_url, 2).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
-        Ok(Self { provider, templates: SmsTemplates::from_env(env)?, records: record::Recorder::spawn(pool) })
+        Ok(Self { provider, templates: settings.templates.clone(), records: record::Recorder::spawn(pool) })
     }
 
     /// One attempt of `otp`: never sent once its TTL has passed.

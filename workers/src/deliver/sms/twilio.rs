@@ -63,8 +63,29 @@ impl std::fmt::Debug for Twilio {
     }
 }
 
-impl Twilio {
-    pub fn from_env(env: &Env, timeout: Duration) -> Result<Self, SettingError> {
+/// `TWILIO_*`, read and checked at start.
+#[derive(Clone)]
+pub struct TwilioSettings {
+    account_sid: String,
+    token: SecretString,
+    from: (&'static str, String),
+    /// `TWILIO_BASE_URL`, without its trailing `/`.
+    base: String,
+}
+
+impl std::fmt::Debug for TwilioSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TwilioSettings")
+            .field("account_sid", &self.account_sid)
+            .field("token", &"[redacted]")
+            .field("from", &self.from)
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl TwilioSettings {
+    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
         let account_sid = env.require("TWILIO_ACCOUNT_SID", "the account SID, AC followed by 32 hex digits")?;
         if !is_sid(account_sid, "AC") {
             return Err(SettingError::new("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hex digits"));
@@ -77,14 +98,26 @@ impl Twilio {
         .map_err(|problem| SettingError::new("TWILIO_FROM", problem))?;
         let base = http::http_url(&env.or("TWILIO_BASE_URL", "https://api.twilio.com"))
             .map_err(|problem| SettingError::new("TWILIO_BASE_URL", problem))?;
+        Ok(Self {
+            account_sid: account_sid.to_owned(),
+            token: SecretString::from(token),
+            from,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+}
+
+impl Twilio {
+    pub fn new(settings: &TwilioSettings, timeout: Duration) -> Result<Self, SettingError> {
         let client = http::client_builder(concat!("Jobplane-SMS/", env!("CARGO_PKG_VERSION")), timeout)
             .build()
             .map_err(|e| SettingError::new("SMS_PROVIDER", format!("cannot build the HTTP client ({e})")))?;
+        let TwilioSettings { account_sid, token, from, base } = settings.clone();
         Ok(Self {
             client,
-            url: format!("{}/2010-04-01/Accounts/{account_sid}/Messages.json", base.trim_end_matches('/')),
-            account_sid: account_sid.to_owned(),
-            token: SecretString::from(token),
+            url: format!("{base}/2010-04-01/Accounts/{account_sid}/Messages.json"),
+            account_sid,
+            token,
             from,
         })
     }
@@ -268,14 +301,16 @@ mod tests {
     fn settings_are_checked() {
         let sid = "AC0123456789abcdef0123456789abcdef";
         let ok = [("TWILIO_ACCOUNT_SID", sid), ("TWILIO_AUTH_TOKEN", "t"), ("TWILIO_FROM", "+14155550100")];
-        let twilio = Twilio::from_env(&Env::from_pairs(&ok), Duration::from_secs(1)).unwrap();
+        let settings = TwilioSettings::from_env(&Env::from_pairs(&ok)).unwrap();
+        assert!(!format!("{settings:?}").contains("\"t\""));
+        let twilio = Twilio::new(&settings, Duration::from_secs(1)).unwrap();
         assert_eq!(twilio.url, format!("https://api.twilio.com/2010-04-01/Accounts/{sid}/Messages.json"));
         assert!(!format!("{twilio:?}").contains("\"t\""));
         let error = |name: &str, value: &str| {
             let mut pairs = ok.to_vec();
             pairs.retain(|(n, _)| *n != name);
             pairs.push((name, value));
-            Twilio::from_env(&Env::from_pairs(&pairs), Duration::from_secs(1)).unwrap_err().to_string()
+            TwilioSettings::from_env(&Env::from_pairs(&pairs)).unwrap_err().to_string()
         };
         assert!(error("TWILIO_ACCOUNT_SID", "").starts_with("TWILIO_ACCOUNT_SID: is required"));
         assert!(error("TWILIO_ACCOUNT_SID", "AC12").starts_with("TWILIO_ACCOUNT_SID: must be"));
