@@ -1,8 +1,7 @@
 //! Jobplane's shared library. It knows nothing of HTTP: it owns the job kinds and their
 //! payloads, the validation rules, the Redis layout (`keys`) and its Lua scripts, the enqueue
-//! client (`store`), the settings readers and the PostgreSQL migrations.
+//! client (`store`) and the settings readers. PostgreSQL is the `db` crate's.
 
-pub mod db;
 pub mod dead;
 pub mod envelope;
 pub mod fingerprint;

@@ -258,9 +258,9 @@ pub async fn list(
     // The server ends a statement after `STATEMENT_TIMEOUT`; this bounds the wait when the
     // server or the network stops answering at all.
     let mut items: Vec<AuditEvent> =
-        tokio::time::timeout(jobs::db::QUERY_DEADLINE, filter.query().build_query_as().fetch_all(&state.db))
+        tokio::time::timeout(db::QUERY_DEADLINE, filter.query().build_query_as().fetch_all(&state.db))
             .await
-            .unwrap_or_else(|_| Err(jobs::db::no_answer()))
+            .unwrap_or_else(|_| Err(db::no_answer()))
             .map_err(|e| ApiError::from_database(&e))?;
     let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
     let next_cursor = if items.len() > limit {

@@ -48,7 +48,7 @@ impl AppState {
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
             .with_otp_limits(config.otp_limits)
             .with_replica_wait(config.replica_wait);
-        let db = jobs::db::pool(config.database_url.expose(), 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let db = db::pool(config.database_url.expose(), 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
         Ok(Self {
             store,
             api_keys: config.api_keys.clone(),
@@ -98,7 +98,7 @@ pub async fn run(
     service::metrics_handle();
     let state = AppState::new(&config)?;
     // Enqueueing needs only Redis: a PostgreSQL outage at start must not stop the API.
-    tokio::spawn(service::migrate_until_done(config.database_url.expose().to_owned()));
+    tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));
     tracing::info!(addr = %listener.local_addr()?, "producer-api listening");
     service::http_server::serve(listener, router(state), config.http, shutdown).await?;
     Ok(())

@@ -339,32 +339,6 @@ pub fn exit_on_bad_setting(program: &str, error: &dyn std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
-/// Applies the PostgreSQL migrations once (the `migrate` subcommands, compose's migrate step).
-pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let pool = jobs::db::migration_pool(database_url, 2).context("DATABASE_URL")?;
-    jobs::db::migrate(&pool).await.context("applying migrations")?;
-    pool.close().await;
-    Ok(())
-}
-
-/// Applies the migrations in the background, retrying every 5 s until PostgreSQL answers,
-/// for processes whose main duty does not wait on PostgreSQL.
-pub async fn migrate_until_done(database_url: String) {
-    loop {
-        match migrate(&database_url).await {
-            Ok(()) => {
-                tracing::info!("migrations applied");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "migrations not applied yet; retrying in 5 s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,7 +115,7 @@ impl Config {
         Ok(Self {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
-            database_url: jobs::settings::database_url(env)?,
+            database_url: db::database_url(env)?,
             kinds,
             concurrency,
             backoff,
@@ -220,7 +220,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();
-    tokio::spawn(service::migrate_until_done(config.database_url.expose().to_owned()));
+    tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));
     tokio::spawn(service::sample_depths(
         jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
         config.kinds.iter().copied().collect(),

@@ -65,8 +65,8 @@ impl Deliveries {
             let settings = audit::AuditSettings::from_env(env, timeout)?;
             // A connection per writer, and one for the partition upkeep.
             let connections = u32::try_from(settings.writers + 1).unwrap_or(u32::MAX);
-            let pool = jobs::db::pool(database_url, connections)
-                .map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
+            let pool =
+                db::pool(database_url, connections).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
             tokio::spawn(audit::keep_partitions(pool.clone()));
             Some(audit::AuditWriter::spawn(pool, settings))
         } else {

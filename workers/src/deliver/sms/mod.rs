@@ -125,7 +125,7 @@ impl SmsSender {
             "http" => Arc::new(gateway::Gateway::from_env(env, timeout)?),
             other => return Err(SettingError::new("SMS_PROVIDER", format!("`{other}` is not twilio, http or log"))),
         };
-        let pool = jobs::db::pool(database_url, 2).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
+        let pool = db::pool(database_url, 2).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
         Ok(Self { provider, templates: SmsTemplates::from_env(env)?, records: record::Recorder::spawn(pool) })
     }
 
