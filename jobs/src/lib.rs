@@ -10,6 +10,8 @@ pub mod kind;
 pub mod limits;
 pub mod payload;
 pub mod queue;
+pub mod queue_depths;
+pub mod readiness;
 pub mod redact;
 pub mod redis_conn;
 pub mod retry;

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Producer;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemDoc};
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -244,9 +244,9 @@ fn printable(name: &str) -> String {
 #[utoipa::path(get, path = "/v1/audit-logs", tag = "audit logs", params(AuditQueryDoc),
     responses(
         (status = 200, description = "A page of events, newest first", body = AuditPage),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter is missing, repeated, unknown or invalid (control characters, lengths, times, limit, cursor), or the query has over 64 parameters or 8 KiB; `errors` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL unreachable, overloaded or not migrated yet (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is missing, repeated, unknown or invalid (control characters, lengths, times, limit, cursor), or the query has over 64 parameters or 8 KiB; `errors` names it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL unreachable, overloaded or not migrated yet (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn list(

@@ -62,6 +62,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let store = state.store.clone();
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
@@ -76,8 +77,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))
-        .with_state(state.clone())
-        .merge(service::ops_router(state.store))
+        .with_state(state)
+        .merge(service::ops_router("redis", move || {
+            let store = store.clone();
+            async move { store.readiness().await.map_err(|e| service::NotReady { state: e.state(), detail: e.detail() }) }
+        }))
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(service::problem_errors))
         .layer(middleware::from_fn(service::http_metrics))

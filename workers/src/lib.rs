@@ -221,7 +221,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();
     tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));
-    tokio::spawn(service::sample_depths(
+    tokio::spawn(jobs::queue_depths::sample(
         jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
         config.kinds.iter().copied().collect(),
         Duration::from_secs(5),
@@ -248,7 +248,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .map_err(|e| anyhow::anyhow!("WORKER_METRICS_ADDR: cannot listen on {addr} ({e})"))?;
         let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(2));
         let limits = config.http;
-        tokio::spawn(service::http_server::serve(listener, service::ops_router(store), limits, std::future::pending()));
+        let ops = service::ops_router("redis", move || {
+            let store = store.clone();
+            async move { store.readiness().await.map_err(|e| service::NotReady { state: e.state(), detail: e.detail() }) }
+        });
+        tokio::spawn(service::http_server::serve(listener, ops, limits, std::future::pending()));
     }
 
     let ended = futures::future::select_all(running.iter_mut().map(|r| &mut r.done));
