@@ -35,14 +35,14 @@ impl From<ReplayOutcome> for ActionError {
 }
 
 /// What a bulk replay did.
-#[derive(Debug, Default, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Default, Serialize)]
 pub struct ReplayReport {
     pub replayed: u64,
     /// Letters that could not be replayed, with the reason (an expired OTP, gone meanwhile).
     pub refused: Vec<Refusal>,
 }
 
-#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Serialize)]
 pub struct Refusal {
     pub id: String,
     pub reason: String,

@@ -3,100 +3,45 @@
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
+use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use jobs::dead::{DeadFilter, DeadPage, DeadRecord, Depths};
 use jobs::{FieldError, Kind};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use service::Problem;
 
 use crate::AppState;
 use crate::actions::{ActionError, ReplayReport};
 use crate::config::Role;
 
-/// An RFC 9457 problem, as the producer API writes them.
-#[derive(Debug)]
-pub struct Problem {
-    pub status: StatusCode,
-    pub detail: String,
-    pub errors: Vec<FieldError>,
-    /// `Retry-After` of a `503` (1 s when not set).
-    pub retry_after_seconds: Option<u64>,
+/// A refused action (a letter that may not be replayed, a count that grew since it was
+/// confirmed): `409`.
+pub fn refused(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::CONFLICT, "/problems/refused", "The action was refused", detail)
 }
 
-/// `Retry-After` when Redis is full: room comes back as workers drain, in seconds.
-const FULL_RETRY_AFTER_SECONDS: u64 = 5;
-
-impl Problem {
-    pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
-        Self { status, detail: detail.into(), errors: Vec::new(), retry_after_seconds: None }
-    }
-
-    pub fn invalid(errors: Vec<FieldError>) -> Self {
-        Self {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            detail: format!("{} rule(s) broken", errors.len()),
-            errors,
-            retry_after_seconds: None,
-        }
-    }
-
-    fn field(field: &str, message: impl Into<String>) -> Self {
-        Self::invalid(vec![FieldError::new(field, message)])
-    }
+/// One broken rule, as `422`.
+fn invalid_field(field: &str, message: impl Into<String>) -> Problem {
+    Problem::invalid(&[FieldError::new(field, message)])
 }
 
 impl From<ActionError> for Problem {
     fn from(e: ActionError) -> Self {
         match e {
-            ActionError::NotFound => Problem::new(StatusCode::NOT_FOUND, e.to_string()),
-            ActionError::Refused(_) => Problem::new(StatusCode::CONFLICT, e.to_string()),
-            ActionError::Invalid(errors) => Problem::invalid(errors),
+            ActionError::NotFound => Problem::not_found(e.to_string()),
+            ActionError::Refused(_) => refused(e.to_string()),
+            ActionError::Invalid(errors) => Problem::invalid(&errors),
             // Counted and logged (once per interval) where it was classified.
-            ActionError::Store(jobs::StoreError::Full(_)) => Problem {
-                retry_after_seconds: Some(FULL_RETRY_AFTER_SECONDS),
-                ..Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "the queue store is full (Redis reached its maxmemory), so nothing was changed; \
-                     retry once workers have drained some jobs",
-                )
-            },
+            ActionError::Store(jobs::StoreError::Full(_)) => Problem::queue_full(
+                "the queue store is full (Redis reached its maxmemory), so nothing was changed; \
+                 retry once workers have drained some jobs",
+            ),
             // Redis refused the call itself: a fault of ours, not an outage.
-            ActionError::Store(jobs::StoreError::Protocol(detail)) => {
-                tracing::error!(%detail, "request failed");
-                Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
-            }
-            ActionError::Store(_) => Problem::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+            ActionError::Store(jobs::StoreError::Protocol(detail)) => Problem::internal(detail),
+            ActionError::Store(_) => Problem::unavailable(e.to_string()),
         }
-    }
-}
-
-impl From<jobs::StoreError> for Problem {
-    fn from(e: jobs::StoreError) -> Self {
-        Problem::from(ActionError::Store(e))
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let title = self.status.canonical_reason().unwrap_or("Error");
-        let mut body =
-            json!({"type": "about:blank", "title": title, "status": self.status.as_u16(), "detail": self.detail});
-        if !self.errors.is_empty() {
-            body["errors"] = serde_json::to_value(&self.errors).unwrap_or_default();
-        }
-        let mut response = (self.status, Json(body)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if self.status == StatusCode::UNAUTHORIZED {
-            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after_seconds.unwrap_or(1)));
-        }
-        response
     }
 }
 
@@ -112,9 +57,7 @@ impl Operator {
     pub fn may_act(&self) -> Result<(), Problem> {
         match self.role {
             Role::Admin => Ok(()),
-            Role::ReadOnly => {
-                Err(Problem::new(StatusCode::FORBIDDEN, format!("operator `{}` is read-only", self.name)))
-            }
+            Role::ReadOnly => Err(Problem::forbidden(format!("operator `{}` is read-only", self.name))),
         }
     }
 }
@@ -123,19 +66,9 @@ impl FromRequestParts<AppState> for Operator {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token.trim());
-        let op = token.and_then(|t| state.config.operator(t));
+        let op = state.config.operators.from_headers(&parts.headers);
         op.map(|o| Operator { name: o.name.clone(), role: o.role }).ok_or_else(|| {
-            Problem::new(
-                StatusCode::UNAUTHORIZED,
-                "a valid bearer token (CONSOLE_TOKEN or CONSOLE_OPERATORS) is required",
-            )
+            Problem::unauthorized("a valid bearer token (CONSOLE_TOKEN or CONSOLE_OPERATORS) is required")
         })
     }
 }
@@ -165,7 +98,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let raw = parts.uri.query().unwrap_or_default();
         if raw.len() > MAX_LIST_QUERY_BYTES {
-            return Err(Problem::field("query", format!("is longer than {MAX_LIST_QUERY_BYTES} bytes")));
+            return Err(invalid_field("query", format!("is longer than {MAX_LIST_QUERY_BYTES} bytes")));
         }
         let mut query = ListQuery::default();
         let mut errors: Vec<FieldError> = Vec::new();
@@ -184,7 +117,7 @@ impl<S: Send + Sync> FromRequestParts<S> for ListQuery {
                 errors.push(FieldError::new(name.as_ref(), "is given more than once"));
             }
         }
-        if errors.is_empty() { Ok(query) } else { Err(Problem::invalid(errors)) }
+        if errors.is_empty() { Ok(query) } else { Err(Problem::invalid(&errors)) }
     }
 }
 
@@ -225,13 +158,13 @@ impl ListQuery {
         if let Err((field, message)) = filter.check() {
             errors.push(FieldError::new(field, message));
         }
-        if errors.is_empty() { Ok((filter, limit, cursor)) } else { Err(Problem::invalid(errors)) }
+        if errors.is_empty() { Ok((filter, limit, cursor)) } else { Err(Problem::invalid(&errors)) }
     }
 }
 
 pub async fn list(State(state): State<AppState>, _op: Operator, query: ListQuery) -> Result<Json<DeadPage>, Problem> {
     let (filter, limit, cursor) = query.parse()?;
-    Ok(Json(state.console.dead.list(&filter, limit, cursor.as_deref()).await?))
+    Ok(Json(state.console.dead.list(&filter, limit, cursor.as_deref()).await.map_err(ActionError::from)?))
 }
 
 /// A dead letter's id from the path: one that does not decode (bytes that are not UTF-8) names
@@ -246,7 +179,7 @@ pub async fn show(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DeadRecord>, Problem> {
     let id = dead_id(id)?;
-    state.console.dead.get(&id).await?.map(Json).ok_or_else(|| ActionError::NotFound.into())
+    state.console.dead.get(&id).await.map_err(ActionError::from)?.map(Json).ok_or_else(|| ActionError::NotFound.into())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -286,13 +219,13 @@ impl Bulk {
             (Some(ids), None) if !ids.is_empty() && ids.len() <= 100_000 => {
                 Ok((ids.clone(), json!({"ids": ids.len()})))
             }
-            (Some(_), None) => Err(Problem::field("/ids", "must hold 1 to 100000 ids")),
+            (Some(_), None) => Err(invalid_field("/ids", "must hold 1 to 100000 ids")),
             (None, Some(filter)) => {
-                filter.check().map_err(|(field, message)| Problem::field(&format!("/filter/{field}"), message))?;
+                filter.check().map_err(|(field, message)| invalid_field(&format!("/filter/{field}"), message))?;
                 let ids = state.console.matching(filter).await?.into_iter().map(|(_, id)| id).collect();
                 Ok((ids, json!({"filter": filter})))
             }
-            _ => Err(Problem::field("", "give either ids or filter")),
+            _ => Err(invalid_field("", "give either ids or filter")),
         }
     }
 }
@@ -307,9 +240,7 @@ pub async fn replay_many(
     // Its own task: a client that gives up does not cut a paced replay short.
     let console = state.console.clone();
     let task = tokio::spawn(async move { console.replay_many(&op.name, &ids, scope, |_| {}).await });
-    let report = task
-        .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, format!("the replay failed: {e}")))??;
+    let report = task.await.map_err(|e| Problem::internal(format!("the replay failed: {e}")))??;
     Ok(Json(report))
 }
 
@@ -336,7 +267,7 @@ pub async fn purge(
     Json(body): Json<Purge>,
 ) -> Result<Json<Value>, Problem> {
     op.may_act()?;
-    body.filter.check().map_err(|(field, message)| Problem::field(&format!("/filter/{field}"), message))?;
+    body.filter.check().map_err(|(field, message)| invalid_field(&format!("/filter/{field}"), message))?;
     let deleted = state.console.purge(&op.name, &body.filter, |_| {}).await?;
     Ok(Json(json!({"deleted": deleted})))
 }
@@ -357,10 +288,10 @@ pub async fn queues_view(state: &AppState) -> Result<Vec<QueueView>, Problem> {
     let mut views = Vec::new();
     let now = Utc::now();
     for kind in Kind::ALL {
-        let depths = state.console.dead.depths(kind).await?;
-        let retrying = state.console.dead.retrying(kind).await?;
+        let depths = state.console.dead.depths(kind).await.map_err(ActionError::from)?;
+        let retrying = state.console.dead.retrying(kind).await.map_err(ActionError::from)?;
         // The last full minute: the current one is still filling.
-        let last = state.console.dead.throughput(kind, now, 2).await?;
+        let last = state.console.dead.throughput(kind, now, 2).await.map_err(ActionError::from)?;
         let (processed, failed) = last.first().map_or((0, 0), |(_, ok, failed)| (ok + failed, *failed));
         views.push(QueueView { kind, depths, retrying, processed_last_minute: processed, failed_last_minute: failed });
     }
@@ -376,7 +307,8 @@ pub async fn schedules(State(state): State<AppState>, _op: Operator) -> Result<J
     let list: Vec<Value> = state
         .schedules
         .list()
-        .await?
+        .await
+        .map_err(ActionError::from)?
         .into_iter()
         .map(|(s, last)| {
             let next = s.timetable().and_then(|t| t.next_after(last.unwrap_or(s.updated_at).max(now)));
@@ -391,15 +323,22 @@ pub async fn schedules(State(state): State<AppState>, _op: Operator) -> Result<J
 mod tests {
     use super::*;
 
+    use axum::http::header;
+    use axum::response::IntoResponse as _;
+
+    fn answer(e: jobs::StoreError) -> axum::response::Response {
+        Problem::from(ActionError::Store(e)).into_response()
+    }
+
     #[test]
     fn a_full_redis_is_503_with_retry_after_and_a_refused_call_is_500() {
-        let full = Problem::from(jobs::StoreError::Full("OOM command not allowed".into())).into_response();
+        let full = answer(jobs::StoreError::Full("OOM command not allowed".into()));
         assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(full.headers()[header::RETRY_AFTER], "5");
-        let down = Problem::from(jobs::StoreError::Unavailable("no answer within 5000 ms".into())).into_response();
+        let down = answer(jobs::StoreError::Unavailable("no answer within 5000 ms".into()));
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(down.headers()[header::RETRY_AFTER], "1");
-        let refused = Problem::from(jobs::StoreError::Protocol("WRONGTYPE".into())).into_response();
+        let refused = answer(jobs::StoreError::Protocol("WRONGTYPE".into()));
         assert_eq!(refused.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use jobs::redis_conn::RedisSettings;
 use jobs::settings::{Env, SettingError};
-use sha2::{Digest, Sha256};
+use service::auth::{BearerSecrets, MIN_SECRET_LEN, SecretDigest};
 
 /// What an operator may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,8 +19,9 @@ pub enum Role {
 pub struct Operator {
     pub name: String,
     pub role: Role,
-    /// SHA-256 of the token; the token itself is not kept.
-    pub digest: [u8; 32],
+    /// The token's digest (the token itself is not kept); session cookies are signed over it,
+    /// so a rotated token ends the sessions it opened.
+    pub digest: SecretDigest,
 }
 
 #[derive(Debug, Clone)]
@@ -29,7 +30,7 @@ pub struct Config {
     pub addr: SocketAddr,
     pub redis: RedisSettings,
     /// `CONSOLE_TOKEN` (the operator `admin`) and `CONSOLE_OPERATORS=name:token[:readonly],...`.
-    pub operators: Vec<Operator>,
+    pub operators: BearerSecrets<Operator>,
     /// `CONSOLE_REPLAY_RATE` (default 500): most letters replayed per second by a bulk replay.
     pub replay_rate: u32,
     /// `CONSOLE_SESSION_KEY` (32+ characters): signs session cookies, so several consoles share
@@ -68,18 +69,17 @@ pub fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-pub fn digest(token: &str) -> [u8; 32] {
-    Sha256::digest(token.as_bytes()).into()
-}
-
 impl Config {
     pub fn from_env(env: &Env) -> Result<Self, SettingError> {
         let mut operators = Vec::new();
         if let Some(token) = env.get("CONSOLE_TOKEN") {
-            if token.len() < 16 {
-                return Err(SettingError::new("CONSOLE_TOKEN", "must be at least 16 characters"));
+            if token.len() < MIN_SECRET_LEN {
+                return Err(SettingError::new(
+                    "CONSOLE_TOKEN",
+                    format!("must be at least {MIN_SECRET_LEN} characters"),
+                ));
             }
-            operators.push(Operator { name: "admin".into(), role: Role::Admin, digest: digest(token) });
+            operators.push(Operator { name: "admin".into(), role: Role::Admin, digest: SecretDigest::of(token) });
         }
         if let Some(list) = env.get("CONSOLE_OPERATORS").filter(|l| !l.trim().is_empty()) {
             for entry in list.split(',') {
@@ -103,18 +103,18 @@ impl Config {
                 };
                 let valid_name =
                     !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-                if !valid_name || token.len() < 16 {
+                if !valid_name || token.len() < MIN_SECRET_LEN {
                     return Err(SettingError::new(
                         "CONSOLE_OPERATORS",
                         format!(
-                            "entry `{name}`: a name of letters, digits, _ or - and a token of at least 16 characters"
+                            "entry `{name}`: a name of letters, digits, _ or - and a token of at least {MIN_SECRET_LEN} characters"
                         ),
                     ));
                 }
                 if operators.iter().any(|o: &Operator| o.name == name) {
                     return Err(SettingError::new("CONSOLE_OPERATORS", format!("operator `{name}` is named twice")));
                 }
-                operators.push(Operator { name: name.to_owned(), role, digest: digest(token) });
+                operators.push(Operator { name: name.to_owned(), role, digest: SecretDigest::of(token) });
             }
         }
         if operators.is_empty() {
@@ -134,7 +134,7 @@ impl Config {
         Ok(Self {
             addr: env.parse("CONSOLE_ADDR", SocketAddr::from(([127, 0, 0, 1], 8081)))?,
             redis: RedisSettings::from_env(env)?,
-            operators,
+            operators: BearerSecrets::new(operators.into_iter().map(|op| (op.digest, op)).collect()),
             replay_rate,
             session_key,
             secure_cookies: env.flag("CONSOLE_SECURE_COOKIES", false)?,
@@ -145,18 +145,11 @@ impl Config {
 
     /// The operator holding `token`, compared in constant time with every digest.
     pub fn operator(&self, token: &str) -> Option<&Operator> {
-        let presented = digest(token);
-        let mut found = None;
-        for op in &self.operators {
-            if subtle::ConstantTimeEq::ct_eq(&op.digest[..], &presented[..]).into() {
-                found = Some(op);
-            }
-        }
-        found
+        self.operators.authenticate(token)
     }
 
     pub fn operator_named(&self, name: &str) -> Option<&Operator> {
-        self.operators.iter().find(|o| o.name == name)
+        self.operators.iter().map(|(_, op)| op).find(|o| o.name == name)
     }
 }
 
@@ -177,7 +170,7 @@ mod tests {
             ("CONSOLE_OPERATORS", "ana:0123456789abcdef,bo:0123456789abcdeg:readonly"),
         ]))
         .unwrap();
-        let names: Vec<(&str, Role)> = ok.operators.iter().map(|o| (o.name.as_str(), o.role)).collect();
+        let names: Vec<(&str, Role)> = ok.operators.iter().map(|(_, o)| (o.name.as_str(), o.role)).collect();
         assert_eq!(names, [("admin", Role::Admin), ("ana", Role::Admin), ("bo", Role::ReadOnly)]);
         assert_eq!(ok.operator("0123456789abcdeg").map(|o| o.name.as_str()), Some("bo"));
         assert!(ok.operator("nope").is_none());

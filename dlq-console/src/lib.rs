@@ -73,16 +73,15 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", api)
         .merge(pages)
         .with_state(state)
-        .merge(service::ops_router(store))
+        .merge(service::ops_router("redis", move || {
+            let store = store.clone();
+            async move { store.readiness().await.map_err(|e| service::NotReady { state: e.state(), detail: e.detail() }) }
+        }))
         .layer(axum::middleware::from_fn(service::problem_errors))
         .layer(axum::middleware::from_fn(service::http_metrics))
         // A handler that panics is a `500` problem, not a connection dropped without an answer.
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            tracing::error!("a console handler panicked");
-            axum::response::IntoResponse::into_response(api::Problem::new(
-                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error",
-            ))
+            axum::response::IntoResponse::into_response(service::Problem::internal("a console handler panicked"))
         }))
 }
 
@@ -96,7 +95,11 @@ pub async fn run(
     let operators = config.operators.len();
     let limits = config.http;
     let state = AppState::new(config, templates)?;
-    tokio::spawn(service::sample_depths(state.console.dead.clone(), jobs::Kind::ALL.to_vec(), Duration::from_secs(5)));
+    tokio::spawn(jobs::queue_depths::sample(
+        state.console.dead.clone(),
+        jobs::Kind::ALL.to_vec(),
+        Duration::from_secs(5),
+    ));
     tracing::info!(addr = %listener.local_addr()?, operators, "dlq-console listening");
     service::http_server::serve(listener, router(state), limits, shutdown).await?;
     Ok(())

@@ -1,6 +1,7 @@
 //! The pages: server-rendered HTML (maud), no front-end build. A login form takes an operator
 //! token and sets a signed, HttpOnly, SameSite=Strict session cookie; every form carries a
-//! CSRF token bound to the session. Read-only operators see no action and are refused one.
+//! CSRF token bound to the session, and every handler that changes anything reads its form
+//! through [`CsrfForm`], which checks it. Read-only operators see no action and are refused one.
 
 #![expect(clippy::result_large_err, reason = "a refused form answers with its page, built once")]
 
@@ -18,10 +19,13 @@ use jobs::dead::DeadFilter;
 use jobs::record::DeadReason;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use serde::Deserialize;
+use service::Problem;
+use service::csrf::{CsrfForm, CsrfSession};
 use sha2::Sha256;
 
 use crate::AppState;
-use crate::api::{ListQuery, Problem, queues_view};
+use crate::actions::ActionError;
+use crate::api::{ListQuery, queues_view, refused};
 use crate::config::Role;
 
 const COOKIE: &str = "jp_session";
@@ -61,7 +65,8 @@ impl Session {
         let expires = (Utc::now() + chrono::Duration::hours(SESSION_HOURS)).timestamp();
         let nonce = URL_SAFE_NO_PAD.encode(crate::config::random_bytes(16).ok()?);
         let body = format!("{}.{expires}.{nonce}", operator.name);
-        let value = format!("{body}.{}", sign(key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(operator.digest))));
+        let value =
+            format!("{body}.{}", sign(key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(operator.digest.as_bytes()))));
         Some((nonce, value))
     }
 
@@ -73,7 +78,8 @@ impl Session {
         let mut parts = body.splitn(3, '.');
         let (name, expires, nonce) = (parts.next()?, parts.next()?, parts.next()?);
         let op = state.config.operator_named(name)?;
-        let expected = sign(&state.config.session_key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(op.digest)));
+        let expected =
+            sign(&state.config.session_key, &format!("{body}.{}", URL_SAFE_NO_PAD.encode(op.digest.as_bytes())));
         if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), signature.as_bytes())) {
             return None;
         }
@@ -97,14 +103,6 @@ impl Session {
         }
     }
 
-    fn check_csrf(&self, presented: &str) -> Result<(), Response> {
-        if bool::from(subtle::ConstantTimeEq::ct_eq(self.csrf.as_bytes(), presented.as_bytes())) {
-            Ok(())
-        } else {
-            Err((StatusCode::FORBIDDEN, page("Refused", None, html! { p { "The form expired or came from elsewhere (CSRF check). Reload the page and try again." } })).into_response())
-        }
-    }
-
     fn may_act(&self) -> Result<(), Response> {
         match self.role {
             Role::Admin => Ok(()),
@@ -113,6 +111,24 @@ impl Session {
                     .into_response())
             }
         }
+    }
+}
+
+impl CsrfSession for Session {
+    fn csrf_token(&self) -> &str {
+        &self.csrf
+    }
+
+    fn forged(&self) -> Response {
+        (
+            StatusCode::FORBIDDEN,
+            page(
+                "Refused",
+                None,
+                html! { p { "The form expired or came from elsewhere (CSRF check). Reload the page and try again." } },
+            ),
+        )
+            .into_response()
     }
 }
 
@@ -190,10 +206,17 @@ fn html_response(markup: Markup) -> Response {
 
 #[expect(clippy::needless_pass_by_value, reason = "callers hand over the problem they made")]
 fn problem_page(session: &Session, problem: Problem) -> Response {
-    let status = problem.status;
+    let status = problem.status();
+    let errors: Vec<(&str, &str)> = problem
+        .member("errors")
+        .and_then(|errors| errors.as_array())
+        .into_iter()
+        .flatten()
+        .map(|e| (e["field"].as_str().unwrap_or_default(), e["message"].as_str().unwrap_or_default()))
+        .collect();
     let body = html! {
-        p.warn { (problem.detail) }
-        @if !problem.errors.is_empty() { ul { @for e in &problem.errors { li { code { (e.field) } " " (e.message) } } } }
+        p.warn { (problem.detail()) }
+        @if !errors.is_empty() { ul { @for (field, message) in &errors { li { code { (field) } " " (message) } } } }
         p { a href="javascript:history.back()" { "Back" } }
     };
     (status, html_response(page("Not done", Some(session), body))).into_response()
@@ -217,6 +240,8 @@ pub async fn login_form() -> Response {
     ))
 }
 
+/// The one form without a CSRF token: there is no session yet to bind one to, and a forged
+/// login could only open a session of the forger's, with a token the forger gives away.
 pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
     let Some(op) = state.config.operator(form.token.trim()) else {
         return (
@@ -252,17 +277,9 @@ pub async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -
     response
 }
 
-#[derive(Debug, Deserialize)]
-pub struct CsrfForm {
-    csrf: String,
-}
-
 /// Ends the session server-side, so the cookie and its CSRF token open nothing any more, then
 /// clears the cookie.
-pub async fn logout(State(state): State<AppState>, session: Session, Form(form): Form<CsrfForm>) -> Response {
-    if let Err(refused) = session.check_csrf(&form.csrf) {
-        return refused;
-    }
+pub async fn logout(State(state): State<AppState>, CsrfForm { session, .. }: CsrfForm<Session>) -> Response {
     if let Err(e) = state.sessions.end(&session.nonce).await {
         return unavailable(&e);
     }
@@ -332,7 +349,7 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
                     total.2 += p.2;
                 }
             }
-            Err(e) => return problem_page(&session, e.into()),
+            Err(e) => return problem_page(&session, ActionError::from(e).into()),
         }
     }
     html_response(page("Overview", Some(&session), html! {
@@ -404,7 +421,7 @@ pub async fn dead_list(State(state): State<AppState>, session: Session, query: L
     };
     let page_data = match state.console.dead.list(&filter, limit, cursor.as_deref()).await {
         Ok(p) => p,
-        Err(e) => return problem_page(&session, e.into()),
+        Err(e) => return problem_page(&session, ActionError::from(e).into()),
     };
     let filters = filter_query(&query);
     html_response(page(
@@ -453,10 +470,10 @@ pub async fn dead_detail(State(state): State<AppState>, session: Session, Path(i
         Ok(None) => {
             return problem_page(
                 &session,
-                Problem::new(StatusCode::NOT_FOUND, "No dead letter has this id (replayed, deleted or evicted)."),
+                Problem::not_found("No dead letter has this id (replayed, deleted or evicted)."),
             );
         }
-        Err(e) => return problem_page(&session, e.into()),
+        Err(e) => return problem_page(&session, ActionError::from(e).into()),
     };
     let payload = serde_json::to_string_pretty(&record.payload).unwrap_or_default();
     let millis = |ms: i64| {
@@ -512,17 +529,15 @@ pub async fn dead_detail(State(state): State<AppState>, session: Session, Path(i
 
 #[derive(Debug, Deserialize)]
 pub struct EditForm {
-    csrf: String,
     payload: String,
 }
 
 pub async fn replay_one(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    CsrfForm { session, .. }: CsrfForm<Session>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+    if let Err(r) = session.may_act() {
         return r;
     }
     match state.console.replay(&session.operator, &id, None).await {
@@ -533,11 +548,10 @@ pub async fn replay_one(
 
 pub async fn edit_one(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<String>,
-    Form(form): Form<EditForm>,
+    CsrfForm { session, form }: CsrfForm<Session, EditForm>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+    if let Err(r) = session.may_act() {
         return r;
     }
     let value = match serde_json::from_str(&form.payload) {
@@ -545,7 +559,7 @@ pub async fn edit_one(
         Err(e) => {
             return problem_page(
                 &session,
-                Problem::invalid(vec![jobs::FieldError::new("/payload", format!("is not JSON: {e}"))]),
+                Problem::invalid(&[jobs::FieldError::new("/payload", format!("is not JSON: {e}"))]),
             );
         }
     };
@@ -561,11 +575,10 @@ pub async fn edit_one(
 
 pub async fn delete_one(
     State(state): State<AppState>,
-    session: Session,
     Path(id): Path<String>,
-    Form(form): Form<CsrfForm>,
+    CsrfForm { session, .. }: CsrfForm<Session>,
 ) -> Response {
-    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+    if let Err(r) = session.may_act() {
         return r;
     }
     match state.console.delete(&session.operator, &id).await {
@@ -591,7 +604,6 @@ fn done_page(session: &Session, message: &str, id: &str) -> Response {
 
 #[derive(Debug, Deserialize)]
 pub struct BulkForm {
-    csrf: String,
     action: String,
     /// The list page's filter, as its query string.
     filters: String,
@@ -600,13 +612,15 @@ pub struct BulkForm {
     confirm: Option<u64>,
 }
 
-pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): Form<BulkForm>) -> Response {
-    if let Err(r) = session.check_csrf(&form.csrf).and_then(|()| session.may_act()) {
+pub async fn bulk(State(state): State<AppState>, CsrfForm { session, form }: CsrfForm<Session, BulkForm>) -> Response {
+    if let Err(r) = session.may_act() {
         return r;
     }
     let mut query: ListQuery = match serde_urlencoded_query(&form.filters) {
         Some(q) => q,
-        None => return problem_page(&session, Problem::new(StatusCode::BAD_REQUEST, "the filter does not read")),
+        None => {
+            return problem_page(&session, Problem::about_blank(StatusCode::BAD_REQUEST, "the filter does not read"));
+        }
     };
     if form.confirm.is_none() {
         // The confirmation freezes the filter at this moment: letters that die after the
@@ -626,12 +640,12 @@ pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): F
     let verb = match form.action.as_str() {
         "replay" => "Replay",
         "purge" => "Delete",
-        _ => return problem_page(&session, Problem::new(StatusCode::BAD_REQUEST, "unknown action")),
+        _ => return problem_page(&session, Problem::about_blank(StatusCode::BAD_REQUEST, "unknown action")),
     };
     let Some(confirmed) = form.confirm else {
         let count = match state.console.dead.count(&filter).await {
             Ok(n) => n,
-            Err(e) => return problem_page(&session, e.into()),
+            Err(e) => return problem_page(&session, ActionError::from(e).into()),
         };
         return html_response(page(
             &format!("{verb} {count} dead letters?"),
@@ -656,16 +670,13 @@ pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): F
         Ok(now) if now > confirmed => {
             return problem_page(
                 &session,
-                Problem::new(
-                    StatusCode::CONFLICT,
-                    format!(
-                        "{now} letters match now, more than the {confirmed} confirmed; nothing was done. Review the list again."
-                    ),
-                ),
+                refused(format!(
+                    "{now} letters match now, more than the {confirmed} confirmed; nothing was done. Review the list again."
+                )),
             );
         }
         Ok(_) => {}
-        Err(e) => return problem_page(&session, e.into()),
+        Err(e) => return problem_page(&session, ActionError::from(e).into()),
     }
     let outcome = if form.action == "replay" {
         match state.console.matching(&filter).await {
@@ -677,7 +688,7 @@ pub async fn bulk(State(state): State<AppState>, session: Session, Form(form): F
                 let task = tokio::spawn(async move { console.replay_many(&operator, &ids, scope, |_| {}).await });
                 match task.await {
                     Ok(result) => result.map(|r| format!("{} replayed, {} refused.", r.replayed, r.refused.len())),
-                    Err(e) => Err(crate::actions::ActionError::Refused(format!("the replay failed: {e}"))),
+                    Err(e) => Err(ActionError::Refused(format!("the replay failed: {e}"))),
                 }
             }
             Err(e) => Err(e),
@@ -741,7 +752,7 @@ fn url_decode_pairs(text: &str) -> Option<Vec<(String, String)>> {
 pub async fn schedules(State(state): State<AppState>, session: Session) -> Response {
     let list = match state.schedules.list().await {
         Ok(l) => l,
-        Err(e) => return problem_page(&session, e.into()),
+        Err(e) => return problem_page(&session, ActionError::from(e).into()),
     };
     let now = Utc::now();
     html_response(page(

@@ -16,7 +16,6 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::keys::QueueKeys;
 use crate::queue::with_records;
@@ -27,7 +26,7 @@ use crate::{JobStatus, Keys, Kind, StoreError};
 pub const CHUNK: usize = 1000;
 
 /// Which dead letters: every field narrows; none means all.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeadFilter {
     #[serde(default)]
@@ -93,7 +92,7 @@ impl DeadFilter {
 }
 
 /// One line of the list.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeadSummary {
     pub id: String,
     pub kind: Kind,
@@ -103,7 +102,7 @@ pub struct DeadSummary {
     pub last_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeadPage {
     pub items: Vec<DeadSummary>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -113,7 +112,7 @@ pub struct DeadPage {
 }
 
 /// One attempt, as the worker recorded it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Attempt {
     pub attempt: u32,
     pub started_at: i64,
@@ -136,7 +135,7 @@ impl Attempt {
 }
 
 /// A dead letter in full.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize)]
 pub struct DeadRecord {
     #[serde(flatten)]
     pub summary: DeadSummary,
@@ -147,7 +146,6 @@ pub struct DeadRecord {
     pub max_attempts: u32,
     pub idempotency_key: Option<String>,
     /// Secrets and OTP codes replaced by `[redacted]`.
-    #[schema(value_type = Object)]
     pub payload: Value,
     /// Every attempt, oldest first (replays included).
     pub history: Vec<Attempt>,
@@ -554,7 +552,7 @@ impl DeadLetters {
 }
 
 /// A queue's counts.
-#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct Depths {
     pub queued: u64,
     /// Waiting for their time: delayed jobs and retries.

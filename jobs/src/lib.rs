@@ -15,11 +15,13 @@
 //!   one structured call per queue, tagged results) and [`queue`] (the worker's side: fetch,
 //!   finish, extend, release). Dead letters and the queues' counts as operators see and handle
 //!   them: [`dead`] (list, replay, delete, depths, throughput).
-//! - Connections: [`redis_conn`] (one node, Cluster or Sentinel behind one `Conn`).
+//! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
+//!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
+//!
+//! PostgreSQL is the `db` crate's.
 //!
 //! The scripts are tested directly against a real Redis in `tests/scripts.rs`.
 
-pub mod db;
 pub mod dead;
 pub mod envelope;
 pub mod fingerprint;
@@ -28,6 +30,8 @@ pub mod kind;
 pub mod limits;
 pub mod payload;
 pub mod queue;
+pub mod queue_depths;
+pub mod readiness;
 pub mod record;
 pub mod redact;
 pub mod redis_conn;

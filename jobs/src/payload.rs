@@ -6,7 +6,6 @@ use std::net::IpAddr;
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::Kind;
@@ -32,7 +31,8 @@ enum Author {
 }
 
 /// A validated payload in its normal form. Workers read it back by kind, never by guessing.
-#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Payload {
     OtpSms(OtpSms),
@@ -97,9 +97,10 @@ fn read<T: for<'de> Deserialize<'de>>(value: Value, base: &str) -> Result<T, Vec
 }
 
 /// A one-time code. Its `Debug` never shows the digits, so no log line can leak it.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(transparent)]
-#[schema(value_type = String, example = "482913")]
+#[cfg_attr(feature = "openapi", schema(value_type = String, example = "482913"))]
 pub struct OtpCode(String);
 
 impl OtpCode {
@@ -114,18 +115,19 @@ impl fmt::Debug for OtpCode {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct OtpSms {
     /// E.164, such as +14155550100.
-    #[schema(example = "+14155550100")]
+    #[cfg_attr(feature = "openapi", schema(example = "+14155550100"))]
     pub to: String,
     /// 4 to 10 digits; never logged, never shown.
     pub code: OtpCode,
     /// `default` (the built-in text) or a template configured as `SMS_TEMPLATE_<NAME>`
     /// (`login` for `SMS_TEMPLATE_LOGIN`); a name this deployment lacks is refused at enqueue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(example = "login")]
+    #[cfg_attr(feature = "openapi", schema(example = "login"))]
     pub template: Option<String>,
     /// 30 to 86400, default 300: not delivered by `created_at + ttl_seconds`, never sent.
     #[serde(default = "default_otp_ttl")]
@@ -163,7 +165,8 @@ fn e164(raw: &str) -> Option<String> {
     phonenumber::is_valid(&number).then(|| number.format().mode(phonenumber::Mode::E164).to_string())
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Email {
     #[serde(deserialize_with = "one_or_many")]
@@ -186,7 +189,8 @@ pub struct Email {
     pub template: Option<EmailTemplate>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct EmailTemplate {
     pub name: String,
@@ -286,7 +290,8 @@ pub fn is_mailbox(s: &str) -> bool {
         && !address.contains(['<', '>'])
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     pub url: String,
@@ -312,7 +317,8 @@ impl Webhook {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct AuditLog {
     /// Filled in at enqueue when absent, so every copy of a job names the same event.
@@ -325,7 +331,7 @@ pub struct AuditLog {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<String>, example = "203.0.113.7")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<String>, example = "203.0.113.7"))]
     pub ip: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_agent: Option<String>,

@@ -25,7 +25,6 @@ use croner::parser::{CronParser, Seconds};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
 
 use crate::settings::{Env, SettingError};
 use crate::validation::{FieldError, from_serde};
@@ -152,7 +151,8 @@ pub enum DeleteOutcome {
 }
 
 /// What a schedule does with ticks missed while no worker ran.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
     /// Fire the most recent missed tick once (never a burst).
@@ -167,7 +167,8 @@ pub enum CatchUp {
 pub const MISFIRE_GRACE: chrono::Duration = chrono::Duration::seconds(10);
 
 /// Where a schedule came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
     /// `POST /v1/schedules`.
@@ -177,34 +178,36 @@ pub enum Source {
 }
 
 /// A schedule as `POST /v1/schedules` and `SCHEDULES_FILE` give it.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ScheduleRequest {
     /// 1–128 of letters, digits, `_ . : -`; the same name again replaces the schedule.
-    #[schema(example = "weekday-digest")]
+    #[cfg_attr(feature = "openapi", schema(example = "weekday-digest"))]
     pub name: String,
     /// 5 fields (`minute hour day month weekday`), or 6 with a leading seconds field.
-    #[schema(example = "0 9 * * 1-5")]
+    #[cfg_attr(feature = "openapi", schema(example = "0 9 * * 1-5"))]
     pub cron: String,
     /// An IANA time zone; default `UTC`.
     #[serde(default)]
-    #[schema(example = "Asia/Taipei")]
+    #[cfg_attr(feature = "openapi", schema(example = "Asia/Taipei"))]
     pub timezone: Option<String>,
     #[serde(default)]
     pub catch_up: Option<CatchUp>,
     /// `{"kind", "payload", "max_attempts"?}`, checked by the rules of `POST /v1/jobs`.
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub job: Value,
 }
 
 /// A stored schedule.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Schedule {
     pub name: String,
     pub cron: String,
     pub timezone: String,
     pub catch_up: CatchUp,
-    #[schema(value_type = Object)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub job: Value,
     pub source: Source,
     /// The API key name that created it (`file` for file schedules); its jobs carry it.

@@ -82,15 +82,6 @@ impl SecretUrl {
     }
 }
 
-/// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/jobs`), parsed at start, so a
-/// malformed one stops the process naming it (without its password) rather than surfacing at
-/// the first query, or in a migration loop that warns for ever.
-pub fn database_url(env: &Env) -> Result<SecretUrl, SettingError> {
-    let url = env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs");
-    crate::db::check_url(&url).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
-    Ok(SecretUrl::new(url))
-}
-
 impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:?}", redacted_url(&self.0))

@@ -1,14 +1,14 @@
 //! Field errors that name where in the request a rule was broken, as a JSON pointer.
 
 use serde::Serialize;
-use utoipa::ToSchema;
 
 /// One broken rule: `field` is a JSON pointer into the request body (`/payload/to`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
-    #[schema(example = "/payload/to")]
+    #[cfg_attr(feature = "openapi", schema(example = "/payload/to"))]
     pub field: String,
-    #[schema(example = "must be a phone number in E.164 form, such as +14155550100")]
+    #[cfg_attr(feature = "openapi", schema(example = "must be a phone number in E.164 form, such as +14155550100"))]
     pub message: String,
 }
 

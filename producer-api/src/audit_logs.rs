@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::auth::Producer;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemDoc};
 
 pub const DEFAULT_LIMIT: i64 = 100;
 pub const MAX_LIMIT: i64 = 1000;
@@ -244,9 +244,9 @@ fn printable(name: &str) -> String {
 #[utoipa::path(get, path = "/v1/audit-logs", tag = "audit logs", params(AuditQueryDoc),
     responses(
         (status = 200, description = "A page of events, newest first", body = AuditPage),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A parameter is missing, repeated, unknown or invalid (control characters, lengths, times, limit, cursor), or the query has over 64 parameters or 8 KiB; `errors` names it", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "PostgreSQL unreachable, overloaded or not migrated yet (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "A parameter is missing, repeated, unknown or invalid (control characters, lengths, times, limit, cursor), or the query has over 64 parameters or 8 KiB; `errors` names it", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "PostgreSQL unreachable, overloaded or not migrated yet (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn list(
@@ -258,9 +258,9 @@ pub async fn list(
     // The server ends a statement after `STATEMENT_TIMEOUT`; this bounds the wait when the
     // server or the network stops answering at all.
     let mut items: Vec<AuditEvent> =
-        tokio::time::timeout(jobs::db::QUERY_DEADLINE, filter.query().build_query_as().fetch_all(&state.db))
+        tokio::time::timeout(db::QUERY_DEADLINE, filter.query().build_query_as().fetch_all(&state.db))
             .await
-            .unwrap_or_else(|_| Err(jobs::db::no_answer()))
+            .unwrap_or_else(|_| Err(db::no_answer()))
             .map_err(|e| ApiError::from_database(&e))?;
     let limit = usize::try_from(filter.limit).unwrap_or(usize::MAX);
     let next_cursor = if items.len() > limit {

@@ -1,35 +1,20 @@
-//! Bearer API keys. Only SHA-256 digests of the secrets are kept, and every request is
-//! compared against every key in constant time, so neither timing nor a memory dump gives
-//! a secret away.
-
-use std::sync::Arc;
+//! The producers' API keys (`PRODUCER_API_KEYS`), kept and checked by [`service::auth`]: as
+//! digests, compared in constant time.
 
 use axum::extract::FromRequestParts;
-use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use service::auth::{BearerSecrets, MIN_SECRET_LEN, SecretDigest};
 
 use crate::AppState;
 use crate::problem::ApiError;
 
-/// Shortest secret accepted: 16 characters is 96 bits of base64 or more.
-const MIN_SECRET_LEN: usize = 16;
-
-#[derive(Clone)]
-pub struct ApiKeys {
-    keys: Arc<[(String, [u8; 32])]>,
-}
-
-impl std::fmt::Debug for ApiKeys {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.keys.iter().map(|(name, _)| name)).finish()
-    }
-}
+/// Each key by its producer's name, which jobs record as their producer.
+#[derive(Debug, Clone)]
+pub struct ApiKeys(BearerSecrets<String>);
 
 impl ApiKeys {
     /// `name:secret,name:secret`. A name may appear twice (old and new secret during a
-    /// rotation); the name is what jobs record as their producer.
+    /// rotation).
     pub fn parse(raw: &str) -> Result<Self, String> {
         let mut keys = Vec::new();
         for (i, pair) in raw.split(',').map(str::trim).enumerate() {
@@ -45,21 +30,14 @@ impl ApiKeys {
                     i + 1
                 ));
             }
-            keys.push((name.to_owned(), Sha256::digest(secret.as_bytes()).into()));
+            keys.push((SecretDigest::of(secret), name.to_owned()));
         }
-        Ok(Self { keys: keys.into() })
+        Ok(Self(BearerSecrets::new(keys)))
     }
 
     /// The producer name of the key whose secret is `presented`.
     pub fn authenticate(&self, presented: &str) -> Option<&str> {
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        let mut found = None;
-        for (name, expected) in self.keys.iter() {
-            if bool::from(expected.ct_eq(&digest)) {
-                found = Some(name.as_str());
-            }
-        }
-        found
+        self.0.authenticate(presented).map(String::as_str)
     }
 }
 
@@ -71,15 +49,7 @@ impl FromRequestParts<AppState> for Producer {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split_once(' '))
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, token)| token)
-            .ok_or(ApiError::Unauthorized)?;
-        state.api_keys.authenticate(token.trim()).map(|name| Producer(name.to_owned())).ok_or(ApiError::Unauthorized)
+        state.api_keys.0.from_headers(&parts.headers).map(|name| Producer(name.clone())).ok_or(ApiError::Unauthorized)
     }
 }
 

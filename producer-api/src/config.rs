@@ -67,7 +67,7 @@ impl Config {
             addr: env.parse("PRODUCER_ADDR", SocketAddr::from(([127, 0, 0, 1], 8080)))?,
             redis: RedisSettings::from_env(env)?,
             redis_timeout,
-            database_url: jobs::settings::database_url(env)?,
+            database_url: db::database_url(env)?,
             api_keys: ApiKeys::parse(env.require("PRODUCER_API_KEYS", "comma-separated name:secret pairs")?)
                 .map_err(|problem| SettingError::new("PRODUCER_API_KEYS", problem))?,
             idempotency_ttl,

@@ -48,7 +48,7 @@ impl AppState {
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
             .with_otp_limits(config.otp_limits)
             .with_replica_wait(config.replica_wait);
-        let db = jobs::db::pool(config.database_url.expose(), 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
+        let db = db::pool(config.database_url.expose(), 8).map_err(|e| anyhow::anyhow!("DATABASE_URL: {e}"))?;
         Ok(Self {
             store,
             api_keys: config.api_keys.clone(),
@@ -62,6 +62,7 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
+    let store = state.store.clone();
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
@@ -76,8 +77,11 @@ pub fn router(state: AppState) -> Router {
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))
-        .with_state(state.clone())
-        .merge(service::ops_router(state.store))
+        .with_state(state)
+        .merge(service::ops_router("redis", move || {
+            let store = store.clone();
+            async move { store.readiness().await.map_err(|e| service::NotReady { state: e.state(), detail: e.detail() }) }
+        }))
         .fallback(|| async { ApiError::NotFound })
         .layer(middleware::from_fn(service::problem_errors))
         .layer(middleware::from_fn(service::http_metrics))
@@ -98,7 +102,7 @@ pub async fn run(
     service::metrics_handle();
     let state = AppState::new(&config)?;
     // Enqueueing needs only Redis: a PostgreSQL outage at start must not stop the API.
-    tokio::spawn(service::migrate_until_done(config.database_url.expose().to_owned()));
+    tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));
     tracing::info!(addr = %listener.local_addr()?, "producer-api listening");
     service::http_server::serve(listener, router(state), config.http, shutdown).await?;
     Ok(())

@@ -28,10 +28,9 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let env = Env::from_process();
     if let Some(Command::Migrate) = cli.command {
-        let url =
-            jobs::settings::database_url(&env).unwrap_or_else(|e| service::exit_on_bad_setting("producer-api", &e));
+        let url = db::database_url(&env).unwrap_or_else(|e| service::exit_on_bad_setting("producer-api", &e));
         service::init_tracing("producer-api", false);
-        service::migrate(url.expose()).await?;
+        db::migrate_url(url.expose()).await?;
         tracing::info!("migrations applied");
         return Ok(());
     }

@@ -6,7 +6,7 @@ use axum::response::{Html, IntoResponse};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::problem::Problem;
+use crate::problem::ProblemDoc;
 use crate::routes;
 
 #[derive(Debug, OpenApi)]
@@ -14,7 +14,7 @@ use crate::routes;
     info(title = "Jobplane producer API", description = "Validates and enqueues OTP SMS, email, webhook and audit-log jobs."),
     paths(routes::create_job, routes::create_batch, routes::get_job, crate::audit_logs::list,
         crate::schedules::put, crate::schedules::list, crate::schedules::delete),
-    components(schemas(Problem, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind)),
+    components(schemas(ProblemDoc, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Enqueue jobs and follow them"),
          (name = "audit logs", description = "Read the audit events workers wrote to PostgreSQL"),

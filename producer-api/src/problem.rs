@@ -1,15 +1,19 @@
-//! One error type for the API, rendered as `application/problem+json` (RFC 9457).
+//! The API's errors, each rendered as the `application/problem+json` document of
+//! [`service::Problem`] with a `type` of the API's (`/problems/...`).
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use jobs::FieldError;
 use serde::Serialize;
 use serde_json::Value;
+use service::Problem;
 use utoipa::ToSchema;
 
-/// An RFC 9457 problem document.
+/// The OpenAPI schema of the problem documents the API answers (`service::Problem` as the API
+/// fills it in); documentation only.
 #[derive(Debug, Serialize, ToSchema)]
-pub struct Problem {
+#[schema(as = Problem)]
+pub struct ProblemDoc {
     #[schema(example = "/problems/validation")]
     #[serde(rename = "type")]
     pub kind: &'static str,
@@ -30,10 +34,6 @@ pub struct Problem {
     #[schema(example = "otp_per_number")]
     pub limit: Option<&'static str>,
 }
-
-/// `Retry-After` when Redis is full: room comes back as memory is freed or raised, which takes
-/// seconds at least, not the instant a reconnect takes.
-pub const QUEUE_FULL_RETRY_AFTER_SECONDS: u64 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -81,44 +81,6 @@ pub enum ApiError {
     DatabaseUnavailable,
     #[error("internal error")]
     Internal(String),
-}
-
-impl ApiError {
-    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
-        match self {
-            ApiError::Unauthorized => (StatusCode::UNAUTHORIZED, "/problems/unauthorized", "Unauthorized"),
-            ApiError::MalformedJson(_) => (StatusCode::BAD_REQUEST, "/problems/malformed-json", "Malformed JSON"),
-            ApiError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "/problems/too-large", "Request body too large"),
-            ApiError::Validation(_) => {
-                (StatusCode::UNPROCESSABLE_ENTITY, "/problems/validation", "The request is not valid")
-            }
-            ApiError::IdempotencyConflict { .. } => (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "/problems/idempotency-key-reused",
-                "Idempotency key reused with another request",
-            ),
-            ApiError::RateLimited { .. } => (
-                StatusCode::TOO_MANY_REQUESTS,
-                "/problems/rate-limited",
-                "Too many OTP SMS for this recipient or API key",
-            ),
-            ApiError::ScheduleLimit { .. } => {
-                (StatusCode::TOO_MANY_REQUESTS, "/problems/schedule-limit", "Too many schedules")
-            }
-            ApiError::NotFound | ApiError::NoSchedule(_) => (StatusCode::NOT_FOUND, "/problems/not-found", "Not found"),
-            ApiError::ScheduleFromFile(_) => {
-                (StatusCode::CONFLICT, "/problems/schedule-from-file", "The schedule belongs to SCHEDULES_FILE")
-            }
-            ApiError::ScheduleTaken(_) => {
-                (StatusCode::CONFLICT, "/problems/schedule-taken", "The schedule belongs to another producer")
-            }
-            ApiError::Unavailable | ApiError::DatabaseUnavailable => {
-                (StatusCode::SERVICE_UNAVAILABLE, "/problems/unavailable", "Service unavailable")
-            }
-            ApiError::QueueFull => (StatusCode::SERVICE_UNAVAILABLE, "/problems/queue-full", "Queue store full"),
-            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "/problems/internal", "Internal server error"),
-        }
-    }
 }
 
 impl From<jobs::StoreError> for ApiError {
@@ -176,37 +138,68 @@ fn retryable_sqlstate(code: &str) -> bool {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, kind, title) = self.parts();
-        if let ApiError::Internal(detail) = &self {
-            tracing::error!(%detail, "request failed");
-        }
         let detail = self.to_string();
-        let (errors, enqueued, limit, retry_after) = match self {
-            ApiError::Validation(errors) => (errors, None, None, None),
-            ApiError::IdempotencyConflict { errors, enqueued } => (errors, enqueued, None, None),
-            ApiError::RateLimited { limit, errors, retry_after_seconds, enqueued, .. } => {
-                (errors, enqueued, Some(limit.as_str()), Some(retry_after_seconds))
+        let problem = match self {
+            ApiError::Unauthorized => Problem::unauthorized(detail),
+            ApiError::MalformedJson(_) => {
+                Problem::new(StatusCode::BAD_REQUEST, "/problems/malformed-json", "Malformed JSON", detail)
             }
-            ApiError::QueueFull => (Vec::new(), None, None, Some(QUEUE_FULL_RETRY_AFTER_SECONDS)),
-            ApiError::ScheduleLimit { limit, .. } => (Vec::new(), None, Some(limit.as_str()), None),
-            _ => (Vec::new(), None, None, None),
+            ApiError::TooLarge(_) => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "/problems/too-large", "Request body too large", detail)
+            }
+            ApiError::Validation(errors) => Problem::invalid(&errors),
+            ApiError::IdempotencyConflict { errors, enqueued } => with_optional(
+                Problem::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "/problems/idempotency-key-reused",
+                    "Idempotency key reused with another request",
+                    detail,
+                ),
+                &errors,
+                enqueued,
+            ),
+            ApiError::RateLimited { limit, errors, retry_after_seconds, enqueued, .. } => with_optional(
+                Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "/problems/rate-limited",
+                    "Too many OTP SMS for this recipient or API key",
+                    detail,
+                ),
+                &errors,
+                enqueued,
+            )
+            .with("limit", limit.as_str())
+            .retry_after(retry_after_seconds),
+            ApiError::ScheduleLimit { limit, .. } => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "/problems/schedule-limit", "Too many schedules", detail)
+                    .with("limit", limit.as_str())
+            }
+            ApiError::NotFound | ApiError::NoSchedule(_) => Problem::not_found(detail),
+            ApiError::ScheduleFromFile(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "/problems/schedule-from-file",
+                "The schedule belongs to SCHEDULES_FILE",
+                detail,
+            ),
+            ApiError::ScheduleTaken(_) => Problem::new(
+                StatusCode::CONFLICT,
+                "/problems/schedule-taken",
+                "The schedule belongs to another producer",
+                detail,
+            ),
+            ApiError::Unavailable | ApiError::DatabaseUnavailable => Problem::unavailable(detail),
+            ApiError::QueueFull => Problem::queue_full(detail),
+            ApiError::Internal(cause) => Problem::internal(cause),
         };
-        let problem = Problem { kind, title, status: status.as_u16(), detail, errors, enqueued, limit };
-        let mut response = (status, axum::Json(problem)).into_response();
-        let headers = response.headers_mut();
-        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(seconds) = retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        match status {
-            StatusCode::UNAUTHORIZED => {
-                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            }
-            StatusCode::SERVICE_UNAVAILABLE if !headers.contains_key(header::RETRY_AFTER) => {
-                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            _ => {}
-        }
-        response
+        problem.into_response()
+    }
+}
+
+/// `errors` and `enqueued`, each only when there is something to say.
+fn with_optional(problem: Problem, errors: &[FieldError], enqueued: Option<Value>) -> Problem {
+    let problem = if errors.is_empty() { problem } else { problem.with("errors", errors) };
+    match enqueued {
+        Some(enqueued) => problem.with("enqueued", enqueued),
+        None => problem,
     }
 }

@@ -19,7 +19,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::Producer;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemDoc};
 
 pub const SINGLE_BODY_LIMIT: usize = 256 * 1024;
 pub const BATCH_BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -169,13 +169,13 @@ fn count_created(job: &NewJob, outcome: &EnqueueOutcome) {
     responses(
         (status = 202, description = "Enqueued: the job is in Redis", body = Accepted),
         (status = 200, description = "Replayed: this key was seen with the same body (header `Idempotent-Replayed: true`)", body = Accepted),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 256 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid job (including an OTP SMS naming a template this deployment lacks, at `/payload/template`), or the key was used with another body", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "OTP SMS rate limit reached, per recipient (`limit: otp_per_number`, field `/payload/to`) or per API key (`otp_per_key`); nothing written; header `Retry-After`: seconds until a slot frees", body = Problem, content_type = "application/problem+json",
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 256 KiB", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid job (including an OTP SMS naming a template this deployment lacks, at `/payload/template`), or the key was used with another body", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "OTP SMS rate limit reached, per recipient (`limit: otp_per_number`, field `/payload/to`) or per API key (`otp_per_key`); nothing written; header `Retry-After`: seconds until a slot frees", body = ProblemDoc, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until the limit lets this job through"))),
-        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create_job(
@@ -249,13 +249,13 @@ struct BatchRequest {
     params(("traceparent" = Option<String>, Header, description = "W3C Trace Context; every job of the batch continues this trace")),
     responses(
         (status = 202, description = "Every job is in Redis, in request order", body = BatchAccepted),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 8 MiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Some job is invalid (nothing written), or an idempotency key was used with another body (nothing of that kind written; `enqueued` lists what other kinds wrote)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "The batch's OTP SMS would pass a rate limit: the batch is refused whole, `errors` naming each job over it (`/jobs/<i>/payload/to` per recipient, `/jobs/<i>` per API key); header `Retry-After`: seconds until all of them fit", body = Problem, content_type = "application/problem+json",
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 8 MiB", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Some job is invalid (nothing written), or an idempotency key was used with another body (nothing of that kind written; `enqueued` lists what other kinds wrote)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "The batch's OTP SMS would pass a rate limit: the batch is refused whole, `errors` naming each job over it (`/jobs/<i>/payload/to` per recipient, `/jobs/<i>` per API key); header `Retry-After`: seconds until all of them fit", body = ProblemDoc, content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds until the limit lets the whole batch through"))),
-        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn create_batch(
@@ -352,9 +352,9 @@ fn batch_answer(
     params(("id" = String, Path, description = "The job id")),
     responses(
         (status = 200, description = "The job", body = JobInfo),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "Unknown, expired, or another producer's", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unreachable", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, expired, or another producer's", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn get_job(

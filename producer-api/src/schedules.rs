@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::auth::Producer;
-use crate::problem::{ApiError, Problem};
+use crate::problem::{ApiError, ProblemDoc};
 use crate::routes::json_body;
 
 /// Schedule bodies are small; 64 KiB leaves room for a webhook's data.
@@ -67,13 +67,13 @@ pub struct ScheduleList {
 #[utoipa::path(post, path = "/v1/schedules", tag = "schedules", request_body = jobs::schedule::ScheduleRequest,
     responses(
         (status = 201, description = "Stored (created, or replaced the one of that name); its ticks count from now", body = ScheduleView),
-        (status = 400, description = "Malformed JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "A schedule of that name comes from SCHEDULES_FILE or belongs to another producer (`/problems/schedule-taken`): of producers racing for a new name, one gets `201` and the others this; nothing written", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body over 64 KiB", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Invalid: bad name, time zone or job (`errors` names each); a cron expression over 256 characters, or firing more often than `SCHEDULES_MIN_INTERVAL_SECONDS`, at `/cron`; a job over 16 KiB as JSON at `/job`; the job checked as `POST /v1/jobs` checks it (an audit actor `console:…` at `/job/payload/actor`)", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "A schedule quota is full, named in `limit`: `schedules_per_producer` (`SCHEDULES_MAX_PER_PRODUCER`, default 1000) or `schedules_max` (`SCHEDULES_MAX`, all producers, default 10000); nothing written. Replacing one's own schedule is never refused", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "A schedule of that name comes from SCHEDULES_FILE or belongs to another producer (`/problems/schedule-taken`): of producers racing for a new name, one gets `201` and the others this; nothing written", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid: bad name, time zone or job (`errors` names each); a cron expression over 256 characters, or firing more often than `SCHEDULES_MIN_INTERVAL_SECONDS`, at `/cron`; a job over 16 KiB as JSON at `/job`; the job checked as `POST /v1/jobs` checks it (an audit actor `console:…` at `/job/payload/actor`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 429, description = "A schedule quota is full, named in `limit`: `schedules_per_producer` (`SCHEDULES_MAX_PER_PRODUCER`, default 1000) or `schedules_max` (`SCHEDULES_MAX`, all producers, default 10000); nothing written. Replacing one's own schedule is never refused", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn put(
@@ -122,8 +122,8 @@ fn over_limit(limit: ScheduleLimit, limits: &ScheduleLimits) -> ApiError {
 #[utoipa::path(get, path = "/v1/schedules", tag = "schedules",
     responses(
         (status = 200, description = "This producer's schedules and SCHEDULES_FILE's, with their next runs", body = ScheduleList),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, Producer(producer): Producer) -> Result<Json<ScheduleList>, ApiError> {
@@ -137,10 +137,10 @@ pub async fn list(State(state): State<AppState>, Producer(producer): Producer) -
     params(("name" = String, Path, description = "The schedule's name")),
     responses(
         (status = 204, description = "Deleted: no tick fires after this"),
-        (status = 401, description = "Missing or unknown API key", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No schedule of that name (of this producer's)", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The schedule comes from SCHEDULES_FILE", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No schedule of that name (of this producer's)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The schedule comes from SCHEDULES_FILE", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn delete(

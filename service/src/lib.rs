@@ -1,14 +1,24 @@
 //! What every Jobplane process does the same way: structured logs, the Prometheus recorder,
-//! `/healthz` `/readyz` `/metrics`, HTTP request metrics, and shutdown on SIGINT or SIGTERM.
-//! The HTTP server itself, with its limits, is in [`http_server`].
+//! `/healthz` `/readyz` `/metrics` (readiness through the [`Readiness`] trait: this crate knows
+//! nothing of Redis), HTTP request metrics, and shutdown on SIGINT or SIGTERM.
+//!
+//! # Layout
+//! - [`http_server`]: the accept loop and its limits, for all three processes.
+//! - [`problem`]: errors as `application/problem+json`, one shape and one set of `type` URIs.
+//! - [`auth`]: bearer secrets kept as digests (the API's keys, the console's operator tokens).
+//! - [`csrf`]: the CSRF check of the console's forms, as an extractor.
 
+pub mod auth;
+pub mod csrf;
 pub mod http_server;
+pub mod problem;
 pub use http_server::HttpLimits;
+pub use problem::Problem;
 
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -179,56 +189,51 @@ fn describe() {
     );
 }
 
-/// Samples the depth of `kinds`' queues into `jobplane_queue_depth` every `every`, until the
-/// process ends. Run by workers (their kinds) and the console (every kind).
-pub async fn sample_depths(dead: jobs::dead::DeadLetters, kinds: Vec<jobs::Kind>, every: Duration) {
-    loop {
-        for kind in &kinds {
-            let (Ok(depths), Ok(retrying)) = (dead.depths(*kind).await, dead.retrying(*kind).await) else { continue };
-            #[expect(clippy::cast_precision_loss, reason = "queue depths far below 2^52")]
-            let states = [
-                ("queued", depths.queued as f64),
-                ("scheduled", depths.scheduled.saturating_sub(retrying) as f64),
-                ("retrying", retrying as f64),
-                ("running", depths.running as f64),
-                ("dead", depths.dead as f64),
-            ];
-            for (state, value) in states {
-                metrics::gauge!("jobplane_queue_depth", "kind" => kind.as_str(), "state" => state).set(value);
-            }
-        }
-        tokio::time::sleep(every).await;
+/// What `/readyz` checks: the dependency a process cannot work without (Redis, for all three),
+/// so that this crate need not know it. A closure answering `Result<(), NotReady>` is one.
+pub trait Readiness: Clone + Send + Sync + 'static {
+    fn check(&self) -> impl Future<Output = Result<(), NotReady>> + Send;
+}
+
+impl<F, Fut> Readiness for F
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), NotReady>> + Send,
+{
+    fn check(&self) -> impl Future<Output = Result<(), NotReady>> + Send {
+        self()
     }
 }
 
-/// `/healthz` (the process answers), `/readyz` (Redis answers) and `/metrics`.
-pub fn ops_router(store: jobs::Store) -> Router {
+/// Why the dependency cannot serve now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotReady {
+    /// Its state in the answer, a word or a line: `full`, or why it does not answer.
+    pub state: String,
+    /// A sentence for the operator, when the state alone does not say enough.
+    pub detail: Option<String>,
+}
+
+/// `/healthz` (the process answers), `/readyz` (`dependency` is ready: `200` `{"status":
+/// "ready", "<dependency>": "ok"}`, else `503` `{"status": "not ready", "<dependency>": <state>,
+/// "detail": ...}`) and `/metrics`.
+pub fn ops_router(dependency: &'static str, readiness: impl Readiness) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(serde_json::json!({"status": "ok"})) }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(move || readyz(dependency, readiness.clone())))
         .route("/metrics", get(render_metrics))
-        .with_state(store)
 }
 
-/// Ready when Redis answers and has room for writes. A Redis at its `maxmemory` that refuses
-/// writes is `503` `{"status": "not ready", "redis": "full"}`: it answers, but no job can be
-/// enqueued until memory is freed (finished jobs expire, dead letters are evicted or purged;
-/// workers keep working) or `maxmemory` is raised.
-async fn readyz(State(store): State<jobs::Store>) -> Response {
-    let not_ready = |body: serde_json::Value| (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    if let Err(e) = store.ping().await {
-        tracing::warn!(error = %e, "not ready");
-        return not_ready(serde_json::json!({"status": "not ready", "redis": e.to_string()}));
-    }
-    match store.memory().await {
-        // Counted and logged where writes are refused; a probe every few seconds adds nothing.
-        Ok(jobs::redis_conn::Memory::Full { used, max }) => not_ready(serde_json::json!({
-            "status": "not ready",
-            "redis": "full",
-            "detail": format!("Redis uses {used} bytes of its maxmemory {max} and refuses writes"),
-        })),
-        // PING answered: a failed INFO alone does not make the process unready.
-        _ => Json(serde_json::json!({"status": "ready", "redis": "ok"})).into_response(),
+async fn readyz(dependency: &'static str, readiness: impl Readiness) -> Response {
+    match readiness.check().await {
+        Ok(()) => Json(serde_json::json!({"status": "ready", dependency: "ok"})).into_response(),
+        Err(NotReady { state, detail }) => {
+            let mut body = serde_json::json!({"status": "not ready", dependency: state});
+            if let Some(detail) = detail {
+                body["detail"] = detail.into();
+            }
+            (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        }
     }
 }
 
@@ -283,8 +288,7 @@ pub async fn problem_errors(request: Request, next: Next) -> Response {
             _ => status.canonical_reason().unwrap_or("error").to_owned(),
         },
     };
-    let title = status.canonical_reason().unwrap_or("Error");
-    let body = serde_json::json!({"type": "about:blank", "title": title, "status": status.as_u16(), "detail": detail});
+    let body = Problem::about_blank(status, detail).to_json();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/problem+json"));
     Response::from_parts(parts, axum::body::Body::from(body.to_string()))
@@ -339,32 +343,6 @@ pub fn exit_on_bad_setting(program: &str, error: &dyn std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
-/// Applies the PostgreSQL migrations once (the `migrate` subcommands, compose's migrate step).
-pub async fn migrate(database_url: &str) -> anyhow::Result<()> {
-    use anyhow::Context as _;
-    let pool = jobs::db::migration_pool(database_url, 2).context("DATABASE_URL")?;
-    jobs::db::migrate(&pool).await.context("applying migrations")?;
-    pool.close().await;
-    Ok(())
-}
-
-/// Applies the migrations in the background, retrying every 5 s until PostgreSQL answers,
-/// for processes whose main duty does not wait on PostgreSQL.
-pub async fn migrate_until_done(database_url: String) {
-    loop {
-        match migrate(&database_url).await {
-            Ok(()) => {
-                tracing::info!("migrations applied");
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = format!("{e:#}"), "migrations not applied yet; retrying in 5 s");
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -378,6 +356,36 @@ mod tests {
         let line = otlp_endpoint_problem(endpoint, &error);
         assert!(line.starts_with("OTEL_EXPORTER_OTLP_ENDPOINT: "), "{line}");
         assert!(!line.contains("s3cretpw"), "{line}");
+    }
+
+    #[tokio::test]
+    async fn readyz_answers_what_the_readiness_check_says() {
+        use tower::ServiceExt as _;
+        async fn get_readyz(state: Result<(), NotReady>) -> (StatusCode, serde_json::Value) {
+            let app = ops_router("redis", move || std::future::ready(state.clone()));
+            let request = Request::get("/readyz").body(axum::body::Body::empty()).unwrap();
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+            (status, serde_json::from_slice(&bytes).unwrap())
+        }
+        assert_eq!(get_readyz(Ok(())).await, (StatusCode::OK, serde_json::json!({"status": "ready", "redis": "ok"})));
+        let full = NotReady { state: "full".into(), detail: Some("Redis uses 2 bytes of its maxmemory 1".into()) };
+        assert_eq!(
+            get_readyz(Err(full)).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "not ready", "redis": "full", "detail": "Redis uses 2 bytes of its maxmemory 1"})
+            )
+        );
+        let down = NotReady { state: "connection refused".into(), detail: None };
+        assert_eq!(
+            get_readyz(Err(down)).await,
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "not ready", "redis": "connection refused"})
+            )
+        );
     }
 
     #[test]

@@ -100,7 +100,7 @@ async fn audit_events_are_batched_stored_once_and_paged_newest_first() {
 
     let depths = drained(&app, Duration::from_mins(1)).await;
     assert_eq!(depths, (0, 0, 0, 0), "every job succeeded (ready, scheduled, active, dead)");
-    let pool = jobs::db::pool(&db.url, 2).unwrap();
+    let pool = db::pool(&db.url, 2).unwrap();
     assert_eq!(rows(&pool).await, 2510, "each event stored once, repeats included");
 
     // Batched: the writer's batches averaged far more than one event each.
@@ -143,8 +143,8 @@ async fn audit_events_are_batched_stored_once_and_paged_newest_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_postgresql_refuses_goes_alone_to_the_dead_letters() {
     let db = OwnDatabase::create().await;
-    let pool = jobs::db::pool(&db.url, 2).unwrap();
-    jobs::db::migrate(&pool).await.unwrap();
+    let pool = db::pool(&db.url, 2).unwrap();
+    db::migrate(&pool).await.unwrap();
     // A rule the database has and the API does not know: the poison for this test.
     sqlx::query("ALTER TABLE audit_logs ADD CONSTRAINT test_no_poison CHECK (action <> 'poison.pill')")
         .execute(&pool)

@@ -518,7 +518,7 @@ async fn audit_events_survive_a_30_s_postgresql_outage() {
     let batch = |n: usize| -> Vec<serde_json::Value> {
         (0..n).map(|_| event("acme", uuid::Uuid::now_v7(), "invoice.paid", Utc::now())).collect()
     };
-    let pool = jobs::db::pool(&url, 2).unwrap();
+    let pool = db::pool(&url, 2).unwrap();
     enqueue_all(&app, &batch(500)).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while rows(&pool).await < 500 && Instant::now() < deadline {
@@ -542,7 +542,7 @@ async fn audit_events_survive_a_30_s_postgresql_outage() {
     enqueue_all(&app, &batch(500)).await;
 
     let depths = drained(&app, Duration::from_secs(90)).await;
-    let pool = jobs::db::pool(&url, 2).unwrap();
+    let pool = db::pool(&url, 2).unwrap();
     let written = rows(&pool).await;
     println!(
         "postgresql outage {:.1} s: {written} of 2500 events written, {:.1} s after it came back; depths {depths:?}",

@@ -215,6 +215,52 @@ async fn logout_ends_the_session_on_the_server() {
     assert!(app.job_fields("webhook", &ids[1]).await.is_empty());
 }
 
+/// Every page handler that changes something reads its form through one extractor
+/// (`service::csrf::CsrfForm`) that checks the session's CSRF token first: a post without the
+/// token, with an empty one or with another session's is `403` on each of them, and does nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_state_changing_form_refuses_a_post_without_its_csrf_token() {
+    let app = TestApp::spawn().await;
+    let console = TestConsole::start(&app, &[]).await;
+    let id = make_dead(&app, Kind::Webhook, &json!({"url": "https://x.example/h", "event": "e"}), 1, "permanent", "x")
+        .await
+        .remove(0);
+    let cookie = login(&console, ADMIN_TOKEN).await;
+    let other = login(&console, ADMIN_TOKEN).await;
+    let token = csrf(&console, &cookie, &id).await.unwrap();
+    let others_token = csrf(&console, &other, &id).await.unwrap();
+    assert_ne!(token, others_token, "each session has its own token");
+    let payload = json!({"url": "https://x.example/elsewhere", "event": "e"}).to_string();
+    let forms: [(String, Vec<(&str, &str)>); 5] = [
+        ("/logout".into(), vec![]),
+        (format!("/dead/{id}/replay"), vec![]),
+        (format!("/dead/{id}/edit"), vec![("payload", payload.as_str())]),
+        (format!("/dead/{id}/delete"), vec![]),
+        ("/dead/bulk".into(), vec![("action", "purge"), ("filters", "kind=webhook"), ("confirm", "1")]),
+    ];
+    for (path, fields) in &forms {
+        for presented in [None, Some(""), Some(others_token.as_str())] {
+            let mut form = fields.clone();
+            form.extend(presented.map(|t| ("csrf", t)));
+            let r = console
+                .http
+                .post(format!("{}{path}", console.base))
+                .header("cookie", &cookie)
+                .form(&form)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 403, "{path} with csrf {presented:?}");
+        }
+    }
+    // Nothing was done: the letter is as it was and the session still open...
+    assert_eq!(app.job_fields("webhook", &id).await["status"], "dead");
+    assert_eq!(csrf(&console, &cookie, &id).await.as_deref(), Some(token.as_str()));
+    // ...and the same form with its own token goes through.
+    assert_eq!(delete_by_form(&console, &cookie, &token, &id).await.status(), 200);
+    assert!(app.job_fields("webhook", &id).await.is_empty());
+}
+
 /// Item 11: a rotated token (restart with a new `CONSOLE_TOKEN`) ends every session it opened,
 /// even with the same session key; the unrotated token's sessions carry over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,8 +71,8 @@ async fn made_up_methods_and_paths_do_not_grow_the_metrics() {
 /// The producer API on a migrated database of the test's own.
 async fn app_with_database() -> (TestApp, OwnDatabase) {
     let db = OwnDatabase::create().await;
-    let pool = jobs::db::pool(&db.url, 1).unwrap();
-    jobs::db::migrate(&pool).await.unwrap();
+    let pool = db::pool(&db.url, 1).unwrap();
+    db::migrate(&pool).await.unwrap();
     pool.close().await;
     let app = TestApp::spawn_with(&redis_url(), &[("DATABASE_URL", &db.url)]).await;
     (app, db)

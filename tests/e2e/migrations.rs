@@ -6,8 +6,8 @@ use crate::support::OwnDatabase;
 #[tokio::test]
 async fn migrations_create_partitioned_audit_logs() {
     let db = OwnDatabase::create().await;
-    service::migrate(&db.url).await.unwrap();
-    service::migrate(&db.url).await.unwrap(); // applying twice is harmless
+    db::migrate_url(&db.url).await.unwrap();
+    db::migrate_url(&db.url).await.unwrap(); // applying twice is harmless
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
 
     let partitions: Vec<String> = sqlx::query_scalar(
@@ -43,7 +43,7 @@ async fn migrations_create_partitioned_audit_logs() {
 #[tokio::test]
 async fn an_event_is_stored_once_and_no_date_is_refused() {
     let db = OwnDatabase::create().await;
-    service::migrate(&db.url).await.unwrap();
+    db::migrate_url(&db.url).await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let insert = "INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
                   VALUES ($1, 't1', 'u1', 'login', 'session', $2) ON CONFLICT DO NOTHING";
@@ -75,7 +75,7 @@ async fn an_event_is_stored_once_and_no_date_is_refused() {
 #[tokio::test]
 async fn a_new_month_partition_adopts_rows_from_the_default() {
     let db = OwnDatabase::create().await;
-    service::migrate(&db.url).await.unwrap();
+    db::migrate_url(&db.url).await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let insert = "INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
                   VALUES ($1, 't1', 'u1', 'login', 'session', $2)";
@@ -94,7 +94,7 @@ async fn a_new_month_partition_adopts_rows_from_the_default() {
 #[tokio::test]
 async fn partition_bounds_are_utc_months_whatever_the_session_time_zone() {
     let db = OwnDatabase::create().await;
-    service::migrate(&db.url).await.unwrap();
+    db::migrate_url(&db.url).await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     for zone in ["Asia/Taipei", "America/Los_Angeles"] {
         let mut conn = pool.acquire().await.unwrap();
@@ -125,7 +125,7 @@ async fn partition_bounds_are_utc_months_whatever_the_session_time_zone() {
 #[tokio::test]
 async fn concurrent_partition_calls_take_turns() {
     let db = OwnDatabase::create().await;
-    service::migrate(&db.url).await.unwrap();
+    db::migrate_url(&db.url).await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let calls =
         (0..4).map(|_| sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(8)").fetch_one(&pool));
@@ -138,7 +138,7 @@ async fn concurrent_partition_calls_take_turns() {
 #[tokio::test]
 async fn a_repeated_event_id_is_stored_once_whatever_its_time() {
     let db = OwnDatabase::create().await;
-    service::migrate(&db.url).await.unwrap();
+    db::migrate_url(&db.url).await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
     let insert =
         "WITH claimed AS (INSERT INTO audit_event_ids (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING event_id)

@@ -88,7 +88,7 @@ async fn run_once(
     let admin = sqlx::PgPool::connect(&format!("{server}/postgres")).await?;
     sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await?;
     let db_url = format!("{server}/{database}");
-    jobs::db::migrate(&jobs::db::pool(&db_url, 1)?).await?;
+    db::migrate(&db::pool(&db_url, 1)?).await?;
     let addr = format!("127.0.0.1:{}", free_port());
     let api = Killed(
         Command::new(bin.join("producer-api"))
@@ -122,7 +122,7 @@ async fn run_once(
     while !http.get(&ready).send().await.is_ok_and(|r| r.status().is_success()) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let pool = jobs::db::pool(&db_url, 1)?;
+    let pool = db::pool(&db_url, 1)?;
     let now = chrono::Utc::now();
     let bodies: Vec<serde_json::Value> = (0..events)
         .collect::<Vec<_>>()

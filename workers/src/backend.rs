@@ -294,7 +294,7 @@ pub async fn put_back<L: Leases>(
     match leases.release(&jobs).await {
         Ok(n) => tracing::info!(%kind, released = n, "put back jobs not started"),
         Err(e) => {
-            tracing::warn!(%kind, error = jobs::store::chain(&e), "could not put back jobs; their leases will expire")
+            tracing::warn!(%kind, error = jobs::store::chain(&e), "could not put back jobs; their leases will expire");
         }
     }
     for (id, attempt) in &jobs {

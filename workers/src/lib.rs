@@ -145,7 +145,7 @@ impl Config {
         Ok(Self {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
-            database_url: jobs::settings::database_url(env)?,
+            database_url: db::database_url(env)?,
             concurrency,
             backoff,
             batch,
@@ -246,8 +246,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
     let id = worker_id();
-    tokio::spawn(service::migrate_until_done(config.database_url.expose().to_owned()));
-    tokio::spawn(service::sample_depths(
+    tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));
+    tokio::spawn(jobs::queue_depths::sample(
         jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
         config.kinds.iter().copied().collect(),
         Duration::from_secs(5),
@@ -274,7 +274,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             .map_err(|e| anyhow::anyhow!("WORKER_METRICS_ADDR: cannot listen on {addr} ({e})"))?;
         let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(2));
         let limits = config.http;
-        tokio::spawn(service::http_server::serve(listener, service::ops_router(store), limits, std::future::pending()));
+        let ops = service::ops_router("redis", move || {
+            let store = store.clone();
+            async move { store.readiness().await.map_err(|e| service::NotReady { state: e.state(), detail: e.detail() }) }
+        });
+        tokio::spawn(service::http_server::serve(listener, ops, limits, std::future::pending()));
     }
 
     let ended = futures::future::select_all(running.iter_mut().map(|r| &mut r.done));

@@ -247,9 +247,9 @@ async fn insert(pool: &PgPool, rows: &[Row]) -> Result<(), Failure> {
         .execute(pool);
     // The server ends a statement after `STATEMENT_TIMEOUT`; this bounds the wait when it (or
     // the network) stops answering at all, so the writer task never hangs on one batch.
-    tokio::time::timeout(jobs::db::QUERY_DEADLINE, insert)
+    tokio::time::timeout(db::QUERY_DEADLINE, insert)
         .await
-        .unwrap_or_else(|_| Err(jobs::db::no_answer()))
+        .unwrap_or_else(|_| Err(db::no_answer()))
         .map(|_| ())
         .map_err(|e| classify(&e))
 }
@@ -273,8 +273,7 @@ pub async fn keep_partitions(pool: PgPool) {
     let mut wait = Duration::from_secs(1);
     loop {
         let check = sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2)").fetch_one(&pool);
-        match tokio::time::timeout(jobs::db::QUERY_DEADLINE, check).await.unwrap_or_else(|_| Err(jobs::db::no_answer()))
-        {
+        match tokio::time::timeout(db::QUERY_DEADLINE, check).await.unwrap_or_else(|_| Err(db::no_answer())) {
             Ok(created) => {
                 if created > 0 {
                     tracing::info!(created, "audit-log partitions created");

@@ -111,7 +111,7 @@ impl Deliveries {
             Some(audit) => {
                 // A connection per writer, and one for the partition upkeep.
                 let connections = u32::try_from(audit.writers + 1).unwrap_or(u32::MAX);
-                let pool = jobs::db::pool(database_url, connections)
+                let pool = db::pool(database_url, connections)
                     .map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
                 tokio::spawn(audit::keep_partitions(pool.clone()));
                 Some(audit::AuditWriter::spawn(pool, *audit))

@@ -152,7 +152,7 @@ impl SmsSender {
             ProviderSettings::Twilio(twilio) => Arc::new(twilio::Twilio::new(twilio, settings.timeout)?),
             ProviderSettings::Http(gateway) => Arc::new(gateway::Gateway::new(gateway, settings.timeout)?),
         };
-        let pool = jobs::db::pool(database_url, 2).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
+        let pool = db::pool(database_url, 2).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
         Ok(Self { provider, templates: settings.templates.clone(), records: record::Recorder::spawn(pool) })
     }
 

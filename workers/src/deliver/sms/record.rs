@@ -187,9 +187,9 @@ async fn insert(pool: &PgPool, batch: &[Row]) -> Result<(), sqlx::Error> {
             .push_bind(a.at);
     });
     query.push(" ON CONFLICT (job_id, attempt) DO NOTHING");
-    // Bounded on our own clock too (see `jobs::db::QUERY_DEADLINE`): the writer never hangs.
-    tokio::time::timeout(jobs::db::QUERY_DEADLINE, query.build().execute(pool))
+    // Bounded on our own clock too (see `db::QUERY_DEADLINE`): the writer never hangs.
+    tokio::time::timeout(db::QUERY_DEADLINE, query.build().execute(pool))
         .await
-        .unwrap_or_else(|_| Err(jobs::db::no_answer()))
+        .unwrap_or_else(|_| Err(db::no_answer()))
         .map(|_| ())
 }

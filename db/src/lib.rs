@@ -1,13 +1,17 @@
-//! PostgreSQL: the migrations every process applies at start (sqlx takes an advisory lock,
-//! so several processes starting at once apply each migration once).
+//! PostgreSQL, for the processes that use it (the producer API reads `audit_logs`, workers
+//! write `audit_logs` and `sms_deliveries`): bounded pools, and the migrations under
+//! `migrations/`, which every such process applies at start (sqlx takes an advisory lock, so
+//! several processes starting at once apply each migration once). The console and the `jobs`
+//! crate know nothing of PostgreSQL.
 
 use std::str::FromStr as _;
 use std::time::Duration;
 
+use jobs::settings::{Env, SecretUrl, SettingError};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor as _, PgPool};
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// The longest a caller waits for a connection from a pool, connecting included.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
@@ -35,6 +39,15 @@ pub fn check_url(url: &str) -> Result<(), sqlx::Error> {
     PgConnectOptions::from_str(url).map(|_| ())
 }
 
+/// `DATABASE_URL` (default `postgres://postgres@127.0.0.1:5432/jobs`), parsed at start, so a
+/// malformed one stops the process naming it (without its password) rather than surfacing at
+/// the first query, or in a migration loop that warns for ever.
+pub fn database_url(env: &Env) -> Result<SecretUrl, SettingError> {
+    let url = env.or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/jobs");
+    check_url(&url).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
+    Ok(SecretUrl::new(url))
+}
+
 /// A pool that connects on first use, with a bounded wait for a connection
 /// ([`ACQUIRE_TIMEOUT`]) and a bounded run of every statement ([`STATEMENT_TIMEOUT`]).
 pub fn pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
@@ -59,6 +72,53 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }
 
+/// Why the migrations were not applied.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    #[error("DATABASE_URL")]
+    Url(#[source] sqlx::Error),
+    #[error("applying migrations")]
+    Apply(#[source] sqlx::migrate::MigrateError),
+}
+
+/// Applies the migrations once (the `migrate` subcommand, compose's migrate step), on a pool of
+/// its own that is closed before returning.
+pub async fn migrate_url(database_url: &str) -> Result<(), MigrationError> {
+    let pool = migration_pool(database_url, 2).map_err(MigrationError::Url)?;
+    let applied = migrate(&pool).await.map_err(MigrationError::Apply);
+    pool.close().await;
+    applied
+}
+
+/// Applies the migrations in the background, retrying every 5 s until PostgreSQL answers,
+/// for processes whose main duty does not wait on PostgreSQL.
+pub async fn migrate_until_done(database_url: String) {
+    loop {
+        match migrate_url(&database_url).await {
+            Ok(()) => {
+                tracing::info!("migrations applied");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %chain(&e), "migrations not applied yet; retrying in 5 s");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        }
+    }
+}
+
+/// `e` and its causes on one line, `outer: inner: innermost`, as anyhow's `{:#}` prints them.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,6 +133,15 @@ mod tests {
         let migrations = migration_pool(&url, 1).unwrap();
         let shown: String = sqlx::query_scalar("SHOW statement_timeout").fetch_one(&migrations).await.unwrap();
         assert_eq!(shown, "0");
+    }
+
+    #[test]
+    fn a_migration_error_names_the_setting_and_keeps_its_cause() {
+        let error = MigrationError::Url(check_url("postgres://u:s3cretpw@host:notaport/db").unwrap_err());
+        let line = chain(&error);
+        assert!(line.starts_with("DATABASE_URL: "), "{line}");
+        assert!(line.len() > "DATABASE_URL: ".len(), "{line}");
+        assert!(!line.contains("s3cretpw"), "{line}");
     }
 
     #[test]

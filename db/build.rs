@@ -2,5 +2,5 @@
 //! or changed (what `sqlx migrate build-script` generates).
 
 fn main() {
-    println!("cargo:rerun-if-changed=../migrations");
+    println!("cargo:rerun-if-changed=migrations");
 }
