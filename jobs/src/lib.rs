@@ -13,8 +13,9 @@
 //!   record shows to producers.
 //! - State transitions, each one script over one queue: [`store`] (enqueue: `lua/enqueue.lua`,
 //!   one structured call per queue, tagged results) and [`queue`] (the worker's side: fetch,
-//!   finish, extend, release). Dead letters and the queues' counts as operators see and handle
-//!   them: [`dead`] (list, replay, delete, depths, throughput).
+//!   finish, extend, release), [`dead`] (replay and delete dead letters).
+//! - Inspection, read only: [`inspect`] (dead letters listed and read, the queues' counts and
+//!   per-minute outcomes).
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
 //!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
 //!
@@ -25,6 +26,7 @@
 pub mod dead;
 pub mod envelope;
 pub mod fingerprint;
+pub mod inspect;
 pub mod keys;
 pub mod kind;
 pub mod limits;
