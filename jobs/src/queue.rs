@@ -210,7 +210,16 @@ impl Queue {
         while let (Some(id), Some(record)) = (reply.next(), reply.next()) {
             let id: String = redis::from_redis_value(id).map_err(redis::RedisError::from)?;
             let record: Vec<u8> = redis::from_redis_value(record).map_err(redis::RedisError::from)?;
-            let record = JobRecord::decode(&record)?;
+            // Failing the whole fetch for one record would strand the other jobs fetch.lua just
+            // leased: each would wait out its lease and lose an attempt. This one is left to its
+            // lease, whose recovery ends it.
+            let record = match JobRecord::decode(&record) {
+                Ok(record) => record,
+                Err(e) => {
+                    tracing::error!(kind = %self.kind, job_id = %id, error = crate::store::chain(&e), "a leased job's record could not be read; left to its lease");
+                    continue;
+                }
+            };
             let leased = Leased {
                 id,
                 kind: self.kind,

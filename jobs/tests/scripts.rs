@@ -1897,3 +1897,29 @@ async fn the_schedule_index_is_rebuilt_from_definitions_written_without_it() {
         "each leased; the entry without a definition dropped"
     );
 }
+
+#[tokio::test]
+async fn a_record_only_lua_can_read_does_not_strand_the_rest_of_its_batch() {
+    // A record Lua reads (its `st` is a string) but `JobRecord` cannot (here: no `ma`, as a
+    // newer or foreign writer might leave it) is leased by fetch.lua with the good jobs of the
+    // same call. The good jobs must still reach the worker: failing the whole fetch would leave
+    // them running in no worker's hands until their leases expire, each losing an attempt.
+    #[derive(serde::Serialize)]
+    struct Odd<'a> {
+        st: &'a str,
+        pr: &'a str,
+        ca: i64,
+        ra: i64,
+        pl: &'a str,
+    }
+    let lab = Lab::new();
+    let q = lab.q(Kind::Webhook);
+    let good = lab.job(Kind::Webhook, None, None);
+    lab.enqueue(std::slice::from_ref(&good)).await;
+    let odd = rmp_serde::to_vec_named(&Odd { st: "queued", pr: "shop", ca: 1, ra: 1, pl: "{}" }).unwrap();
+    let () = lab.run(redis::cmd("SET").arg(q.job("odd")).arg(odd)).await;
+    let _: i64 = lab.run(redis::cmd("LPUSH").arg(q.ready()).arg("odd")).await;
+
+    let leased = lab.queue(Kind::Webhook).fetch(LEASE, 10, 10).await.expect("the good job is handed over");
+    assert_eq!(leased.iter().map(|(l, _)| l.id.clone()).collect::<Vec<_>>(), [good.id.to_string()]);
+}
