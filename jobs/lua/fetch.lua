@@ -16,7 +16,8 @@
 -- "now" is Redis's own clock (TIME).
 --
 -- Returns {promoted, recovered, next, skipped, id, record, id, record, ...}: each leased job's
--- id and its record as now stored (MessagePack: status running, attempts counting this one).
+-- id and its record as now stored (MessagePack: status running, attempts counting this one,
+-- ln the lease's token, which finish, extend and release must present).
 -- `next`, when no job was leased: 0 while jobs are still ready (every id popped was skipped),
 -- else ms until the next waiting job is due or the next lease runs out, whichever is sooner
 -- (-1: none), so an idle worker knows how long it may wait; -1 when jobs were leased.
@@ -104,6 +105,7 @@ for _, id in ipairs(ids) do
   elseif not is_finished(record) then
     record.st = 'running'
     record.at = (record.at or 0) + 1
+    record.ln = (record.ln or 0) + 1
     record.sa = now
     record.wk = worker
     local packed = cmsgpack.pack(record)

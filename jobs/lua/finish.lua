@@ -10,12 +10,13 @@
 --            so a producer's flood never evicts another producer's letters; dead_age (ms): dead
 --            jobs older than this are evicted; job_prefix ("<prefix>:<id>"); idem_prefix
 --            ("<prefix>:<producer>:<key>")
---            done[i]: id; attempt (the number fetch.lua handed out); outcome, tagged:
+--            done[i]: id; token (the lease token fetch.lua handed out, the record's ln); outcome, tagged:
 --            {t = "succeeded"} | {t = "retry", at (ms)} | {t = "dead", reason}; error (absent:
---            none); started_at; finished_at; provider_id (absent: none)
+--            none); started_at, when the handler started; finished_at; provider_id (absent: none)
 --
--- Returns {recorded, stale, evicted}: an outcome is stale when the job's lease was lost and it
--- was leased again (another attempt now owns it); stale outcomes change nothing.
+-- Returns {recorded, stale, evicted}: an outcome is stale when its lease is not the job's
+-- current one (it was lost, and the job recovered, replayed or leased again); stale outcomes
+-- change nothing.
 -- A succeeded job's record shrinks to what the status answer needs (no payload, no
 -- idempotency key, no trace; its attempt history only when an attempt failed) and expires after
 -- the retention, or after its idempotency record when that lives longer, so a producer resending
@@ -34,7 +35,7 @@ for _, done in ipairs(call.done) do
   local id = done.id
   local key = prefix .. ':' .. id
   local record = load_record(key)
-  if not record or record.st ~= 'running' or record.at ~= done.attempt or redis.call('ZREM', KEYS[2], id) == 0 then
+  if not record or record.st ~= 'running' or record.ln ~= done.token or redis.call('ZREM', KEYS[2], id) == 0 then
     stale = stale + 1
   else
     recorded = recorded + 1

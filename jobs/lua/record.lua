@@ -1,7 +1,8 @@
 -- record.lua: prepended to every script that reads or writes job records.
 --
 -- A job record is a STRING holding a MessagePack map with short keys (`record::JobRecord` in
--- Rust is the reference): st status, at attempts started, ma max attempts, pr producer,
+-- Rust is the reference): st status, at attempts started, ln leases handed out (the lease
+-- token: it never repeats), ma max attempts, pr producer,
 -- ca created at, ra run at, pl payload, ik idempotency key, tp traceparent, sa started at,
 -- wk worker, le last error, pm provider message id, fa finished at, rs dead reason, da dead at,
 -- fp / fx the fingerprint and expiry of the idempotency record a dead job gave up, nt notes,

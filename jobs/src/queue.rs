@@ -59,6 +59,9 @@ pub struct Leased {
     pub kind: Kind,
     /// This attempt's number, from 1.
     pub attempt: u32,
+    /// The lease's token: what `finish`, `extend` and `release` present to show the lease is
+    /// still the job's current one. Never repeats for a job, unlike `attempt`.
+    pub token: u64,
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
     pub producer: String,
@@ -106,7 +109,7 @@ struct FinishCall<'a> {
 #[derive(Serialize)]
 struct FinishedJob<'a> {
     id: &'a str,
-    attempt: u32,
+    token: u64,
     outcome: WireOutcome,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a str>,
@@ -224,6 +227,7 @@ impl Queue {
                 id,
                 kind: self.kind,
                 attempt: record.attempts,
+                token: record.leases,
                 max_attempts: record.max_attempts,
                 created_at: millis(record.created_at),
                 producer: record.producer,
@@ -263,7 +267,7 @@ impl Queue {
                 .iter()
                 .map(|f| FinishedJob {
                     id: &f.job.id,
-                    attempt: f.job.attempt,
+                    token: f.job.token,
                     outcome: match &f.outcome {
                         Outcome::Succeeded => WireOutcome::Succeeded,
                         Outcome::Retry { at } => WireOutcome::Retry { at: at.timestamp_millis() },
@@ -287,9 +291,9 @@ impl Queue {
         Ok(FinishReport { recorded, stale, evicted })
     }
 
-    /// Renews to Redis's now + `lease` the leases of `jobs` (id, the attempt this worker was
-    /// handed) whose attempt is still the job's current one: a stale holder renews nothing.
-    pub async fn extend(&self, jobs: &[(String, u32)], lease: Duration) -> Result<u64, StoreError> {
+    /// Renews to Redis's now + `lease` the leases of `jobs` (id, the lease's token) that are
+    /// still their job's current one: a stale holder renews nothing.
+    pub async fn extend(&self, jobs: &[(String, u64)], lease: Duration) -> Result<u64, StoreError> {
         if jobs.is_empty() {
             return Ok(0);
         }
@@ -301,8 +305,9 @@ impl Queue {
         Ok(call.invoke_async(&mut self.conn.clone()).await?)
     }
 
-    /// Puts back leased jobs this worker will not finish, the attempt not counted.
-    pub async fn release(&self, jobs: &[(String, u32)]) -> Result<u64, StoreError> {
+    /// Puts back leased jobs (id, the lease's token) this worker will not finish, the attempt
+    /// not counted; a lease that is no longer its job's current one puts back nothing.
+    pub async fn release(&self, jobs: &[(String, u64)]) -> Result<u64, StoreError> {
         if jobs.is_empty() {
             return Ok(0);
         }

@@ -94,6 +94,11 @@ pub struct JobRecord {
     /// Attempts started so far (the running one included).
     #[serde(rename = "at", default)]
     pub attempts: u32,
+    /// Leases handed out so far: a fetch's token for the lease it hands out. Unlike the attempt
+    /// count, which a replay resets and a release takes back, it never repeats, so an outcome,
+    /// renewal or release from a holder whose lease was lost never passes for a newer holder's.
+    #[serde(rename = "ln", default)]
+    pub leases: u64,
     #[serde(rename = "ma")]
     pub max_attempts: u32,
     /// The API key name that enqueued the job.
@@ -161,6 +166,7 @@ impl JobRecord {
         Self {
             status,
             attempts: 0,
+            leases: 0,
             max_attempts: job.max_attempts,
             producer: job.producer.clone(),
             created_at: job.created_at.timestamp_millis(),
@@ -230,6 +236,7 @@ pub(crate) mod tests {
         JobRecord {
             status: JobStatus::Dead,
             attempts: 2,
+            leases: 2,
             max_attempts: 2,
             producer: "shop".into(),
             created_at: 1_763_712_000_000,

@@ -684,6 +684,7 @@ async fn fetch_leases_in_fifo_order_and_marks_each_job_running() {
         let expected = JobRecord {
             status: JobStatus::Running,
             attempts: 1,
+            leases: 1,
             started_at: Some(started),
             worker: Some("w1".into()),
             ..JobRecord::new(job, a.created_at)
@@ -1033,6 +1034,7 @@ async fn a_success_shrinks_the_record_and_keeps_it_for_the_retention() {
         let compact = JobRecord {
             status: JobStatus::Succeeded,
             attempts,
+            leases: 0,
             max_attempts: 2,
             producer: "shop".into(),
             created_at: job.created_at.timestamp_millis(),
@@ -1168,7 +1170,7 @@ async fn each_dead_reason_buries_the_job_and_frees_its_key() {
 
 #[tokio::test]
 async fn a_stale_outcome_changes_nothing() {
-    for case in ["another attempt", "not active", "sent twice", "lease lost and leased again", "no record"] {
+    for case in ["another lease", "not active", "sent twice", "lease lost and leased again", "no record"] {
         let lab = Lab::new();
         let q = lab.q(Kind::Webhook);
         let queue = lab.queue(Kind::Webhook);
@@ -1177,7 +1179,7 @@ async fn a_stale_outcome_changes_nothing() {
         let mut leased = lab.leased(&job).await;
         let now = Utc::now();
         match case {
-            "another attempt" => leased.attempt += 1,
+            "another lease" => leased.token += 1,
             "not active" => {
                 let _: i64 = lab.run(redis::cmd("ZREM").arg(q.active()).arg(&id)).await;
             }
@@ -1310,7 +1312,7 @@ async fn extend_renews_only_the_callers_current_attempt() {
         let q = lab.q(Kind::Webhook);
         let job = lab.job(Kind::Webhook, None, None);
         let leased = lab.leased(&job).await;
-        let mut claim = (leased.id.clone(), leased.attempt);
+        let mut claim = (leased.id.clone(), leased.token);
         match case {
             "stale attempt" => claim.1 += 1,
             "recovered meanwhile" => {
@@ -1922,4 +1924,38 @@ async fn a_record_only_lua_can_read_does_not_strand_the_rest_of_its_batch() {
 
     let leased = lab.queue(Kind::Webhook).fetch(LEASE, 10, 10).await.expect("the good job is handed over");
     assert_eq!(leased.iter().map(|(l, _)| l.id.clone()).collect::<Vec<_>>(), [good.id.to_string()]);
+}
+
+/// A holder whose lease was lost presents an old token: after the job was recovered, buried,
+/// replayed and leased again as attempt 1, the old holder's late outcome, renewal and release
+/// must change nothing, and the new holder's outcome must count (attempt numbers repeat after a
+/// replay; lease tokens never do).
+#[tokio::test]
+async fn a_lost_lease_stays_stale_after_a_replay_leases_the_job_again() {
+    let lab = Lab::new();
+    let q = lab.q(Kind::Webhook);
+    let job = NewJob { max_attempts: 1, ..lab.job(Kind::Webhook, None, None) };
+    let id = job.id.to_string();
+    let old = lab.leased(&job).await;
+    // The lease runs out; the next fetch recovers it and buries the job (its only attempt).
+    lab.rescore(q.active(), &id, 0).await;
+    assert_eq!(lab.fetch_raw(Kind::Webhook, "w2", 10, 10).await.1, Vec::<String>::new());
+    assert_eq!(lab.record(Kind::Webhook, &id).await.unwrap().status, JobStatus::Dead);
+    lab.dead_letters().replay(&id, None, "ops", Utc::now()).await.unwrap();
+    let new = lab.lease(&job).await;
+    assert_eq!((old.attempt, new.attempt), (1, 1), "the attempt number repeats after a replay");
+    assert_ne!(old.token, new.token, "the lease token does not");
+
+    let queue = lab.queue(Kind::Webhook);
+    let before = lab.dump().await;
+    assert_eq!(queue.extend(&[(id.clone(), old.token)], LEASE).await.unwrap(), 0);
+    assert_eq!(queue.release(&[(id.clone(), old.token)]).await.unwrap(), 0);
+    let late = finished(old, Outcome::Dead(DeadReason::Permanent), Some("HTTP 410"));
+    let report = queue.finish(&[late], Utc::now(), &RETENTION).await.unwrap();
+    assert_eq!(report, FinishReport { recorded: 0, stale: 1, evicted: 0 });
+    assert_eq!(lab.dump().await, before, "the old holder changed nothing");
+
+    let report = queue.finish(&[finished(new, Outcome::Succeeded, None)], Utc::now(), &RETENTION).await.unwrap();
+    assert_eq!(report, FinishReport { recorded: 1, stale: 0, evicted: 0 });
+    assert_eq!(lab.record(Kind::Webhook, &id).await.unwrap().status, JobStatus::Succeeded);
 }

@@ -51,6 +51,7 @@ async fn ties_on_one_score_page_each_letter_exactly_once() {
             let record = jobs::record::JobRecord {
                 status: jobs::JobStatus::Dead,
                 attempts: 1,
+                leases: 1,
                 max_attempts: 1,
                 producer: "shop".into(),
                 created_at: score,

@@ -88,12 +88,12 @@ impl Acker {
 
     /// Records one finished attempt and returns once it is in Redis.
     async fn record(&self, finished: Finished) {
-        let (id, attempt) = (finished.job.id.clone(), finished.job.attempt);
+        let (id, token) = (finished.job.id.clone(), finished.job.token);
         let (done_tx, done_rx) = oneshot::channel();
         if self.tx.send((finished, done_tx)).await.is_ok() {
             let _ = done_rx.await;
         }
-        self.inflight.remove(&id, attempt);
+        self.inflight.remove(&id, token);
     }
 }
 
@@ -319,6 +319,7 @@ mod tests {
             id: id.into(),
             kind: Kind::Webhook,
             attempt: 1,
+            token: 1,
             max_attempts: 3,
             created_at: now,
             producer: "p".into(),

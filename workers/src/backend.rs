@@ -74,8 +74,8 @@ pub trait Leases: Clone + Send + Sync + 'static {
     fn fetch(&self, count: usize, settings: &FetchSettings)
     -> impl Future<Output = Result<Fetched, StoreError>> + Send;
 
-    /// Puts back jobs (id, attempt) leased but not started, the attempt not counted.
-    fn release(&self, jobs: &[(String, u32)]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// Puts back jobs (id, lease token) leased but not started, the attempt not counted.
+    fn release(&self, jobs: &[(String, u64)]) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 impl Leases for Queue {
@@ -89,7 +89,7 @@ impl Leases for Queue {
         Ok(Fetched { jobs, next })
     }
 
-    async fn release(&self, jobs: &[(String, u32)]) -> Result<u64, StoreError> {
+    async fn release(&self, jobs: &[(String, u64)]) -> Result<u64, StoreError> {
         Queue::release(self, jobs).await
     }
 }
@@ -212,7 +212,7 @@ impl<L: Leases, W: WakeUps> Fetcher<L, W> {
         let fetch = tokio::spawn(async move {
             let fetched = leases.fetch(count, &settings).await?;
             for job in &fetched.jobs {
-                inflight.insert(&job.lease.id, job.lease.attempt);
+                inflight.insert(&job.lease.id, job.lease.token);
             }
             Ok(fetched)
         });
@@ -289,7 +289,7 @@ pub async fn put_back<L: Leases>(
     if let Some(fetches) = fetches {
         held.extend(fetches.concat().await);
     }
-    let jobs: Vec<(String, u32)> = held.into_iter().map(|job| (job.lease.id, job.lease.attempt)).collect();
+    let jobs: Vec<(String, u64)> = held.into_iter().map(|job| (job.lease.id, job.lease.token)).collect();
     let kind = leases.kind();
     match leases.release(&jobs).await {
         Ok(n) => tracing::info!(%kind, released = n, "put back jobs not started"),
@@ -297,8 +297,8 @@ pub async fn put_back<L: Leases>(
             tracing::warn!(%kind, error = jobs::store::chain(&e), "could not put back jobs; their leases will expire");
         }
     }
-    for (id, attempt) in &jobs {
-        inflight.remove(id, *attempt);
+    for (id, token) in &jobs {
+        inflight.remove(id, *token);
     }
 }
 
@@ -449,7 +449,7 @@ mod tests {
         failures: u32,
         /// What an empty fetch says of the next due job.
         next: Option<Duration>,
-        released: Vec<(String, u32)>,
+        released: Vec<(String, u64)>,
     }
 
     #[derive(Clone)]
@@ -495,7 +495,7 @@ mod tests {
             Ok(Fetched { jobs, next })
         }
 
-        async fn release(&self, jobs: &[(String, u32)]) -> Result<u64, StoreError> {
+        async fn release(&self, jobs: &[(String, u64)]) -> Result<u64, StoreError> {
             self.state().released.extend_from_slice(jobs);
             Ok(jobs.len() as u64)
         }
@@ -526,6 +526,7 @@ mod tests {
             id: format!("j{n}"),
             kind: Kind::Webhook,
             attempt: 1,
+            token: 1,
             max_attempts: 3,
             created_at: Utc::now(),
             producer: "p".into(),

@@ -6,26 +6,26 @@ use std::time::Duration;
 
 use jobs::queue::Queue;
 
-/// Job id → the attempt number this worker was handed.
+/// Job id → the token of the lease this worker was handed (`Leased::token`).
 #[derive(Debug, Clone, Default)]
-pub struct Inflight(Arc<Mutex<HashMap<String, u32>>>);
+pub struct Inflight(Arc<Mutex<HashMap<String, u64>>>);
 
 impl Inflight {
-    pub fn insert(&self, id: &str, attempt: u32) {
-        self.lock().insert(id.to_owned(), attempt);
+    pub fn insert(&self, id: &str, token: u64) {
+        self.lock().insert(id.to_owned(), token);
     }
 
-    /// Forgets `id` if it is still at `attempt`: a newer attempt of the same job, leased by a
+    /// Forgets `id` if it is still at lease `token`: a newer lease of the same job, taken by a
     /// fetch before this one finished recording, keeps its entry (and its lease renewals).
-    pub fn remove(&self, id: &str, attempt: u32) {
+    pub fn remove(&self, id: &str, token: u64) {
         let mut map = self.lock();
-        if map.get(id) == Some(&attempt) {
+        if map.get(id) == Some(&token) {
             map.remove(id);
         }
     }
 
-    pub fn snapshot(&self) -> Vec<(String, u32)> {
-        self.lock().iter().map(|(id, attempt)| (id.clone(), *attempt)).collect()
+    pub fn snapshot(&self) -> Vec<(String, u64)> {
+        self.lock().iter().map(|(id, token)| (id.clone(), *token)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -36,7 +36,7 @@ impl Inflight {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
         // A panic while holding this lock cannot leave the map inconsistent: use it anyway.
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }

@@ -87,6 +87,7 @@ mod tests {
             id: "j".into(),
             kind: jobs::Kind::Webhook,
             attempt,
+            token: u64::from(attempt),
             max_attempts,
             created_at: Utc::now(),
             producer: "p".into(),
