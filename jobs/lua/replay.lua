@@ -2,6 +2,8 @@
 --
 -- KEYS[1]  the job's record   KEYS[2]  the queue's dead set   KEYS[3]  the queue's ready list
 -- KEYS[4]  the job's idempotency record (the job's record key again when it has no key)
+-- KEYS[5]  the queue's wake-up list: one marker (at most 16 kept), so an idle worker runs the
+--          replayed job at once rather than at its next poll
 -- ARGV[1]  the job id     ARGV[2]  now, ms
 -- ARGV[3]  a replacement payload, already checked ("" = keep the stored one)
 -- ARGV[4]  a note for the job's operator history ("<time> replayed by <operator>")
@@ -52,4 +54,6 @@ notes[#notes + 1] = ARGV[4]
 record.nt = notes
 save_record(KEYS[1], record)
 redis.call('LPUSH', KEYS[3], ARGV[1])
+redis.call('LPUSH', KEYS[5], '1')
+redis.call('LTRIM', KEYS[5], 0, 15)
 return 1

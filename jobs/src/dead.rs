@@ -82,6 +82,7 @@ impl DeadLetters {
             .key(q.dead())
             .key(q.ready())
             .key(idem)
+            .key(q.wake())
             .arg(id)
             .arg(now.timestamp_millis())
             .arg(payload.unwrap_or(""))

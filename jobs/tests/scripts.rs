@@ -1394,10 +1394,12 @@ async fn replay_requeues_a_dead_letter_under_its_id() {
         let buried_at = Utc::now();
         lab.bury(&job, buried_at, &RETENTION).await;
         let dead = lab.record(Kind::Webhook, &id).await.unwrap();
+        let markers = lab.list(q.wake()).await.len();
 
         let now = Utc::now();
         let replayed = lab.dead_letters().replay(&id, edited, "ops", now).await;
         assert!(matches!(replayed, Ok(Kind::Webhook)), "{replayed:?}");
+        assert_eq!(lab.list(q.wake()).await.len(), markers + 1, "an idle worker is woken for the replayed job");
         let note = match edited {
             Some(_) => format!("{} edited and replayed by ops", now.to_rfc3339()),
             None => format!("{} replayed by ops", now.to_rfc3339()),
