@@ -400,6 +400,7 @@ mod tests {
                 ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
                 ("TWILIO_AUTH_TOKEN", "s3cretpw"),
                 ("TWILIO_FROM", "+14155550100"),
+                ("TWILIO_BASE_URL", "https://twilio:s3cretpw@twilio.internal"),
                 ("AWS_SECRET_ACCESS_KEY", "s3cretpw"),
             ],
             None,

@@ -79,7 +79,8 @@ impl std::fmt::Debug for TwilioSettings {
             .field("account_sid", &self.account_sid)
             .field("token", &"[redacted]")
             .field("from", &self.from)
-            .field("base", &self.base)
+            // `TWILIO_BASE_URL` may carry a proxy's or an emulator's credentials.
+            .field("base", &jobs::settings::redacted_url(&self.base))
             .finish()
     }
 }
