@@ -362,7 +362,7 @@ async fn drain(running: Vec<Running>, grace: Duration) -> anyhow::Result<()> {
             match r.queue.release(&left).await {
                 Ok(n) => tracing::warn!(kind = %r.kind, put_back = n, "grace period over: put back the jobs still running"),
                 Err(e) => {
-                    tracing::error!(kind = %r.kind, error = %e, "grace period over and Redis unreachable: leases will expire");
+                    tracing::error!(kind = %r.kind, error = jobs::store::chain(&e), "grace period over and Redis unreachable: leases will expire");
                 }
             }
         }
