@@ -454,3 +454,10 @@ pub struct Depths {
     pub running: u64,
     pub dead: u64,
 }
+
+impl Depths {
+    /// Jobs not finished yet: queued, waiting (delayed or retrying) and running.
+    pub fn unfinished(&self) -> u64 {
+        self.queued + self.scheduled + self.running
+    }
+}

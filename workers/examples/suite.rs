@@ -30,6 +30,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use clap::{Parser, Subcommand};
+use jobs::dead::DeadLetters;
 use jobs::{Keys, Kind, NewJob, Store};
 use serde_json::{Value, json};
 
@@ -308,11 +309,13 @@ async fn open(common: &Common, namespace: &str) -> anyhow::Result<(Store, redis:
     Ok((store, conn))
 }
 
-async fn depth(conn: &mut redis::aio::MultiplexedConnection, keys: &Keys) -> anyhow::Result<u64> {
-    let q = keys.queue(Kind::Webhook);
-    let (ready, scheduled, active): (u64, u64, u64) =
-        redis::pipe().llen(q.ready()).zcard(q.scheduled()).zcard(q.active()).query_async(conn).await?;
-    Ok(ready + scheduled + active)
+/// The webhook jobs of the namespace not finished yet (retries included).
+async fn depth(letters: &DeadLetters) -> anyhow::Result<u64> {
+    Ok(letters.depths(Kind::Webhook).await?.unfinished())
+}
+
+fn letters(common: &Common, keys: &Keys) -> anyhow::Result<DeadLetters> {
+    Ok(DeadLetters::new(jobs::redis_conn::connect_url(&common.redis_url, Duration::from_secs(30))?, keys.clone()))
 }
 
 async fn delete_namespace(conn: &mut redis::aio::MultiplexedConnection, namespace: &str) -> anyhow::Result<()> {
@@ -404,6 +407,7 @@ async fn process(
 ) -> anyhow::Result<Value> {
     let namespace = common.namespace();
     let keys = Keys::new(&namespace);
+    let letters = letters(common, &keys)?;
     let far = Far::new(&common.receiver);
     let (store, mut conn) = open(common, &namespace).await?;
     let payload = json!({"url": format!("{}/hook", far.base), "event": "bench.ping", "data": {"n": 1}}).to_string();
@@ -424,7 +428,7 @@ async fn process(
             }
         }
         let deadline = Instant::now() + Duration::from_mins(10);
-        while depth(&mut conn, &keys).await? > 0 {
+        while depth(&letters).await? > 0 {
             anyhow::ensure!(Instant::now() < deadline, "the queue did not drain within 600 s");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
@@ -464,6 +468,7 @@ async fn process(
 async fn latency_run(common: &Common, rate: u64, seconds: u64) -> anyhow::Result<Value> {
     let namespace = common.namespace();
     let keys = Keys::new(&namespace);
+    let letters = letters(common, &keys)?;
     let far = Far::new(&common.receiver);
     let (store, mut conn) = open(common, &namespace).await?;
     let hook = format!("{}/hook", far.base);
@@ -473,7 +478,7 @@ async fn latency_run(common: &Common, rate: u64, seconds: u64) -> anyhow::Result
         far.reset().await?;
         fill(&store, &json!({"url": hook, "event": "bench.ping", "data": {"n": 0}}).to_string(), 200).await?;
         far.wait_for(200, Duration::from_secs(30)).await?;
-        while depth(&mut conn, &keys).await? > 0 {
+        while depth(&letters).await? > 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         far.reset().await?;

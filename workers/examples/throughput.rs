@@ -17,16 +17,9 @@ use axum::routing::post;
 use chrono::Utc;
 use jobs::{Keys, Kind, NewJob, Store};
 
-async fn depth(conn: &mut redis::aio::MultiplexedConnection, keys: &Keys) -> u64 {
-    let q = keys.queue(Kind::Webhook);
-    let (ready, scheduled, active): (u64, u64, u64) = redis::pipe()
-        .llen(q.ready())
-        .zcard(q.scheduled())
-        .zcard(q.active())
-        .query_async(conn)
-        .await
-        .unwrap_or_default();
-    ready + scheduled + active
+/// The webhook jobs not finished yet (retries included); 0 when Redis does not answer.
+async fn depth(letters: &jobs::dead::DeadLetters) -> u64 {
+    letters.depths(Kind::Webhook).await.map(|d| d.unfinished()).unwrap_or_default()
 }
 
 #[tokio::main]
@@ -79,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
         }
         let before = received.load(Ordering::Relaxed);
         let mut conn = redis::Client::open(url.as_str())?.get_multiplexed_async_connection().await?;
+        let letters =
+            jobs::dead::DeadLetters::new(jobs::redis_conn::connect_url(&url, Duration::from_secs(30))?, keys.clone());
         let started = Instant::now();
         let mut worker = Command::new(&worker_bin)
             .env("REDIS_URL", &url)
@@ -95,7 +90,7 @@ async fn main() -> anyhow::Result<()> {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        while depth(&mut conn, &keys).await > 0 {
+        while depth(&letters).await > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let secs = started.elapsed().as_secs_f64();
