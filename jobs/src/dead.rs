@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 use serde_json::Value;
 
-use crate::queue::with_records;
+use crate::record::with_records;
 use crate::redis_conn::Conn;
 use crate::{JobStatus, Keys, Kind, StoreError};
 

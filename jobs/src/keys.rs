@@ -111,15 +111,10 @@ impl QueueKeys {
         format!("{}:rate:key:{producer}", self.prefix)
     }
 
-    /// HASH of the outcomes recorded in one minute (`succeeded`, `failed`), kept two hours:
-    /// `<prefix>:stats:<minutes since the epoch>`. This is the part before `:<minute>`.
-    pub fn stats_prefix(&self) -> String {
-        format!("{}:stats", self.prefix)
-    }
-
-    /// The outcome counters of the minute `minute` (minutes since the epoch).
+    /// HASH of the outcomes recorded in the minute `minute` (minutes since the epoch):
+    /// `succeeded`, `failed`; kept two hours.
     pub fn stats(&self, minute: i64) -> String {
-        format!("{}:{minute}", self.stats_prefix())
+        format!("{}:stats:{minute}", self.prefix)
     }
 
     /// The part of an idempotency key before `:<producer>:<key>`, for scripts that build it.

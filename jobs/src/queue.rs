@@ -10,13 +10,8 @@ use redis::Script;
 use serde::Serialize;
 
 use crate::keys::QueueKeys;
-use crate::record::{DeadReason, JobRecord, millis};
+use crate::record::{DeadReason, JobRecord, millis, with_records};
 use crate::{Keys, Kind, StoreError};
-
-/// A script that reads or writes job records: `lua/record.lua`'s codec helpers come first.
-pub(crate) fn with_records(script: &str) -> Script {
-    Script::new(&format!("{}{script}", include_str!("../lua/record.lua")))
-}
 
 static FETCH: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/fetch.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/finish.lua")));

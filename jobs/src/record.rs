@@ -202,6 +202,12 @@ impl JobRecord {
     }
 }
 
+/// A script that reads or writes job records, with the Lua side of this codec
+/// (`lua/record.lua`: `load_record`, `save_record`, `add_attempt`, `bury`) in front of it.
+pub(crate) fn with_records(script: &str) -> redis::Script {
+    redis::Script::new(&format!("{}{script}", include_str!("../lua/record.lua")))
+}
+
 /// Milliseconds since the epoch as a time; the epoch for a value out of range.
 pub fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()

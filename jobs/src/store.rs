@@ -14,7 +14,7 @@ use crate::limits::{OtpLimit, OtpLimits};
 use crate::record::{JobRecord, millis};
 use crate::{JobInfo, JobStatus, Keys, Kind, NewJob};
 
-static ENQUEUE: LazyLock<Script> = LazyLock::new(|| crate::queue::with_records(include_str!("../lua/enqueue.lua")));
+static ENQUEUE: LazyLock<Script> = LazyLock::new(|| crate::record::with_records(include_str!("../lua/enqueue.lua")));
 
 /// What happened to one job handed to [`Store::enqueue`].
 #[derive(Debug, Clone, PartialEq, Eq)]
