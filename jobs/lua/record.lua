@@ -37,8 +37,9 @@ local function is_dead_letter(record)
   return record.st == 'dead' or record.st == 'expired'
 end
 
+-- Terminal: a finished job never runs again (fetch skips its id where it still lies).
 local function is_finished(record)
-  return record.st == 'succeeded' or is_dead_letter(record)
+  return record.st == 'succeeded' or record.st == 'cancelled' or is_dead_letter(record)
 end
 
 -- Appends the attempt that just ended to the record's history.

@@ -28,6 +28,13 @@ impl Keys {
         format!("{}:console:session:{id}", self.namespace)
     }
 
+    /// HASH of the live worker processes: field worker id, value its heartbeat (JSON: host,
+    /// pid, version, kinds, concurrency, in flight, started at, last seen). One key for the
+    /// fleet, read whole by the console; entries gone for long are pruned by whoever reads it.
+    pub fn workers(&self) -> String {
+        format!("{}:workers", self.namespace)
+    }
+
     pub fn queue(&self, kind: Kind) -> QueueKeys {
         QueueKeys { prefix: format!("{}:{{{}}}", self.namespace, kind.as_str()) }
     }
@@ -66,6 +73,24 @@ impl QueueKeys {
     /// ZSET of ids being worked on, scored by lease deadline in ms since the epoch.
     pub fn active(&self) -> String {
         format!("{}:active", self.prefix)
+    }
+
+    /// STRING present while the queue is paused (its value: when, ms, and by whom): `fetch.lua`
+    /// leases nothing of a paused queue. Kept without expiry, so a pause survives restarts.
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.prefix)
+    }
+
+    /// STREAM indexing the succeeded jobs within the retention window, newest last: each entry
+    /// (one per `finish.lua` call) has one field per job, the job's id. Trimmed by age
+    /// (`MINID`), so it costs a few bytes per job and one command per batch.
+    pub fn succeeded(&self) -> String {
+        format!("{}:succeeded", self.prefix)
+    }
+
+    /// STREAM indexing the cancelled jobs within the retention window, like [`QueueKeys::succeeded`].
+    pub fn cancelled(&self) -> String {
+        format!("{}:cancelled", self.prefix)
     }
 
     /// ZSET of dead (and expired) job ids, scored by dead_at in ms: the dead-letter index.
@@ -144,6 +169,9 @@ mod tests {
             q.retry(),
             q.active(),
             q.dead(),
+            q.paused(),
+            q.succeeded(),
+            q.cancelled(),
             q.stats(29_395_200),
             q.job("0190"),
             q.idempotency("shop", "order-{7}:x"),

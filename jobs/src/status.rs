@@ -19,6 +19,8 @@ pub enum JobStatus {
     Succeeded,
     Dead,
     Expired,
+    /// Cancelled before it ran (or, asked while running, instead of a later attempt): terminal.
+    Cancelled,
 }
 
 impl JobStatus {
@@ -31,6 +33,7 @@ impl JobStatus {
             JobStatus::Succeeded => "succeeded",
             JobStatus::Dead => "dead",
             JobStatus::Expired => "expired",
+            JobStatus::Cancelled => "cancelled",
         }
     }
 }
@@ -47,6 +50,7 @@ impl FromStr for JobStatus {
             JobStatus::Succeeded,
             JobStatus::Dead,
             JobStatus::Expired,
+            JobStatus::Cancelled,
         ]
         .into_iter()
         .find(|st| st.as_str() == s)
