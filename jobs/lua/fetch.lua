@@ -14,6 +14,10 @@
 -- ARGV[6]  idempotency key prefix ("<prefix>:<producer>:<key>")
 --
 -- "now" is Redis's own clock (TIME).
+-- Also touched, named after the keys above (same hash tag): "<KEYS[1]>:cancelled", the count of
+-- cancelled ids still in the ready list (cancel.lua), less one per cancelled or missing record
+-- popped (never below 0); the queue's cancelled stream ("<queue>:cancelled"), for a job whose
+-- cancellation was asked while it ran and whose lease ran out: it ends cancelled.
 --
 -- Returns {promoted, recovered, next, skipped, id, record, id, record, ...}: each leased job's
 -- id and its record as now stored (MessagePack: status running, attempts counting this one,
@@ -54,7 +58,9 @@ end
 -- Leases that ran out belong to workers that died: the attempt counts, with its own record,
 -- and the job runs again, or is buried when that was its last attempt.
 local LOST = 'lease expired: the worker stopped answering'
+-- A job whose cancellation was asked while it ran ends cancelled instead.
 local lost = redis.call('ZRANGEBYSCORE', KEYS[4], '-inf', now, 'LIMIT', 0, limit)
+local cancelled, cancelled_keep = {}, 0
 for _, id in ipairs(lost) do
   redis.call('ZREM', KEYS[4], id)
   local key = prefix .. ':' .. id
@@ -62,14 +68,23 @@ for _, id in ipairs(lost) do
   if record and record.st == 'running' then
     add_attempt(record, now, LOST)
     record.le = LOST
-    if (record.at or 0) >= (record.ma or 1) then
+    if record.cx then
+      cancel_record(key, record, now, idem_prefix)
+      cancelled[#cancelled + 1] = id
+      cancelled_keep = math.max(cancelled_keep, record.cr or 0)
+    elseif (record.at or 0) >= (record.ma or 1) then
       bury(record, KEYS[5], id, 'exhausted', now, idem_prefix)
     else
       record.st = 'queued'
       redis.call('RPUSH', KEYS[1], id)
     end
-    save_record(key, record)
+    if not record.cx then
+      save_record(key, record)
+    end
   end
+end
+if #cancelled > 0 then
+  index_finished(queue_key(prefix, 'cancelled'), cancelled, now, math.max(cancelled_keep, CANCELLED_MIN_KEEP))
 end
 
 -- How long a worker that leased nothing may wait (see `next` above).
@@ -96,12 +111,16 @@ if not ids then
 end
 local result = {promoted, #lost, -1, 0}
 local skipped = 0
+local gone = 0
 local deadline = now + lease
 for _, id in ipairs(ids) do
   local key = prefix .. ':' .. id
   local record = load_record(key)
   if not record then
     skipped = skipped + 1
+    gone = gone + 1
+  elseif record.st == 'cancelled' then
+    gone = gone + 1
   elseif not is_finished(record) then
     record.st = 'running'
     record.at = (record.at or 0) + 1
@@ -116,6 +135,13 @@ for _, id in ipairs(ids) do
   end
 end
 result[4] = skipped
+if gone > 0 then
+  local counter = KEYS[1] .. ':cancelled'
+  local left = tonumber(redis.call('GET', counter) or '0')
+  if left > 0 then
+    redis.call('SET', counter, math.max(left - gone, 0))
+  end
+end
 if #result == 4 then
   result[3] = next_work()
 end

@@ -3,6 +3,7 @@
 -- KEYS[1]  retry sorted set (score: run-at, ms)
 -- KEYS[2]  active sorted set    KEYS[3]  dead sorted set (score: dead_at, ms)
 -- KEYS[4]  the per-minute outcome counters' key of `now` (see stats below)
+-- KEYS[5]  succeeded stream     KEYS[6]  cancelled stream (`QueueKeys::succeeded`, `cancelled`)
 -- ARGV[1]  the call, MessagePack (`queue::FinishCall`):
 --            now (ms); retention (ms): how long a succeeded job stays readable, 0 = not at all;
 --            dead_cap: the most dead jobs kept, the oldest beyond it evicted; dead_cap_per_producer:
@@ -23,6 +24,10 @@
 -- the key is answered with this job instead of a second send. A dead job's idempotency record
 -- is deleted, so the key can enqueue anew. The outcomes are counted per minute in KEYS[4]
 -- (fields succeeded, failed), kept two hours.
+-- The succeeded ids are indexed in KEYS[5] by one XADD per call (fields: the ids), trimmed to
+-- the retention, and only when the retention is above 0. A retry outcome of a job whose
+-- cancellation was asked while it ran (the record's cx) ends it `cancelled` instead (indexed in
+-- KEYS[6]); a success stays `succeeded`, a dead letter `dead`.
 
 local call = cmsgpack.unpack(ARGV[1])
 local now = call.now
@@ -30,6 +35,7 @@ local prefix = call.job_prefix
 local recorded, stale, evicted = 0, 0, 0
 local succeeded, failed = 0, 0
 local buried = {}
+local succeeded_ids, cancelled_ids, cancelled_keep = {}, {}, 0
 
 for _, done in ipairs(call.done) do
   local id = done.id
@@ -49,6 +55,7 @@ for _, done in ipairs(call.done) do
     end
     if outcome.t == 'succeeded' then
       succeeded = succeeded + 1
+      succeeded_ids[#succeeded_ids + 1] = id
       local kept = {st = 'succeeded', at = record.at, ma = record.ma, pr = record.pr, ca = record.ca, ra = record.ra,
         sa = record.sa, fa = done.finished_at, le = record.le, pm = record.pm}
       if record.hs then
@@ -67,15 +74,20 @@ for _, done in ipairs(call.done) do
     else
       failed = failed + 1
       add_attempt(record, done.finished_at, done.error)
-      if outcome.t == 'retry' then
+      if outcome.t == 'retry' and record.cx then
+        cancel_record(key, record, now, call.idem_prefix)
+        cancelled_ids[#cancelled_ids + 1] = id
+        cancelled_keep = math.max(cancelled_keep, record.cr or 0)
+      elseif outcome.t == 'retry' then
         record.st = 'retrying'
         record.ra = outcome.at
         redis.call('ZADD', KEYS[1], outcome.at, id)
+        save_record(key, record)
       else
         bury(record, KEYS[3], id, outcome.reason, now, call.idem_prefix)
         buried[record.pr or ''] = true
+        save_record(key, record)
       end
-      save_record(key, record)
     end
   end
 end
@@ -85,6 +97,10 @@ if recorded > 0 then
   if failed > 0 then redis.call('HINCRBY', KEYS[4], 'failed', failed) end
   redis.call('PEXPIRE', KEYS[4], 7200000)
 end
+if call.retention > 0 then
+  index_finished(KEYS[5], succeeded_ids, now, call.retention)
+end
+index_finished(KEYS[6], cancelled_ids, now, math.max(cancelled_keep, CANCELLED_MIN_KEEP))
 
 -- Keep the dead letters bounded: per producer (of the producers that buried a letter in this
 -- call), then by age, then by count, oldest first; at most 1000 per rule and call. Each

@@ -80,3 +80,45 @@ local function bury(record, dead_key, id, reason, now, idem_prefix)
     end
   end
 end
+
+-- A key of the queue whose record keys start with `job_prefix` ("<queue>:job"): "<queue>:<name>",
+-- for scripts that were given only the record prefix (`QueueKeys` builds the same names).
+local function queue_key(job_prefix, name)
+  return string.sub(job_prefix, 1, #job_prefix - 4) .. ':' .. name
+end
+
+-- The shortest time a cancelled record is kept (ms), whatever the kind's retention: a
+-- cancelled id may still lie in the ready list, and a second cancel must find the same answer.
+local CANCELLED_MIN_KEEP = 3600000
+
+-- cancel_record(key, record, now, idem_prefix): ends the job as `cancelled`, compacted like a
+-- succeeded one (no payload, no trace) but keeping its idempotency key and attempt history,
+-- kept for max(the retention the cancel carried (record.cr, ms), what is left of its
+-- idempotency record, CANCELLED_MIN_KEEP). The idempotency record is kept: a producer
+-- resending the key is answered with this cancelled job until the key expires. The caller
+-- indexes the id in the queue's `cancelled` stream (one XADD per call: index_cancelled).
+local function cancel_record(key, record, now, idem_prefix)
+  local kept = {st = 'cancelled', at = record.at, ln = record.ln, ma = record.ma, pr = record.pr, ca = record.ca,
+    ra = record.ra, sa = record.sa, wk = record.wk, fa = now, le = record.le, pm = record.pm, ik = record.ik,
+    cx = record.cx or now, cr = record.cr, nt = record.nt, hs = record.hs}
+  local ttl = math.max(record.cr or 0, CANCELLED_MIN_KEEP)
+  if record.ik and record.pr then
+    ttl = math.max(ttl, redis.call('PTTL', idem_prefix .. ':' .. record.pr .. ':' .. record.ik))
+  end
+  redis.call('SET', key, cmsgpack.pack(kept), 'PX', ttl)
+end
+
+-- index_finished(stream, ids, now, keep): one XADD indexing `ids` (fields: the ids, values
+-- empty), then the entries older than `keep` ms trimmed (approximately, MINID ~).
+local function index_finished(stream, ids, now, keep)
+  if #ids == 0 then
+    return
+  end
+  local args = {}
+  for _, id in ipairs(ids) do
+    args[#args + 1] = id
+    args[#args + 1] = ''
+  end
+  redis.call('XADD', stream, '*', unpack(args))
+  redis.call('XTRIM', stream, 'MINID', '~', math.max(now - keep, 0))
+end

@@ -52,6 +52,14 @@ impl QueueKeys {
         format!("{}:ready", self.prefix)
     }
 
+    /// STRING counting the cancelled ids still lying in the ready list (`cancel.lua` adds one
+    /// per queued job it cancels; `fetch.lua` takes one off per cancelled or missing record it
+    /// pops, never below 0), so the queue's depth is `LLEN ready` minus it without an `LREM`
+    /// over a list that may hold millions. `fetch.lua` builds it as `<ready>:cancelled`.
+    pub fn ready_cancelled(&self) -> String {
+        format!("{}:cancelled", self.ready())
+    }
+
     /// LIST of wake-up markers (at most 16): `enqueue.lua` pushes one per immediate job, and an
     /// idle worker waits on it with `BLPOP`, so a new job starts at once instead of at the
     /// worker's next poll.
@@ -172,6 +180,7 @@ mod tests {
             q.paused(),
             q.succeeded(),
             q.cancelled(),
+            q.ready_cancelled(),
             q.stats(29_395_200),
             q.job("0190"),
             q.idempotency("shop", "order-{7}:x"),
@@ -183,6 +192,12 @@ mod tests {
         }
         assert_eq!(q.ready(), "jobplane:{email}:ready");
         assert_eq!(q.job("abc"), "jobplane:{email}:job:abc");
+        // The scripts build these from the record prefix and the ready list (`queue_key` in
+        // lua/record.lua, fetch.lua's counter).
+        let queue = q.job_prefix().strip_suffix(":job").unwrap().to_owned();
+        assert_eq!(q.cancelled(), format!("{queue}:cancelled"));
+        assert_eq!(q.idempotency_prefix(), format!("{queue}:idem"));
+        assert_eq!(q.ready_cancelled(), format!("{}:cancelled", q.ready()));
         let otp = Keys::new("jobplane").queue(Kind::OtpSms);
         let number_key = otp.rate_per_number("+886912345678");
         assert!(number_key.starts_with("jobplane:{otp_sms}:rate:to:") && !number_key.contains("912345678"));

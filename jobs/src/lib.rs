@@ -13,7 +13,8 @@
 //!   record shows to producers.
 //! - State transitions, each one script over one queue: [`store`] (enqueue: `lua/enqueue.lua`,
 //!   one structured call per queue, tagged results) and [`queue`] (the worker's side: fetch,
-//!   finish, extend, release), [`dead`] (replay and delete dead letters).
+//!   finish, extend, release), [`dead`] (replay and delete dead letters), [`control`] (cancel
+//!   and run now, for producers and operators).
 //! - Inspection, read only: [`inspect`] (dead letters listed and read, the queues' counts and
 //!   per-minute outcomes).
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
@@ -23,6 +24,7 @@
 //!
 //! The scripts are tested directly against a real Redis in `tests/scripts.rs`.
 
+pub mod control;
 pub mod dead;
 pub mod envelope;
 pub mod fingerprint;

@@ -280,7 +280,9 @@ impl Queue {
             .key(self.keys.retry())
             .key(self.keys.active())
             .key(self.keys.dead())
-            .key(self.keys.stats(now.timestamp().div_euclid(60)));
+            .key(self.keys.stats(now.timestamp().div_euclid(60)))
+            .key(self.keys.succeeded())
+            .key(self.keys.cancelled());
         invocation.arg(rmp_serde::to_vec_named(&call).unwrap_or_default());
         let (recorded, stale, evicted): (u64, u64, u64) = invocation.invoke_async(&mut self.conn.clone()).await?;
         Ok(FinishReport { recorded, stale, evicted })
@@ -307,7 +309,7 @@ impl Queue {
             return Ok(0);
         }
         let mut call = RELEASE.prepare_invoke();
-        call.key(self.keys.ready()).key(self.keys.active()).arg(self.keys.job_prefix());
+        call.key(self.keys.ready()).key(self.keys.active()).key(self.keys.cancelled()).arg(self.keys.job_prefix());
         for (id, attempt) in jobs {
             call.arg(id).arg(attempt);
         }

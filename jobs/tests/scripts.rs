@@ -109,6 +109,7 @@ impl Lab {
                     self.run::<Vec<String>>(redis::cmd("ZRANGE").arg(&name).arg(0).arg(-1).arg("WITHSCORES")).await
                 ),
                 "hash" => format!("{:?}", self.run::<BTreeMap<String, String>>(redis::cmd("HGETALL").arg(&name)).await),
+                "stream" => format!("{:?}", self.stream(name).await),
                 other => panic!("{short}: unexpected type {other}"),
             };
             out.insert(short, value);
@@ -146,6 +147,12 @@ impl Lab {
     async fn rescore(&self, key: String, id: &str, score: i64) {
         let changed: i64 = self.run(redis::cmd("ZADD").arg(key).arg("XX").arg("CH").arg(score).arg(id)).await;
         assert_eq!(changed, 1, "{id} was not a member");
+    }
+
+    /// A stream's entries, each as its field names (the values are empty): the job ids.
+    async fn stream(&self, key: String) -> Vec<Vec<String>> {
+        let entries: Vec<(String, Vec<String>)> = self.run(redis::cmd("XRANGE").arg(key).arg("-").arg("+")).await;
+        entries.into_iter().map(|(_, fields)| fields.into_iter().step_by(2).collect()).collect()
     }
 
     async fn list(&self, key: String) -> Vec<String> {
@@ -1066,6 +1073,11 @@ async fn a_success_shrinks_the_record_and_keeps_it_for_the_retention() {
         if let Some(key) = case.key {
             assert_eq!(lab.get(q.idempotency("shop", key)).await, Some(format!("fp1 {id}")), "{}", case.name);
             layout.push((q.idempotency("shop", key), "string"));
+        }
+        // Indexed for the console's listing while it is kept: one entry per finish call.
+        if case.retention > Duration::ZERO {
+            assert_eq!(lab.stream(q.succeeded()).await, vec![vec![id.clone()]], "{}", case.name);
+            layout.push((q.succeeded(), "stream"));
         }
         assert_eq!(lab.layout().await, lab.expect(&layout), "{}", case.name);
         let stats: BTreeMap<String, String> = lab.run(redis::cmd("HGETALL").arg(stats_key(&q, now))).await;

@@ -119,7 +119,7 @@ impl Config {
             return Err(SettingError::new("SCHEDULES_FILE", "set, but WORKER_SCHEDULER=false would never load it"));
         }
         let shared = Retention {
-            finished: env.seconds("JOB_RETENTION_SECONDS", 86_400)?,
+            finished: Duration::ZERO,
             dead_cap: env.parse("DEAD_LETTER_CAP", 100_000)?,
             dead_cap_per_producer: match env.parse("DEAD_LETTER_CAP_PER_PRODUCER", 10_000)? {
                 0 => return Err(SettingError::new("DEAD_LETTER_CAP_PER_PRODUCER", "must be at least 1")),
@@ -127,21 +127,10 @@ impl Config {
             },
             dead_age: env.seconds("DEAD_LETTER_MAX_AGE_SECONDS", 90 * 86_400)?,
         };
-        let mut retention = BTreeMap::new();
-        for kind in Kind::ALL {
-            // An audit event's row in PostgreSQL is its record: its job need not outlive it.
-            let (name, default) = match kind {
-                Kind::OtpSms => ("JOB_RETENTION_SECONDS_OTP_SMS", shared.finished),
-                Kind::Email => ("JOB_RETENTION_SECONDS_EMAIL", shared.finished),
-                Kind::Webhook => ("JOB_RETENTION_SECONDS_WEBHOOK", shared.finished),
-                Kind::AuditLog => ("JOB_RETENTION_SECONDS_AUDIT_LOG", Duration::ZERO),
-            };
-            let finished = match env.get(name) {
-                Some(_) => env.seconds(name, 0)?,
-                None => default,
-            };
-            retention.insert(kind, Retention { finished, ..shared });
-        }
+        let retention = jobs::settings::finished_retention(env)?
+            .into_iter()
+            .map(|(kind, finished)| (kind, Retention { finished, ..shared }))
+            .collect();
         Ok(Self {
             metrics_addr,
             redis: RedisSettings::from_env(env)?,
