@@ -4,7 +4,6 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -368,6 +367,7 @@ async fn run_now_moves_a_waiting_job_to_the_popping_end_and_wakes_a_worker() {
     );
     assert_eq!(lab.control().run_now("nope").await.unwrap(), (None, RunNowOutcome::NotFound));
 
+    let lab = Lab::new();
     let retrying = lab.job(None, None);
     lab.retrying(&retrying).await;
     let rid = retrying.id.to_string();
@@ -418,5 +418,4 @@ async fn a_large_cancel_is_split_into_bounded_calls() {
     assert_eq!(lab.depth().await, 0);
     let entries = lab.stream(lab.q().cancelled()).await;
     assert_eq!(entries.iter().map(Vec::len).collect::<Vec<_>>(), vec![500, 500, 200], "one entry per call");
-    let _: BTreeMap<(), ()> = BTreeMap::new();
 }
