@@ -5,7 +5,7 @@
 -- ARGV[1]  record key prefix ("<prefix>:<id>")
 -- ARGV[2]  job id
 --
--- Returns "queued" when the job now waits at the popping end of the ready list (status
+-- Returns "moved" when the job now waits at the popping end of the ready list (status
 -- queued, run-at now, one wake-up marker pushed), its status when it was not waiting (queued,
 -- running, or finished: nothing changed), or "missing".
 -- A job a fetch already promoted (its id in the ready list, its record still scheduled or
@@ -34,4 +34,4 @@ end
 record.st = 'queued'
 record.ra = now
 save_record(key, record)
-return 'queued'
+return 'moved'

@@ -225,7 +225,7 @@ impl Control {
             call.arg(q.job_prefix()).arg(id);
             let reply: String = call.invoke_async(&mut self.conn.clone()).await?;
             let outcome = match reply.as_str() {
-                "queued" => RunNowOutcome::Queued,
+                "moved" => RunNowOutcome::Queued,
                 "missing" => RunNowOutcome::NotFound,
                 other => RunNowOutcome::NotWaiting(
                     JobStatus::from_str(other)
