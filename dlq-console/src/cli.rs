@@ -68,6 +68,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Cancel one job by id, or every job of a kind in a state (`--kind K --state S`, optionally
+    /// `--producer P`): without `--yes` only counts them.
+    Cancel {
+        id: Option<String>,
+        #[arg(long)]
+        kind: Option<Kind>,
+        /// queued, scheduled or retrying.
+        #[arg(long)]
+        state: Option<jobs::control::WaitingState>,
+        #[arg(long)]
+        producer: Option<String>,
+        /// Cancel what the filter selects (the jobs created up to now, no more than counted).
+        #[arg(long)]
+        yes: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-kind counts: queued, scheduled, running, retrying, dead, last minute's outcomes.
     Stats {
         #[arg(long)]
@@ -251,6 +268,36 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
             }
             report(json, &json!({"deleted": deleted}), &format!("{deleted} deleted"))?;
         }
+        Command::Cancel { id, kind, state, producer, yes, json } => match (id, kind, state) {
+            (Some(id), None, None) => {
+                let answer = console.cancel_job(operator, &id).await.map_err(explain)?;
+                let text = if answer.cancel_requested.is_some() {
+                    format!("{id}: running; cancellation requested")
+                } else {
+                    format!("{id}: cancelled")
+                };
+                report(json, &serde_json::to_value(&answer)?, &text)?;
+            }
+            (None, Some(kind), Some(state)) => {
+                let filter = jobs::control::CancelFilter { kind, state, producer, until: Some(Utc::now()) };
+                filter.check().map_err(|(field, message)| anyhow::anyhow!("--{field} {message}"))?;
+                let count = console.cancel_count(&filter).await.map_err(explain)?;
+                if !yes {
+                    return report(
+                        json,
+                        &json!({"would_cancel": count}),
+                        &format!("{count} would be cancelled; add --yes to cancel them"),
+                    );
+                }
+                let done = console.bulk_cancel(operator, &filter, count).await.map_err(explain)?;
+                let text = format!(
+                    "{} cancelled, {} running (cancellation requested), {} had finished",
+                    done.cancelled, done.cancel_requested, done.unchanged
+                );
+                report(json, &serde_json::to_value(&done)?, &text)?;
+            }
+            _ => anyhow::bail!("give a job id, or --kind and --state (queued, scheduled or retrying)"),
+        },
         Command::Stats { json } => {
             let mut rows = Vec::new();
             for kind in Kind::ALL {

@@ -33,6 +33,8 @@ pub struct Config {
     pub operators: BearerSecrets<Operator>,
     /// `CONSOLE_REPLAY_RATE` (default 500): most letters replayed per second by a bulk replay.
     pub replay_rate: u32,
+    /// How long a cancelled job stays readable, per kind (`JOB_RETENTION_SECONDS[_<KIND>]`).
+    pub retention: std::collections::BTreeMap<jobs::Kind, std::time::Duration>,
     /// `CONSOLE_SESSION_KEY` (32+ characters): signs session cookies, so several consoles share
     /// sessions; random at start when absent (sessions end with the process).
     pub session_key: SessionKey,
@@ -136,6 +138,7 @@ impl Config {
             redis: RedisSettings::from_env(env)?,
             operators: BearerSecrets::new(operators.into_iter().map(|op| (op.digest, op)).collect()),
             replay_rate,
+            retention: jobs::settings::finished_retention(env)?,
             session_key,
             secure_cookies: env.flag("CONSOLE_SECURE_COOKIES", false)?,
             json_logs: env.get("LOG_FORMAT") == Some("json"),

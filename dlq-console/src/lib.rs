@@ -5,6 +5,7 @@ pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod pages;
 pub mod sessions;
 
@@ -37,7 +38,10 @@ impl AppState {
         let keys = Keys::new(&config.redis.namespace);
         let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(5));
         let sessions = sessions::Sessions::new(conn.clone(), keys.clone());
+        let control =
+            jobs::control::Control::new(conn.clone(), keys.clone(), config.retention.clone(), Duration::from_secs(5));
         let console = actions::Console {
+            control,
             dead: DeadLetters::new(conn.clone(), keys),
             store,
             replay_rate: config.replay_rate,
@@ -56,7 +60,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}", get(api::show).delete(api::delete_one))
         .route("/dead/{id}/replay", post(api::replay_one))
         .route("/queues", get(api::queues))
-        .route("/schedules", get(api::schedules));
+        .route("/schedules", get(api::schedules))
+        .route("/jobs/bulk-cancel", post(control::api_bulk_cancel))
+        .route("/jobs/{id}/cancel", post(control::api_cancel))
+        .route("/jobs/{id}/run", post(control::api_run_now));
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -67,7 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}/replay", post(pages::replay_one))
         .route("/dead/{id}/edit", post(pages::edit_one))
         .route("/dead/{id}/delete", post(pages::delete_one))
-        .route("/schedules", get(pages::schedules));
+        .route("/schedules", get(pages::schedules))
+        .route("/jobs/bulk-cancel", post(control::bulk_cancel))
+        .route("/jobs/{id}/cancel", post(control::cancel))
+        .route("/jobs/{id}/run", post(control::run_now));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)

@@ -46,7 +46,10 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
             let conn = jobs::redis_conn::connect(&redis.topology, cli::REDIS_TIMEOUT)?;
             let keys = jobs::Keys::new(&redis.namespace);
+            let retention = jobs::settings::finished_retention(&env)
+                .unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e));
             let console = dlq_console::actions::Console {
+                control: jobs::control::Control::new(conn.clone(), keys.clone(), retention, cli::REDIS_TIMEOUT),
                 dead: jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
                 store: jobs::Store::new(conn, keys, std::time::Duration::from_hours(24), cli::REDIS_TIMEOUT),
                 replay_rate: rate.max(1),

@@ -39,6 +39,9 @@ pub struct Config {
     pub http: service::HttpLimits,
     /// `SCHEDULES_MAX_PER_PRODUCER` (1000), `SCHEDULES_MAX` (10000), `SCHEDULES_MIN_INTERVAL_SECONDS` (1).
     pub schedule_limits: ScheduleLimits,
+    /// How long a cancelled job stays readable, per kind (`JOB_RETENTION_SECONDS[_<KIND>]`,
+    /// the worker's setting for succeeded jobs).
+    pub retention: std::collections::BTreeMap<jobs::Kind, Duration>,
 }
 
 impl Config {
@@ -78,6 +81,7 @@ impl Config {
             },
             sms_templates: SmsTemplates::from_env(env)?,
             otp_limits: OtpLimits::from_env(env)?,
+            retention: jobs::settings::finished_retention(env)?,
             http: service::HttpLimits::from_env(env)?,
             schedule_limits: ScheduleLimits::from_env(env)?,
         })

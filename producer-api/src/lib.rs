@@ -37,6 +37,8 @@ pub struct AppState {
     pub sms_templates: Arc<SmsTemplates>,
     pub otp_limits: OtpLimits,
     pub schedule_limits: jobs::schedule::ScheduleLimits,
+    /// Cancels jobs (`DELETE /v1/jobs/{id}`).
+    pub control: jobs::control::Control,
 }
 
 impl AppState {
@@ -45,6 +47,12 @@ impl AppState {
         tracing::info!(redis = %config.redis.topology.describe(), "Redis");
         let conn = jobs::redis_conn::connect(&config.redis.topology, config.redis_timeout)?;
         let schedules = jobs::schedule::ScheduleStore::new(conn.clone(), &config.redis.namespace);
+        let control = jobs::control::Control::new(
+            conn.clone(),
+            Keys::new(&config.redis.namespace),
+            config.retention.clone(),
+            config.redis_timeout,
+        );
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
             .with_otp_limits(config.otp_limits)
             .with_replica_wait(config.replica_wait);
@@ -57,6 +65,7 @@ impl AppState {
             sms_templates: Arc::new(config.sms_templates.clone()),
             otp_limits: config.otp_limits,
             schedule_limits: config.schedule_limits,
+            control,
         })
     }
 }
@@ -67,7 +76,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
         .route("/v1/jobs/batch", post(routes::create_batch).layer(DefaultBodyLimit::max(routes::BATCH_BODY_LIMIT)))
-        .route("/v1/jobs/{id}", get(routes::get_job))
+        .route("/v1/jobs/{id}", get(routes::get_job).delete(routes::cancel_job))
         .route("/v1/audit-logs", get(audit_logs::list))
         .route(
             "/v1/schedules",

@@ -12,9 +12,9 @@ use crate::routes;
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(title = "Jobplane producer API", description = "Validates and enqueues OTP SMS, email, webhook and audit-log jobs."),
-    paths(routes::create_job, routes::create_batch, routes::get_job, crate::audit_logs::list,
+    paths(routes::create_job, routes::create_batch, routes::get_job, routes::cancel_job, crate::audit_logs::list,
         crate::schedules::put, crate::schedules::list, crate::schedules::delete),
-    components(schemas(ProblemDoc, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind)),
+    components(schemas(ProblemDoc, routes::CancelAnswer, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Enqueue jobs and follow them"),
          (name = "audit logs", description = "Read the audit events workers wrote to PostgreSQL"),

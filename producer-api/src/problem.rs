@@ -58,6 +58,9 @@ pub enum ApiError {
     },
     #[error("no such job")]
     NotFound,
+    /// A cancel of a job that has finished: `409` naming its status.
+    #[error("the job has finished as `{}`: there is nothing left to cancel", .0.as_str())]
+    AlreadyFinished(jobs::JobStatus),
     #[error("no schedule is named `{0}`")]
     NoSchedule(String),
     #[error("schedule `{0}` comes from SCHEDULES_FILE; change it there")]
@@ -175,6 +178,9 @@ impl IntoResponse for ApiError {
                     .with("limit", limit.as_str())
             }
             ApiError::NotFound | ApiError::NoSchedule(_) => Problem::not_found(detail),
+            ApiError::AlreadyFinished(_) => {
+                Problem::new(StatusCode::CONFLICT, "/problems/job-finished", "The job has finished", detail)
+            }
             ApiError::ScheduleFromFile(_) => Problem::new(
                 StatusCode::CONFLICT,
                 "/problems/schedule-from-file",

@@ -372,3 +372,58 @@ pub async fn get_job(
         _ => Err(ApiError::NotFound),
     }
 }
+
+/// The answer to `DELETE /v1/jobs/{id}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CancelAnswer {
+    pub id: String,
+    /// `cancelled`; `running` for a job that had started (see `cancel_requested`).
+    pub status: jobs::JobStatus,
+    /// Present, `true`, on a running job: the request is recorded. If its delivery had not
+    /// begun (the worker was stopping and puts it back), or the attempt fails and would be
+    /// retried, or its worker dies, it ends `cancelled`; an attempt that succeeds ends
+    /// `succeeded`, one that fails for good `dead`. Follow `GET /v1/jobs/{id}`: the final
+    /// status tells what happened.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_requested: Option<bool>,
+}
+
+/// Cancels a job that has not run: a `queued` or `scheduled` job, or one waiting to retry,
+/// never runs (again); its status becomes `cancelled`, kept like a finished job's. A second
+/// cancel gives the same answer. Its idempotency key keeps answering with this cancelled job
+/// (`200`, `Idempotent-Replayed: true`) until the key expires: a late resend never revives it.
+#[utoipa::path(delete, path = "/v1/jobs/{id}", tag = "jobs",
+    params(("id" = String, Path, description = "The job id")),
+    responses(
+        (status = 200, description = "Cancelled (now or before): `{\"id\", \"status\": \"cancelled\"}`", body = CancelAnswer),
+        (status = 202, description = "Running: `{\"id\", \"status\": \"running\", \"cancel_requested\": true}`; the final status tells what happened", body = CancelAnswer),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown, expired, or another producer's", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "Finished (`succeeded`, `dead` or `expired`): the detail names the status", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    id: Result<Path<String>, PathRejection>,
+) -> Result<(StatusCode, Json<CancelAnswer>), ApiError> {
+    use jobs::control::CancelOutcome;
+    let Ok(Path(id)) = id else { return Err(ApiError::NotFound) };
+    if uuid::Uuid::try_parse(&id).is_err() {
+        return Err(ApiError::NotFound);
+    }
+    let (_, outcome) = state.control.cancel(&id, Some(&producer)).await?;
+    match outcome {
+        CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => Ok((
+            StatusCode::OK,
+            Json(CancelAnswer { id, status: jobs::JobStatus::Cancelled, cancel_requested: None }),
+        )),
+        CancelOutcome::CancelRequested => Ok((
+            StatusCode::ACCEPTED,
+            Json(CancelAnswer { id, status: jobs::JobStatus::Running, cancel_requested: Some(true) }),
+        )),
+        CancelOutcome::Finished(status) => Err(ApiError::AlreadyFinished(status)),
+        CancelOutcome::NotFound => Err(ApiError::NotFound),
+    }
+}
