@@ -7,6 +7,7 @@ mod audit;
 mod batch;
 mod binaries;
 mod browser;
+mod cancel;
 mod chaos;
 mod class_sweep;
 mod console;
