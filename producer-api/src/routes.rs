@@ -168,7 +168,7 @@ fn count_created(job: &NewJob, outcome: &EnqueueOutcome) {
     ),
     responses(
         (status = 202, description = "Enqueued: the job is in Redis", body = Accepted),
-        (status = 200, description = "Replayed: this key was seen with the same body (header `Idempotent-Replayed: true`)", body = Accepted),
+        (status = 200, description = "Replayed: this key was seen with the same body (header `Idempotent-Replayed: true`); the earlier job with its current status, `cancelled` included: a cancelled job keeps its key until the key expires", body = Accepted),
         (status = 400, description = "Malformed JSON", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body over 256 KiB", body = ProblemDoc, content_type = "application/problem+json"),

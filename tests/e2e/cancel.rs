@@ -282,3 +282,65 @@ async fn the_console_cancels_runs_now_and_cancels_in_bulk() {
 
     assert_eq!(audit_actions(&app).await, ["job.bulk_cancel", "job.bulk_cancel.started", "job.cancel", "job.run_now"]);
 }
+
+/// Logs in with `token`; the session cookie and its CSRF token (from the overview's forms).
+async fn page_session(console: &TestConsole, token: &str) -> (String, String) {
+    let r = console.http.post(format!("{}/login", console.base)).form(&[("token", token)]).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let html = console.http.get(format!("{}/", console.base)).header("cookie", &cookie).send().await.unwrap();
+    let html = html.text().await.unwrap();
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    (cookie, csrf)
+}
+
+/// The value of the hidden field `name` in a page.
+fn hidden(html: &str, name: &str) -> String {
+    html.split(&format!("name=\"{name}\" value=\"")).nth(1).unwrap().split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_pages_cancel_run_now_and_confirm_a_bulk_cancel() {
+    let app = TestApp::spawn().await;
+    let console = TestConsole::start(&app, &[]).await;
+    let mut later = webhook("https://example.com/hook");
+    later["delay_seconds"] = json!(3600);
+    let ids = [enqueue(&app, &later).await, enqueue(&app, &later).await, enqueue(&app, &later).await];
+    let post = |path: String, cookie: String, form: Vec<(&'static str, String)>| {
+        let request = console.http.post(format!("{}{path}", console.base)).header("cookie", cookie).form(&form);
+        async move { request.send().await.unwrap() }
+    };
+
+    let (viewer, viewer_csrf) = page_session(&console, VIEWER_TOKEN).await;
+    let refused = post(format!("/jobs/{}/cancel", ids[0]), viewer, vec![("csrf", viewer_csrf)]).await;
+    assert_eq!(refused.status(), 403);
+
+    let (cookie, csrf) = page_session(&console, ADMIN_TOKEN).await;
+    let missing_csrf = post(format!("/jobs/{}/cancel", ids[0]), cookie.clone(), vec![]).await;
+    assert_ne!(missing_csrf.status(), 200);
+    assert_eq!(app.record("webhook", &ids[0]).await.unwrap().status, jobs::JobStatus::Scheduled);
+
+    let done = post(format!("/jobs/{}/cancel", ids[0]), cookie.clone(), vec![("csrf", csrf.clone())]).await;
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("id=\"done\""));
+    assert_eq!(app.record("webhook", &ids[0]).await.unwrap().status, jobs::JobStatus::Cancelled);
+
+    let run = post(format!("/jobs/{}/run", ids[1]), cookie.clone(), vec![("csrf", csrf.clone())]).await;
+    assert_eq!(run.status(), 200);
+    assert_eq!(app.record("webhook", &ids[1]).await.unwrap().status, jobs::JobStatus::Queued);
+
+    // Bulk: the first post shows the count and freezes the filter; the confirmation cancels.
+    let fields = |extra: Vec<(&'static str, String)>| {
+        let mut form = vec![("csrf", csrf.clone()), ("kind", "webhook".to_owned()), ("state", "scheduled".to_owned())];
+        form.extend(extra);
+        form
+    };
+    let page = post("/jobs/bulk-cancel".into(), cookie.clone(), fields(vec![])).await.text().await.unwrap();
+    assert!(page.contains("id=\"count\">1<"), "{page}");
+    let (until, confirm) = (hidden(&page, "until"), hidden(&page, "confirm"));
+    assert_eq!(app.record("webhook", &ids[2]).await.unwrap().status, jobs::JobStatus::Scheduled, "nothing yet");
+    let done = post("/jobs/bulk-cancel".into(), cookie, fields(vec![("until", until), ("confirm", confirm)])).await;
+    assert_eq!(done.status(), 200);
+    assert!(done.text().await.unwrap().contains("1 cancelled"));
+    assert_eq!(app.record("webhook", &ids[2]).await.unwrap().status, jobs::JobStatus::Cancelled);
+}
