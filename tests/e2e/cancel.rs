@@ -106,13 +106,15 @@ async fn cancel_answers_in_every_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_racing_workers_never_lets_a_cancelled_job_run() {
     let app = TestApp::spawn().await;
-    let receiver = Receiver::start(&[], Reply { delay: Duration::from_millis(2), ..Reply::OK }).await;
+    let receiver = Receiver::start(&[], Reply { delay: Duration::from_millis(20), ..Reply::OK }).await;
     let ids = app.enqueue_webhooks(&receiver.url(), 2000, 1).await;
     let workers: Vec<WorkerProcess> = (0..2)
         .map(|_| WorkerProcess::start(&app.redis_url, &app.namespace, &[("WORKER_CONCURRENCY", "16"), ("WORKER_BATCH", "20")]))
         .collect();
-    // Cancel every job while the workers drain the queue, 32 requests at a time.
-    let answers: Vec<(String, u16, Value)> = futures::stream::iter(ids.clone())
+    assert!(!receiver.wait_for(1, Duration::from_secs(10)).await.is_empty(), "the workers started");
+    // Cancel every job while the workers drain the queue, 32 requests at a time, newest first:
+    // the workers take the oldest first, so the two meet half-way, where the race is.
+    let answers: Vec<(String, u16, Value)> = futures::stream::iter(ids.iter().rev().cloned())
         .map(|id| {
             let app = &app;
             async move {
@@ -149,6 +151,7 @@ async fn a_cancel_racing_workers_never_lets_a_cancelled_job_run() {
     }
     println!("cancel race over 2000 jobs: {by_answer:?}, {} delivered", counts.len());
     assert!(by_answer.get(&200).copied().unwrap_or(0) > 0, "some cancels won: {by_answer:?}");
+    assert!(by_answer.get(&409).copied().unwrap_or(0) > 0, "some jobs ran first: {by_answer:?}");
     // The queue's depth is truthful: no cancelled id counts as queued.
     let queues: (usize, usize, usize, usize) = app.depths("webhook").await;
     assert_eq!((queues.1, queues.2), (0, 0));
