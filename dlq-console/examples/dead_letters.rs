@@ -71,6 +71,12 @@ async fn main() -> anyhow::Result<()> {
     println!("made {n} dead letters in {:.1} s", started.elapsed().as_secs_f64());
     let dead = DeadLetters::new(conn.clone(), keys.clone());
     let console = dlq_console::actions::Console {
+        control: jobs::control::Control::new(
+            conn.clone(),
+            keys.clone(),
+            std::collections::BTreeMap::new(),
+            Duration::from_mins(1),
+        ),
         dead: dead.clone(),
         store: store.clone(),
         replay_rate: u32::MAX,

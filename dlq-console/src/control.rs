@@ -65,8 +65,7 @@ impl Console {
         };
         if outcome != CancelOutcome::AlreadyCancelled {
             let requested = outcome == CancelOutcome::CancelRequested;
-            self.record_on(operator, "job.cancel", "job", Some(id), json!({"kind": kind, "running": requested}))
-                .await;
+            self.record_on(operator, "job.cancel", "job", Some(id), json!({"kind": kind, "running": requested})).await;
         }
         Ok(answer)
     }
@@ -179,7 +178,8 @@ pub async fn api_bulk_cancel(
     Json(body): Json<BulkCancel>,
 ) -> Result<Json<Value>, Problem> {
     op.may_act()?;
-    let field = |(field, message): (&str, String)| Problem::invalid(&[FieldError::new(format!("/filter/{field}"), message)]);
+    let field =
+        |(field, message): (&str, String)| Problem::invalid(&[FieldError::new(format!("/filter/{field}"), message)]);
     body.filter.check().map_err(field)?;
     match body.confirm {
         None => {

@@ -98,7 +98,10 @@ impl FromStr for WaitingState {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        WaitingState::ALL.into_iter().find(|w| w.as_str() == s).ok_or_else(|| "must be queued, scheduled or retrying".into())
+        WaitingState::ALL
+            .into_iter()
+            .find(|w| w.as_str() == s)
+            .ok_or_else(|| "must be queued, scheduled or retrying".into())
     }
 }
 

@@ -433,15 +433,16 @@ impl DeadLetters {
     /// running, retrying (among scheduled), dead.
     pub async fn depths(&self, kind: Kind) -> Result<Depths, StoreError> {
         let q = self.keys.queue(kind);
-        let (listed, cancelled, delayed, retrying, running, dead): (u64, Option<u64>, u64, u64, u64, u64) = redis::pipe()
-            .llen(q.ready())
-            .get(q.ready_cancelled())
-            .zcard(q.scheduled())
-            .zcard(q.retry())
-            .zcard(q.active())
-            .zcard(q.dead())
-            .query_async(&mut self.conn.clone())
-            .await?;
+        let (listed, cancelled, delayed, retrying, running, dead): (u64, Option<u64>, u64, u64, u64, u64) =
+            redis::pipe()
+                .llen(q.ready())
+                .get(q.ready_cancelled())
+                .zcard(q.scheduled())
+                .zcard(q.retry())
+                .zcard(q.active())
+                .zcard(q.dead())
+                .query_async(&mut self.conn.clone())
+                .await?;
         // Cancelled ids stay in the ready list until popped: they are not queued jobs.
         let queued = listed.saturating_sub(cancelled.unwrap_or(0));
         Ok(Depths { queued, scheduled: delayed + retrying, running, dead })

@@ -150,6 +150,30 @@ impl Env {
     }
 }
 
+/// How long a finished (succeeded or cancelled) job stays readable, per kind:
+/// `JOB_RETENTION_SECONDS` (default a day), or `JOB_RETENTION_SECONDS_<KIND>`; `audit_log`
+/// defaults to 0, since an audit event's row in PostgreSQL is its record. Read by the worker
+/// (succeeded jobs) and by whatever cancels jobs (the producer API, the console).
+pub fn finished_retention(env: &Env) -> Result<std::collections::BTreeMap<crate::Kind, Duration>, SettingError> {
+    use crate::Kind;
+    let shared = env.seconds("JOB_RETENTION_SECONDS", 86_400)?;
+    let mut retention = std::collections::BTreeMap::new();
+    for kind in Kind::ALL {
+        let (name, default) = match kind {
+            Kind::OtpSms => ("JOB_RETENTION_SECONDS_OTP_SMS", shared),
+            Kind::Email => ("JOB_RETENTION_SECONDS_EMAIL", shared),
+            Kind::Webhook => ("JOB_RETENTION_SECONDS_WEBHOOK", shared),
+            Kind::AuditLog => ("JOB_RETENTION_SECONDS_AUDIT_LOG", Duration::ZERO),
+        };
+        let finished = match env.get(name) {
+            Some(_) => env.seconds(name, 0)?,
+            None => default,
+        };
+        retention.insert(kind, finished);
+    }
+    Ok(retention)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -187,28 +211,4 @@ mod tests {
         let env = Env::from_pairs(&[("P_B", "2"), ("P_A", "1"), ("P_E", ""), ("Q_A", "3")]);
         assert_eq!(env.with_prefix("P_"), [("A", "1"), ("B", "2")]);
     }
-}
-
-/// How long a finished (succeeded or cancelled) job stays readable, per kind:
-/// `JOB_RETENTION_SECONDS` (default a day), or `JOB_RETENTION_SECONDS_<KIND>`; `audit_log`
-/// defaults to 0, since an audit event's row in PostgreSQL is its record. Read by the worker
-/// (succeeded jobs) and by whatever cancels jobs (the producer API, the console).
-pub fn finished_retention(env: &Env) -> Result<std::collections::BTreeMap<crate::Kind, Duration>, SettingError> {
-    use crate::Kind;
-    let shared = env.seconds("JOB_RETENTION_SECONDS", 86_400)?;
-    let mut retention = std::collections::BTreeMap::new();
-    for kind in Kind::ALL {
-        let (name, default) = match kind {
-            Kind::OtpSms => ("JOB_RETENTION_SECONDS_OTP_SMS", shared),
-            Kind::Email => ("JOB_RETENTION_SECONDS_EMAIL", shared),
-            Kind::Webhook => ("JOB_RETENTION_SECONDS_WEBHOOK", shared),
-            Kind::AuditLog => ("JOB_RETENTION_SECONDS_AUDIT_LOG", Duration::ZERO),
-        };
-        let finished = match env.get(name) {
-            Some(_) => env.seconds(name, 0)?,
-            None => default,
-        };
-        retention.insert(kind, finished);
-    }
-    Ok(retention)
 }

@@ -116,8 +116,14 @@ impl Lab {
 
     async fn finish(&self, job: Leased, outcome: Outcome) {
         let now = Utc::now();
-        let done =
-            Finished { job, outcome, error: Some("HTTP 503".into()), provider_id: None, started_at: now, finished_at: now };
+        let done = Finished {
+            job,
+            outcome,
+            error: Some("HTTP 503".into()),
+            provider_id: None,
+            started_at: now,
+            finished_at: now,
+        };
         let retention = Retention { finished: Duration::from_mins(1), ..Retention::default() };
         self.queue().finish(&[done], now, &retention).await.unwrap();
     }

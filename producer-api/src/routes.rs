@@ -415,10 +415,9 @@ pub async fn cancel_job(
     }
     let (_, outcome) = state.control.cancel(&id, Some(&producer)).await?;
     match outcome {
-        CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => Ok((
-            StatusCode::OK,
-            Json(CancelAnswer { id, status: jobs::JobStatus::Cancelled, cancel_requested: None }),
-        )),
+        CancelOutcome::Cancelled | CancelOutcome::AlreadyCancelled => {
+            Ok((StatusCode::OK, Json(CancelAnswer { id, status: jobs::JobStatus::Cancelled, cancel_requested: None })))
+        }
         CancelOutcome::CancelRequested => Ok((
             StatusCode::ACCEPTED,
             Json(CancelAnswer { id, status: jobs::JobStatus::Running, cancel_requested: Some(true) }),
