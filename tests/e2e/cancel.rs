@@ -354,3 +354,33 @@ async fn the_console_pages_cancel_run_now_and_confirm_a_bulk_cancel() {
     assert!(done.text().await.unwrap().contains("1 cancelled"));
     assert_eq!(app.record("webhook", &ids[2]).await.unwrap().status, jobs::JobStatus::Cancelled);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_cancels_one_job_and_in_bulk_after_a_count() {
+    let app = TestApp::spawn().await;
+    let mut later = webhook("https://example.com/hook");
+    later["delay_seconds"] = json!(3600);
+    let ids = [enqueue(&app, &later).await, enqueue(&app, &later).await, enqueue(&app, &later).await];
+
+    let (code, out, err) = crate::console::cli(&app, &["cancel", &ids[0], "--json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"id": ids[0], "status": "cancelled"}));
+
+    let bulk = ["cancel", "--kind", "webhook", "--state", "scheduled", "--json"];
+    let (code, out, err) = crate::console::cli(&app, &bulk);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(serde_json::from_str::<Value>(&out).unwrap(), json!({"would_cancel": 2}), "only counted");
+    assert_eq!(app.record("webhook", &ids[1]).await.unwrap().status, jobs::JobStatus::Scheduled);
+    let (code, out, err) = crate::console::cli(&app, &[&bulk[..], &["--yes"]].concat());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"cancelled": 2, "cancel_requested": 0, "unchanged": 0})
+    );
+    for id in &ids {
+        assert_eq!(app.record("webhook", id).await.unwrap().status, jobs::JobStatus::Cancelled);
+    }
+    let (code, _, err) = crate::console::cli(&app, &["cancel", "--kind", "webhook", "--state", "running"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("queued, scheduled or retrying"), "{err}");
+}

@@ -236,7 +236,7 @@ async fn the_api_lists_searches_shows_replays_and_purges_dead_letters() {
     assert_eq!(actions, expected);
 }
 
-fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+pub fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let output = std::process::Command::new(binary("dlq-console"))
         .env_clear()
         .env("REDIS_URL", &app.redis_url)
