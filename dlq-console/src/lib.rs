@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod pages;
+pub mod schedule_actions;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -56,7 +57,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}", get(api::show).delete(api::delete_one))
         .route("/dead/{id}/replay", post(api::replay_one))
         .route("/queues", get(api::queues))
-        .route("/schedules", get(api::schedules));
+        .route("/schedules", get(api::schedules))
+        .route("/schedules/{name}/pause", post(schedule_actions::api_pause))
+        .route("/schedules/{name}/resume", post(schedule_actions::api_resume))
+        .route("/schedules/{name}/run", post(schedule_actions::api_run));
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -67,7 +71,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}/replay", post(pages::replay_one))
         .route("/dead/{id}/edit", post(pages::edit_one))
         .route("/dead/{id}/delete", post(pages::delete_one))
-        .route("/schedules", get(pages::schedules));
+        .route("/schedules", get(pages::schedules))
+        .route("/schedules/{name}/pause", post(schedule_actions::page_pause))
+        .route("/schedules/{name}/resume", post(schedule_actions::page_resume))
+        .route("/schedules/{name}/run", post(schedule_actions::page_run));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)
