@@ -10,8 +10,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use jobs::schedule::{Actor, Listed, Refused, RunNow};
 use jobs::ValidJob;
+use jobs::schedule::{Actor, Listed, Refused, RunNow};
 use serde_json::{Value, json};
 use service::Problem;
 use service::csrf::CsrfForm;
@@ -74,7 +74,9 @@ async fn act(state: &AppState, operator: &str, name: &str, action: Action) -> Re
     let schedules = &state.schedules;
     let done = match action {
         Action::Pause => schedules.pause(name, &actor).await.map(|r| r.map(|c| Done::Changed(c.changed))),
-        Action::Resume => schedules.resume(name, &actor, &state.console.store).await.map(|r| r.map(|c| Done::Changed(c.changed))),
+        Action::Resume => {
+            schedules.resume(name, &actor, &state.console.store).await.map(|r| r.map(|c| Done::Changed(c.changed)))
+        }
         Action::Run => schedules.run_now(name, &actor, &state.console.store).await.map(|r| r.map(Done::Ran)),
     }
     .map_err(|e| Problem::from(ActionError::from(e)))?;
@@ -189,7 +191,9 @@ async fn page_action(
         Err(problem) => return crate::pages::problem_page(session, problem),
     };
     let notice = match act(state, &session.operator, &name, action).await {
-        Ok(Done::Changed(true)) if action == Action::Pause => format!("Schedule {name} paused: it fires nothing until resumed."),
+        Ok(Done::Changed(true)) if action == Action::Pause => {
+            format!("Schedule {name} paused: it fires nothing until resumed.")
+        }
         Ok(Done::Changed(true)) => format!("Schedule {name} resumed."),
         Ok(Done::Changed(false)) if action == Action::Pause => format!("Schedule {name} was already paused."),
         Ok(Done::Changed(false)) => format!("Schedule {name} was not paused."),

@@ -29,9 +29,9 @@ use serde_json::Value;
 use crate::settings::{Env, SettingError};
 
 mod control;
-pub use control::{Actor, Changed, Pause, Refused, RunNow, manual_idempotency_key};
 use crate::validation::{FieldError, from_serde};
 use crate::{Kind, StoreError, ValidJob};
+pub use control::{Actor, Changed, Pause, Refused, RunNow, manual_idempotency_key};
 
 /// The longest cron expression accepted, in characters: real ones are far shorter, and a
 /// long one costs memory in every scheduler that caches it.
@@ -634,6 +634,9 @@ pub struct ScheduleStore {
 
 type Row = (String, String, Option<i64>, Option<String>);
 
+/// A claimed schedule as `schedule_claim.lua` answers it: name, definition, last tick (ms).
+type ClaimRow = (String, String, Option<i64>);
+
 impl ScheduleStore {
     pub fn new(conn: Conn, namespace: &str) -> Self {
         let key = |rest: &str| format!("{namespace}:{{schedules}}:{rest}");
@@ -762,8 +765,7 @@ impl ScheduleStore {
     pub async fn claim(&self, lease: chrono::Duration, limit: usize) -> Result<Claim, StoreError> {
         let mut call = self.indexed(&CLAIM);
         call.arg(lease.num_milliseconds().max(1)).arg(limit);
-        let (rows, next, now): (Vec<(String, String, Option<i64>)>, Option<String>, i64) =
-            call.invoke_async(&mut self.conn.clone()).await?;
+        let (rows, next, now): (Vec<ClaimRow>, Option<String>, i64) = call.invoke_async(&mut self.conn.clone()).await?;
         let due = rows
             .into_iter()
             .map(|(name, definition, last)| Claimed {

@@ -81,7 +81,9 @@ impl Lab {
                     "{:?}",
                     self.run::<Vec<String>>(redis::cmd("ZRANGE").arg(&name).arg(0).arg(-1).arg("WITHSCORES")).await
                 ),
-                "list" => format!("{:?}", self.run::<Vec<String>>(redis::cmd("LRANGE").arg(&name).arg(0).arg(-1)).await),
+                "list" => {
+                    format!("{:?}", self.run::<Vec<String>>(redis::cmd("LRANGE").arg(&name).arg(0).arg(-1)).await)
+                }
                 _ => format!("{:?}", self.run::<Option<Vec<u8>>>(redis::cmd("GET").arg(&name)).await),
             };
             out.insert(name, value);
@@ -96,7 +98,14 @@ impl Lab {
 }
 
 /// A webhook schedule on `cron` (every minute by default), stored as of `updated_at`.
-fn schedule(name: &str, cron: &str, catch_up: CatchUp, source: Source, producer: &str, updated_at: DateTime<Utc>) -> Schedule {
+fn schedule(
+    name: &str,
+    cron: &str,
+    catch_up: CatchUp,
+    source: Source,
+    producer: &str,
+    updated_at: DateTime<Utc>,
+) -> Schedule {
     let request = json!({"name": name, "cron": cron, "catch_up": catch_up,
         "job": {"kind": "webhook", "payload": {"url": "https://a.example/hook", "event": "tick"}}});
     Schedule::parse(request, "", source, producer, updated_at).unwrap().0
@@ -166,9 +175,11 @@ async fn pause_resume_and_run_refuse_other_producers_and_the_file_and_write_noth
     store.put(&file).await.unwrap();
     let dump = lab.dump().await;
     let other = Actor::Producer("other".into());
-    for (name, actor, refused) in
-        [("mine", &other, Refused::Taken), ("nightly", &shop(), Refused::FromFile), ("absent", &shop(), Refused::Missing)]
-    {
+    for (name, actor, refused) in [
+        ("mine", &other, Refused::Taken),
+        ("nightly", &shop(), Refused::FromFile),
+        ("absent", &shop(), Refused::Missing),
+    ] {
         assert_eq!(store.pause(name, actor).await.unwrap(), Err(refused.clone()), "pause {name}");
         assert_eq!(store.resume(name, actor, &queue).await.unwrap(), Err(refused.clone()), "resume {name}");
         assert_eq!(store.run_now(name, actor, &queue).await.unwrap(), Err(refused), "run {name}");
@@ -338,7 +349,8 @@ async fn run_now_makes_one_job_a_second_and_leaves_the_ticks_alone() {
     let key = &created[0].idempotency_key;
     let seconds: i64 = key.strip_prefix("schedule:digest:manual:").unwrap().parse().unwrap();
     assert!((Utc::now().timestamp() - seconds).abs() <= 2, "{key}");
-    let ready: Vec<String> = lab.run(redis::cmd("LRANGE").arg(lab.keys.queue(Kind::Webhook).ready()).arg(0).arg(-1)).await;
+    let ready: Vec<String> =
+        lab.run(redis::cmd("LRANGE").arg(lab.keys.queue(Kind::Webhook).ready()).arg(0).arg(-1)).await;
     assert_eq!(ready, [created[0].id.clone()]);
     let idem = lab.keys.queue(Kind::Webhook).idempotency("shop", key);
     let held: String = lab.run(redis::cmd("GET").arg(idem)).await;

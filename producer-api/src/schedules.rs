@@ -7,8 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use jobs::schedule::{
-    Actor, CatchUp, DeleteOutcome, Listed, PutOutcome, Refused, RunNow, Schedule, ScheduleLimit, ScheduleLimits,
-    Source,
+    Actor, CatchUp, DeleteOutcome, Listed, PutOutcome, Refused, RunNow, Schedule, ScheduleLimit, ScheduleLimits, Source,
 };
 use jobs::{FieldError, ValidJob};
 use serde::Serialize;

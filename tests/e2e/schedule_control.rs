@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde_json::{Value, json};
 
 use crate::console::{ADMIN_TOKEN, TestConsole, VIEWER_TOKEN};
@@ -123,7 +123,6 @@ async fn a_paused_schedule_fires_nothing_and_resume_owes_what_catch_up_says() {
 
     // latest: the latest missed tick (the second of the resume), fired by the resume before
     // it answered; none of the earlier missed ones; then regular ticks.
-    use chrono::DurationRound as _;
     let (sent, resume_answered) = resumed[0];
     let latest = ticks(&app, "latest").await;
     let earlier: Vec<_> =
@@ -316,8 +315,11 @@ async fn schedule_audit(app: &TestApp) -> Vec<(String, String, String)> {
 async fn console_schedule_actions_are_audited_and_refused_to_read_only_operators() {
     let app = TestApp::spawn().await;
     let console = TestConsole::start(&app, &[]).await;
-    create(&app, &json!({"name": "digest", "cron": "0 9 * * 1-5", "timezone": "Asia/Taipei",
-        "job": {"kind": "webhook", "payload": {"url": "https://example.com/h", "event": "digest.due"}}}))
+    create(
+        &app,
+        &json!({"name": "digest", "cron": "0 9 * * 1-5", "timezone": "Asia/Taipei",
+        "job": {"kind": "webhook", "payload": {"url": "https://example.com/h", "event": "digest.due"}}}),
+    )
     .await;
     for action in ["pause", "resume", "run"] {
         let path = format!("/api/schedules/digest/{action}");

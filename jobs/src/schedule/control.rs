@@ -269,7 +269,9 @@ impl ScheduleStore {
                 }
             }
             Ok(other) => tracing::warn!(schedule = name, %tick, outcome = ?other, "the owed tick not fired"),
-            Err(e) => tracing::warn!(schedule = name, %tick, error = %e, "the owed tick not fired; the next pass fires it"),
+            Err(e) => {
+                tracing::warn!(schedule = name, %tick, error = %e, "the owed tick not fired; the next pass fires it");
+            }
         }
     }
 
@@ -291,7 +293,8 @@ impl ScheduleStore {
         };
         let key = job.idempotency.as_ref().map(|(k, _)| k.clone()).unwrap_or_default();
         let kind = job.kind;
-        let run = |id, status, run_at, replayed| RunNow { id, kind, status, run_at, idempotency_key: key.clone(), replayed };
+        let run =
+            |id, status, run_at, replayed| RunNow { id, kind, status, run_at, idempotency_key: key.clone(), replayed };
         match queue.enqueue(std::slice::from_ref(&job)).await?.pop() {
             Some(EnqueueOutcome::Created { id, status, run_at }) => {
                 tracing::info!(schedule = name, job_id = %id, by = actor.by(), "schedule run now");
