@@ -309,12 +309,8 @@ pub async fn schedules(State(state): State<AppState>, _op: Operator) -> Result<J
         .list()
         .await
         .map_err(ActionError::from)?
-        .into_iter()
-        .map(|(s, last)| {
-            let next = s.timetable().and_then(|t| t.next_after(last.unwrap_or(s.updated_at).max(now)));
-            json!({"name": s.name, "cron": s.cron, "timezone": s.timezone, "catch_up": s.catch_up, "source": s.source,
-                   "kind": s.job.get("kind"), "last_run_at": last, "next_run_at": next})
-        })
+        .iter()
+        .map(|listed| crate::schedule_actions::view(listed, now))
         .collect();
     Ok(Json(json!({"schedules": list})))
 }

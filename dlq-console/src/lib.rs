@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod pages;
+pub mod schedule_actions;
 pub mod sessions;
 
 use std::sync::Arc;
@@ -63,7 +64,10 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules", get(api::schedules))
         .route("/jobs/bulk-cancel", post(control::api_bulk_cancel))
         .route("/jobs/{id}/cancel", post(control::api_cancel))
-        .route("/jobs/{id}/run", post(control::api_run_now));
+        .route("/jobs/{id}/run", post(control::api_run_now))
+        .route("/schedules/{name}/pause", post(schedule_actions::api_pause))
+        .route("/schedules/{name}/resume", post(schedule_actions::api_resume))
+        .route("/schedules/{name}/run", post(schedule_actions::api_run));
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -77,7 +81,10 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules", get(pages::schedules))
         .route("/jobs/bulk-cancel", post(control::bulk_cancel))
         .route("/jobs/{id}/cancel", post(control::cancel))
-        .route("/jobs/{id}/run", post(control::run_now));
+        .route("/jobs/{id}/run", post(control::run_now))
+        .route("/schedules/{name}/pause", post(schedule_actions::page_pause))
+        .route("/schedules/{name}/resume", post(schedule_actions::page_resume))
+        .route("/schedules/{name}/run", post(schedule_actions::page_run));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)

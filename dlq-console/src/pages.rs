@@ -750,26 +750,58 @@ fn url_decode_pairs(text: &str) -> Option<Vec<(String, String)>> {
 }
 
 pub async fn schedules(State(state): State<AppState>, session: Session) -> Response {
+    schedules_page(&state, &session, None).await
+}
+
+/// The schedules, with a pause or resume and a run-now button each for admins (the handlers
+/// are in `schedule_actions`), and `notice` (what an action just did) on top.
+pub(crate) async fn schedules_page(state: &AppState, session: &Session, notice: Option<&str>) -> Response {
     let list = match state.schedules.list().await {
         Ok(l) => l,
-        Err(e) => return problem_page(&session, ActionError::from(e).into()),
+        Err(e) => return problem_page(session, ActionError::from(e).into()),
     };
     let now = Utc::now();
+    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+    let admin = session.role == Role::Admin;
     html_response(page(
         "Schedules",
-        Some(&session),
+        Some(session),
         html! {
+            @if let Some(notice) = notice { p.notice #done { (notice) } }
             @if list.is_empty() { p { "No schedules. Producers create them with " code { "POST /v1/schedules" } "; workers load " code { "SCHEDULES_FILE" } "." } }
             @else {
-                table {
-                    thead { tr { th { "name" } th { "cron" } th { "time zone" } th { "job" } th { "catch-up" } th { "source" } th { "last run" } th { "next run" } } }
-                    tbody { @for (s, last) in &list {
-                        tr {
+                p { "A paused schedule fires nothing; on resume, " code { "catch_up: latest" } " fires the most recent tick missed while paused, once, and "
+                    code { "none" } " skips them. Run now adds one job (one per second however often pressed) and leaves the regular ticks alone." }
+                table #schedules {
+                    thead { tr { th { "name" } th { "cron" } th { "time zone" } th { "job" } th { "catch-up" } th { "source" } th { "state" } th { "last run" } th { "next run" } @if admin { th { "actions" } } } }
+                    tbody { @for listed in &list {
+                        @let s = &listed.schedule;
+                        tr data-name=(s.name) {
                             td { (s.name) } td { code { (s.cron) } } td { (s.timezone) }
                             td { (s.job.get("kind").and_then(|k| k.as_str()).unwrap_or("?")) }
                             td { (format!("{:?}", s.catch_up).to_lowercase()) } td { (format!("{:?}", s.source).to_lowercase()) }
-                            td { (last.map(|l| l.to_rfc3339()).unwrap_or_default()) }
-                            td { (s.timetable().and_then(|t| t.next_after(last.unwrap_or(s.updated_at).max(now))).map(|n| n.to_rfc3339()).unwrap_or_default()) }
+                            td { @if let Some(p) = &listed.pause { strong { "paused" } " since " (time(Some(p.at))) " by " (p.by) } @else { "running" } }
+                            td { (time(listed.last)) }
+                            td { (time(listed.next_run_at(now))) }
+                            @if admin { td {
+                                @let base = format!("/schedules/{}", urlencode(&s.name));
+                                @if listed.pause.is_some() {
+                                    form.inline method="post" action=(format!("{base}/resume")) {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        button.resume type="submit" { "Resume" }
+                                    }
+                                } @else {
+                                    form.inline method="post" action=(format!("{base}/pause")) {
+                                        input type="hidden" name="csrf" value=(session.csrf);
+                                        button.pause type="submit" { "Pause" }
+                                    }
+                                }
+                                " "
+                                form.inline method="post" action=(format!("{base}/run")) {
+                                    input type="hidden" name="csrf" value=(session.csrf);
+                                    button.run type="submit" { "Run now" }
+                                }
+                            } }
                         }
                     } }
                 }

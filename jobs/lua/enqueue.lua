@@ -15,6 +15,10 @@
 --             limits[j]                key, a sorted set (member: job id, score: ms on Redis's
 --                                      clock); max per window; window (ms); name; jobs, the
 --                                      1-based positions of the jobs that count against it
+--             pauses, schedule, claimed  a schedule's regular tick only: the queue's hash of
+--                                      schedule pauses, the schedule's name, and when the tick
+--                                      was claimed (ms, the schedules' Redis clock); a pause of
+--                                      that schedule taken at or after the claim writes nothing
 -- ARGV[1+i] the record of jobs[i] (MessagePack, `record::JobRecord`), written as it is
 --
 -- Returns MessagePack: one tagged result per job, in order:
@@ -23,7 +27,8 @@
 --                                 id is already written (a resent call): the earlier job
 --   {t = "conflict", id}          the key was seen with another fingerprint: the earlier job
 --   {t = "limited", limit, wait}  over the rate limit `limit`; a slot frees in `wait` ms
---   {t = "not_written"}           another job of this call conflicts or is over a limit
+--   {t = "not_written"}           another job of this call conflicts or is over a limit, or
+--                                 the call is a schedule's tick refused by the schedule's pause
 -- A call with any conflict or any job over a limit writes nothing, so a batch is all or
 -- nothing within its queue. A replayed job does not count against a limit, and a job counts
 -- only once it is written. Windows slide: entries older than the window are ignored and
@@ -35,6 +40,16 @@ local call = cmsgpack.unpack(ARGV[1])
 local jobs = call.jobs
 local results = {}
 local conflict = false
+
+if call.pauses then
+  local paused_at = redis.call('HGET', call.pauses, call.schedule)
+  if paused_at and tonumber(paused_at) >= call.claimed then
+    for i = 1, #jobs do
+      results[i] = {t = 'not_written'}
+    end
+    return cmsgpack.pack(results)
+  end
+end
 
 -- Pass 1: look up every job and idempotency key before writing anything.
 for i, job in ipairs(jobs) do

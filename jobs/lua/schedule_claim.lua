@@ -9,7 +9,11 @@
 -- by the one clock, so a worker whose clock runs ahead neither fires ticks early nor holds
 -- leases past their end.
 --
--- KEYS[1..6]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner)
+-- A paused schedule is never taken: one found due (its score moved by a writer that raced the
+-- pause) is parked again, in the same atomic step, so no scheduler fires it.
+--
+-- KEYS[1..7]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner,
+--             paused)
 -- ARGV[1]     the lease, ms
 -- ARGV[2]     the most schedules to take
 --
@@ -25,7 +29,9 @@ local items = {}
 local names = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, tonumber(ARGV[2]))
 for _, name in ipairs(names) do
   local def = redis.call('HGET', KEYS[1], name)
-  if def then
+  if def and redis.call('HEXISTS', KEYS[7], name) == 1 then
+    redis.call('ZADD', KEYS[3], 'XX', PARKED, name)
+  elseif def then
     redis.call('ZADD', KEYS[3], 'XX', lease_until, name)
     items[#items + 1] = {name, def, redis.call('HGET', KEYS[2], name)}
   else

@@ -1,25 +1,29 @@
 -- schedule_delete.lua: delete one schedule if the caller owns it. (schedule_index.lua is
 -- prepended.)
 --
--- KEYS[1..6]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner)
+-- KEYS[1..7]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner,
+--             paused)
 -- ARGV[1]     name
 -- ARGV[2]     the caller: "api:<producer>" or "file"
 --
--- Returns "deleted", or, nothing deleted: "missing" (no such name), "taken" (another
--- producer's), "from_file" (SCHEDULES_FILE's, and the caller is not the file).
+-- Returns {"deleted", the pause JSON it ended or nil}, or, nothing deleted: {"missing"} (no
+-- such name), {"taken"} (another producer's), {"from_file"} (SCHEDULES_FILE's, and the caller
+-- is not the file).
 
 ensure_index()
 local name = ARGV[1]
 local current = redis.call('HGET', KEYS[4], name)
-if not current then return 'missing' end
+if not current then return {'missing'} end
 if current ~= ARGV[2] then
-  if current == 'file' then return 'from_file' end
-  return 'taken'
+  if current == 'file' then return {'from_file'} end
+  return {'taken'}
 end
+local pause = redis.call('HGET', KEYS[7], name)
 redis.call('HDEL', KEYS[1], name)
 redis.call('HDEL', KEYS[2], name)
 redis.call('ZREM', KEYS[3], name)
 redis.call('HDEL', KEYS[4], name)
 redis.call('HINCRBY', KEYS[5], current, -1)
 redis.call('ZREM', KEYS[6], owned(current, name))
-return 'deleted'
+redis.call('HDEL', KEYS[7], name)
+return {'deleted', pause}

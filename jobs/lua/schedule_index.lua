@@ -9,11 +9,16 @@
 -- KEYS[5]  counts hash: owner -> how many schedules it has
 -- KEYS[6]  by-owner sorted set: members "<owner>\0<name>", all of score 0, so one owner's
 --          names are one lexicographic range (listing them reads only them)
+-- KEYS[7]  paused hash: name -> the pause as JSON ({"at": ms, "by": who}); present while paused
 --
 -- ensure_index() rebuilds owners, counts, by-owner and the next-fire set from the definitions when
 -- their sizes disagree (definitions stored by a version before the index, or by one still
 -- running during an upgrade). A schedule it adds to the next-fire set gets score 0: due at
 -- once, so the next scheduler pass computes its real next fire time.
+
+-- The next-fire score of a paused schedule: after every real fire time (2^52 ms, far beyond
+-- year 100000), so a paused schedule is never claimed while its pause lasts.
+local PARKED = 4503599627370496
 
 local function owner_of(def)
   local ok, parsed = pcall(cjson.decode, def)

@@ -2,7 +2,8 @@
 -- one step, so two producers racing for a name, or many creates racing for the last slots of
 -- a quota, cannot both win. (schedule_index.lua is prepended.)
 --
--- KEYS[1..6]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner)
+-- KEYS[1..7]  as in schedule_index.lua (definitions, last, next-fire, owners, counts, by-owner,
+--             paused)
 -- ARGV[1]     name
 -- ARGV[2]     the schedule's JSON
 -- ARGV[3]     its owner: "api:<producer>" or "file"
@@ -17,7 +18,9 @@
 --   {"taken"}      the name belongs to another producer
 --   {"from_file"}  the name belongs to SCHEDULES_FILE
 --   {"over_limit", "per_producer" | "total"}
--- Replacing a schedule of one's own is never refused by a quota: it adds none.
+-- Replacing a schedule of one's own is never refused by a quota: it adds none. A replaced
+-- schedule keeps its pause (an operator's pause is not undone by a redeploy that stores the
+-- schedule again): it stays parked.
 
 ensure_index()
 local name, owner = ARGV[1], ARGV[3]
@@ -38,7 +41,11 @@ if ARGV[5] == 'checked' then
 end
 redis.call('HSET', KEYS[1], name, ARGV[2])
 redis.call('HDEL', KEYS[2], name)
-redis.call('ZADD', KEYS[3], ARGV[4], name)
+if redis.call('HEXISTS', KEYS[7], name) == 1 then
+  redis.call('ZADD', KEYS[3], PARKED, name)
+else
+  redis.call('ZADD', KEYS[3], ARGV[4], name)
+end
 if current ~= owner then
   if current then
     redis.call('HINCRBY', KEYS[5], current, -1)

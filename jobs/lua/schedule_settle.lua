@@ -6,6 +6,8 @@
 -- KEYS[1]  definitions hash
 -- KEYS[2]  last fired tick hash
 -- KEYS[3]  next-fire sorted set
+-- KEYS[4]  paused hash: a paused schedule's tick is recorded, but its next-fire time is left
+--          parked (the pause's)
 -- ARGV[1]  name
 -- ARGV[2]  the definition's updated_at, as stored
 -- ARGV[3]  the tick fired or skipped, ms ("" = none)
@@ -23,5 +25,7 @@ if ARGV[3] ~= '' then
     redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
   end
 end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+if redis.call('HEXISTS', KEYS[4], ARGV[1]) == 0 then
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+end
 return 1

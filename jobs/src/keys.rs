@@ -89,6 +89,14 @@ impl QueueKeys {
         format!("{}:paused", self.prefix)
     }
 
+    /// HASH of the schedules paused (field: schedule name, value: when the pause was taken, ms on
+    /// the schedules' Redis clock), in every queue's slot: `enqueue.lua` refuses a schedule's
+    /// regular tick claimed at or before its pause, so no tick fires once a pause has answered.
+    /// Written by the pause (the largest time wins) and trimmed by resume and delete.
+    pub fn schedule_pauses(&self) -> String {
+        format!("{}:schedule_pauses", self.prefix)
+    }
+
     /// STREAM indexing the succeeded jobs within the retention window, newest last: each entry
     /// (one per `finish.lua` call) has one field per job, the job's id. Trimmed by age
     /// (`MINID`), so it costs a few bytes per job and one command per batch.
@@ -181,6 +189,7 @@ mod tests {
             q.succeeded(),
             q.cancelled(),
             q.ready_cancelled(),
+            q.schedule_pauses(),
             q.stats(29_395_200),
             q.job("0190"),
             q.idempotency("shop", "order-{7}:x"),

@@ -27,8 +27,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::settings::{Env, SettingError};
+
+mod control;
 use crate::validation::{FieldError, from_serde};
 use crate::{Kind, StoreError, ValidJob};
+pub use control::{Actor, Changed, Pause, Refused, RunNow, manual_idempotency_key};
 
 /// The longest cron expression accepted, in characters: real ones are far shorter, and a
 /// long one costs memory in every scheduler that caches it.
@@ -137,6 +140,26 @@ pub enum PutOutcome {
     FromFile,
     /// Nothing written: a quota is full.
     OverLimit(ScheduleLimit),
+}
+
+/// A schedule as listed: its definition, its last fired (or skipped) tick, and its pause.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub schedule: Schedule,
+    pub last: Option<DateTime<Utc>>,
+    /// Present while paused.
+    pub pause: Option<Pause>,
+}
+
+impl Listed {
+    /// Its next tick: none while paused (nothing fires), or if the expression no longer fires.
+    pub fn next_run_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        if self.pause.is_some() {
+            return None;
+        }
+        let from = self.last.unwrap_or(self.schedule.updated_at).max(self.schedule.updated_at).max(now);
+        self.schedule.timetable().and_then(|t| t.next_after(from))
+    }
 }
 
 /// What an owner-checked delete did.
@@ -433,7 +456,8 @@ pub fn due(table: &Timetable, last: DateTime<Utc>, now: DateTime<Utc>, catch_up:
     }
 }
 
-fn valid_name(name: &str) -> bool {
+/// The naming rule of schedules: 1–128 of letters, digits, `_ . : -`.
+pub fn valid_name(name: &str) -> bool {
     (1..=128).contains(&name.len())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b':' | b'-'))
 }
@@ -591,7 +615,9 @@ fn api_owner(producer: &str) -> String {
 /// `<ns>:{schedules}:defs` (name → JSON), `:last` (name → last fired tick, ms), `:due` (sorted
 /// set, name → when a scheduler looks at it next, ms), `:owners` (name → `api:<producer>` or
 /// `file`), `:counts` (owner → how many) and `:by_owner` (sorted set of `<owner>\0<name>`,
-/// one owner's names a lexicographic range), the last four kept by the scripts that write.
+/// one owner's names a lexicographic range), the last four kept by the scripts that write;
+/// `:paused` (name → the pause, JSON) while a schedule is paused, mirrored as a fence in each
+/// queue's slot ([`crate::keys::QueueKeys::schedule_pauses`]).
 #[derive(Debug, Clone)]
 pub struct ScheduleStore {
     conn: Conn,
@@ -601,9 +627,15 @@ pub struct ScheduleStore {
     owners: String,
     counts: String,
     by_owner: String,
+    paused: String,
+    /// The queues' keys, for the pause fences in their slots.
+    keys: crate::Keys,
 }
 
-type Row = (String, String, Option<i64>);
+type Row = (String, String, Option<i64>, Option<String>);
+
+/// A claimed schedule as `schedule_claim.lua` answers it: name, definition, last tick (ms).
+type ClaimRow = (String, String, Option<i64>);
 
 impl ScheduleStore {
     pub fn new(conn: Conn, namespace: &str) -> Self {
@@ -616,12 +648,15 @@ impl ScheduleStore {
             owners: key("owners"),
             counts: key("counts"),
             by_owner: key("by_owner"),
+            paused: key("paused"),
+            keys: crate::Keys::new(namespace),
         }
     }
 
     fn indexed<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
         let mut call = script.prepare_invoke();
         call.key(&self.defs).key(&self.last).key(&self.due).key(&self.owners).key(&self.counts).key(&self.by_owner);
+        call.key(&self.paused);
         call
     }
 
@@ -677,9 +712,19 @@ impl ScheduleStore {
     async fn delete_as(&self, name: &str, owner: &str) -> Result<DeleteOutcome, StoreError> {
         let mut call = self.indexed(&DELETE);
         call.arg(name).arg(owner);
-        let reply: String = call.invoke_async(&mut self.conn.clone()).await?;
-        match reply.as_str() {
-            "deleted" => Ok(DeleteOutcome::Deleted),
+        let reply: Vec<Option<String>> = call.invoke_async(&mut self.conn.clone()).await?;
+        let (reply, pause) = match reply.as_slice() {
+            [Some(reply), pause @ ..] => (reply.as_str(), pause.first().cloned().flatten()),
+            _ => return Err(StoreError::Protocol(format!("schedule_delete.lua answered {reply:?}").into())),
+        };
+        match reply {
+            "deleted" => {
+                // The fence of a pause the delete ended is stale; it is tidied, not relied on.
+                if let Some(pause) = pause.as_deref().and_then(Pause::read) {
+                    self.clear_fences(name, &pause).await;
+                }
+                Ok(DeleteOutcome::Deleted)
+            }
             "missing" => Ok(DeleteOutcome::Missing),
             "taken" => Ok(DeleteOutcome::Taken),
             "from_file" => Ok(DeleteOutcome::FromFile),
@@ -687,21 +732,27 @@ impl ScheduleStore {
         }
     }
 
-    /// Every schedule with its last fired (or skipped) tick, sorted by name. Entries that no
-    /// longer read (a foreign writer) are left out and logged.
-    pub async fn list(&self) -> Result<Vec<(Schedule, Option<DateTime<Utc>>)>, StoreError> {
-        let (defs, last): (HashMap<String, String>, HashMap<String, i64>) =
-            redis::pipe().hgetall(&self.defs).hgetall(&self.last).query_async(&mut self.conn.clone()).await?;
+    /// Every schedule with its last fired (or skipped) tick and its pause, sorted by name.
+    /// Entries that no longer read (a foreign writer) are left out and logged.
+    pub async fn list(&self) -> Result<Vec<Listed>, StoreError> {
+        let (defs, last, mut paused): (HashMap<String, String>, HashMap<String, i64>, HashMap<String, String>) =
+            redis::pipe()
+                .hgetall(&self.defs)
+                .hgetall(&self.last)
+                .hgetall(&self.paused)
+                .query_async(&mut self.conn.clone())
+                .await?;
         let rows = defs.into_iter().map(|(name, json)| {
             let last = last.get(&name).copied();
-            (name, json, last)
+            let pause = paused.remove(&name);
+            (name, json, last, pause)
         });
         Ok(read_rows(rows))
     }
 
     /// `producer`'s schedules and `SCHEDULES_FILE`'s, as [`ScheduleStore::list`] gives them:
     /// reads only those.
-    pub async fn list_for(&self, producer: &str) -> Result<Vec<(Schedule, Option<DateTime<Utc>>)>, StoreError> {
+    pub async fn list_for(&self, producer: &str) -> Result<Vec<Listed>, StoreError> {
         let mut call = self.indexed(&LIST);
         call.arg(api_owner(producer)).arg("file");
         let rows: Vec<Row> = call.invoke_async(&mut self.conn.clone()).await?;
@@ -714,7 +765,7 @@ impl ScheduleStore {
     pub async fn claim(&self, lease: chrono::Duration, limit: usize) -> Result<Claim, StoreError> {
         let mut call = self.indexed(&CLAIM);
         call.arg(lease.num_milliseconds().max(1)).arg(limit);
-        let (rows, next, now): (Vec<Row>, Option<String>, i64) = call.invoke_async(&mut self.conn.clone()).await?;
+        let (rows, next, now): (Vec<ClaimRow>, Option<String>, i64) = call.invoke_async(&mut self.conn.clone()).await?;
         let due = rows
             .into_iter()
             .map(|(name, definition, last)| Claimed {
@@ -748,7 +799,8 @@ impl ScheduleStore {
         let scores: HashMap<String, f64> = scores.into_iter().collect();
         let mut pipe = redis::pipe();
         let mut moved = 0;
-        for (schedule, last) in self.list().await? {
+        // A paused schedule stays parked.
+        for Listed { schedule, last, .. } in self.list().await?.into_iter().filter(|l| l.pause.is_none()) {
             let since = last.map_or(schedule.updated_at, |l| l.max(schedule.updated_at));
             let Some(next) = schedule.timetable().and_then(|t| t.next_after(since)) else { continue };
             #[expect(clippy::cast_precision_loss, reason = "ms since the epoch are far below 2^52")]
@@ -776,6 +828,7 @@ impl ScheduleStore {
         call.key(&self.defs)
             .key(&self.last)
             .key(&self.due)
+            .key(&self.paused)
             .arg(&schedule.name)
             .arg(schedule.version()?)
             .arg(tick.map(|t| t.timestamp_millis().to_string()).unwrap_or_default())
@@ -785,17 +838,21 @@ impl ScheduleStore {
     }
 }
 
-fn read_rows(rows: impl Iterator<Item = Row>) -> Vec<(Schedule, Option<DateTime<Utc>>)> {
-    let mut schedules: Vec<(Schedule, Option<DateTime<Utc>>)> = rows
-        .filter_map(|(name, json, last)| match serde_json::from_str::<Schedule>(&json) {
-            Ok(s) => Some((s, last.and_then(DateTime::from_timestamp_millis))),
+fn read_rows(rows: impl Iterator<Item = Row>) -> Vec<Listed> {
+    let mut schedules: Vec<Listed> = rows
+        .filter_map(|(name, json, last, pause)| match serde_json::from_str::<Schedule>(&json) {
+            Ok(schedule) => Some(Listed {
+                schedule,
+                last: last.and_then(DateTime::from_timestamp_millis),
+                pause: pause.as_deref().and_then(Pause::read),
+            }),
             Err(e) => {
                 tracing::error!(schedule = %name, error = %e, "a stored schedule does not read; ignored");
                 None
             }
         })
         .collect();
-    schedules.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    schedules.sort_by(|a, b| a.schedule.name.cmp(&b.schedule.name));
     schedules
 }
 

@@ -170,6 +170,22 @@ struct EnqueueCall {
     check: bool,
     jobs: Vec<EnqueueJob>,
     limits: Vec<RateLimit>,
+    /// A schedule's regular tick: the queue's hash of schedule pauses, the schedule and when
+    /// the tick was claimed (ms); absent for every other call.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pauses: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    claimed: Option<i64>,
+}
+
+/// A schedule's regular tick, for [`Store::enqueue_tick`]: the schedule's name and when its
+/// tick was claimed (the claim's `now`, on the schedules' Redis clock).
+#[derive(Debug, Clone)]
+pub struct TickClaim {
+    pub schedule: String,
+    pub claimed: DateTime<Utc>,
 }
 
 #[derive(Serialize)]
@@ -254,7 +270,7 @@ impl Store {
         }
         let limited = !self.otp_limits.is_off() && groups.contains_key(&Kind::OtpSms);
         if groups.len() > 1 && (limited || jobs.iter().any(|j| j.idempotency.is_some())) {
-            let checked = self.run_enqueue(jobs, &groups, true).await?;
+            let checked = self.run_enqueue(jobs, &groups, true, None).await?;
             if checked.iter().any(EnqueueOutcome::refused) {
                 return Ok(checked
                     .into_iter()
@@ -262,7 +278,16 @@ impl Store {
                     .collect());
             }
         }
-        self.run_enqueue(jobs, &groups, false).await
+        self.run_enqueue(jobs, &groups, false, None).await
+    }
+
+    /// Writes one schedule's regular tick, unless a pause of that schedule was taken at or
+    /// after `claim.claimed` (then [`EnqueueOutcome::NotWritten`], nothing written): the check
+    /// and the write are one `enqueue.lua` call, so no tick is written once a pause answered.
+    pub async fn enqueue_tick(&self, job: &NewJob, claim: &TickClaim) -> Result<EnqueueOutcome, StoreError> {
+        let groups = BTreeMap::from([(job.kind, vec![0])]);
+        let mut outcomes = self.run_enqueue(std::slice::from_ref(job), &groups, false, Some(claim)).await?;
+        outcomes.pop().ok_or_else(|| StoreError::Protocol("enqueue.lua answered nothing".into()))
     }
 
     async fn run_enqueue(
@@ -270,6 +295,7 @@ impl Store {
         jobs: &[NewJob],
         groups: &BTreeMap<Kind, Vec<usize>>,
         check_only: bool,
+        tick: Option<&TickClaim>,
     ) -> Result<Vec<EnqueueOutcome>, StoreError> {
         let now = jobs.first().map_or_else(Utc::now, |j| j.created_at);
         // One call per queue, sent together: one round trip on one node, and on a cluster
@@ -277,7 +303,7 @@ impl Store {
         let wait = if check_only { None } else { self.replica_wait };
         let calls = groups.iter().map(|(kind, indices)| {
             let mut pipe = redis::pipe();
-            self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now, check_only);
+            self.add_enqueue_call(&mut pipe, *kind, indices.iter().map(|&i| &jobs[i]), now, check_only, tick);
             if let Some(wait) = wait {
                 pipe.cmd("WAIT").arg(wait.replicas).arg(u64::try_from(wait.timeout.as_millis()).unwrap_or(u64::MAX));
             }
@@ -333,6 +359,7 @@ impl Store {
         jobs: impl ExactSizeIterator<Item = &'a NewJob> + Clone,
         now: DateTime<Utc>,
         check_only: bool,
+        tick: Option<&TickClaim>,
     ) {
         let queue = self.keys.queue(kind);
         let limits = if kind == Kind::OtpSms { self.limits_of(&queue, jobs.clone()) } else { Vec::new() };
@@ -345,6 +372,9 @@ impl Store {
             check: check_only,
             jobs: Vec::with_capacity(jobs.len()),
             limits,
+            pauses: tick.map(|_| queue.schedule_pauses()),
+            schedule: tick.map(|t| t.schedule.clone()),
+            claimed: tick.map(|t| t.claimed.timestamp_millis()),
         };
         let mut records = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -369,6 +399,9 @@ impl Store {
         }
         for limit in &call.limits {
             invocation.key(&limit.key);
+        }
+        if let Some(pauses) = &call.pauses {
+            invocation.key(pauses);
         }
         invocation.arg(rmp_serde::to_vec_named(&call).unwrap_or_default());
         for record in records {

@@ -1801,7 +1801,7 @@ async fn schedule_list_for_reads_one_producer_and_the_file() {
     store.settle(&schedule("c", Source::Api, "shop", now), Some(tick), now).await.unwrap();
     let before = lab.dump().await;
     let listed = store.list_for("shop").await.unwrap();
-    let got: Vec<(&str, Option<DateTime<Utc>>)> = listed.iter().map(|(s, last)| (s.name.as_str(), *last)).collect();
+    let got: Vec<(&str, Option<DateTime<Utc>>)> = listed.iter().map(|l| (l.schedule.name.as_str(), l.last)).collect();
     assert_eq!(got, [("a", None), ("c", Some(tick)), ("f", None)]);
     assert_eq!(lab.dump().await, before, "a listing writes nothing");
 }

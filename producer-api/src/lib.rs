@@ -83,6 +83,9 @@ pub fn router(state: AppState) -> Router {
             post(schedules::put).get(schedules::list).layer(DefaultBodyLimit::max(schedules::BODY_LIMIT)),
         )
         .route("/v1/schedules/{name}", axum::routing::delete(schedules::delete))
+        .route("/v1/schedules/{name}/pause", post(schedules::pause))
+        .route("/v1/schedules/{name}/resume", post(schedules::resume))
+        .route("/v1/schedules/{name}/run", post(schedules::run))
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))

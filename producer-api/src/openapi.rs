@@ -13,7 +13,8 @@ use crate::routes;
 #[openapi(
     info(title = "Jobplane producer API", description = "Validates and enqueues OTP SMS, email, webhook and audit-log jobs."),
     paths(routes::create_job, routes::create_batch, routes::get_job, routes::cancel_job, crate::audit_logs::list,
-        crate::schedules::put, crate::schedules::list, crate::schedules::delete),
+        crate::schedules::put, crate::schedules::list, crate::schedules::delete,
+        crate::schedules::pause, crate::schedules::resume, crate::schedules::run),
     components(schemas(ProblemDoc, routes::CancelAnswer, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Enqueue jobs and follow them"),

@@ -63,7 +63,9 @@ pub enum ApiError {
     AlreadyFinished(jobs::JobStatus),
     #[error("no schedule is named `{0}`")]
     NoSchedule(String),
-    #[error("schedule `{0}` comes from SCHEDULES_FILE; change it there")]
+    #[error(
+        "schedule `{0}` comes from SCHEDULES_FILE: the operator changes it there, and pauses, resumes or runs it from the console"
+    )]
     ScheduleFromFile(String),
     #[error("the schedule name `{0}` belongs to another producer")]
     ScheduleTaken(String),

@@ -6,7 +6,9 @@ use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use jobs::schedule::{CatchUp, DeleteOutcome, PutOutcome, Schedule, ScheduleLimit, ScheduleLimits, Source};
+use jobs::schedule::{
+    Actor, CatchUp, DeleteOutcome, Listed, PutOutcome, Refused, RunNow, Schedule, ScheduleLimit, ScheduleLimits, Source,
+};
 use jobs::{FieldError, ValidJob};
 use serde::Serialize;
 use serde_json::Value;
@@ -35,11 +37,25 @@ pub struct ScheduleView {
     pub updated_at: DateTime<Utc>,
     /// The last tick fired (or skipped); absent before the first.
     pub last_run_at: Option<DateTime<Utc>>,
-    /// The next tick; absent if the expression no longer fires.
+    /// The next tick; absent while paused, or if the expression no longer fires.
     pub next_run_at: Option<DateTime<Utc>>,
+    /// A paused schedule fires nothing until resumed (`POST /v1/schedules/{name}/resume`).
+    pub paused: bool,
+    /// When it was paused; absent while running.
+    pub paused_at: Option<DateTime<Utc>>,
 }
 
 impl ScheduleView {
+    pub(crate) fn from_listed(listed: Listed) -> Self {
+        let next_run_at = listed.next_run_at(Utc::now());
+        let paused_at = listed.pause.as_ref().map(|p| p.at);
+        let mut view = Self::new(listed.schedule, listed.last);
+        view.next_run_at = next_run_at;
+        view.paused = paused_at.is_some();
+        view.paused_at = paused_at;
+        view
+    }
+
     fn new(schedule: Schedule, last_run_at: Option<DateTime<Utc>>) -> Self {
         let from = last_run_at.unwrap_or(schedule.updated_at).max(Utc::now());
         let next_run_at = schedule.timetable().and_then(|t| t.next_after(from));
@@ -54,6 +70,8 @@ impl ScheduleView {
             updated_at: schedule.updated_at,
             last_run_at,
             next_run_at,
+            paused: false,
+            paused_at: None,
         }
     }
 }
@@ -93,9 +111,12 @@ pub async fn put(
         return Err(ApiError::Validation(errors));
     }
     match state.schedules.put_checked(&schedule, &state.schedule_limits).await? {
-        PutOutcome::Created | PutOutcome::Replaced => {
-            Ok((StatusCode::CREATED, Json(ScheduleView::new(schedule, None))))
-        }
+        PutOutcome::Created => Ok((StatusCode::CREATED, Json(ScheduleView::new(schedule, None)))),
+        // A replaced schedule keeps its pause: shown as stored.
+        PutOutcome::Replaced => match state.schedules.get(&schedule.name).await? {
+            (Some(listed), _) => Ok((StatusCode::CREATED, Json(ScheduleView::from_listed(listed)))),
+            (None, _) => Ok((StatusCode::CREATED, Json(ScheduleView::new(schedule, None)))),
+        },
         PutOutcome::FromFile => Err(ApiError::ScheduleFromFile(schedule.name)),
         PutOutcome::Taken => Err(ApiError::ScheduleTaken(schedule.name)),
         PutOutcome::OverLimit(limit) => Err(over_limit(limit, &state.schedule_limits)),
@@ -128,8 +149,7 @@ fn over_limit(limit: ScheduleLimit, limits: &ScheduleLimits) -> ApiError {
     security(("bearer" = [])))]
 pub async fn list(State(state): State<AppState>, Producer(producer): Producer) -> Result<Json<ScheduleList>, ApiError> {
     // A producer sees its own schedules (their jobs may hold its secrets) and the file's.
-    let schedules =
-        state.schedules.list_for(&producer).await?.into_iter().map(|(s, last)| ScheduleView::new(s, last)).collect();
+    let schedules = state.schedules.list_for(&producer).await?.into_iter().map(ScheduleView::from_listed).collect();
     Ok(Json(ScheduleList { schedules }))
 }
 
@@ -155,4 +175,146 @@ pub async fn delete(
         DeleteOutcome::Missing | DeleteOutcome::Taken => Err(ApiError::NoSchedule(name)),
         DeleteOutcome::FromFile => Err(ApiError::ScheduleFromFile(name)),
     }
+}
+
+/// A schedule name from the path: one that does not decode, or breaks the naming rule (longer
+/// than 128 bytes, ...), names no schedule: `404` without a Redis call.
+fn schedule_name(name: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    match name {
+        Ok(Path(name)) if jobs::schedule::valid_name(&name) => Ok(name),
+        Ok(Path(name)) => Err(ApiError::NoSchedule(name.chars().take(128).collect())),
+        Err(_) => Err(ApiError::NoSchedule("(not UTF-8)".into())),
+    }
+}
+
+/// A refused control as the API answers it: another producer's schedule is `404`, as if it
+/// did not exist.
+fn refused(name: String, refused: Refused) -> ApiError {
+    match refused {
+        Refused::Missing | Refused::Taken => ApiError::NoSchedule(name),
+        Refused::FromFile => ApiError::ScheduleFromFile(name),
+        Refused::Invalid(errors) => ApiError::Validation(errors),
+        Refused::KeyTaken { existing_id } => ApiError::IdempotencyConflict {
+            errors: vec![FieldError::new(
+                "/idempotency_key",
+                format!("this second's run-now key was used by another request of yours (job {existing_id})"),
+            )],
+            enqueued: None,
+        },
+    }
+}
+
+/// The schedule as it now is.
+async fn view(state: &AppState, name: String) -> Result<Json<ScheduleView>, ApiError> {
+    match state.schedules.get(&name).await? {
+        (Some(listed), _) => Ok(Json(ScheduleView::from_listed(listed))),
+        // Deleted meanwhile.
+        (None, _) => Err(ApiError::NoSchedule(name)),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/schedules/{name}/pause", tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 200, description = "Paused (or already was): from this answer on, no tick of it fires, however many workers run; `paused: true`, no `next_run_at`. The pause lives in Redis with the schedule: it survives restarts and a replacement of the schedule (`POST /v1/schedules` with its name), and ends with `resume` or `DELETE`", body = ScheduleView),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No schedule of that name of this producer's (another producer's is not shown)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The schedule comes from SCHEDULES_FILE: operators pause it from the console (`/problems/schedule-from-file`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`); the pause may be half taken: send it again", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn pause(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    let name = schedule_name(name)?;
+    match state.schedules.pause(&name, &Actor::Producer(producer)).await? {
+        Ok(_) => view(&state, name).await,
+        Err(e) => Err(refused(name, e)),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/schedules/{name}/resume", tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 200, description = "Running (or already was). What it owes for the ticks missed while paused follows its `catch_up`: `latest` fires the most recent missed tick once, at once (none if no tick fell in the pause); `none` fires none of them and picks up at the first tick after the resume", body = ScheduleView),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No schedule of that name of this producer's", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The schedule comes from SCHEDULES_FILE (`/problems/schedule-from-file`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`)", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Json<ScheduleView>, ApiError> {
+    let name = schedule_name(name)?;
+    match state.schedules.resume(&name, &Actor::Producer(producer), &state.store).await? {
+        Ok(_) => view(&state, name).await,
+        Err(e) => Err(refused(name, e)),
+    }
+}
+
+/// The job a run-now made.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RunView {
+    pub id: String,
+    pub kind: jobs::Kind,
+    pub status: jobs::JobStatus,
+    pub run_at: DateTime<Utc>,
+    /// `schedule:<name>:manual:<unix seconds>`.
+    #[schema(example = "schedule:weekday-digest:manual:1795792006")]
+    pub idempotency_key: String,
+    /// True when a run of the same second had made this job already (the answer is then `200`).
+    pub replayed: bool,
+    pub links: crate::routes::Links,
+}
+
+impl From<RunNow> for RunView {
+    fn from(run: RunNow) -> Self {
+        let links = crate::routes::Links { self_link: format!("/v1/jobs/{}", run.id) };
+        Self {
+            id: run.id,
+            kind: run.kind,
+            status: run.status,
+            run_at: run.run_at,
+            idempotency_key: run.idempotency_key,
+            replayed: run.replayed,
+            links,
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/schedules/{name}/run", tag = "schedules",
+    params(("name" = String, Path, description = "The schedule's name")),
+    responses(
+        (status = 202, description = "One extra job of the schedule, now, with idempotency key `schedule:<name>:manual:<unix seconds>` (Redis's clock): any number of runs within one second make this one job. The regular ticks are unchanged; a paused schedule runs too (and stays paused)", body = RunView),
+        (status = 200, description = "A run of the same second made the job already: that job, `replayed: true`, header `Idempotent-Replayed: true`", body = RunView),
+        (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 404, description = "No schedule of that name of this producer's", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 409, description = "The schedule comes from SCHEDULES_FILE (`/problems/schedule-from-file`)", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 422, description = "The schedule's job no longer passes the rules of `POST /v1/jobs` (`errors` names each), or this producer used this second's run key itself for another request", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`): run again, within the second it makes one job", body = ProblemDoc, content_type = "application/problem+json"),
+    ),
+    security(("bearer" = [])))]
+pub async fn run(
+    State(state): State<AppState>,
+    Producer(producer): Producer,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let name = schedule_name(name)?;
+    let run = match state.schedules.run_now(&name, &Actor::Producer(producer), &state.store).await? {
+        Ok(run) => run,
+        Err(e) => return Err(refused(name, e)),
+    };
+    let replayed = run.replayed;
+    let status = if replayed { StatusCode::OK } else { StatusCode::ACCEPTED };
+    let mut response = (status, Json(RunView::from(run))).into_response();
+    if replayed {
+        response.headers_mut().insert("idempotent-replayed", axum::http::HeaderValue::from_static("true"));
+    }
+    Ok(response)
 }

@@ -301,7 +301,7 @@ async fn a_schedule_removed_from_the_file_is_removed() {
     };
     workers::scheduler::load(&store, &[make("a"), make("b")]).await.unwrap();
     workers::scheduler::load(&store, &[make("a")]).await.unwrap();
-    let names: Vec<String> = store.list().await.unwrap().into_iter().map(|(s, _)| s.name).collect();
+    let names: Vec<String> = store.list().await.unwrap().into_iter().map(|l| l.schedule.name).collect();
     assert_eq!(names, ["a"]);
 }
 

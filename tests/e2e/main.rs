@@ -32,6 +32,7 @@ mod redis_down;
 mod replicas;
 mod scale;
 mod sched_review;
+mod schedule_control;
 mod schedule_limits;
 mod schedules;
 mod sms;

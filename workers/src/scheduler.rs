@@ -11,6 +11,10 @@
 //! The loop wakes at the earliest next fire time, and at least every second. Ticks are
 //! judged by Redis's clock (the claim reads it), so a worker whose own clock is skewed fires
 //! neither early nor late.
+//!
+//! A paused schedule is never claimed; a tick claimed just before a pause is enqueued with
+//! the claim's time, and `enqueue.lua` refuses it if the pause came at or after it
+//! ([`jobs::Store::enqueue_tick`]), so once a pause has answered no tick of it fires.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +22,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use jobs::schedule::{Claimed, Due, Schedule, ScheduleStore, Source, Timetable, due};
+use jobs::store::TickClaim;
 use jobs::{EnqueueOutcome, Store};
 
 /// Every second at least, the loop looks for due schedules.
@@ -103,11 +108,12 @@ pub fn read_file(path: &str, now: DateTime<Utc>) -> Result<Vec<Schedule>, String
 
 /// Stores the file's schedules: new or changed ones are written (their ticks count from now),
 /// unchanged ones are left alone so a restart neither re-fires nor forgets their missed ticks,
-/// and file schedules no longer in the file are deleted. Every worker should be given the same
+/// and file schedules no longer in the file are deleted. An operator's pause survives both:
+/// the definition is replaced, the pause kept. Every worker should be given the same
 /// file: the last one to start wins.
 pub async fn load(store: &ScheduleStore, schedules: &[Schedule]) -> Result<(), jobs::StoreError> {
     let existing: HashMap<String, Schedule> =
-        store.list().await?.into_iter().map(|(s, _)| (s.name.clone(), s)).collect();
+        store.list().await?.into_iter().map(|l| (l.schedule.name.clone(), l.schedule)).collect();
     for old in existing.values().filter(|s| s.source == Source::File) {
         if !schedules.iter().any(|s| s.name == old.name) {
             store.delete_from_file(&old.name).await?;
@@ -205,15 +211,21 @@ async fn look(
     let since = last.map_or(schedule.updated_at, |l| l.max(schedule.updated_at));
     let mut next = table.next_after(now).unwrap_or(now + chrono::Duration::days(1));
     let tick = match due(&table, since, now, schedule.catch_up) {
-        Due::Fire(tick) => {
-            if fire(queue, &schedule, tick, now).await {
-                Some(tick)
-            } else {
+        Due::Fire(tick) => match fire(queue, &schedule, tick, now).await {
+            Fired::Done => Some(tick),
+            Fired::Retry => {
                 // Not enqueued: looked at again in a second (the job's key keeps it single).
                 next = now + chrono::Duration::seconds(1);
                 None
             }
-        }
+            Fired::Paused => {
+                // Paused since the claim: the tick is owed (or not) as the resume's catch_up
+                // says; the settle leaves a paused schedule parked, and looks again at once
+                // should it have been resumed meanwhile.
+                next = now;
+                None
+            }
+        },
         Due::Skip(tick) => {
             tracing::info!(schedule = %schedule.name, %tick, "tick missed while no worker ran; skipped (catch_up: none)");
             Some(tick)
@@ -226,9 +238,18 @@ async fn look(
     Some(next)
 }
 
-/// Enqueues the tick's job; whether the tick is done with (enqueued, already there, or
-/// refused for good).
-async fn fire(queue: &Store, schedule: &Schedule, tick: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+/// What became of a due tick.
+enum Fired {
+    /// Enqueued, already there, or refused for good.
+    Done,
+    /// Not enqueued (Redis full or unreachable): try again.
+    Retry,
+    /// Refused: the schedule was paused after the claim.
+    Paused,
+}
+
+/// Enqueues the tick's job, unless the schedule was paused since `now` (the claim's time).
+async fn fire(queue: &Store, schedule: &Schedule, tick: DateTime<Utc>, now: DateTime<Utc>) -> Fired {
     let name = schedule.name.as_str();
     let job = match schedule.job_for(tick, now) {
         Ok(job) => job,
@@ -236,28 +257,34 @@ async fn fire(queue: &Store, schedule: &Schedule, tick: DateTime<Utc>, now: Date
             // The job no longer passes the rules (a rule added since): nothing to send.
             let list: Vec<String> = errors.iter().map(|e| format!("{} {}", e.field, e.message)).collect();
             tracing::error!(schedule = name, %tick, errors = list.join("; "), "scheduled job refused; tick skipped");
-            return true;
+            return Fired::Done;
         }
     };
-    match queue.enqueue(std::slice::from_ref(&job)).await.map(|mut o| o.pop()) {
-        Ok(Some(EnqueueOutcome::Created { id, .. })) => {
+    let claim = TickClaim { schedule: name.to_owned(), claimed: now };
+    match queue.enqueue_tick(&job, &claim).await {
+        Ok(EnqueueOutcome::Created { id, .. }) => {
             tracing::info!(schedule = name, %tick, job_id = %id, kind = %job.kind, "schedule fired");
             metrics::counter!("jobplane_schedule_fired_total", "kind" => job.kind.as_str()).increment(1);
             let late = (Utc::now() - tick).to_std().unwrap_or_default();
             metrics::histogram!("jobplane_schedule_lateness_seconds").record(late.as_secs_f64());
-            true
+            Fired::Done
         }
         // Another worker enqueued this tick first.
-        Ok(Some(EnqueueOutcome::Replayed { .. } | EnqueueOutcome::Conflict { .. })) => true,
+        Ok(EnqueueOutcome::Replayed { .. } | EnqueueOutcome::Conflict { .. }) => Fired::Done,
+        // The only refusal of a lone tick: the schedule's pause, taken after the claim.
+        Ok(EnqueueOutcome::NotWritten) => {
+            tracing::info!(schedule = name, %tick, "schedule paused after the tick was claimed; not fired");
+            Fired::Paused
+        }
         Ok(other) => {
             tracing::warn!(schedule = name, %tick, outcome = ?other, "scheduled job not enqueued");
-            true
+            Fired::Done
         }
         // A full Redis is logged once per interval where it is found, not once per schedule.
-        Err(jobs::StoreError::Full(_)) => false,
+        Err(jobs::StoreError::Full(_)) => Fired::Retry,
         Err(e) => {
             tracing::warn!(schedule = name, %tick, error = %e, "scheduled job not enqueued; retrying");
-            false
+            Fired::Retry
         }
     }
 }
