@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod browse;
 pub mod cli;
 pub mod config;
 pub mod pages;
@@ -56,6 +57,8 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}", get(api::show).delete(api::delete_one))
         .route("/dead/{id}/replay", post(api::replay_one))
         .route("/queues", get(api::queues))
+        .route("/jobs", get(browse::api_list))
+        .route("/jobs/{id}", get(browse::api_show))
         .route("/schedules", get(api::schedules));
     let pages = Router::new()
         .route("/", get(pages::overview))
@@ -67,7 +70,9 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}/replay", post(pages::replay_one))
         .route("/dead/{id}/edit", post(pages::edit_one))
         .route("/dead/{id}/delete", post(pages::delete_one))
-        .route("/schedules", get(pages::schedules));
+        .route("/schedules", get(pages::schedules))
+        .route("/jobs", get(browse::list_page))
+        .route("/jobs/{id}", get(browse::detail_page));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)

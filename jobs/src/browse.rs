@@ -133,9 +133,10 @@ impl Cursor {
         let invalid = || format!("is not a cursor of the {state} list (this API returns them as next_cursor)");
         let (head, tail) = text.split_once(':').ok_or_else(invalid)?;
         match state {
-            JobState::Queued => {
-                Ok(Cursor::List { index: head.parse().map_err(|_| invalid())?, id: cursor_id(tail).ok_or_else(invalid)? })
-            }
+            JobState::Queued => Ok(Cursor::List {
+                index: head.parse().map_err(|_| invalid())?,
+                id: cursor_id(tail).ok_or_else(invalid)?,
+            }),
             JobState::Scheduled | JobState::Retrying | JobState::Running => {
                 let score: f64 = head.parse().map_err(|_| invalid())?;
                 if !score.is_finite() {
@@ -344,7 +345,8 @@ impl JobBrowser {
     /// The ids at right-indexes `from..=to` of the ready list, oldest first.
     async fn ready_range(&self, q: &QueueKeys, from: u64, to: u64) -> Result<Vec<String>, StoreError> {
         let (start, stop) = (-i64::try_from(to).unwrap_or(i64::MAX - 1) - 1, -i64::try_from(from).unwrap_or(0) - 1);
-        let mut ids: Vec<String> = redis::cmd("LRANGE").arg(q.ready()).arg(start).arg(stop).query_async(&mut self.conn.clone()).await?;
+        let mut ids: Vec<String> =
+            redis::cmd("LRANGE").arg(q.ready()).arg(start).arg(stop).query_async(&mut self.conn.clone()).await?;
         ids.reverse();
         Ok(ids)
     }
@@ -434,8 +436,14 @@ impl JobBrowser {
         let mut out: Read = Vec::new();
         while out.len() <= limit {
             let count = (limit + 1 - out.len()).min(100);
-            let entries: Vec<(String, Vec<Vec<u8>>)> =
-                redis::cmd("XREVRANGE").arg(key).arg(&end).arg("-").arg("COUNT").arg(count).query_async(&mut conn).await?;
+            let entries: Vec<(String, Vec<Vec<u8>>)> = redis::cmd("XREVRANGE")
+                .arg(key)
+                .arg(&end)
+                .arg("-")
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn)
+                .await?;
             let got = entries.len();
             for (entry, fields) in entries {
                 let from = if skip_in.as_deref() == Some(entry.as_str()) { skip } else { 0 };
@@ -479,16 +487,17 @@ impl JobBrowser {
     pub async fn job(&self, id: &str) -> Result<Option<JobDetail>, StoreError> {
         let Some((kind, record)) = crate::record::find(&self.conn, &self.keys, id).await? else { return Ok(None) };
         let lease = if record.status == JobStatus::Running {
-            redis::cmd("ZSCORE").arg(self.keys.queue(kind).active()).arg(id).query_async::<Option<f64>>(&mut self.conn.clone()).await?
+            redis::cmd("ZSCORE")
+                .arg(self.keys.queue(kind).active())
+                .arg(id)
+                .query_async::<Option<f64>>(&mut self.conn.clone())
+                .await?
         } else {
             None
         };
         #[expect(clippy::cast_possible_truncation, reason = "scores are ms since the epoch, exact in an f64")]
         let lease = lease.map(|s| s as i64);
-        let payload = record
-            .payload
-            .as_deref()
-            .map(|p| redact(kind, serde_json::from_str(p).unwrap_or(Value::Null)));
+        let payload = record.payload.as_deref().map(|p| redact(kind, serde_json::from_str(p).unwrap_or(Value::Null)));
         Ok(Some(JobDetail {
             summary: JobSummary::read(id, kind, &record, lease),
             idempotency_key: record.idempotency_key.clone().filter(|k| !k.is_empty()),
@@ -516,10 +525,9 @@ impl JobBrowser {
 /// whose record changed since (a replayed job).
 fn shown_in(state: JobState, status: JobStatus) -> bool {
     match state {
-        JobState::Queued | JobState::Scheduled | JobState::Retrying | JobState::Running => !matches!(
-            status,
-            JobStatus::Succeeded | JobStatus::Cancelled | JobStatus::Dead | JobStatus::Expired
-        ),
+        JobState::Queued | JobState::Scheduled | JobState::Retrying | JobState::Running => {
+            !matches!(status, JobStatus::Succeeded | JobStatus::Cancelled | JobStatus::Dead | JobStatus::Expired)
+        }
         JobState::Succeeded => status == JobStatus::Succeeded,
         JobState::Cancelled => status == JobStatus::Cancelled,
     }
