@@ -314,3 +314,153 @@ async fn a_job_by_id_shows_its_attempts_and_never_a_secret() {
     assert!(lab.browser().job("no-such-job").await.unwrap().is_none());
     lab.cleanup().await;
 }
+
+/// The cost of a page at depth: fills one namespace of a Redis of its own (`BROWSE_BENCH_REDIS`,
+/// default `redis://127.0.0.1:6395`: start one with `redis-server --port 6395 --save ''
+/// --daemonize yes`) with `BROWSE_BENCH_JOBS` (default 1,000,000) queued and as many scheduled
+/// jobs, records included, then times the first, middle and last pages of each (50 jobs):
+/// server-side from `INFO commandstats` (µs of every command a page sends), end-to-end as the
+/// wall time of `JobBrowser::list` here. Then the same at 10 jobs. Reported in docs/console.md.
+#[tokio::test]
+#[ignore = "a benchmark: needs a Redis of its own and about 1 GB of memory"]
+async fn cost_of_a_page_at_depth() {
+    let url = std::env::var("BROWSE_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6395".to_owned());
+    let big: usize = std::env::var("BROWSE_BENCH_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
+    let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(120)).unwrap();
+    for n in [big, 10] {
+        let namespace = format!("bench{n}");
+        let keys = Keys::new(&namespace);
+        let ids = fill(&conn, &keys, n).await;
+        let browser = JobBrowser::new(conn.clone(), keys.clone());
+        let limit = 50;
+        println!("\n{n} queued and {n} scheduled jobs, pages of {limit}");
+        println!("{:<10} {:<7} {:>12} {:>12} {:>6}", "state", "page", "server µs", "e2e µs", "items");
+        for (state, name) in [(JobState::Queued, "queued"), (JobState::Scheduled, "scheduled")] {
+            for (label, at) in [("first", None), ("middle", Some(n / 2)), ("last", Some(n.saturating_sub(limit + 1)))] {
+                let cursor = at.filter(|_| n > limit).map(|i| match state {
+                    JobState::Queued => Cursor::List { index: i as u64, id: ids[i].clone() },
+                    _ => Cursor::Sorted { score: score(i), id: ids[i].clone() },
+                });
+                if at.is_some() && cursor.is_none() {
+                    continue;
+                }
+                let (server, e2e, items) = measure(&conn, &browser, state, cursor.as_ref(), limit).await;
+                println!("{name:<10} {label:<7} {server:>12.1} {e2e:>12.1} {items:>6}");
+            }
+        }
+        // A resume whose cursor job left: the queue popped a page's worth, the set lost its member.
+        if n > limit {
+            let mut c = conn.clone();
+            let _: Vec<String> = redis::cmd("RPOP")
+                .arg(keys.queue(Kind::Webhook).ready())
+                .arg(limit * 2)
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let mid = n / 2;
+            let _: u64 = redis::cmd("ZREM")
+                .arg(keys.queue(Kind::Webhook).scheduled())
+                .arg(&ids[mid])
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            let moved = Cursor::List { index: mid as u64, id: ids[mid].clone() };
+            let (server, e2e, items) = measure(&conn, &browser, JobState::Queued, Some(&moved), limit).await;
+            println!(
+                "{:<10} {:<7} {server:>12.1} {e2e:>12.1} {items:>6}   (cursor job moved {} towards the end: LPOS)",
+                "queued",
+                "middle*",
+                limit * 2
+            );
+            let gone = Cursor::Sorted { score: score(mid), id: ids[mid].clone() };
+            let (server, e2e, items) = measure(&conn, &browser, JobState::Scheduled, Some(&gone), limit).await;
+            println!(
+                "{:<10} {:<7} {server:>12.1} {e2e:>12.1} {items:>6}   (cursor job gone: by score)",
+                "scheduled", "middle*"
+            );
+        }
+        let mut c = conn.clone();
+        let _: () = redis::cmd("FLUSHDB").query_async(&mut c).await.unwrap();
+    }
+}
+
+fn score(i: usize) -> f64 {
+    // One due time per job, a millisecond apart, from 2030 on.
+    1_893_456_000_000.0 + i as f64
+}
+
+/// `n` webhook ids in the ready list (ids[0] the oldest) and the same ids in the scheduled set
+/// (ids[i] at score(i)), each with a record.
+async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
+    let q = keys.queue(Kind::Webhook);
+    let ids: Vec<String> = (0..n).map(|i| format!("{:08x}-0000-7000-8000-{:012x}", i, i)).collect();
+    let record = |i: usize| JobRecord {
+        status: JobStatus::Queued,
+        attempts: 0,
+        leases: 0,
+        max_attempts: 10,
+        producer: "shop".into(),
+        created_at: 1_764_000_000_000,
+        run_at: 1_764_000_000_000 + i as i64,
+        payload: Some(r#"{"url":"https://a.example/hook","event":"order.created","data":{"order":12345}}"#.into()),
+        idempotency_key: None,
+        traceparent: None,
+        started_at: None,
+        worker: None,
+        last_error: None,
+        provider_message_id: None,
+        finished_at: None,
+        reason: None,
+        dead_at: None,
+        idem_fingerprint: None,
+        idem_expires_at: None,
+        notes: Vec::new(),
+        history: Vec::new(),
+    };
+    let mut c = conn.clone();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let mut pipe = redis::pipe();
+        pipe.cmd("LPUSH").arg(q.ready()).arg(chunk.iter().map(|&i| &ids[i]).collect::<Vec<_>>()).ignore();
+        let mut zadd = redis::cmd("ZADD");
+        zadd.arg(q.scheduled());
+        for &i in chunk {
+            zadd.arg(score(i)).arg(&ids[i]);
+        }
+        pipe.add_command(zadd).ignore();
+        let mut mset = redis::cmd("MSET");
+        for &i in chunk {
+            mset.arg(q.job(&ids[i])).arg(record(i).encode());
+        }
+        pipe.add_command(mset).ignore();
+        let () = pipe.query_async(&mut c).await.unwrap();
+    }
+    ids
+}
+
+/// Mean µs per page over 20 pages: on the server (every command's time in `INFO
+/// commandstats`) and end to end; and the items of the page.
+async fn measure(
+    conn: &Conn,
+    browser: &JobBrowser,
+    state: JobState,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> (f64, f64, usize) {
+    let mut c = conn.clone();
+    const RUNS: u32 = 20;
+    let _ = browser.list(Kind::Webhook, state, cursor, limit).await.unwrap();
+    let () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut items = 0;
+    for _ in 0..RUNS {
+        items = browser.list(Kind::Webhook, state, cursor, limit).await.unwrap().items.len();
+    }
+    let e2e = started.elapsed().as_secs_f64() * 1e6 / f64::from(RUNS);
+    let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut c).await.unwrap();
+    let server: f64 = info
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_config") && !l.starts_with("cmdstat_info"))
+        .filter_map(|l| l.split("usec=").nth(1)?.split(',').next()?.parse::<f64>().ok())
+        .sum();
+    (server / f64::from(RUNS), e2e, items)
+}
