@@ -5,9 +5,11 @@
 //! - `queued`: the ready LIST, oldest first (the right end, where workers pop). A page is one
 //!   `LRANGE` by index counted from the right; the cursor is `<index>:<id>` of the last id read.
 //!   Pops at the right shift indexes down, so a resume looks for the id around its index (the
-//!   same `LRANGE`), then, if it moved further, with a bounded `LPOS`; an id no longer there was
-//!   popped, and with it every older one, so the page starts at the current oldest. Ids whose
-//!   record is finished (a cancelled job's id may linger in the list) are skipped.
+//!   same `LRANGE`), then, if it moved further, with an `LPOS` over at most [`LPOS_SCAN`] ids
+//!   from the right; an id not found was popped (and with it every older one) or lies deeper
+//!   than that scan, so the page starts at the current oldest: it may show again jobs that are
+//!   still waiting, never skip one. Ids whose record is finished (a cancelled job's id may
+//!   linger in the list) are skipped.
 //! - `scheduled`, `retrying`, `running`: the ZSETs `scheduled`, `retry`, `active`, lowest score
 //!   first (next due, next attempt, nearest lease deadline). The cursor is `<score>:<id>`; a
 //!   resume is `lua/browse_after.lua` (`ZRANK` when the id is still at its score, else by score
@@ -37,6 +39,9 @@ use crate::{JobStatus, Keys, Kind, StoreError};
 pub const DEFAULT_LIMIT: usize = 50;
 /// The most jobs one page holds.
 pub const MAX_LIMIT: usize = 500;
+/// The most ids an `LPOS` compares to find a queued cursor's job that moved by more than a
+/// page (about 1 ms of Redis time): the bound that keeps a resume's cost flat at any depth.
+pub const LPOS_SCAN: u64 = 10_000;
 /// The longest id a cursor may carry (job ids are UUIDs, 36 characters).
 const MAX_CURSOR_ID: usize = 128;
 
@@ -385,8 +390,8 @@ impl JobBrowser {
     }
 
     /// The right-index of `id` in the ready list, looking at most `index + 1` ids from the
-    /// right (where it was when the cursor was made: it can only have moved right); `None`
-    /// once it was popped.
+    /// right (where it was when the cursor was made: it can only have moved right) and never
+    /// more than [`LPOS_SCAN`]; `None` once it was popped, or when it lies deeper.
     async fn ready_position(&self, q: &QueueKeys, id: &str, index: u64) -> Result<Option<u64>, StoreError> {
         let (len, at): (u64, Option<u64>) = redis::pipe()
             .atomic()
@@ -397,7 +402,7 @@ impl JobBrowser {
             .arg("RANK")
             .arg(-1)
             .arg("MAXLEN")
-            .arg(index.saturating_add(1))
+            .arg(index.saturating_add(1).min(LPOS_SCAN))
             .query_async(&mut self.conn.clone())
             .await?;
         Ok(at.map(|head_index| len.saturating_sub(head_index + 1)))
