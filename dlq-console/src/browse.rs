@@ -6,8 +6,6 @@
 //! `/jobs/{id}/cancel`, `/jobs/{id}/run` and `/jobs/bulk-cancel`, handled elsewhere; only
 //! admins see them.
 
-#![expect(clippy::result_large_err, reason = "a refused page answers with its page, built once")]
-
 use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};

@@ -797,3 +797,20 @@ pub async fn schedules(State(state): State<AppState>, session: Session) -> Respo
         },
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_time_reads_the_same_way() {
+        let t = DateTime::parse_from_rfc3339("2026-11-27T14:46:46.643+00:00").unwrap().with_timezone(&Utc);
+        assert_eq!(format_time(t), "2026-11-27 14:46:46 UTC");
+        assert_eq!(format_millis(t.timestamp_millis()), "2026-11-27 14:46:46 UTC");
+        assert_eq!(
+            format_note("2026-11-27T14:46:46.643+00:00 replayed by ops"),
+            "2026-11-27 14:46:46 UTC replayed by ops"
+        );
+        assert_eq!(format_note("replayed by ops"), "replayed by ops");
+    }
+}

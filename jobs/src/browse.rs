@@ -366,15 +366,12 @@ impl JobBrowser {
                 let from = index.saturating_sub(limit as u64);
                 let window = self.ready_range(q, from, index.saturating_add(page)).await?;
                 let at = usize::try_from(index - from).unwrap_or(usize::MAX).min(window.len());
-                match window[..at.saturating_add(1).min(window.len())].iter().rposition(|w| w == id) {
-                    Some(found) => {
-                        let start = from + found as u64 + 1;
-                        (start, window.into_iter().skip(found + 1).take(limit + 1).collect())
-                    }
-                    None => {
-                        let start = self.ready_position(q, id, *index).await?.map_or(0, |found| found + 1);
-                        (start, self.ready_range(q, start, start.saturating_add(limit as u64)).await?)
-                    }
+                if let Some(found) = window[..at.saturating_add(1).min(window.len())].iter().rposition(|w| w == id) {
+                    let start = from + found as u64 + 1;
+                    (start, window.into_iter().skip(found + 1).take(limit + 1).collect())
+                } else {
+                    let start = self.ready_position(q, id, *index).await?.map_or(0, |found| found + 1);
+                    (start, self.ready_range(q, start, start.saturating_add(limit as u64)).await?)
                 }
             }
             _ => (0, self.ready_range(q, 0, limit as u64).await?),

@@ -326,7 +326,7 @@ async fn a_job_by_id_shows_its_attempts_and_never_a_secret() {
 async fn cost_of_a_page_at_depth() {
     let url = std::env::var("BROWSE_BENCH_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6395".to_owned());
     let big: usize = std::env::var("BROWSE_BENCH_JOBS").ok().and_then(|n| n.parse().ok()).unwrap_or(1_000_000);
-    let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(120)).unwrap();
+    let conn = jobs::redis_conn::connect_url(&url, Duration::from_mins(2)).unwrap();
     for n in [big, 10] {
         let namespace = format!("bench{n}");
         let keys = Keys::new(&namespace);
@@ -394,14 +394,14 @@ async fn cost_of_a_page_at_depth() {
 
 fn score(i: usize) -> f64 {
     // One due time per job, a millisecond apart, from 2030 on.
-    1_893_456_000_000.0 + i as f64
+    1_893_456_000_000.0 + f64::from(u32::try_from(i).unwrap())
 }
 
 /// `n` webhook ids in the ready list (ids[0] the oldest) and the same ids in the scheduled set
 /// (ids[i] at score(i)), each with a record.
 async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
     let q = keys.queue(Kind::Webhook);
-    let ids: Vec<String> = (0..n).map(|i| format!("{:08x}-0000-7000-8000-{:012x}", i, i)).collect();
+    let ids: Vec<String> = (0..n).map(|i| format!("{i:08x}-0000-7000-8000-{i:012x}")).collect();
     let record = |i: usize| JobRecord {
         status: JobStatus::Queued,
         attempts: 0,
@@ -409,7 +409,7 @@ async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
         max_attempts: 10,
         producer: "shop".into(),
         created_at: 1_764_000_000_000,
-        run_at: 1_764_000_000_000 + i as i64,
+        run_at: 1_764_000_000_000 + i64::try_from(i).unwrap(),
         payload: Some(r#"{"url":"https://a.example/hook","event":"order.created","data":{"order":12345}}"#.into()),
         idempotency_key: None,
         traceparent: None,
@@ -445,7 +445,10 @@ async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
     ids
 }
 
-/// Mean µs per page over 20 pages: on the server (every command's time in `INFO
+/// Pages timed per measure.
+const RUNS: u32 = 20;
+
+/// Mean µs per page over [`RUNS`] pages: on the server (every command's time in `INFO
 /// commandstats`) and end to end; and the items of the page.
 async fn measure(
     conn: &Conn,
@@ -455,7 +458,6 @@ async fn measure(
     limit: usize,
 ) -> (f64, f64, usize) {
     let mut c = conn.clone();
-    const RUNS: u32 = 20;
     let _ = browser.list(Kind::Webhook, state, cursor, limit).await.unwrap();
     let () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await.unwrap();
     let started = std::time::Instant::now();
