@@ -284,14 +284,22 @@ pub struct QueueView {
     pub failed_last_minute: u64,
 }
 
+/// What "last minute" means everywhere (the API, the overview's column and its chart, the
+/// CLI): the last complete minute, ending at the start of the current one, which is still
+/// filling. `DeadLetters::throughput(kind, last_complete_minute(now), n)` reads the `n`
+/// complete minutes up to it.
+pub fn last_complete_minute(now: DateTime<Utc>) -> DateTime<Utc> {
+    now - chrono::Duration::minutes(1)
+}
+
 pub async fn queues_view(state: &AppState) -> Result<Vec<QueueView>, Problem> {
     let mut views = Vec::new();
     let now = Utc::now();
     for kind in Kind::ALL {
         let depths = state.console.dead.depths(kind).await.map_err(ActionError::from)?;
         let retrying = state.console.dead.retrying(kind).await.map_err(ActionError::from)?;
-        // The last full minute: the current one is still filling.
-        let last = state.console.dead.throughput(kind, now, 2).await.map_err(ActionError::from)?;
+        let last =
+            state.console.dead.throughput(kind, last_complete_minute(now), 1).await.map_err(ActionError::from)?;
         let (processed, failed) = last.first().map_or((0, 0), |(_, ok, failed)| (ok + failed, *failed));
         views.push(QueueView { kind, depths, retrying, processed_last_minute: processed, failed_last_minute: failed });
     }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use jobs::Kind;
+use jobs::browse::{Cursor, JobState, JobSummary};
 use jobs::dead::DeadFilter;
 use serde_json::{Value, json};
 
@@ -85,8 +86,26 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Per-kind counts: queued, scheduled, running, retrying, dead, last minute's outcomes.
+    /// Per-kind counts: queued, scheduled, running, retrying, dead, and the outcomes of the
+    /// last complete minute.
     Stats {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One kind's jobs in one state, a page at a time (queued oldest first, scheduled and
+    /// retrying next due first, running by lease deadline, succeeded and cancelled newest first).
+    Jobs {
+        #[arg(long)]
+        kind: Kind,
+        /// queued, scheduled, retrying, running, succeeded or cancelled.
+        #[arg(long)]
+        state: JobState,
+        /// Most jobs shown (1–500).
+        #[arg(long, default_value_t = jobs::browse::DEFAULT_LIMIT)]
+        limit: usize,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -303,7 +322,7 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
             for kind in Kind::ALL {
                 let d = console.dead.depths(kind).await?;
                 let retrying = console.dead.retrying(kind).await?;
-                let minute = console.dead.throughput(kind, Utc::now(), 2).await?;
+                let minute = console.dead.throughput(kind, crate::api::last_complete_minute(Utc::now()), 1).await?;
                 let (ok, failed) = minute.first().map_or((0, 0), |(_, ok, failed)| (*ok, *failed));
                 rows.push(json!({"kind": kind, "queued": d.queued, "scheduled": d.scheduled, "running": d.running,
                     "retrying": retrying, "dead": d.dead, "processed_last_minute": ok + failed, "failed_last_minute": failed}));
@@ -311,27 +330,95 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
             if json {
                 println!("{}", serde_json::to_string_pretty(&json!({"queues": rows}))?);
             } else {
-                println!(
-                    "{:<10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>10} {:>8}",
-                    "kind", "queued", "scheduled", "running", "retrying", "dead", "done/min", "failed"
-                );
-                for r in rows {
-                    println!(
-                        "{:<10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>10} {:>8}",
-                        r["kind"].as_str().unwrap_or(""),
-                        r["queued"],
-                        r["scheduled"],
-                        r["running"],
-                        r["retrying"],
-                        r["dead"],
-                        r["processed_last_minute"],
-                        r["failed_last_minute"]
-                    );
+                print!("{}", stats_table(&rows));
+            }
+        }
+        Command::Jobs { kind, state, limit, cursor, json } => {
+            let limit = jobs::browse::check_limit(limit).map_err(|rule| anyhow::anyhow!("--limit {rule}"))?;
+            let cursor = cursor
+                .map(|c| Cursor::parse(state, &c).map_err(|rule| anyhow::anyhow!("--cursor {rule}")))
+                .transpose()?;
+            let page = console.dead.browser().list(kind, state, cursor.as_ref(), limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&page)?);
+            } else {
+                print!("{}", jobs_table(state, &page.items));
+                if let Some(next) = page.next_cursor {
+                    println!("next page: --cursor {next}");
                 }
             }
         }
     }
     Ok(())
+}
+
+/// Columns padded to their widest cell, header included: one width per column for every line.
+/// Columns named in `right` are aligned right (numbers).
+fn table(headers: &[&str], right: &[&str], rows: &[Vec<String>]) -> String {
+    let widths: Vec<usize> = headers
+        .iter()
+        .enumerate()
+        .map(|(i, h)| rows.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0).max(h.len()))
+        .collect();
+    let line = |cells: Vec<&str>| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(headers.iter().zip(&widths))
+            .map(|(cell, (h, w))| if right.contains(h) { format!("{cell:>w$}") } else { format!("{cell:<w$}") })
+            .collect();
+        format!("{}\n", padded.join("  ").trim_end())
+    };
+    let mut out = line(headers.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn stats_table(rows: &[Value]) -> String {
+    let headers = ["kind", "queued", "scheduled", "running", "retrying", "dead", "done/min", "failed/min"];
+    let fields =
+        ["kind", "queued", "scheduled", "running", "retrying", "dead", "processed_last_minute", "failed_last_minute"];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| fields.iter().map(|f| r[f].as_str().map_or_else(|| r[f].to_string(), str::to_owned)).collect())
+        .collect();
+    table(&headers, &headers[1..], &cells)
+}
+
+fn jobs_table(state: JobState, items: &[JobSummary]) -> String {
+    let time = |t: Option<DateTime<Utc>>| t.map(crate::pages::format_time).unwrap_or_default();
+    let mut headers = vec!["id", "status", "attempts", "created"];
+    headers.extend(match state {
+        JobState::Queued => vec!["ready since"],
+        JobState::Scheduled => vec!["due"],
+        JobState::Retrying => vec!["next attempt", "last error"],
+        JobState::Running => vec!["worker", "started", "lease deadline"],
+        JobState::Succeeded | JobState::Cancelled => vec!["finished"],
+    });
+    let rows: Vec<Vec<String>> = items
+        .iter()
+        .map(|j| {
+            let mut row = vec![
+                j.id.clone(),
+                j.status.as_str().to_owned(),
+                format!("{}/{}", j.attempts, j.max_attempts),
+                time(Some(j.created_at)),
+            ];
+            row.extend(match state {
+                JobState::Queued | JobState::Scheduled => vec![time(Some(j.run_at))],
+                JobState::Retrying => {
+                    vec![time(Some(j.run_at)), j.last_error.clone().unwrap_or_default().chars().take(60).collect()]
+                }
+                JobState::Running => {
+                    vec![j.worker.clone().unwrap_or_default(), time(j.started_at), time(j.lease_deadline)]
+                }
+                JobState::Succeeded | JobState::Cancelled => vec![time(j.finished_at)],
+            });
+            row
+        })
+        .collect();
+    table(&headers, &["attempts"], &rows)
 }
 
 fn report(json: bool, value: &Value, text: &str) -> anyhow::Result<()> {
@@ -345,3 +432,62 @@ fn report(json: bool, value: &Value, text: &str) -> anyhow::Result<()> {
 
 /// A generous timeout for commands that walk many letters.
 pub const REDIS_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_header_and_rows_share_each_column_width() {
+        let rows = vec![
+            json!({"kind": "otp_sms", "queued": 1_234_567, "scheduled": 0, "running": 3, "retrying": 0, "dead": 12,
+                   "processed_last_minute": 52, "failed_last_minute": 1}),
+            json!({"kind": "email", "queued": 0, "scheduled": 0, "running": 0, "retrying": 0, "dead": 0,
+                   "processed_last_minute": 0, "failed_last_minute": 0}),
+        ];
+        let text = stats_table(&rows);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3);
+        // Every column ends where its header ends (numbers right-aligned under it).
+        let ends = |line: &str| -> Vec<usize> {
+            let mut ends = Vec::new();
+            let bytes = line.as_bytes();
+            for i in 0..bytes.len() {
+                if bytes[i] != b' ' && (i + 1 == bytes.len() || bytes[i + 1] == b' ') {
+                    ends.push(i);
+                }
+            }
+            ends
+        };
+        assert_eq!(ends(lines[0])[1..], ends(lines[1])[1..], "{text}");
+        assert_eq!(ends(lines[0])[1..], ends(lines[2])[1..], "{text}");
+        assert!(lines[1].starts_with("otp_sms  ") && lines[1].contains("1234567"), "{text}");
+    }
+
+    #[test]
+    fn jobs_columns_line_up_whatever_the_cell_widths() {
+        let now = Utc::now();
+        let job = |id: &str, error: Option<&str>| JobSummary {
+            id: id.into(),
+            kind: Kind::Webhook,
+            status: jobs::JobStatus::Retrying,
+            producer: "shop".into(),
+            attempts: 1,
+            max_attempts: 10,
+            created_at: now,
+            run_at: now,
+            last_error: error.map(str::to_owned),
+            worker: None,
+            started_at: None,
+            lease_deadline: None,
+            finished_at: None,
+        };
+        let text = jobs_table(JobState::Retrying, &[job("a", Some("HTTP 503")), job("0190-long-id", None)]);
+        let lines: Vec<&str> = text.lines().collect();
+        let at = |line: &str, what: &str| line.find(what).unwrap();
+        assert_eq!(at(lines[0], "status"), at(lines[1], "retrying"));
+        assert_eq!(at(lines[1], "retrying"), at(lines[2], "retrying"));
+        assert_eq!(at(lines[0], "last error"), at(lines[1], "HTTP 503"));
+        assert!(lines[1].contains(&crate::pages::format_time(now)));
+    }
+}

@@ -319,7 +319,7 @@ pub async fn bulk_cancel(
             html! {
                 p.warn { "Cancel " strong #count { (count) } " " (frozen.state.as_str()) " " (frozen.kind.as_str()) " jobs"
                     @if let Some(p) = &frozen.producer { " of producer " code { (p) } }
-                    " created up to " (frozen.until.unwrap_or_default().format("%Y-%m-%d %H:%M:%S UTC")) "? They will not run. This cannot be undone." }
+                    " created up to " (crate::pages::format_time(frozen.until.unwrap_or_default())) "? They will not run. This cannot be undone." }
                 form method="post" action="/jobs/bulk-cancel" {
                     input type="hidden" name="csrf" value=(session.csrf);
                     input type="hidden" name="kind" value=(frozen.kind.as_str());

@@ -3,6 +3,7 @@
 
 pub mod actions;
 pub mod api;
+pub mod browse;
 pub mod cli;
 pub mod config;
 pub mod control;
@@ -67,7 +68,10 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/run", post(control::api_run_now))
         .route("/schedules/{name}/pause", post(schedule_actions::api_pause))
         .route("/schedules/{name}/resume", post(schedule_actions::api_resume))
-        .route("/schedules/{name}/run", post(schedule_actions::api_run));
+        .route("/schedules/{name}/run", post(schedule_actions::api_run))
+        .route("/jobs", get(browse::api_list))
+        .route("/jobs/{id}", get(browse::api_show))
+        .route("/schedules", get(api::schedules));
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -84,7 +88,9 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}/run", post(control::run_now))
         .route("/schedules/{name}/pause", post(schedule_actions::page_pause))
         .route("/schedules/{name}/resume", post(schedule_actions::page_resume))
-        .route("/schedules/{name}/run", post(schedule_actions::page_run));
+        .route("/schedules/{name}/run", post(schedule_actions::page_run))
+        .route("/jobs", get(browse::list_page))
+        .route("/jobs/{id}", get(browse::detail_page));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)

@@ -162,7 +162,27 @@ fn unavailable(e: &jobs::StoreError) -> Response {
     response
 }
 
-const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330}header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}header a{color:#cfe0ff;text-decoration:none}header .who{margin-left:auto}main{padding:1em 1.2em;max-width:1200px}table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e3e6ec;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f5f7fa}td.num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#a3262c;max-width:40em;overflow-wrap:anywhere}form.inline{display:inline}input,select,button,textarea{font:inherit}button{cursor:pointer}button.danger{color:#a3262c}pre{background:#f5f7fa;padding:.6em;overflow:auto}.filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin-bottom:1em}.filters label{display:flex;flex-direction:column;font-size:12px}.notice{background:#eef6ee;border:1px solid #b5d6b5;padding:.5em .8em}.warn{background:#fdf3e6;border:1px solid #e8c38f;padding:.5em .8em}ol.timeline li{margin-bottom:.4em}";
+/// A time as every page shows it: `2026-11-27 14:46:46 UTC`.
+pub fn format_time(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// A time in ms since the epoch (a record's), as [`format_time`] shows it.
+pub fn format_millis(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms).map(format_time).unwrap_or_default()
+}
+
+/// An operator note (`<RFC 3339 time> replayed by <operator>`, as stored) with its time shown
+/// as [`format_time`] shows times.
+pub fn format_note(note: &str) -> String {
+    let (first, rest) = note.split_once(' ').unwrap_or((note, ""));
+    match DateTime::parse_from_rfc3339(first) {
+        Ok(t) => format!("{} {rest}", format_time(t.with_timezone(&Utc))),
+        Err(_) => note.to_owned(),
+    }
+}
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330}header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}header a{color:#cfe0ff;text-decoration:none}header .who{margin-left:auto}main{padding:1em 1.2em;max-width:1200px}table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e3e6ec;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f5f7fa}td.num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#a3262c;max-width:40em;overflow-wrap:anywhere}form.inline{display:inline}input,select,button,textarea{font:inherit}button{cursor:pointer}button.danger{color:#a3262c}pre{background:#f5f7fa;padding:.6em;overflow:auto}.filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin-bottom:1em}.filters label{display:flex;flex-direction:column;font-size:12px}.notice{background:#eef6ee;border:1px solid #b5d6b5;padding:.5em .8em}.warn{background:#fdf3e6;border:1px solid #e8c38f;padding:.5em .8em}ol.timeline li{margin-bottom:.4em}nav.tabs{margin-bottom:.6em}";
 
 #[expect(clippy::needless_pass_by_value, reason = "pages are built inline at the call")]
 pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
@@ -180,6 +200,7 @@ pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Mark
                     strong { "Jobplane" }
                     @if let Some(s) = session {
                         a href="/" { "Overview" }
+                        a href="/jobs" { "Jobs" }
                         a href="/dead" { "Dead letters" }
                         a href="/schedules" { "Schedules" }
                         span.who {
@@ -341,7 +362,7 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
     let now = Utc::now();
     let mut hour: Vec<(DateTime<Utc>, u64, u64)> = Vec::new();
     for kind in Kind::ALL {
-        match state.console.dead.throughput(kind, now, 60).await {
+        match state.console.dead.throughput(kind, crate::api::last_complete_minute(now), 60).await {
             Ok(points) if hour.is_empty() => hour = points,
             Ok(points) => {
                 for (total, p) in hour.iter_mut().zip(points) {
@@ -367,7 +388,11 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
                 }
             }
         }
-        h2 { "Processed and failed per minute, last hour" }
+        @if let Some((start, _, _)) = hour.last() {
+            p #minute { "\"Last minute\" is the last complete minute, " (format_time(*start)) " to " (format_time(*start + chrono::Duration::minutes(1)))
+                ", the chart's rightmost point; the minute still running is counted once it ends." }
+        }
+        h2 { "Processed and failed per complete minute, last hour" }
         (chart(&hour))
     }))
     .into_response()
@@ -447,7 +472,7 @@ pub async fn dead_list(State(state): State<AppState>, session: Session, query: L
                 tbody {
                     @for item in &page_data.items {
                         tr {
-                            td { (item.dead_at.format("%Y-%m-%d %H:%M:%S UTC")) }
+                            td { (format_time(item.dead_at)) }
                             td { (item.kind.as_str()) }
                             td { (item.reason) }
                             td.num { (item.attempts) }
@@ -476,11 +501,6 @@ pub async fn dead_detail(State(state): State<AppState>, session: Session, Path(i
         Err(e) => return problem_page(&session, ActionError::from(e).into()),
     };
     let payload = serde_json::to_string_pretty(&record.payload).unwrap_or_default();
-    let millis = |ms: i64| {
-        DateTime::from_timestamp_millis(ms)
-            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3f UTC").to_string())
-            .unwrap_or_default()
-    };
     html_response(page(
         &format!("Dead letter {id}"),
         Some(&session),
@@ -488,7 +508,7 @@ pub async fn dead_detail(State(state): State<AppState>, session: Session, Path(i
             table {
                 tr { th { "kind" } td { (record.summary.kind.as_str()) } }
                 tr { th { "status" } td { (record.status.as_str()) " (" (record.summary.reason) ")" } }
-                tr { th { "died" } td { (record.summary.dead_at.to_rfc3339()) } }
+                tr { th { "died" } td { (format_time(record.summary.dead_at)) } }
                 tr { th { "attempts" } td { (record.summary.attempts) " of " (record.max_attempts) } }
                 tr { th { "producer" } td { (record.producer) } }
                 @if let Some(key) = &record.idempotency_key { tr { th { "idempotency key" } td { code { (key) } } } }
@@ -499,11 +519,11 @@ pub async fn dead_detail(State(state): State<AppState>, session: Session, Path(i
             h2 { "Attempts" }
             ol.timeline {
                 @for a in &record.history {
-                    li { strong { "attempt " (a.attempt) } " · " (millis(a.started_at)) " → " (millis(a.finished_at)) " · " (a.worker)
+                    li { strong { "attempt " (a.attempt) } " · " (format_millis(a.started_at)) " → " (format_millis(a.finished_at)) " · " (a.worker)
                         @if let Some(e) = &a.error { br; span.err { (e) } } }
                 }
             }
-            @if !record.notes.is_empty() { h2 { "Operator actions" } ul { @for n in &record.notes { li { (n) } } } }
+            @if !record.notes.is_empty() { h2 { "Operator actions" } ul { @for n in &record.notes { li { (format_note(n)) } } } }
             @if session.role == Role::Admin {
                 h2 { "Actions" }
                 form.inline method="post" action=(format!("/dead/{id}/replay")) {
@@ -761,7 +781,7 @@ pub(crate) async fn schedules_page(state: &AppState, session: &Session, notice: 
         Err(e) => return problem_page(session, ActionError::from(e).into()),
     };
     let now = Utc::now();
-    let time = |t: Option<DateTime<Utc>>| t.map(|t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default();
+    let time = |t: Option<DateTime<Utc>>| t.map(format_time).unwrap_or_default();
     let admin = session.role == Role::Admin;
     html_response(page(
         "Schedules",
@@ -808,4 +828,21 @@ pub(crate) async fn schedules_page(state: &AppState, session: &Session, notice: 
             }
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_time_reads_the_same_way() {
+        let t = DateTime::parse_from_rfc3339("2026-11-27T14:46:46.643+00:00").unwrap().with_timezone(&Utc);
+        assert_eq!(format_time(t), "2026-11-27 14:46:46 UTC");
+        assert_eq!(format_millis(t.timestamp_millis()), "2026-11-27 14:46:46 UTC");
+        assert_eq!(
+            format_note("2026-11-27T14:46:46.643+00:00 replayed by ops"),
+            "2026-11-27 14:46:46 UTC replayed by ops"
+        );
+        assert_eq!(format_note("replayed by ops"), "replayed by ops");
+    }
 }

@@ -16,7 +16,8 @@
 //!   finish, extend, release), [`dead`] (replay and delete dead letters), [`control`] (cancel
 //!   and run now, for producers and operators).
 //! - Inspection, read only: [`inspect`] (dead letters listed and read, the queues' counts and
-//!   per-minute outcomes).
+//!   per-minute outcomes), [`browse`] (every job of a kind in one state, in cursor pages whose
+//!   cost does not grow with the queue; one job by id with its attempts).
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
 //!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
 //!
@@ -24,6 +25,7 @@
 //!
 //! The scripts are tested directly against a real Redis in `tests/scripts.rs`.
 
+pub mod browse;
 pub mod control;
 pub mod dead;
 pub mod envelope;

@@ -6,6 +6,7 @@
 mod audit;
 mod batch;
 mod binaries;
+mod browse;
 mod browser;
 mod cancel;
 mod chaos;
