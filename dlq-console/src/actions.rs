@@ -55,6 +55,10 @@ pub struct Console {
     /// Letters per second a bulk replay may queue.
     pub replay_rate: u32,
     pub templates: SmsTemplates,
+    /// Pausing and resuming kinds; their latency (see `fleet.rs`).
+    pub pauses: jobs::pause::Pauses,
+    /// The workers' heartbeats.
+    pub fleet: jobs::fleet::Fleet,
 }
 
 impl Console {
@@ -200,14 +204,26 @@ impl Console {
         Ok(deleted)
     }
 
-    /// Writes an operator action to the audit log (an `audit_log` job). A failure is logged:
-    /// the action itself already happened.
+    /// Writes an operator action on a dead letter to the audit log (see [`Console::record_on`]).
     async fn record(&self, operator: &str, action: &str, id: Option<&str>, metadata: Value) {
+        self.record_on(operator, action, "dead_letter", id, metadata).await;
+    }
+
+    /// Writes an operator action on a `resource_type` to the audit log (an `audit_log` job).
+    /// A failure is logged: the action itself already happened.
+    pub(crate) async fn record_on(
+        &self,
+        operator: &str,
+        action: &str,
+        resource_type: &str,
+        id: Option<&str>,
+        metadata: Value,
+    ) {
         let now = Utc::now();
         let mut fields = serde_json::Map::new();
         fields.insert("tenant_id".to_owned(), json!("jobplane"));
         fields.insert("action".to_owned(), json!(action));
-        fields.insert("resource_type".to_owned(), json!("dead_letter"));
+        fields.insert("resource_type".to_owned(), json!(resource_type));
         fields.insert("metadata".to_owned(), metadata);
         if let Some(id) = id {
             fields.insert("resource_id".to_owned(), Value::String(id.to_owned()));

@@ -1,10 +1,12 @@
 //! The operators' console for dead letters: a JSON API (`/api`, bearer tokens), server-rendered
 //! pages (a login form and a session cookie) and a CLI, all over [`actions::Console`].
+//! [`fleet`] holds what operators do to live work: pause and resume a kind, see the workers.
 
 pub mod actions;
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod fleet;
 pub mod pages;
 pub mod sessions;
 
@@ -38,10 +40,12 @@ impl AppState {
         let store = Store::new(conn.clone(), keys.clone(), Duration::from_hours(24), Duration::from_secs(5));
         let sessions = sessions::Sessions::new(conn.clone(), keys.clone());
         let console = actions::Console {
-            dead: DeadLetters::new(conn.clone(), keys),
+            dead: DeadLetters::new(conn.clone(), keys.clone()),
             store,
             replay_rate: config.replay_rate,
             templates,
+            pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
+            fleet: jobs::fleet::Fleet::new(conn.clone(), keys),
         };
         let schedules = ScheduleStore::new(conn, &config.redis.namespace);
         Ok(Self { config: Arc::new(config), console, schedules, sessions })
@@ -56,6 +60,9 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}", get(api::show).delete(api::delete_one))
         .route("/dead/{id}/replay", post(api::replay_one))
         .route("/queues", get(api::queues))
+        .route("/queues/{kind}/pause", post(fleet::api_pause))
+        .route("/queues/{kind}/resume", post(fleet::api_resume))
+        .route("/workers", get(fleet::api_workers))
         .route("/schedules", get(api::schedules));
     let pages = Router::new()
         .route("/", get(pages::overview))
@@ -67,7 +74,10 @@ pub fn router(state: AppState) -> Router {
         .route("/dead/{id}/replay", post(pages::replay_one))
         .route("/dead/{id}/edit", post(pages::edit_one))
         .route("/dead/{id}/delete", post(pages::delete_one))
-        .route("/schedules", get(pages::schedules));
+        .route("/schedules", get(pages::schedules))
+        .route("/queues/{kind}/pause", post(fleet::page_pause))
+        .route("/queues/{kind}/resume", post(fleet::page_resume))
+        .route("/workers", get(fleet::workers_page));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)
@@ -97,6 +107,12 @@ pub async fn run(
     let state = AppState::new(config, templates)?;
     tokio::spawn(jobs::queue_depths::sample(
         state.console.dead.clone(),
+        jobs::Kind::ALL.to_vec(),
+        Duration::from_secs(5),
+    ));
+    tokio::spawn(jobs::queue_depths::sample_control(
+        state.console.pauses.clone(),
+        state.console.fleet.clone(),
         jobs::Kind::ALL.to_vec(),
         Duration::from_secs(5),
     ));

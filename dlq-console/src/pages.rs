@@ -103,7 +103,7 @@ impl Session {
         }
     }
 
-    fn may_act(&self) -> Result<(), Response> {
+    pub(crate) fn may_act(&self) -> Result<(), Response> {
         match self.role {
             Role::Admin => Ok(()),
             Role::ReadOnly => {
@@ -165,7 +165,7 @@ fn unavailable(e: &jobs::StoreError) -> Response {
 const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:0;color:#1d2330}header{background:#1d2330;color:#fff;padding:.6em 1.2em;display:flex;gap:1.2em;align-items:center}header a{color:#cfe0ff;text-decoration:none}header .who{margin-left:auto}main{padding:1em 1.2em;max-width:1200px}table{border-collapse:collapse;width:100%}th,td{border-bottom:1px solid #e3e6ec;padding:.35em .5em;text-align:left;vertical-align:top}th{background:#f5f7fa}td.num{text-align:right;font-variant-numeric:tabular-nums}.err{color:#a3262c;max-width:40em;overflow-wrap:anywhere}form.inline{display:inline}input,select,button,textarea{font:inherit}button{cursor:pointer}button.danger{color:#a3262c}pre{background:#f5f7fa;padding:.6em;overflow:auto}.filters{display:flex;flex-wrap:wrap;gap:.5em;align-items:end;margin-bottom:1em}.filters label{display:flex;flex-direction:column;font-size:12px}.notice{background:#eef6ee;border:1px solid #b5d6b5;padding:.5em .8em}.warn{background:#fdf3e6;border:1px solid #e8c38f;padding:.5em .8em}ol.timeline li{margin-bottom:.4em}";
 
 #[expect(clippy::needless_pass_by_value, reason = "pages are built inline at the call")]
-fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -182,6 +182,7 @@ fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                         a href="/" { "Overview" }
                         a href="/dead" { "Dead letters" }
                         a href="/schedules" { "Schedules" }
+                        a href="/workers" { "Workers" }
                         span.who {
                             (s.operator) @if s.role == Role::ReadOnly { " (read-only)" } " "
                             form.inline method="post" action="/logout" {
@@ -197,7 +198,7 @@ fn page(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     }
 }
 
-fn html_response(markup: Markup) -> Response {
+pub(crate) fn html_response(markup: Markup) -> Response {
     let mut response = markup.into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response.headers_mut().insert("x-frame-options", HeaderValue::from_static("DENY"));
@@ -205,7 +206,7 @@ fn html_response(markup: Markup) -> Response {
 }
 
 #[expect(clippy::needless_pass_by_value, reason = "callers hand over the problem they made")]
-fn problem_page(session: &Session, problem: Problem) -> Response {
+pub(crate) fn problem_page(session: &Session, problem: Problem) -> Response {
     let status = problem.status();
     let errors: Vec<(&str, &str)> = problem
         .member("errors")
@@ -354,15 +355,17 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
     }
     html_response(page("Overview", Some(&session), html! {
         table {
-            thead { tr { th { "kind" } th { "queued" } th { "scheduled" } th { "running" } th { "retrying" } th { "dead" } th { "processed, last minute" } th { "failed, last minute" } } }
+            thead { tr { th { "kind" } th { "queued" } th { "latency" } th { "scheduled" } th { "running" } th { "retrying" } th { "dead" } th { "processed, last minute" } th { "failed, last minute" } th { "state" } } }
             tbody {
                 @for q in &queues {
                     tr {
                         td { (q.kind.as_str()) }
-                        td.num { (q.depths.queued) } td.num { (q.depths.scheduled) } td.num { (q.depths.running) }
+                        td.num { (q.depths.queued) } td.num { (crate::fleet::latency(q.latency_seconds)) }
+                        td.num { (q.depths.scheduled) } td.num { (q.depths.running) }
                         td.num { (q.retrying) }
                         td.num { a href=(format!("/dead?kind={}", q.kind.as_str())) { (q.depths.dead) } }
                         td.num { (q.processed_last_minute) } td.num { (q.failed_last_minute) }
+                        td { (crate::fleet::pause_cell(&session, q)) }
                     }
                 }
             }
