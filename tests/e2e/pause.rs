@@ -72,9 +72,13 @@ async fn a_pause_stops_three_busy_workers_within_a_second_survives_restarts_and_
     // A read-only operator is refused; an admin pauses.
     let (status, _) = call(reqwest::Method::POST, format!("{base}/api/queues/webhook/pause"), VIEWER_TOKEN).await;
     assert_eq!(status, 403);
+    let sent = Instant::now();
     let (status, view) = call(reqwest::Method::POST, format!("{base}/api/queues/webhook/pause"), ADMIN_TOKEN).await;
     let answered = Instant::now();
-    assert_eq!((status, &view["paused"], &view["kind"], &view["paused_by"]), (200, &json!(true), &json!("webhook"), &json!("admin")));
+    assert_eq!(
+        (status, &view["paused"], &view["kind"], &view["paused_by"]),
+        (200, &json!(true), &json!("webhook"), &json!("admin"))
+    );
     let (status, _) = call(reqwest::Method::POST, format!("{base}/api/queues/fax/pause"), ADMIN_TOKEN).await;
     assert_eq!(status, 404, "an unknown kind");
 
@@ -84,8 +88,11 @@ async fn a_pause_stops_three_busy_workers_within_a_second_survives_restarts_and_
     let last = started.iter().map(|d| d.at).max().unwrap();
     let after = last.saturating_duration_since(answered);
     eprintln!(
-        "pause: the last job started {} ms after the pause answered ({} started in all, {} of them after the answer)",
-        after.as_millis(),
+        "pause: the last job started {} ms after the pause was sent ({} ms before its answer came, which took {} ms); \
+         {} started in all, {} of them after the answer",
+        last.saturating_duration_since(sent).as_millis(),
+        answered.saturating_duration_since(last).as_millis(),
+        (answered - sent).as_millis(),
         started.len(),
         started.iter().filter(|d| d.at > answered).count()
     );
@@ -128,10 +135,23 @@ async fn a_pause_stops_three_busy_workers_within_a_second_survives_restarts_and_
         assert_eq!((&w["kinds"], &w["concurrency"]["webhook"]), (&json!(["webhook"]), &json!(20)));
     }
 
-    // The metrics, sampled at the console's start (and every 5 s).
-    let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-    assert_eq!(metric_line(&text, "jobplane_queue_paused{kind=\"webhook\"}"), Some("jobplane_queue_paused{kind=\"webhook\"} 1"));
-    assert_eq!(metric_line(&text, "jobplane_queue_paused{kind=\"email\"}"), Some("jobplane_queue_paused{kind=\"email\"} 0"));
+    // The metrics, sampled every 5 s: the three new workers' heartbeats are counted by the next round.
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let text = loop {
+        let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        if text.contains("jobplane_workers{kind=\"webhook\"} 3") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        metric_line(&text, "jobplane_queue_paused{kind=\"webhook\"}"),
+        Some("jobplane_queue_paused{kind=\"webhook\"} 1")
+    );
+    assert_eq!(
+        metric_line(&text, "jobplane_queue_paused{kind=\"email\"}"),
+        Some("jobplane_queue_paused{kind=\"email\"} 0")
+    );
     assert_eq!(metric_line(&text, "jobplane_workers{kind=\"webhook\"}"), Some("jobplane_workers{kind=\"webhook\"} 3"));
     let latency = metric_line(&text, "jobplane_queue_latency_seconds{kind=\"webhook\"}").unwrap();
     assert!(latency.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 3.0, "{latency}");
@@ -231,11 +251,8 @@ async fn a_killed_worker_is_shown_gone_after_its_lease_and_the_pages_pause_and_r
         .unwrap();
     assert_eq!(refused.status(), 403);
     assert!(app.record("webhook", "x").await.is_none());
-    let paused: Option<String> = redis::cmd("GET")
-        .arg(app.key("{webhook}:paused"))
-        .query_async(&mut app.redis().await)
-        .await
-        .unwrap();
+    let paused: Option<String> =
+        redis::cmd("GET").arg(app.key("{webhook}:paused")).query_async(&mut app.redis().await).await.unwrap();
     assert_eq!(paused, None);
 }
 
