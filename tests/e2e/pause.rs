@@ -56,6 +56,46 @@ fn metric_line<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find(|l| l.starts_with(name))
 }
 
+/// The console's gauges while webhook is paused with three live workers. They are sampled
+/// every 5 s: the three new workers' heartbeats are counted by the next round.
+async fn metrics_show_the_pause(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let text = loop {
+        let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
+        if text.contains("jobplane_workers{kind=\"webhook\"} 3") || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        metric_line(&text, "jobplane_queue_paused{kind=\"webhook\"}"),
+        Some("jobplane_queue_paused{kind=\"webhook\"} 1")
+    );
+    assert_eq!(
+        metric_line(&text, "jobplane_queue_paused{kind=\"email\"}"),
+        Some("jobplane_queue_paused{kind=\"email\"} 0")
+    );
+    assert_eq!(metric_line(&text, "jobplane_workers{kind=\"webhook\"}"), Some("jobplane_workers{kind=\"webhook\"} 3"));
+    let latency = metric_line(&text, "jobplane_queue_latency_seconds{kind=\"webhook\"}").unwrap();
+    assert!(latency.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 3.0, "{latency}");
+}
+
+/// The operator audit records waiting in the audit queue: (actor, action, resource type, id).
+async fn audit_rows(app: &TestApp) -> Vec<(String, String, String, String)> {
+    let mut actions = Vec::new();
+    for id in app.ready("audit_log").await {
+        let payload: Value = serde_json::from_str(&app.job_fields("audit_log", &id).await["payload"]).unwrap();
+        actions.push((
+            payload["actor"].as_str().unwrap().to_owned(),
+            payload["action"].as_str().unwrap().to_owned(),
+            payload["resource_type"].as_str().unwrap().to_owned(),
+            payload["resource_id"].as_str().unwrap_or_default().to_owned(),
+        ));
+    }
+    actions.sort();
+    actions
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pause_stops_three_busy_workers_within_a_second_survives_restarts_and_a_resume_starts_them_again() {
     let app = TestApp::spawn().await;
@@ -135,26 +175,7 @@ async fn a_pause_stops_three_busy_workers_within_a_second_survives_restarts_and_
         assert_eq!((&w["kinds"], &w["concurrency"]["webhook"]), (&json!(["webhook"]), &json!(20)));
     }
 
-    // The metrics, sampled every 5 s: the three new workers' heartbeats are counted by the next round.
-    let deadline = Instant::now() + Duration::from_secs(8);
-    let text = loop {
-        let text = reqwest::get(format!("{base}/metrics")).await.unwrap().text().await.unwrap();
-        if text.contains("jobplane_workers{kind=\"webhook\"} 3") || Instant::now() > deadline {
-            break text;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(
-        metric_line(&text, "jobplane_queue_paused{kind=\"webhook\"}"),
-        Some("jobplane_queue_paused{kind=\"webhook\"} 1")
-    );
-    assert_eq!(
-        metric_line(&text, "jobplane_queue_paused{kind=\"email\"}"),
-        Some("jobplane_queue_paused{kind=\"email\"} 0")
-    );
-    assert_eq!(metric_line(&text, "jobplane_workers{kind=\"webhook\"}"), Some("jobplane_workers{kind=\"webhook\"} 3"));
-    let latency = metric_line(&text, "jobplane_queue_latency_seconds{kind=\"webhook\"}").unwrap();
-    assert!(latency.rsplit(' ').next().unwrap().parse::<f64>().unwrap() > 3.0, "{latency}");
+    metrics_show_the_pause(&base).await;
 
     // Resume: jobs start again within a second.
     let before = receiver.deliveries().len();
@@ -171,19 +192,8 @@ async fn a_pause_stops_three_busy_workers_within_a_second_survives_restarts_and_
 
     // Every action is in the audit log: one pause, one resume, by the admin; the refused and
     // unknown ones are not.
-    let mut actions = Vec::new();
-    for id in app.ready("audit_log").await {
-        let payload: Value = serde_json::from_str(&app.job_fields("audit_log", &id).await["payload"]).unwrap();
-        actions.push((
-            payload["actor"].as_str().unwrap().to_owned(),
-            payload["action"].as_str().unwrap().to_owned(),
-            payload["resource_type"].as_str().unwrap().to_owned(),
-            payload["resource_id"].as_str().unwrap_or_default().to_owned(),
-        ));
-    }
-    actions.sort();
     let row = |action: &str| ("console:admin".to_owned(), action.to_owned(), "queue".to_owned(), "webhook".to_owned());
-    assert_eq!(actions, [row("queue.pause"), row("queue.resume")]);
+    assert_eq!(audit_rows(&app).await, [row("queue.pause"), row("queue.resume")]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
