@@ -288,3 +288,53 @@ fn the_dashboard_shows_pause_latency_and_workers() {
         assert!(exprs.iter().any(|e| e.contains(metric)), "no panel shows {metric}");
     }
 }
+
+fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+    let output = std::process::Command::new(crate::support::binary("dlq-console"))
+        .env_clear()
+        .env("REDIS_URL", &app.redis_url)
+        .env("REDIS_NAMESPACE", &app.namespace)
+        .args(["--operator", "ops"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.code().unwrap_or(-1), text(&output.stdout), text(&output.stderr))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_pauses_resumes_and_lists_the_workers() {
+    let app = TestApp::spawn().await;
+    let (code, out, err) = cli(&app, &["pause", "email"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("email: paused since ") && out.trim_end().ends_with(" by ops"), "{out}");
+    let paused: String =
+        redis::cmd("GET").arg(app.key("{email}:paused")).query_async(&mut app.redis().await).await.unwrap();
+    assert_eq!(serde_json::from_str::<Value>(&paused).unwrap()["by"], "ops");
+    let (code, _, err) = cli(&app, &["pause", "fax"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("fax"), "{err}");
+
+    let _worker = WorkerProcess::start(&app.redis_url, &app.namespace, &[]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let listed = loop {
+        let (code, out, err) = cli(&app, &["workers", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        let listed: Value = serde_json::from_str(&out).unwrap();
+        if !listed["workers"].as_array().unwrap().is_empty() || Instant::now() > deadline {
+            break listed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((&listed["workers"][0]["alive"], &listed["workers"][0]["kinds"]), (&json!(true), &json!(["webhook"])));
+    let (_, table, _) = cli(&app, &["workers"]);
+    assert!(table.lines().nth(1).is_some_and(|l| l.contains(" live ") && l.contains("webhook 0/50")), "{table}");
+
+    let (code, out, _) = cli(&app, &["resume", "email"]);
+    assert_eq!((code, out.as_str()), (0, "email: resumed\n"));
+    let (_, out, _) = cli(&app, &["resume", "email"]);
+    assert_eq!(out, "email: was not paused\n");
+    let actions: Vec<String> =
+        audit_rows(&app).await.into_iter().map(|(actor, action, ..)| format!("{actor} {action}")).collect();
+    assert_eq!(actions, ["console:ops queue.pause", "console:ops queue.resume"]);
+}
