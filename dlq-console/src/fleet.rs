@@ -26,9 +26,8 @@ impl Console {
     /// Pauses `kind`: no worker leases a job of it from the next fetch on (each worker looks
     /// at least 4 times a second). Pausing a paused kind changes nothing and records nothing.
     pub async fn pause(&self, operator: &str, kind: Kind) -> Result<Pause, ActionError> {
-        let was = self.pauses.paused(kind).await?;
-        let pause = self.pauses.pause(kind, operator, Utc::now()).await?;
-        if was.is_none() {
+        let (pause, made) = self.pauses.pause(kind, operator, Utc::now()).await?;
+        if made {
             self.record_on(operator, "queue.pause", "queue", Some(kind.as_str()), json!({"kind": kind})).await;
         }
         Ok(pause)

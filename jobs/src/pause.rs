@@ -49,15 +49,16 @@ impl Pauses {
         Self { conn, keys }
     }
 
-    /// Pauses `kind` (`by`: the operator). A queue paused already keeps its first pause, which
-    /// is returned: pausing twice is one pause.
-    pub async fn pause(&self, kind: Kind, by: &str, now: DateTime<Utc>) -> Result<Pause, StoreError> {
+    /// Pauses `kind` (`by`: the operator): the pause in force, and whether this call made it.
+    /// A queue paused already keeps its first pause: pausing twice is one pause.
+    pub async fn pause(&self, kind: Kind, by: &str, now: DateTime<Utc>) -> Result<(Pause, bool), StoreError> {
         let value = serde_json::to_string(&Stored { since: now.timestamp_millis(), by: by.to_owned() })
             .map_err(|e| StoreError::Protocol(crate::store::Cause::new("the pause did not encode", e)))?;
         let key = self.keys.queue(kind).paused();
-        let _: Option<String> =
+        let set: Option<String> =
             redis::cmd("SET").arg(&key).arg(value).arg("NX").query_async(&mut self.conn.clone()).await?;
-        Ok(self.paused(kind).await?.unwrap_or(Pause { since: now, by: by.to_owned() }))
+        let pause = self.paused(kind).await?.unwrap_or(Pause { since: now, by: by.to_owned() });
+        Ok((pause, set.is_some()))
     }
 
     /// Resumes `kind` and wakes its idle workers; whether it was paused.

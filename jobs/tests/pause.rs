@@ -138,8 +138,8 @@ async fn a_paused_queue_leases_nothing_but_still_promotes_due_jobs_and_recovers_
     lab.enqueue(&[due.clone(), ready[0].clone(), ready[1].clone()]).await;
     tokio::time::sleep(Duration::from_millis(350)).await;
 
-    let pause = lab.pauses().pause(Kind::Webhook, "admin", now).await.unwrap();
-    assert_eq!((pause.by.as_str(), pause.since.timestamp_millis()), ("admin", now.timestamp_millis()));
+    let (pause, made) = lab.pauses().pause(Kind::Webhook, "admin", now).await.unwrap();
+    assert_eq!((pause.by.as_str(), pause.since.timestamp_millis(), made), ("admin", now.timestamp_millis(), true));
     let (leased, next, paused) = lab.fetch(Kind::Webhook, 10).await;
     assert_eq!((leased, next, paused), (Vec::new(), None, true));
     // Promoted to the popping end, recovered behind it: all four ready, none active.
@@ -183,8 +183,8 @@ async fn pausing_twice_keeps_the_first_pause_and_a_resume_wakes_at_most_16_worke
     let q = lab.q(Kind::Email);
     let t0 = Utc::now();
     lab.pauses().pause(Kind::Email, "alice", t0).await.unwrap();
-    let again = lab.pauses().pause(Kind::Email, "bob", t0 + chrono::Duration::seconds(5)).await.unwrap();
-    assert_eq!((again.by.as_str(), again.since.timestamp_millis()), ("alice", t0.timestamp_millis()));
+    let (again, made) = lab.pauses().pause(Kind::Email, "bob", t0 + chrono::Duration::seconds(5)).await.unwrap();
+    assert_eq!((again.by.as_str(), again.since.timestamp_millis(), made), ("alice", t0.timestamp_millis(), false));
 
     // Ten markers already waiting (jobs enqueued while paused): the list stays capped at 16.
     for _ in 0..10 {

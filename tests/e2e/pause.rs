@@ -311,6 +311,8 @@ async fn the_cli_pauses_resumes_and_lists_the_workers() {
     let paused: String =
         redis::cmd("GET").arg(app.key("{email}:paused")).query_async(&mut app.redis().await).await.unwrap();
     assert_eq!(serde_json::from_str::<Value>(&paused).unwrap()["by"], "ops");
+    let (code, again, _) = cli(&app, &["pause", "email"]);
+    assert_eq!((code, &again), (0, &out), "pausing twice is one pause, recorded once");
     let (code, _, err) = cli(&app, &["pause", "fax"]);
     assert_ne!(code, 0);
     assert!(err.contains("fax"), "{err}");
