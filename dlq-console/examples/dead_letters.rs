@@ -81,6 +81,8 @@ async fn main() -> anyhow::Result<()> {
         store: store.clone(),
         replay_rate: u32::MAX,
         templates: jobs::sms_templates::SmsTemplates::default(),
+        pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
+        fleet: jobs::fleet::Fleet::new(conn.clone(), keys.clone()),
     };
 
     let t = Instant::now();

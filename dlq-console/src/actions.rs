@@ -57,6 +57,10 @@ pub struct Console {
     pub templates: SmsTemplates,
     /// Cancel and run now (`crate::control`).
     pub control: jobs::control::Control,
+    /// Pausing and resuming kinds; their latency (see `fleet.rs`).
+    pub pauses: jobs::pause::Pauses,
+    /// The workers' heartbeats.
+    pub fleet: jobs::fleet::Fleet,
 }
 
 impl Console {

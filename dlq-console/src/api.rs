@@ -272,7 +272,7 @@ pub async fn purge(
     Ok(Json(json!({"deleted": deleted})))
 }
 
-/// One queue's counts and its last minute.
+/// One queue's counts, its last minute, its pause and its latency.
 #[derive(Debug, Serialize)]
 pub struct QueueView {
     pub kind: Kind,
@@ -282,6 +282,36 @@ pub struct QueueView {
     pub retrying: u64,
     pub processed_last_minute: u64,
     pub failed_last_minute: u64,
+    /// Workers lease none of its jobs (it still accepts them).
+    pub paused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_since: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_by: Option<String>,
+    /// Age of the oldest ready job, since it became due (0: none is ready).
+    pub latency_seconds: f64,
+}
+
+/// One queue's view, as `GET /api/queues` lists it.
+pub async fn queue_view(state: &AppState, kind: Kind, now: DateTime<Utc>) -> Result<QueueView, Problem> {
+    let console = &state.console;
+    let depths = console.dead.depths(kind).await.map_err(ActionError::from)?;
+    let retrying = console.dead.retrying(kind).await.map_err(ActionError::from)?;
+    let last = console.dead.throughput(kind, last_complete_minute(now), 1).await.map_err(ActionError::from)?;
+    let (processed, failed) = last.first().map_or((0, 0), |(_, ok, failed)| (ok + failed, *failed));
+    let pause = console.pauses.paused(kind).await.map_err(ActionError::from)?;
+    let latency = console.pauses.latency(kind, now).await.map_err(ActionError::from)?;
+    Ok(QueueView {
+        kind,
+        depths,
+        retrying,
+        processed_last_minute: processed,
+        failed_last_minute: failed,
+        paused: pause.is_some(),
+        paused_since: pause.as_ref().map(|p| p.since),
+        paused_by: pause.map(|p| p.by),
+        latency_seconds: latency.as_secs_f64(),
+    })
 }
 
 /// What "last minute" means everywhere (the API, the overview's column and its chart, the
@@ -296,12 +326,7 @@ pub async fn queues_view(state: &AppState) -> Result<Vec<QueueView>, Problem> {
     let mut views = Vec::new();
     let now = Utc::now();
     for kind in Kind::ALL {
-        let depths = state.console.dead.depths(kind).await.map_err(ActionError::from)?;
-        let retrying = state.console.dead.retrying(kind).await.map_err(ActionError::from)?;
-        let last =
-            state.console.dead.throughput(kind, last_complete_minute(now), 1).await.map_err(ActionError::from)?;
-        let (processed, failed) = last.first().map_or((0, 0), |(_, ok, failed)| (ok + failed, *failed));
-        views.push(QueueView { kind, depths, retrying, processed_last_minute: processed, failed_last_minute: failed });
+        views.push(queue_view(state, kind, now).await?);
     }
     Ok(views)
 }

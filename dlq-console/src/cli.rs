@@ -1,4 +1,4 @@
-//! `dlq-console list|show|replay|edit|delete|purge|stats`: the same actions from a shell,
+//! `dlq-console list|show|replay|edit|delete|purge|stats|pause|resume|workers`: the same actions from a shell,
 //! straight against Redis (`REDIS_URL`, `REDIS_NAMESPACE`). Human tables by default, `--json`
 //! for scripts, a progress bar for bulk actions, `--dry-run` to see how many letters match.
 
@@ -106,6 +106,15 @@ pub enum Command {
         /// `next_cursor` of the previous page.
         #[arg(long)]
         cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Pause a kind: workers start none of its jobs (it still accepts new ones) until resumed.
+    Pause { kind: Kind },
+    /// Resume a paused kind: its idle workers start at once.
+    Resume { kind: Kind },
+    /// The worker processes: live ones, and those gone within the hour.
+    Workers {
         #[arg(long)]
         json: bool,
     },
@@ -317,6 +326,15 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
             }
             _ => anyhow::bail!("give a job id, or --kind and --state (queued, scheduled or retrying)"),
         },
+        Command::Pause { kind } => {
+            let pause = console.pause(operator, kind).await.map_err(explain)?;
+            println!("{kind}: paused since {} by {}", crate::pages::format_time(pause.since), pause.by);
+        }
+        Command::Resume { kind } => {
+            let was = console.resume(operator, kind).await.map_err(explain)?;
+            println!("{kind}: {}", if was { "resumed" } else { "was not paused" });
+        }
+        Command::Workers { json } => crate::fleet::print_workers(console, json).await?,
         Command::Stats { json } => {
             let mut rows = Vec::new();
             for kind in Kind::ALL {

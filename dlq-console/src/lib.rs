@@ -1,5 +1,6 @@
 //! The operators' console for dead letters: a JSON API (`/api`, bearer tokens), server-rendered
 //! pages (a login form and a session cookie) and a CLI, all over [`actions::Console`].
+//! [`fleet`] holds what operators do to live work: pause and resume a kind, see the workers.
 
 pub mod actions;
 pub mod api;
@@ -7,6 +8,7 @@ pub mod browse;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod fleet;
 pub mod pages;
 pub mod schedule_actions;
 pub mod sessions;
@@ -44,10 +46,12 @@ impl AppState {
             jobs::control::Control::new(conn.clone(), keys.clone(), config.retention.clone(), Duration::from_secs(5));
         let console = actions::Console {
             control,
-            dead: DeadLetters::new(conn.clone(), keys),
+            dead: DeadLetters::new(conn.clone(), keys.clone()),
             store,
             replay_rate: config.replay_rate,
             templates,
+            pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
+            fleet: jobs::fleet::Fleet::new(conn.clone(), keys),
         };
         let schedules = ScheduleStore::new(conn, &config.redis.namespace);
         Ok(Self { config: Arc::new(config), console, schedules, sessions })
@@ -71,6 +75,9 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules/{name}/run", post(schedule_actions::api_run))
         .route("/jobs", get(browse::api_list))
         .route("/jobs/{id}", get(browse::api_show))
+        .route("/queues/{kind}/pause", post(fleet::api_pause))
+        .route("/queues/{kind}/resume", post(fleet::api_resume))
+        .route("/workers", get(fleet::api_workers))
         .route("/schedules", get(api::schedules));
     let pages = Router::new()
         .route("/", get(pages::overview))
@@ -90,7 +97,10 @@ pub fn router(state: AppState) -> Router {
         .route("/schedules/{name}/resume", post(schedule_actions::page_resume))
         .route("/schedules/{name}/run", post(schedule_actions::page_run))
         .route("/jobs", get(browse::list_page))
-        .route("/jobs/{id}", get(browse::detail_page));
+        .route("/jobs/{id}", get(browse::detail_page))
+        .route("/queues/{kind}/pause", post(fleet::page_pause))
+        .route("/queues/{kind}/resume", post(fleet::page_resume))
+        .route("/workers", get(fleet::workers_page));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)
@@ -120,6 +130,12 @@ pub async fn run(
     let state = AppState::new(config, templates)?;
     tokio::spawn(jobs::queue_depths::sample(
         state.console.dead.clone(),
+        jobs::Kind::ALL.to_vec(),
+        Duration::from_secs(5),
+    ));
+    tokio::spawn(jobs::queue_depths::sample_control(
+        state.console.pauses.clone(),
+        state.console.fleet.clone(),
         jobs::Kind::ALL.to_vec(),
         Duration::from_secs(5),
     ));

@@ -51,9 +51,16 @@ async fn main() -> anyhow::Result<()> {
             let console = dlq_console::actions::Console {
                 control: jobs::control::Control::new(conn.clone(), keys.clone(), retention, cli::REDIS_TIMEOUT),
                 dead: jobs::dead::DeadLetters::new(conn.clone(), keys.clone()),
-                store: jobs::Store::new(conn, keys, std::time::Duration::from_hours(24), cli::REDIS_TIMEOUT),
+                store: jobs::Store::new(
+                    conn.clone(),
+                    keys.clone(),
+                    std::time::Duration::from_hours(24),
+                    cli::REDIS_TIMEOUT,
+                ),
                 replay_rate: rate.max(1),
                 templates,
+                pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
+                fleet: jobs::fleet::Fleet::new(conn, keys),
             };
             if let Err(e) = cli::run(&console, &cli.operator, command).await {
                 eprintln!("dlq-console: {e:#}");

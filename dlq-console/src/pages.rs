@@ -203,6 +203,7 @@ pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Mark
                         a href="/jobs" { "Jobs" }
                         a href="/dead" { "Dead letters" }
                         a href="/schedules" { "Schedules" }
+                        a href="/workers" { "Workers" }
                         span.who {
                             (s.operator) @if s.role == Role::ReadOnly { " (read-only)" } " "
                             form.inline method="post" action="/logout" {
@@ -375,15 +376,17 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
     }
     html_response(page("Overview", Some(&session), html! {
         table {
-            thead { tr { th { "kind" } th { "queued" } th { "scheduled" } th { "running" } th { "retrying" } th { "dead" } th { "processed, last minute" } th { "failed, last minute" } } }
+            thead { tr { th { "kind" } th { "queued" } th { "latency" } th { "scheduled" } th { "running" } th { "retrying" } th { "dead" } th { "processed, last minute" } th { "failed, last minute" } th { "state" } } }
             tbody {
                 @for q in &queues {
                     tr {
                         td { (q.kind.as_str()) }
-                        td.num { (q.depths.queued) } td.num { (q.depths.scheduled) } td.num { (q.depths.running) }
+                        td.num { (q.depths.queued) } td.num { (crate::fleet::latency(q.latency_seconds)) }
+                        td.num { (q.depths.scheduled) } td.num { (q.depths.running) }
                         td.num { (q.retrying) }
                         td.num { a href=(format!("/dead?kind={}", q.kind.as_str())) { (q.depths.dead) } }
                         td.num { (q.processed_last_minute) } td.num { (q.failed_last_minute) }
+                        td { (crate::fleet::pause_cell(&session, q)) }
                     }
                 }
             }

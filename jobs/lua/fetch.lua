@@ -5,6 +5,7 @@
 -- KEYS[3]  retry sorted set: jobs waiting out a retry backoff (score: run-at, ms)
 -- KEYS[4]  active sorted set (score: lease deadline, ms)
 -- KEYS[5]  dead sorted set (score: dead_at, ms)
+-- KEYS[6]  the queue's pause marker (a STRING, present while the queue is paused)
 -- ARGV[1]  lease, ms: a job not acknowledged or extended by now + lease is recovered
 -- ARGV[2]  batch: the most jobs to lease
 -- ARGV[3]  promote limit: the most due jobs of each waiting set, and the most expired
@@ -19,7 +20,7 @@
 -- popped (never below 0); the queue's cancelled stream ("<queue>:cancelled"), for a job whose
 -- cancellation was asked while it ran and whose lease ran out: it ends cancelled.
 --
--- Returns {promoted, recovered, next, skipped, id, record, id, record, ...}: each leased job's
+-- Returns {promoted, recovered, next, skipped, paused, id, record, id, record, ...}: each leased job's
 -- id and its record as now stored (MessagePack: status running, attempts counting this one,
 -- ln the lease's token, which finish, extend and release must present).
 -- `next`, when no job was leased: 0 while jobs are still ready (every id popped was skipped),
@@ -27,6 +28,8 @@
 -- (-1: none), so an idle worker knows how long it may wait; -1 when jobs were leased.
 -- `skipped`: ids popped whose record was missing or unreadable (deleted meanwhile, or written
 -- by a foreign writer); a finished job popped again is skipped silently.
+-- `paused`: 1 when the queue is paused: nothing was leased (due jobs were still promoted and
+-- expired leases recovered), and `next` is -1; else 0.
 --
 -- Work per call is bounded by ARGV[2] and ARGV[3], never by the size of a set: due jobs are
 -- moved in slices, so a backlog of any size drains without one giant reply or unpack.
@@ -38,6 +41,8 @@ local limit = tonumber(ARGV[3])
 local prefix = ARGV[4]
 local worker = ARGV[5]
 local idem_prefix = ARGV[6]
+-- Read here, in the same script as the lease: a pause is in force from the first fetch after it.
+local paused = redis.call('EXISTS', KEYS[6]) == 1
 
 -- Due jobs (delayed, or waiting out a retry backoff) go to the popping end: they are late
 -- already. Pushed latest first, so that the earliest due is popped first.
@@ -105,11 +110,14 @@ local function next_work()
   return next
 end
 
+if paused then
+  return {promoted, #lost, -1, 0, 1}
+end
 local ids = redis.call('RPOP', KEYS[1], batch)
 if not ids then
-  return {promoted, #lost, next_work(), 0}
+  return {promoted, #lost, next_work(), 0, 0}
 end
-local result = {promoted, #lost, -1, 0}
+local result = {promoted, #lost, -1, 0, 0}
 local skipped = 0
 local gone = 0
 local deadline = now + lease
@@ -142,7 +150,7 @@ if gone > 0 then
     redis.call('SET', counter, math.max(left - gone, 0))
   end
 end
-if #result == 4 then
+if #result == 5 then
   result[3] = next_work()
 end
 return result

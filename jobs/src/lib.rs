@@ -20,6 +20,8 @@
 //!   cost does not grow with the queue; one job by id with its attempts).
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
 //!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
+//! - Control of live work: [`pause`] (pausing a kind; a queue's latency), [`fleet`] (the
+//!   workers' heartbeats).
 //!
 //! PostgreSQL is the `db` crate's.
 //!
@@ -30,10 +32,12 @@ pub mod control;
 pub mod dead;
 pub mod envelope;
 pub mod fingerprint;
+pub mod fleet;
 pub mod inspect;
 pub mod keys;
 pub mod kind;
 pub mod limits;
+pub mod pause;
 pub mod payload;
 pub mod queue;
 pub mod queue_depths;

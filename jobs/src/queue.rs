@@ -64,6 +64,19 @@ pub struct Leased {
     pub traceparent: Option<String>,
 }
 
+/// What one `fetch.lua` call answered.
+#[derive(Debug, Clone, Default)]
+pub struct FetchReply {
+    /// The jobs leased, with their payloads.
+    pub jobs: Vec<(Leased, String)>,
+    /// When nothing was leased: how soon the queue has work again without a new job (see
+    /// [`Queue::fetch_or_next`]); `None` when paused.
+    pub next: Option<Duration>,
+    /// The queue is paused ([`crate::pause`]): nothing was leased, and the worker should look
+    /// again shortly, or at once when woken (a resume pushes wake-up markers).
+    pub paused: bool,
+}
+
 /// How an attempt ended, as `finish.lua` records it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -177,12 +190,24 @@ impl Queue {
         batch: usize,
         promote_limit: usize,
     ) -> Result<(Vec<(Leased, String)>, Option<Duration>), StoreError> {
+        let reply = self.fetch_reply(lease, batch, promote_limit).await?;
+        Ok((reply.jobs, reply.next))
+    }
+
+    /// [`Queue::fetch_or_next`], and whether the queue is paused (then nothing was leased).
+    pub async fn fetch_reply(
+        &self,
+        lease: Duration,
+        batch: usize,
+        promote_limit: usize,
+    ) -> Result<FetchReply, StoreError> {
         let mut call = FETCH.prepare_invoke();
         call.key(self.keys.ready())
             .key(self.keys.scheduled())
             .key(self.keys.retry())
             .key(self.keys.active())
-            .key(self.keys.dead());
+            .key(self.keys.dead())
+            .key(self.keys.paused());
         call.arg(ms(lease))
             .arg(batch)
             .arg(promote_limit.clamp(1, MAX_PROMOTE))
@@ -193,11 +218,11 @@ impl Queue {
         let mut reply = reply.into_iter();
         let header: Vec<i64> = reply
             .by_ref()
-            .take(4)
+            .take(5)
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()
             .map_err(redis::RedisError::from)?;
-        let [_promoted, _recovered, next, skipped] = header[..] else {
+        let [_promoted, _recovered, next, skipped, paused] = header[..] else {
             return Err(StoreError::Protocol(format!("fetch.lua answered {} header values", header.len()).into()));
         };
         if skipped > 0 {
@@ -230,7 +255,7 @@ impl Queue {
             };
             jobs.push((leased, record.payload.unwrap_or_default()));
         }
-        Ok((jobs, next))
+        Ok(FetchReply { jobs, next, paused: paused == 1 })
     }
 
     /// Blocks on the queue's wake-up list for at most `timeout`, on `conn`, which must be a

@@ -202,7 +202,7 @@ impl Lab {
             redis::Script::new(&format!("{}{}", include_str!("../lua/record.lua"), include_str!("../lua/fetch.lua")));
         let q = self.q(kind);
         let mut call = script.prepare_invoke();
-        call.key(q.ready()).key(q.scheduled()).key(q.retry()).key(q.active()).key(q.dead());
+        call.key(q.ready()).key(q.scheduled()).key(q.retry()).key(q.active()).key(q.dead()).key(q.paused());
         call.arg(LEASE.as_millis().to_string())
             .arg(batch)
             .arg(promote_limit)
@@ -211,9 +211,9 @@ impl Lab {
             .arg(q.idempotency_prefix());
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await.unwrap();
         let mut reply = reply.into_iter();
-        let header: Vec<i64> = reply.by_ref().take(4).map(|v| redis::from_redis_value(v).unwrap()).collect();
+        let header: Vec<i64> = reply.by_ref().take(5).map(|v| redis::from_redis_value(v).unwrap()).collect();
         let ids = reply.step_by(2).map(|v| redis::from_redis_value(v).unwrap()).collect();
-        (header.try_into().unwrap(), ids)
+        (header[..4].try_into().unwrap(), ids)
     }
 }
 

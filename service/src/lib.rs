@@ -165,6 +165,13 @@ fn describe() {
         "jobplane_queue_depth",
         "Jobs in a queue, by kind and state (queued, scheduled, retrying, running, dead)"
     );
+    describe_gauge!("jobplane_queue_paused", "1 while the kind is paused (workers lease none of its jobs), else 0");
+    describe_gauge!(
+        "jobplane_queue_latency_seconds",
+        Unit::Seconds,
+        "Age of the kind's oldest ready job, since it became due: how far behind its queue runs"
+    );
+    describe_gauge!("jobplane_workers", "Live worker processes serving the kind (heartbeat within their lease)");
     describe_histogram!("jobplane_audit_batch_size", "Audit-log events per batch statement");
     describe_counter!("jobplane_audit_events_written_total", "Audit-log events committed to PostgreSQL");
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");

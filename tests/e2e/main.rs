@@ -28,6 +28,7 @@ mod net_review;
 mod observability;
 mod ops;
 mod panics;
+mod pause;
 mod receiver;
 mod redis_down;
 mod replicas;

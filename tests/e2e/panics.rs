@@ -57,6 +57,7 @@ async fn a_panicking_handler_fails_its_attempt_and_the_worker_keeps_running() {
         promote_limit: 100,
         idle_min: Duration::from_millis(5),
         idle_max: Duration::from_millis(50),
+        paused_recheck: Duration::from_millis(250),
     };
     let backend = RedisBackend::new(queue, settings, inflight.clone(), acker, None);
     let context = WorkerContext::new("panics-test:webhook");

@@ -48,6 +48,8 @@ pub struct Job {
 pub struct Fetched {
     pub jobs: Vec<Job>,
     pub next: Option<Duration>,
+    /// The queue is paused: nothing was leased.
+    pub paused: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,9 @@ pub struct FetchSettings {
     /// wake-up list, and a new job ends the wait at once.
     pub idle_min: Duration,
     pub idle_max: Duration,
+    /// While the queue is paused, how long a worker waits before it looks again, unless a
+    /// wake-up marker (a resume pushes some) ends the wait sooner.
+    pub paused_recheck: Duration,
 }
 
 /// The queue as the fetch loop uses it: [`Queue`] in production, a fake in the tests.
@@ -84,9 +89,9 @@ impl Leases for Queue {
     }
 
     async fn fetch(&self, count: usize, settings: &FetchSettings) -> Result<Fetched, StoreError> {
-        let (jobs, next) = self.fetch_or_next(settings.lease, count, settings.promote_limit).await?;
-        let jobs = jobs.into_iter().map(|(lease, payload)| Job { lease, payload }).collect();
-        Ok(Fetched { jobs, next })
+        let reply = self.fetch_reply(settings.lease, count, settings.promote_limit).await?;
+        let jobs = reply.jobs.into_iter().map(|(lease, payload)| Job { lease, payload }).collect();
+        Ok(Fetched { jobs, next: reply.next, paused: reply.paused })
     }
 
     async fn release(&self, jobs: &[(String, u64)]) -> Result<u64, StoreError> {
@@ -125,8 +130,8 @@ pub struct Fetcher<L: Leases, W: WakeUps> {
     /// `None`: no wake-up connection, so an idle worker polls with backoff.
     wake: Option<W>,
     /// A wake-up wait still outstanding: it outlives an idle spell cut short by the local
-    /// timer, and serves the next one.
-    waiting: Option<JoinHandle<()>>,
+    /// timer, and serves the next one. Its answer: woken by a marker (not a timeout).
+    waiting: Option<JoinHandle<bool>>,
     /// The current poll interval of an idle worker without a wake-up connection.
     idle: Duration,
     /// Fetches failed in a row.
@@ -196,6 +201,10 @@ impl<L: Leases, W: WakeUps> Fetcher<L, W> {
                     self.idle = self.settings.idle_min;
                     return Some(fetched.jobs);
                 }
+                Ok(fetched) if fetched.paused => {
+                    self.failures = 0;
+                    self.wait_while_paused().await;
+                }
                 Ok(fetched) => {
                     self.failures = 0;
                     self.wait_for_work(fetched.next).await;
@@ -225,25 +234,16 @@ impl<L: Leases, W: WakeUps> Fetcher<L, W> {
     /// own `hz` tick (every 100 ms by default). Without a wake-up connection: polls with backoff.
     async fn wait_for_work(&mut self, next: Option<Duration>) {
         let one_ms = Duration::from_millis(1);
-        let Some(wake) = &self.wake else {
+        if self.wake.is_none() {
             let poll = next.map_or(self.idle, |n| self.idle.min(n)).max(one_ms);
             self.idle = (self.idle * 2).min(self.settings.idle_max);
             return self.sleep(poll).await;
-        };
+        }
         let timeout = self.settings.idle_max;
-        let kind = self.leases.kind();
-        let waiting = self.waiting.get_or_insert_with(|| {
-            let wait = wake.wait(timeout);
-            tokio::spawn(async move {
-                if let Err(e) = wait.await {
-                    tracing::debug!(%kind, error = %e, "wake-up wait failed; polling instead");
-                    tokio::time::sleep(timeout).await;
-                }
-            })
-        });
         // Should the wait never answer, a floor: fetch again after three of its timeouts.
         let bound = next.filter(|n| *n < timeout).map_or(timeout * 3, |n| n.max(one_ms));
         let mut closing = self.closing.clone();
+        let waiting = self.waiting(timeout);
         let woken = tokio::select! {
             _ = waiting => true,
             () = tokio::time::sleep(bound) => false,
@@ -252,6 +252,58 @@ impl<L: Leases, W: WakeUps> Fetcher<L, W> {
         if woken {
             self.waiting = None;
         }
+    }
+
+    /// The queue is paused: looks again after `paused_recheck`, or at once when a wake-up
+    /// marker comes (a resume pushes some; so does a new job, which costs one more fetch).
+    /// Waits that time out at Redis are renewed until then.
+    async fn wait_while_paused(&mut self) {
+        if self.wake.is_none() {
+            return self.sleep(self.settings.paused_recheck).await;
+        }
+        let deadline = tokio::time::Instant::now() + self.settings.paused_recheck;
+        let timeout = self.settings.idle_max;
+        loop {
+            let mut closing = self.closing.clone();
+            let waiting = self.waiting(timeout);
+            let marker = tokio::select! {
+                answer = waiting => Some(answer.unwrap_or(false)),
+                () = tokio::time::sleep_until(deadline) => None,
+                _ = closing.wait_for(|c| *c) => None,
+            };
+            match marker {
+                None => return,
+                Some(woken) => {
+                    self.waiting = None;
+                    if woken || tokio::time::Instant::now() >= deadline {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The outstanding wake-up wait, started (for at most `timeout`) if there is none.
+    /// Without a wake-up connection, a wait that never ends.
+    fn waiting(&mut self, timeout: Duration) -> &mut JoinHandle<bool> {
+        let kind = self.leases.kind();
+        let wake = self.wake.as_ref();
+        self.waiting.get_or_insert_with(|| match wake {
+            None => tokio::spawn(std::future::pending()),
+            Some(wake) => {
+                let wait = wake.wait(timeout);
+                tokio::spawn(async move {
+                    match wait.await {
+                        Ok(woken) => woken,
+                        Err(e) => {
+                            tracing::debug!(%kind, error = %e, "wake-up wait failed; polling instead");
+                            tokio::time::sleep(timeout).await;
+                            false
+                        }
+                    }
+                })
+            }
+        })
     }
 
     /// Redis away or restarting: keep trying, with backoff, for as long as it takes.
@@ -450,6 +502,8 @@ mod tests {
         /// What an empty fetch says of the next due job.
         next: Option<Duration>,
         released: Vec<(String, u64)>,
+        /// What a fetch says of the pause (it then leases nothing).
+        paused: bool,
     }
 
     #[derive(Clone)]
@@ -490,9 +544,10 @@ mod tests {
                 state.failures -= 1;
                 return Err(StoreError::Unavailable("connection refused".into()));
             }
-            let jobs: Vec<Job> = (0..count).map_while(|_| state.ready.pop_front()).collect();
+            let jobs: Vec<Job> =
+                if state.paused { Vec::new() } else { (0..count).map_while(|_| state.ready.pop_front()).collect() };
             let next = if jobs.is_empty() { state.next } else { None };
-            Ok(Fetched { jobs, next })
+            Ok(Fetched { jobs, next, paused: state.paused })
         }
 
         async fn release(&self, jobs: &[(String, u64)]) -> Result<u64, StoreError> {
@@ -550,6 +605,7 @@ mod tests {
             promote_limit: 100,
             idle_min: Duration::from_millis(1),
             idle_max: Duration::from_millis(100),
+            paused_recheck: Duration::from_millis(300),
         };
         let free = Arc::new(AtomicUsize::new(20));
         let slots = free.clone();
@@ -625,6 +681,38 @@ mod tests {
         within(250, feed.fetcher.next_batch()).await;
         // The outstanding wait (started at 0) times out at 100, the next ones a timeout apart.
         assert_eq!(leases.gaps(), [30, 100, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_queue_is_looked_at_again_after_the_recheck_or_at_once_when_woken() {
+        let (leases, _gate) = FakeLeases::new(5);
+        leases.state().paused = true;
+        let wake = FakeWake::default();
+        let mut feed = start(&leases, Some(wake.clone()));
+        within(1000, feed.fetcher.next_batch()).await;
+        assert_eq!(leases.gaps(), [300, 300, 300], "waits that time out at Redis are renewed until the recheck");
+
+        // A resume: the marker ends the wait at once, and the jobs are leased.
+        leases.state().asked.clear();
+        let resume = async {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            leases.state().paused = false;
+            wake.pushed.notify_one();
+        };
+        let (batch, ()) = tokio::join!(feed.fetcher.next_batch(), resume);
+        assert_eq!(batch.unwrap().len(), 5);
+        let asked: Vec<Instant> = leases.state().asked.iter().map(|(at, _)| *at).collect();
+        let last_gap = asked[asked.len() - 1] - asked[asked.len() - 2];
+        assert!(last_gap < Duration::from_millis(300), "woken, not at the recheck: {last_gap:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_wake_ups_a_paused_queue_is_polled_at_the_recheck() {
+        let (leases, _gate) = FakeLeases::new(1);
+        leases.state().paused = true;
+        let mut feed = start(&leases, None);
+        within(1000, feed.fetcher.next_batch()).await;
+        assert_eq!(leases.gaps(), [300, 300, 300]);
     }
 
     #[tokio::test(start_paused = true)]

@@ -8,6 +8,7 @@
 //!   backend over it; each task carries its lease ([`backend::Job`]).
 //! - [`ack`]: waits for each job's outcome to be written, batching the writes (`finish.lua`).
 //! - [`leases`]: the jobs held, and their lease renewals.
+//! - [`heartbeat`]: this process's entry in the fleet registry.
 //! - [`outcome`]: a handler's typed result, judged into the job's next step.
 //! - [`deliver`]: what running a job of each kind means.
 //! - [`scheduler`]: fires due recurring schedules.
@@ -15,6 +16,7 @@
 pub mod ack;
 pub mod backend;
 pub mod deliver;
+pub mod heartbeat;
 pub mod leases;
 pub mod outcome;
 pub mod scheduler;
@@ -163,10 +165,13 @@ fn parse_kinds(raw: Option<&str>) -> Result<BTreeSet<Kind>, String> {
     }
 }
 
-/// A name unique to this process, shown in attempt records.
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".into(), |h| h.trim().to_owned())
+}
+
+/// A name unique to this process, shown in attempt records and the fleet registry.
 fn worker_id() -> String {
-    let host = std::fs::read_to_string("/etc/hostname").map_or_else(|_| "host".into(), |h| h.trim().to_owned());
-    format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+    format!("{}-{}-{:04x}", host_name(), std::process::id(), fastrand::u16(..))
 }
 
 /// Runs the delivery as a task of its own, so jobs spread over every core (apalis polls its
@@ -253,8 +258,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             scheduler::run(schedules, queue).await;
         });
     }
+    tokio::spawn(jobs::queue_depths::sample_control(
+        jobs::pause::Pauses::new(conn.clone(), keys.clone()),
+        jobs::fleet::Fleet::new(conn.clone(), keys.clone()),
+        config.kinds.iter().copied().collect(),
+        Duration::from_secs(5),
+    ));
     let mut running: Vec<Running> =
         config.kinds.iter().map(|&kind| start(&config, kind, &conn, &keys, &id, &deliveries)).collect();
+    let fleet = jobs::fleet::Fleet::new(conn.clone(), keys.clone());
+    let beating = tokio::spawn(heartbeat::run(
+        fleet.clone(),
+        heartbeat_of(&config, &id),
+        running.iter().map(|r| (r.kind, r.inflight.clone())).collect(),
+        config.lease,
+    ));
     tracing::info!(worker = %id, kinds = ?config.kinds, "worker started");
 
     if let Some(addr) = config.metrics_addr {
@@ -275,6 +293,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         () = shutdown => {
             let drained = drain(running, config.grace).await;
             deliveries.flush(Duration::from_secs(2)).await;
+            beating.abort();
+            if let Err(e) = fleet.leave(&id).await {
+                tracing::warn!(error = jobs::store::chain(&e), "could not leave the fleet registry; the entry will show gone");
+            }
             drained
         }
         (result, index, _) = ended => {
@@ -282,6 +304,22 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
             let why = match result { Ok(()) => "ended".to_owned(), Err(e) => e };
             anyhow::bail!("the {kind} worker stopped by itself ({why}); exiting so a supervisor restarts this process")
         }
+    }
+}
+
+/// This process's heartbeat before its first jobs.
+fn heartbeat_of(config: &Config, id: &str) -> jobs::fleet::Heartbeat {
+    jobs::fleet::Heartbeat {
+        id: id.to_owned(),
+        host: host_name(),
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        kinds: config.kinds.iter().copied().collect(),
+        concurrency: config.kinds.iter().map(|k| (*k, config.concurrency[k])).collect(),
+        in_flight: config.kinds.iter().map(|k| (*k, 0)).collect(),
+        started_at: chrono::Utc::now().timestamp_millis(),
+        lease_ms: u64::try_from(config.lease.as_millis()).unwrap_or(u64::MAX),
+        last_seen_at: None,
     }
 }
 
@@ -308,6 +346,9 @@ fn start(
         // Were that connection to fail, it polls: 1 ms after a queue turns empty, doubling to 100 ms.
         idle_min: Duration::from_millis(1),
         idle_max: Duration::from_millis(100),
+        // A paused queue is looked at again 4 times a second (and at once on a resume's
+        // wake-up marker): a resume costs at most this, a pause nothing (fetch.lua checks it).
+        paused_recheck: Duration::from_millis(250),
     };
     // A connection of its own: a connection blocked in BLPOP serves nothing else.
     let waker = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))
