@@ -182,16 +182,16 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
             if json {
                 println!("{}", serde_json::to_string_pretty(&page)?);
             } else {
-                println!("{:<36}  {:<9}  {:<9}  {:>3}  {:<20}  last error", "id", "kind", "reason", "att", "died");
+                println!("{:<36}  {:<9}  {:<9}  {:>3}  {:<23}  last error", "id", "kind", "reason", "att", "died");
                 for item in &page.items {
                     let error: String = item.last_error.clone().unwrap_or_default().chars().take(60).collect();
                     println!(
-                        "{:<36}  {:<9}  {:<9}  {:>3}  {:<20}  {error}",
+                        "{:<36}  {:<9}  {:<9}  {:>3}  {:<23}  {error}",
                         item.id,
                         item.kind.as_str(),
                         item.reason,
                         item.attempts,
-                        item.dead_at.format("%Y-%m-%d %H:%M:%S")
+                        crate::pages::format_time(item.dead_at)
                     );
                 }
                 println!("{} shown of {} matching", page.items.len(), page.total);
