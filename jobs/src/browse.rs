@@ -348,8 +348,11 @@ impl JobBrowser {
     }
 
     /// The ids at right-indexes `from..=to` of the ready list, oldest first.
+    /// Indexes past an i64 (a cursor is a caller's text) name no position of any list: empty,
+    /// never a range Redis would clamp to the whole list.
     async fn ready_range(&self, q: &QueueKeys, from: u64, to: u64) -> Result<Vec<String>, StoreError> {
-        let (start, stop) = (-i64::try_from(to).unwrap_or(i64::MAX - 1) - 1, -i64::try_from(from).unwrap_or(0) - 1);
+        let (Ok(from), Ok(to)) = (i64::try_from(from), i64::try_from(to)) else { return Ok(Vec::new()) };
+        let (start, stop) = (-to - 1, -from - 1);
         let mut ids: Vec<String> =
             redis::cmd("LRANGE").arg(q.ready()).arg(start).arg(stop).query_async(&mut self.conn.clone()).await?;
         ids.reverse();
@@ -466,13 +469,16 @@ impl JobBrowser {
     /// How many of `kind`'s jobs are queued, scheduled, retrying and running.
     pub async fn counts(&self, kind: Kind) -> Result<StateCounts, StoreError> {
         let q = self.keys.queue(kind);
-        let (queued, scheduled, retrying, running): (u64, u64, u64, u64) = redis::pipe()
+        let (listed, cancelled, scheduled, retrying, running): (u64, Option<u64>, u64, u64, u64) = redis::pipe()
             .llen(q.ready())
+            .get(q.ready_cancelled())
             .zcard(q.scheduled())
             .zcard(q.retry())
             .zcard(q.active())
             .query_async(&mut self.conn.clone())
             .await?;
+        // Cancelled ids stay in the ready list until popped: not queued jobs (as `depths`).
+        let queued = listed.saturating_sub(cancelled.unwrap_or(0));
         Ok(StateCounts { queued, scheduled, retrying, running })
     }
 

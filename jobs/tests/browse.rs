@@ -317,6 +317,103 @@ async fn a_job_by_id_shows_its_attempts_and_never_a_secret() {
     lab.cleanup().await;
 }
 
+/// Every command Redis runs meanwhile that names `needle`, as `MONITOR` prints it: a raw
+/// connection read on a thread of its own until [`Monitor::stop`].
+struct Monitor {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Monitor {
+    fn start(needle: &str) -> Self {
+        use std::io::{BufRead, Write};
+        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let address = url.trim_start_matches("redis://").split('/').next().unwrap().to_owned();
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.write_all(b"MONITOR\r\n").unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let mut reader = std::io::BufReader::new(stream);
+        let mut ok = String::new();
+        reader.read_line(&mut ok).unwrap();
+        assert!(ok.starts_with("+OK"), "{ok}");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen, stopping, needle) = (lines.clone(), stop.clone(), needle.to_owned());
+        let thread = std::thread::spawn(move || {
+            let mut line = String::new();
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                match reader.read_line(&mut line) {
+                    Ok(0) => return,
+                    Ok(_) if line.ends_with('\n') => {
+                        if line.contains(&needle) {
+                            seen.lock().unwrap().push(std::mem::take(&mut line));
+                        }
+                        line.clear();
+                    }
+                    _ => {}
+                }
+            }
+        });
+        Self { lines, stop, thread }
+    }
+
+    fn stop(self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(200));
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap();
+        self.lines.lock().unwrap().clone()
+    }
+}
+
+/// A cursor is text any caller sends. One whose index lies past what a list can hold (beyond
+/// an i64) once made the page `LRANGE -9223372036854775807 -1`: the whole ready list, however
+/// long, in one reply. Every `LRANGE` a page sends spans at most about two pages.
+#[tokio::test]
+async fn a_queued_cursor_with_a_huge_index_reads_no_more_than_a_page() {
+    let lab = Lab::new();
+    let q = lab.keys.queue(Kind::Webhook);
+    let all = lab.enqueue(30, None).await;
+    let filler: Vec<String> = (0..2_000).map(|i| format!("filler-{i}")).collect();
+    let _: u64 = redis::cmd("RPUSH").arg(q.ready()).arg(&filler).query_async(&mut lab.conn.clone()).await.unwrap();
+    let monitor = Monitor::start(&q.ready());
+    let limit = 5;
+    for index in [u64::MAX, 9_223_372_036_854_775_900, 9_223_372_036_854_775_807, 4_294_967_296] {
+        let page = lab.page(JobState::Queued, Some(&format!("{index}:{}", all[3])), limit).await;
+        assert!(page.items.len() <= limit, "index {index}");
+    }
+    let lines = monitor.stop();
+    let ranges: Vec<(i128, i128)> = lines
+        .iter()
+        .filter(|l| l.to_ascii_lowercase().contains("\"lrange\""))
+        .map(|l| {
+            let args: Vec<&str> = l.trim_end().rsplitn(3, ' ').collect();
+            let arg = |s: &str| s.trim_matches('"').parse::<i128>().unwrap();
+            (arg(args[1]), arg(args[0]))
+        })
+        .collect();
+    assert!(!lines.is_empty(), "MONITOR saw the pages");
+    for (start, stop) in ranges {
+        assert!(stop - start < 2 * limit as i128 + 2, "LRANGE {start} {stop}: more than a page");
+    }
+    lab.cleanup().await;
+}
+
+/// Cancelled ids lie in the ready list until a worker pops them: the count on the tabs (and
+/// the bulk-cancel button it shows) must not count them, as the overview does not.
+#[tokio::test]
+async fn the_queued_count_leaves_out_cancelled_ids_still_in_the_list() {
+    let lab = Lab::new();
+    let all = lab.enqueue(5, None).await;
+    let retention = Kind::ALL.into_iter().map(|k| (k, Duration::from_hours(1))).collect();
+    let control = jobs::control::Control::new(lab.conn.clone(), lab.keys.clone(), retention, Duration::from_secs(5));
+    control.cancel_many(Kind::Webhook, &all[1..3], None).await.unwrap();
+    let depths = jobs::dead::DeadLetters::new(lab.conn.clone(), lab.keys.clone()).depths(Kind::Webhook).await.unwrap();
+    assert_eq!(depths.queued, 3);
+    assert_eq!(lab.browser().counts(Kind::Webhook).await.unwrap().queued, 3, "as the overview counts");
+    lab.cleanup().await;
+}
+
 /// The cost of a page at depth: fills one namespace of a Redis of its own (`BROWSE_BENCH_REDIS`,
 /// default `redis://127.0.0.1:6395`: start one with `redis-server --port 6395 --save ''
 /// --daemonize yes`) with `BROWSE_BENCH_JOBS` (default 1,000,000) queued and as many scheduled
