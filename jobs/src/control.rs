@@ -15,12 +15,13 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use crate::record::{JobRecord, with_records};
+use crate::record::with_records;
 use crate::redis_conn::Conn;
 use crate::{JobStatus, Keys, Kind, StoreError};
 
 static CANCEL: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/cancel.lua")));
 static RUN_NOW: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/run_now.lua")));
+static BULK_MATCH: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/bulk_match.lua")));
 
 /// The most ids one `cancel.lua` call takes: bounds the script's work.
 pub const MAX_CANCEL_BATCH: usize = 500;
@@ -129,20 +130,6 @@ impl CancelFilter {
             _ => Ok(()),
         }
     }
-
-    fn selects(&self, record: &JobRecord) -> bool {
-        let state = match self.state {
-            // A promoted delayed job or retry waits in the ready list with its old status.
-            WaitingState::Queued => {
-                matches!(record.status, JobStatus::Queued | JobStatus::Scheduled | JobStatus::Retrying)
-            }
-            WaitingState::Scheduled => record.status == JobStatus::Scheduled,
-            WaitingState::Retrying => record.status == JobStatus::Retrying,
-        };
-        state
-            && self.producer.as_ref().is_none_or(|p| *p == record.producer)
-            && self.until.is_none_or(|u| record.created_at <= u.timestamp_millis())
-    }
 }
 
 /// The handle on cancel and run-now, for every queue of one namespace.
@@ -244,8 +231,9 @@ impl Control {
     /// "more than `max`" and refuse. Reads the
     /// ready list from its pushing end (`LRANGE` pages: a job pushed meanwhile shifts the
     /// positions forward, so a page may repeat ids, which are skipped, but none is missed) or
-    /// the set by `ZSCAN`, and the records by `MGET`, [`WALK_PAGE`] per round trip, at most
-    /// [`MAX_WALK`] positions.
+    /// the set by `ZSCAN`, [`WALK_PAGE`] per round trip, at most [`MAX_WALK`] positions, and
+    /// filters each page on Redis's side (`lua/bulk_match.lua`, [`MAX_CANCEL_BATCH`] ids a
+    /// call): only ids come back, never a record and its payload.
     pub async fn matching(&self, filter: &CancelFilter, max: usize) -> Result<Vec<String>, StoreError> {
         let q = self.keys.queue(filter.kind);
         let mut conn = self.conn.clone();
@@ -253,6 +241,11 @@ impl Control {
         let mut found = Vec::new();
         let mut walked = 0;
         let mut cursor = 0u64;
+        let walk_key = match filter.state {
+            WaitingState::Queued => q.ready(),
+            WaitingState::Scheduled => q.scheduled(),
+            WaitingState::Retrying => q.retry(),
+        };
         loop {
             let page: Vec<String> = match filter.state {
                 WaitingState::Queued => {
@@ -292,17 +285,20 @@ impl Control {
             };
             walked += page.len().max(1);
             let fresh: Vec<String> = page.into_iter().filter(|id| seen.insert(id.clone())).collect();
-            if !fresh.is_empty() {
-                let keys: Vec<String> = fresh.iter().map(|id| q.job(id)).collect();
-                let raws: Vec<Option<Vec<u8>>> =
-                    self.bounded(async { Ok(redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?) }).await?;
-                for (id, raw) in fresh.into_iter().zip(raws) {
-                    let record = raw.and_then(|r| JobRecord::decode(&r).ok());
-                    if record.is_some_and(|r| filter.selects(&r)) {
-                        found.push(id);
-                        if found.len() > max {
-                            return Ok(found);
-                        }
+            for chunk in fresh.chunks(MAX_CANCEL_BATCH) {
+                // Filtered on Redis's side: the records (payloads up to 256 KiB) stay there.
+                let mut call = BULK_MATCH.prepare_invoke();
+                call.key(&walk_key)
+                    .arg(q.job_prefix())
+                    .arg(filter.state.as_str())
+                    .arg(filter.producer.as_deref().unwrap_or(""))
+                    .arg(filter.until.map(|u| u.timestamp_millis().to_string()).unwrap_or_default())
+                    .arg(chunk);
+                let selected: Vec<String> = self.bounded(async { Ok(call.invoke_async(&mut conn).await?) }).await?;
+                for id in selected {
+                    found.push(id);
+                    if found.len() > max {
+                        return Ok(found);
                     }
                 }
             }
