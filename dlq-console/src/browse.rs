@@ -285,7 +285,7 @@ pub async fn list_page(State(state): State<AppState>, session: Session, query: J
                     None => { "Nothing queued: no latency." }
                 } }
             }
-            @if session.role == Role::Admin && st.cancellable() && counts.of(st).unwrap_or(0) > 0 {
+            @if session.role == Role::Admin && st.cancellable() && jobs::control::operator_may_cancel(kind) && counts.of(st).unwrap_or(0) > 0 {
                 form.inline #bulk-cancel method="post" action="/jobs/bulk-cancel" {
                     input type="hidden" name="csrf" value=(session.csrf);
                     input type="hidden" name="kind" value=(kind.as_str());

@@ -62,6 +62,7 @@ impl Console {
                 )));
             }
             CancelOutcome::NotFound => return Err(ActionError::NotFound),
+            CancelOutcome::Protected => return Err(ActionError::Refused(jobs::control::PROTECTED.to_owned())),
         };
         if outcome != CancelOutcome::AlreadyCancelled {
             let requested = outcome == CancelOutcome::CancelRequested;

@@ -32,6 +32,16 @@ pub const MAX_WALK: usize = 1_000_000;
 /// Ids read per round trip of a walk.
 const WALK_PAGE: usize = 1000;
 
+/// Why an operator may not cancel an audit event, as the console says it.
+pub const PROTECTED: &str =
+    "audit events (kind audit_log) are never cancelled by an operator: the operator audit log travels as such jobs";
+
+/// Whether an operator (the console, its CLI) may cancel jobs of `kind`: every kind but
+/// `audit_log`, whose jobs carry the operator audit log itself (see [`CancelOutcome::Protected`]).
+pub fn operator_may_cancel(kind: Kind) -> bool {
+    kind != Kind::AuditLog
+}
+
 /// What a cancel did to one job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -47,6 +57,10 @@ pub enum CancelOutcome {
     Finished(JobStatus),
     /// No such job, or another producer's.
     NotFound,
+    /// An audit event (kind `audit_log`) an operator asked to cancel: refused, nothing changed.
+    /// The operator audit log travels as such jobs until a worker writes them to PostgreSQL; an
+    /// operator who could cancel them could erase the record of their own actions.
+    Protected,
 }
 
 impl CancelOutcome {
@@ -123,6 +137,9 @@ pub struct CancelFilter {
 impl CancelFilter {
     /// The field that breaks a rule, and the rule.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
+        if !operator_may_cancel(self.kind) {
+            return Err(("kind", PROTECTED.into()));
+        }
         match &self.producer {
             Some(p) if p.is_empty() || p.len() > 128 || p.contains(':') => {
                 Err(("producer", "must be 1 to 128 characters without `:`".into()))
@@ -162,6 +179,9 @@ impl Control {
     pub async fn cancel(&self, id: &str, producer: Option<&str>) -> Result<(Option<Kind>, CancelOutcome), StoreError> {
         self.bounded(async {
             let Some(kind) = self.kind_of(id).await? else { return Ok((None, CancelOutcome::NotFound)) };
+            if producer.is_none() && !operator_may_cancel(kind) {
+                return Ok((Some(kind), CancelOutcome::Protected));
+            }
             let outcome = self.cancel_batch(kind, &[id.to_owned()], producer).await?;
             Ok((Some(kind), outcome.first().copied().unwrap_or(CancelOutcome::NotFound)))
         })
@@ -175,6 +195,9 @@ impl Control {
         ids: &[String],
         producer: Option<&str>,
     ) -> Result<Vec<CancelOutcome>, StoreError> {
+        if producer.is_none() && !operator_may_cancel(kind) {
+            return Ok(vec![CancelOutcome::Protected; ids.len()]);
+        }
         let mut outcomes = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(MAX_CANCEL_BATCH) {
             outcomes.extend(self.bounded(self.cancel_batch(kind, chunk, producer)).await?);

@@ -457,3 +457,34 @@ async fn a_bulk_count_never_reads_the_payloads() {
     let _: u64 = lab.run(redis::cmd("UNLINK").arg(ids).arg(lab.q().ready())).await;
     assert!(least < 256 * 1024, "counting 200 jobs sent {least} bytes");
 }
+
+/// The operator audit log travels as `audit_log` jobs (producer `console`) until a worker writes
+/// them to PostgreSQL. An operator who could cancel them could pause that kind, act, cancel the
+/// events of what they did, and resume: the audit log would never hold them. So operators never
+/// cancel an audit event, one by id or in bulk; it stays queued.
+#[tokio::test]
+async fn operators_never_cancel_audit_events() {
+    let lab = Lab::new();
+    let event = NewJob {
+        kind: Kind::AuditLog,
+        payload: r#"{"tenant_id":"jobplane","action":"queue.pause","resource_type":"queue"}"#.into(),
+        producer: "console".into(),
+        ..lab.job(None, None)
+    };
+    lab.enqueue(&event).await;
+    let id = event.id.to_string();
+    let control = lab.control();
+    assert_eq!(control.cancel(&id, None).await.unwrap(), (Some(Kind::AuditLog), CancelOutcome::Protected));
+    assert_eq!(
+        control.cancel_many(Kind::AuditLog, std::slice::from_ref(&id), None).await.unwrap(),
+        vec![CancelOutcome::Protected]
+    );
+    let filter = CancelFilter { kind: Kind::AuditLog, state: WaitingState::Queued, producer: None, until: None };
+    assert_eq!(filter.check().unwrap_err().0, "kind");
+    let q = lab.keys.queue(Kind::AuditLog);
+    let raw: Vec<u8> = lab.run(redis::cmd("GET").arg(q.job(&id))).await;
+    assert_eq!(JobRecord::decode(&raw).unwrap().status, JobStatus::Queued, "untouched");
+    let ready: Vec<String> = lab.run(redis::cmd("LRANGE").arg(q.ready()).arg(0).arg(-1)).await;
+    assert_eq!(ready, vec![id.clone()]);
+    let _: u64 = lab.run(redis::cmd("UNLINK").arg(q.job(&id)).arg(q.ready()).arg(q.wake())).await;
+}

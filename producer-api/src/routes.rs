@@ -423,6 +423,7 @@ pub async fn cancel_job(
             Json(CancelAnswer { id, status: jobs::JobStatus::Running, cancel_requested: Some(true) }),
         )),
         CancelOutcome::Finished(status) => Err(ApiError::AlreadyFinished(status)),
-        CancelOutcome::NotFound => Err(ApiError::NotFound),
+        // Only operators' cancels are refused so; a producer's never is.
+        CancelOutcome::NotFound | CancelOutcome::Protected => Err(ApiError::NotFound),
     }
 }
