@@ -77,8 +77,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(browse::api_show))
         .route("/queues/{kind}/pause", post(fleet::api_pause))
         .route("/queues/{kind}/resume", post(fleet::api_resume))
-        .route("/workers", get(fleet::api_workers))
-        .route("/schedules", get(api::schedules));
+        .route("/workers", get(fleet::api_workers));
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login_form).post(pages::login))

@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
-use jobs::ValidJob;
 use jobs::schedule::{Actor, Listed, Refused, RunNow};
 use serde_json::{Value, json};
 use service::Problem;
@@ -96,30 +95,8 @@ async fn act(state: &AppState, operator: &str, name: &str, action: Action) -> Re
         Done::Ran(run) => json!({"job_id": run.id, "kind": run.kind, "idempotency_key": run.idempotency_key,
                                  "replayed": run.replayed}),
     };
-    record(state, operator, action.audit_name(), name, metadata).await;
+    state.console.record_on(operator, action.audit_name(), "schedule", Some(name), metadata).await;
     Ok(done)
-}
-
-/// Writes a schedule action to the audit log (an `audit_log` job), as the dead-letter actions
-/// do. A failure is logged: the action itself already happened.
-async fn record(state: &AppState, operator: &str, action: &str, name: &str, metadata: Value) {
-    let now = Utc::now();
-    let mut fields = serde_json::Map::new();
-    fields.insert("tenant_id".to_owned(), json!("jobplane"));
-    fields.insert("action".to_owned(), json!(action));
-    fields.insert("resource_type".to_owned(), json!("schedule"));
-    fields.insert("resource_id".to_owned(), json!(name));
-    fields.insert("metadata".to_owned(), metadata);
-    let job = match ValidJob::operator_audit_record(operator, fields, now) {
-        Ok(job) => job.into_new("console", now),
-        Err(errors) => {
-            tracing::error!(?errors, action, "operator action not recordable");
-            return;
-        }
-    };
-    if let Err(e) = state.console.store.enqueue(&[job]).await {
-        tracing::error!(error = %e, action, operator, "operator action done but not written to the audit log");
-    }
 }
 
 /// The schedule as it now is, for the API's answer.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::console::{ADMIN_TOKEN, TestConsole};
 use crate::receiver::{Receiver, Reply};
-use crate::support::{TestApp, WorkerProcess, free_port};
+use crate::support::{SHOP_KEY, TestApp, WorkerProcess, free_port};
 
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
@@ -204,5 +204,69 @@ async fn an_operator_finds_a_dead_job_by_its_payload_and_replays_it_in_a_browser
         .await
         .unwrap();
     assert_eq!(forged.status(), 403);
+    let _ = browser.call(reqwest::Method::DELETE, "", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pauses_a_kind_cancels_a_waiting_job_and_resumes_in_a_browser() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[], Reply::OK).await;
+    let _worker = WorkerProcess::start(&app.redis_url, &app.namespace, &[]);
+    let console = TestConsole::start(&app, &[]).await;
+    let browser = Driver::start().await;
+    browser.go(&format!("{}/login", console.base)).await;
+    browser.type_into("input[name=token]", ADMIN_TOKEN).await;
+    browser.click("button[type=submit]").await;
+    browser.wait_text("h1", |t| t == "Overview").await;
+
+    // Pause webhooks from the overview: jobs are still accepted, none starts.
+    browser.click("#pause-webhook").await;
+    browser.wait_text("#resume-webhook", |t| t == "Resume").await;
+    let queues: Value = console.get("/api/queues", ADMIN_TOKEN).await.json().await.unwrap();
+    let webhook = queues["queues"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{queues}"))
+        .iter()
+        .find(|q| q["kind"] == "webhook")
+        .unwrap();
+    assert_eq!(webhook["paused"], true, "{webhook}");
+    let mut ids = Vec::new();
+    for order in ["keep", "drop"] {
+        let body = json!({"kind": "webhook", "payload": {"url": receiver.url(), "event": "order.created", "data": {"order": order}}});
+        let response = app.post_job(&body, None).await;
+        assert_eq!(response.status(), 202, "a paused kind still accepts jobs");
+        ids.push(response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(receiver.deliveries().is_empty(), "no job of a paused kind starts");
+
+    // The queued tab lists both; the second one is cancelled from its page.
+    browser.go(&format!("{}/jobs?kind=webhook&state=queued", console.base)).await;
+    browser.wait_text("table", |t| t.contains(&ids[0]) && t.contains(&ids[1])).await;
+    browser.go(&format!("{}/jobs/{}", console.base, ids[1])).await;
+    browser.click("button.cancel").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let url = format!("{}/session/{}/alert/accept", browser.base, browser.session);
+        let accepted = browser.http.post(url).json(&json!({})).send().await.unwrap();
+        if accepted.status().is_success() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the cancel button asks for a confirmation");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.wait_text("#done", |t| t.contains("cancelled")).await;
+
+    // Resume from the overview: the job left waiting runs, the cancelled one never does.
+    browser.go(&format!("{}/", console.base)).await;
+    browser.click("#resume-webhook").await;
+    browser.wait_text("#pause-webhook", |t| t == "Pause").await;
+    let kept = app.wait_status(&ids[0], &["succeeded"], Duration::from_secs(15)).await;
+    assert_eq!(kept["status"], "succeeded", "{kept}");
+    let dropped: Value = app.get_job(&ids[1], SHOP_KEY).await.json().await.unwrap();
+    assert_eq!(dropped["status"], "cancelled", "{dropped}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let delivered: Vec<String> = receiver.deliveries().iter().map(|d| d.webhook_id()).collect();
+    assert_eq!(delivered, vec![ids[0].clone()], "only the job left waiting was delivered");
     let _ = browser.call(reqwest::Method::DELETE, "", None).await;
 }
