@@ -22,6 +22,7 @@ mod enqueue;
 mod hardening;
 mod idempotency;
 mod leases;
+mod live_review;
 mod migrations;
 mod net_hardening;
 mod net_review;
