@@ -7,9 +7,11 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use jobs::pause::Pauses;
+use jobs::queue::Queue;
 use jobs::redis_conn::Conn;
 use jobs::schedule::{Actor, Schedule, ScheduleLimits, ScheduleStore, Source};
-use jobs::{Keys, Kind, Store};
+use jobs::{Keys, Kind, NewJob, Store};
 use serde_json::json;
 
 struct Lab {
@@ -37,6 +39,20 @@ impl Lab {
     async fn redis_now(&self) -> DateTime<Utc> {
         let (secs, micros): (i64, i64) = redis::cmd("TIME").query_async(&mut self.conn.clone()).await.unwrap();
         DateTime::from_timestamp_millis(secs * 1000 + micros / 1000).unwrap()
+    }
+
+    fn job(kind: Kind, created_at: DateTime<Utc>, run_at: Option<DateTime<Utc>>) -> NewJob {
+        NewJob {
+            id: uuid::Uuid::now_v7(),
+            kind,
+            payload: r#"{"url":"https://a.example/hook","event":"e"}"#.into(),
+            created_at,
+            run_at,
+            max_attempts: 2,
+            producer: "shop".into(),
+            idempotency: None,
+            traceparent: None,
+        }
     }
 }
 
@@ -94,6 +110,38 @@ async fn run_now_twice_within_a_second_across_its_turn_makes_one_job() {
     let third = store.run_now("digest", &shop, &queue).await.unwrap().unwrap();
     assert!(!third.replayed && third.id != first.id);
     assert!(third.idempotency_key.starts_with("schedule:digest:manual:"), "{}", third.idempotency_key);
+}
+
+/// The latency is the age of the oldest ready job. A due delayed job (or a retry) is promoted
+/// to the popping end, in front of the backlog: the latency read only the first live job
+/// there, so a queue whose oldest job had waited 90 s showed the promoted job's 0.3 s.
+#[tokio::test]
+async fn latency_is_not_hidden_by_a_job_promoted_in_front_of_an_old_backlog() {
+    let lab = Lab::new();
+    let now = Utc::now();
+    let old = Lab::job(Kind::Webhook, now - chrono::Duration::seconds(90), None);
+    let delayed = Lab::job(Kind::Webhook, now, Some(now + chrono::Duration::milliseconds(200)));
+    lab.store().enqueue(&[old.clone(), delayed.clone()]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Paused (or busy): a fetch promotes the due job and leases nothing.
+    let pauses = Pauses::new(lab.conn.clone(), lab.keys.clone());
+    pauses.pause(Kind::Webhook, "admin", now).await.unwrap();
+    let reply = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w1")
+        .fetch_reply(Duration::from_secs(30), 10, 100)
+        .await
+        .unwrap();
+    assert!(reply.paused && reply.jobs.is_empty());
+    let ready: Vec<String> = redis::cmd("LRANGE")
+        .arg(lab.keys.queue(Kind::Webhook).ready())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut lab.conn.clone())
+        .await
+        .unwrap();
+    assert_eq!(ready, [old.id.to_string(), delayed.id.to_string()], "the promoted job is next out");
+
+    let latency = pauses.latency(Kind::Webhook, Utc::now()).await.unwrap();
+    assert!(latency >= Duration::from_secs(90), "the oldest ready job has waited 90 s, latency says {latency:?}");
 }
 
 /// A fence of every queue, by kind.
