@@ -103,10 +103,10 @@ async fn run_now_twice_within_a_second_across_its_turn_makes_one_job() {
         .query_async(&mut lab.conn.clone())
         .await
         .unwrap();
-    assert_eq!(ready, [first.id.clone()]);
+    assert_eq!(ready, std::slice::from_ref(&first.id));
 
     // A second after the first press, a press makes a new job.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let third = store.run_now("digest", &shop, &queue).await.unwrap().unwrap();
     assert!(!third.replayed && third.id != first.id);
     assert!(third.idempotency_key.starts_with("schedule:digest:manual:"), "{}", third.idempotency_key);
@@ -142,6 +142,14 @@ async fn latency_is_not_hidden_by_a_job_promoted_in_front_of_an_old_backlog() {
 
     let latency = pauses.latency(Kind::Webhook, Utc::now()).await.unwrap();
     assert!(latency >= Duration::from_secs(90), "the oldest ready job has waited 90 s, latency says {latency:?}");
+    // The jobs page's "oldest queued job ready since": the same job.
+    let browser = jobs::browse::JobBrowser::new(lab.conn.clone(), lab.keys.clone());
+    let since = browser.oldest_queued(Kind::Webhook).await.unwrap().unwrap();
+    assert_eq!(
+        since.timestamp_millis(),
+        old.created_at.timestamp_millis(),
+        "the jobs page's latency counts from {since}"
+    );
 }
 
 /// A fence of every queue, by kind.
