@@ -145,7 +145,7 @@ pub async fn api_resume(
 }
 
 /// `POST /api/schedules/{name}/run` → `202` with the job (`200`, `"replayed": true`, for the
-/// same second's job).
+/// job of a run within the second before).
 pub async fn api_run(
     State(state): State<AppState>,
     op: Operator,
@@ -175,7 +175,7 @@ async fn page_action(
         Ok(Done::Changed(false)) if action == Action::Pause => format!("Schedule {name} was already paused."),
         Ok(Done::Changed(false)) => format!("Schedule {name} was not paused."),
         Ok(Done::Ran(run)) if run.replayed => {
-            format!("Schedule {name} already ran this second: job {} (no second job).", run.id)
+            format!("Schedule {name} already ran within the last second: job {} (no second job).", run.id)
         }
         Ok(Done::Ran(run)) => format!("Schedule {name} ran now: job {}.", run.id),
         Err(problem) => return crate::pages::problem_page(session, problem),

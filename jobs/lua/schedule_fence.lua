@@ -3,8 +3,8 @@
 --
 -- KEYS[1]  the queue's hash of schedule pauses: name -> when the pause was taken, ms
 -- ARGV[1]  "pause": record ARGV[3] unless a later pause is recorded (pauses and resumes that
---          race leave the latest); "clear": delete the entry if it is older than ARGV[3] (a
---          resume, a delete), leaving a later pause's
+--          race leave the latest); "clear": delete the entry if it is older than ARGV[3] (the
+--          schedule's delete), leaving a later pause's
 -- ARGV[2]  name
 -- ARGV[3]  ms
 --

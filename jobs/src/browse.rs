@@ -483,12 +483,19 @@ impl JobBrowser {
     }
 
     /// Since when the oldest queued job of `kind` has been ready (its run-at): the queue's
-    /// latency is the time since. Looks at the 16 oldest ids, skipping finished ones.
+    /// latency is the time since. Looks at the 16 ids next out, skipping finished ones, and
+    /// takes the earliest: due delayed jobs and retries are pushed in front of older ones.
     pub async fn oldest_queued(&self, kind: Kind) -> Result<Option<DateTime<Utc>>, StoreError> {
         let q = self.keys.queue(kind);
         let ids = self.ready_range(&q, 0, 15).await?;
         let records = self.records(&q, ids.iter().map(String::as_str)).await?;
-        Ok(records.into_iter().flatten().find(|r| shown_in(JobState::Queued, r.status)).map(|r| millis(r.run_at)))
+        Ok(records
+            .into_iter()
+            .flatten()
+            .filter(|r| shown_in(JobState::Queued, r.status))
+            .map(|r| r.run_at)
+            .min()
+            .map(millis))
     }
 
     /// One job by id, whatever its state, with its attempts; `None` when unknown or expired.

@@ -92,7 +92,8 @@ impl QueueKeys {
     /// HASH of the schedules paused (field: schedule name, value: when the pause was taken, ms on
     /// the schedules' Redis clock), in every queue's slot: `enqueue.lua` refuses a schedule's
     /// regular tick claimed at or before its pause, so no tick fires once a pause has answered.
-    /// Written by the pause (the largest time wins) and trimmed by resume and delete.
+    /// Written by the pause (the largest time wins), kept by the resume (a tick claimed before
+    /// the pause may still be in flight) and trimmed by the schedule's delete.
     pub fn schedule_pauses(&self) -> String {
         format!("{}:schedule_pauses", self.prefix)
     }

@@ -86,10 +86,13 @@ impl Pauses {
     /// Zero when no job is ready.
     ///
     /// Bounded: only the [`LATENCY_PROBE`] ids at the popping end are read (`LINDEX -1` is the
-    /// next job out). A finished job may still lie there (cancelled while queued: fetch drops
-    /// it when it pops it); such ids and ids without a record are passed over. When every id
-    /// read is finished or gone, the youngest of those still holding a record counts: the
-    /// jobs behind it came later, so the real latency is no greater.
+    /// next job out), and the oldest of them counts: the next one out is not always the
+    /// oldest, since due delayed jobs, due retries and recovered leases are pushed to the
+    /// popping end, in front of the jobs that waited longer. A finished job may still lie there
+    /// (cancelled while queued: fetch drops it when it pops it); such ids and ids without a
+    /// record are passed over. When every id read is finished or gone, the youngest of those
+    /// still holding a record counts: the jobs behind it came later, so the real latency is no
+    /// greater.
     pub async fn latency(&self, kind: Kind, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError> {
         let q = self.keys.queue(kind);
         let mut conn = self.conn.clone();
@@ -100,17 +103,18 @@ impl Pauses {
         }
         let keys: Vec<String> = ids.iter().map(|id| q.job(id)).collect();
         let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        // Oldest first: the last id is the next one popped.
-        let mut youngest_finished = None;
-        for raw in records.iter().rev().flatten() {
+        // The earliest due of the jobs still to run; else the latest due of the finished ones.
+        let (mut oldest_live, mut youngest_finished) = (None, None);
+        for raw in records.iter().flatten() {
             let Ok(record) = JobRecord::decode(raw) else { continue };
             let due = record.created_at.max(record.run_at);
-            if !finished(record.status) {
-                return Ok(age(now, due));
+            if finished(record.status) {
+                youngest_finished = Some(youngest_finished.map_or(due, |d: i64| d.max(due)));
+            } else {
+                oldest_live = Some(oldest_live.map_or(due, |d: i64| d.min(due)));
             }
-            youngest_finished = Some(youngest_finished.map_or(due, |d: i64| d.max(due)));
         }
-        Ok(youngest_finished.map_or(std::time::Duration::ZERO, |due| age(now, due)))
+        Ok(oldest_live.or(youngest_finished).map_or(std::time::Duration::ZERO, |due| age(now, due)))
     }
 }
 

@@ -617,7 +617,8 @@ fn api_owner(producer: &str) -> String {
 /// `file`), `:counts` (owner → how many) and `:by_owner` (sorted set of `<owner>\0<name>`,
 /// one owner's names a lexicographic range), the last four kept by the scripts that write;
 /// `:paused` (name → the pause, JSON) while a schedule is paused, mirrored as a fence in each
-/// queue's slot ([`crate::keys::QueueKeys::schedule_pauses`]).
+/// queue's slot ([`crate::keys::QueueKeys::schedule_pauses`]); `:run:<name>` (the key of the
+/// run-now window open, for a second after a run).
 #[derive(Debug, Clone)]
 pub struct ScheduleStore {
     conn: Conn,
@@ -651,6 +652,12 @@ impl ScheduleStore {
             paused: key("paused"),
             keys: crate::Keys::new(namespace),
         }
+    }
+
+    /// STRING holding the key of the run-now window open for `name` (`schedule_run.lua`),
+    /// expiring with it.
+    fn run_window(&self, name: &str) -> String {
+        format!("{}:{{schedules}}:run:{name}", self.keys.namespace())
     }
 
     fn indexed<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
@@ -713,15 +720,16 @@ impl ScheduleStore {
         let mut call = self.indexed(&DELETE);
         call.arg(name).arg(owner);
         let reply: Vec<Option<String>> = call.invoke_async(&mut self.conn.clone()).await?;
-        let (reply, pause) = match reply.as_slice() {
-            [Some(reply), pause @ ..] => (reply.as_str(), pause.first().cloned().flatten()),
+        let (reply, at) = match reply.as_slice() {
+            [Some(reply), rest @ ..] => (reply.as_str(), rest.get(1).cloned().flatten()),
             _ => return Err(StoreError::Protocol(format!("schedule_delete.lua answered {reply:?}").into())),
         };
         match reply {
             "deleted" => {
-                // The fence of a pause the delete ended is stale; it is tidied, not relied on.
-                if let Some(pause) = pause.as_deref().and_then(Pause::read) {
-                    self.clear_fences(name, &pause).await;
+                // The fences of the name's pauses (the one the delete ended, and those resumes
+                // left) refuse nothing now: tidied, so deleted names leave nothing behind.
+                if let Some(at) = at.and_then(|ms| ms.parse().ok()).and_then(DateTime::from_timestamp_millis) {
+                    self.clear_fences(name, at).await;
                 }
                 Ok(DeleteOutcome::Deleted)
             }

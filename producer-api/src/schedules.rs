@@ -267,7 +267,7 @@ pub struct RunView {
     /// `schedule:<name>:manual:<unix seconds>`.
     #[schema(example = "schedule:weekday-digest:manual:1795792006")]
     pub idempotency_key: String,
-    /// True when a run of the same second had made this job already (the answer is then `200`).
+    /// True when a run within the second before had made this job already (the answer is then `200`).
     pub replayed: bool,
     pub links: crate::routes::Links,
 }
@@ -290,13 +290,13 @@ impl From<RunNow> for RunView {
 #[utoipa::path(post, path = "/v1/schedules/{name}/run", tag = "schedules",
     params(("name" = String, Path, description = "The schedule's name")),
     responses(
-        (status = 202, description = "One extra job of the schedule, now, with idempotency key `schedule:<name>:manual:<unix seconds>` (Redis's clock): any number of runs within one second make this one job. The regular ticks are unchanged; a paused schedule runs too (and stays paused)", body = RunView),
-        (status = 200, description = "A run of the same second made the job already: that job, `replayed: true`, header `Idempotent-Replayed: true`", body = RunView),
+        (status = 202, description = "One extra job of the schedule, now, with idempotency key `schedule:<name>:manual:<unix seconds>` (Redis's clock): any number of runs within one second of the first make this one job, across the turn of a second too. The regular ticks are unchanged; a paused schedule runs too (and stays paused)", body = RunView),
+        (status = 200, description = "A run within the second before made the job already: that job, `replayed: true`, header `Idempotent-Replayed: true`", body = RunView),
         (status = 401, description = "Missing or unknown API key", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 404, description = "No schedule of that name of this producer's", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 409, description = "The schedule comes from SCHEDULES_FILE (`/problems/schedule-from-file`)", body = ProblemDoc, content_type = "application/problem+json"),
         (status = 422, description = "The schedule's job no longer passes the rules of `POST /v1/jobs` (`errors` names each), or this producer used this second's run key itself for another request", body = ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unreachable (header `Retry-After`): run again, within the second it makes one job", body = ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable (header `Retry-After`): run again; within a second of the first run it makes one job", body = ProblemDoc, content_type = "application/problem+json"),
     ),
     security(("bearer" = [])))]
 pub async fn run(

@@ -604,6 +604,9 @@ jp_cargo_deny() {
     jp_ensure_cargo_deny || return 1
     local dbs="${CARGO_HOME:-$HOME/.cargo}/advisory-dbs" db
     timeout 90 cargo deny fetch db >/dev/null 2>&1 || jp_warn "could not fetch the RustSec database"
+    # `cargo deny --offline` reads the metadata of every platform's crates, which a build on
+    # this machine never downloads: fetch them all while the registry answers.
+    timeout 180 cargo fetch >/dev/null 2>&1 || jp_warn "could not fetch every platform's crates: cargo deny may fail offline"
     db=$(compgen -G "$dbs/advisory-db-*/crates" | head -n 1)
     if [[ -n $db ]]; then
         db=${db%/crates}

@@ -266,7 +266,7 @@ async fn an_operator_pauses_a_kind_cancels_a_waiting_job_and_resumes_in_a_browse
     let dropped: Value = app.get_job(&ids[1], SHOP_KEY).await.json().await.unwrap();
     assert_eq!(dropped["status"], "cancelled", "{dropped}");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let delivered: Vec<String> = receiver.deliveries().iter().map(|d| d.webhook_id()).collect();
+    let delivered: Vec<String> = receiver.deliveries().iter().map(crate::receiver::Delivery::webhook_id).collect();
     assert_eq!(delivered, vec![ids[0].clone()], "only the job left waiting was delivered");
     let _ = browser.call(reqwest::Method::DELETE, "", None).await;
 }

@@ -6,8 +6,10 @@
 //! (the claim skips a paused schedule atomically); then the pause's time is written into the
 //! fence of every queue (`schedule_fence.lua`), which `enqueue.lua` checks against the time a
 //! tick was claimed. A tick claimed before the pause and still in flight is refused by the
-//! fence, so once a pause has answered, no tick of the schedule fires. A fence older than a
-//! claim refuses nothing, so a stale one (a crash between a resume's two writes) is harmless.
+//! fence, so once a pause has answered, no tick of the schedule fires, before the resume or
+//! after it: a resume leaves the fence (it refuses only ticks claimed before its pause, which
+//! may still be in flight on a stalled worker however long the pause was), a later pause
+//! raises it, and the delete of the schedule removes it.
 //!
 //! **Resume** settles what the schedule owes for the ticks missed while paused, as its
 //! `catch_up` says (see `schedule_resume.lua`): `latest` fires the most recent missed tick once,
@@ -15,8 +17,8 @@
 //! all and picks up at the first tick after the resume.
 //!
 //! **Run now** enqueues one extra job of the schedule with the idempotency key
-//! `schedule:<name>:manual:<unix seconds>` (Redis's clock): presses within one second make one
-//! job. It leaves the regular ticks alone, and works on a paused schedule too (an explicit act).
+//! `schedule:<name>:manual:<unix seconds>` (Redis's clock, the second of the first press):
+//! presses within one second of the first make one job, across the turn of a second too. It leaves the regular ticks alone, and works on a paused schedule too (an explicit act).
 
 use super::{
     DateTime, Deserialize, LazyLock, Listed, Schedule, ScheduleStore, Script, Serialize, StoreError, Utc, api_owner,
@@ -28,6 +30,11 @@ static PAUSE: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../
 static RESUME: LazyLock<Script> = LazyLock::new(|| index_script(include_str!("../../lua/schedule_resume.lua")));
 static FENCE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/schedule_fence.lua")));
 static GET: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/schedule_get.lua")));
+static RUN: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../../lua/schedule_run.lua")));
+
+/// How long the first run-now's key answers every other run of the schedule: one job for any
+/// number of presses within a second of the first (`schedule_run.lua`).
+pub const RUN_NOW_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How many times a resume computes its ticks again when the definition changes under it.
 const RESUME_TRIES: usize = 5;
@@ -123,7 +130,7 @@ pub struct Changed {
     pub changed: bool,
 }
 
-/// The job a run-now made, or the one the same second's run made before.
+/// The job a run-now made, or the one a run within the second before made.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunNow {
     pub id: String,
@@ -132,21 +139,23 @@ pub struct RunNow {
     pub run_at: DateTime<Utc>,
     /// `schedule:<name>:manual:<unix seconds>`.
     pub idempotency_key: String,
-    /// True when this second's run had already made the job: this is that job.
+    /// True when a run within the second before had already made the job: this is that job.
     pub replayed: bool,
 }
 
-/// `schedule:<name>:manual:<unix seconds>`: one run-now job per schedule and second.
+/// `schedule:<name>:manual:<unix seconds>`: the key of a run-now opening a window at `at` (runs
+/// within [`RUN_NOW_WINDOW`] of it are given the same key).
 pub fn manual_idempotency_key(name: &str, at: DateTime<Utc>) -> String {
     format!("schedule:{name}:manual:{}", at.timestamp())
 }
 
 impl Schedule {
-    /// The job of a run-now at `now`: checked again, carrying [`manual_idempotency_key`], whose
-    /// fingerprint is the key alone (every press of the second makes the same claim).
-    pub fn manual_job(&self, now: DateTime<Utc>) -> Result<crate::NewJob, Vec<FieldError>> {
+    /// The job of a run-now at `now`: checked again, carrying `key` (a
+    /// [`manual_idempotency_key`]), whose fingerprint is the key alone (every press of the
+    /// window makes the same claim).
+    pub fn manual_job(&self, key: &str, now: DateTime<Utc>) -> Result<crate::NewJob, Vec<FieldError>> {
         let valid = ValidJob::parse(self.job.clone(), "/job", now)?;
-        let key = manual_idempotency_key(&self.name, now);
+        let key = key.to_owned();
         let mut job = valid.into_new(&self.producer, now);
         job.idempotency = Some((key.clone(), crate::fingerprint::of_request(&serde_json::Value::String(key))));
         Ok(job)
@@ -188,6 +197,12 @@ impl ScheduleStore {
         // Written again when it already was paused: a pause whose fences failed is completed
         // by the next.
         self.fence("pause", name, pause.at).await?;
+        // A delete between the two writes tidied the fences before they were written: tidied
+        // again, so a deleted name leaves nothing behind.
+        let exists: bool = redis::cmd("HEXISTS").arg(&self.defs).arg(name).query_async(&mut self.conn.clone()).await?;
+        if !exists {
+            self.clear_fences(name, pause.at).await;
+        }
         Ok(Ok(Changed { changed: fresh == Some(1) }))
     }
 
@@ -225,14 +240,16 @@ impl ScheduleStore {
             match reply.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
                 ["changed"] => {}
                 ["running"] => return Ok(Ok(Changed { changed: false })),
+                // The pause's fences stay: a tick claimed before the pause may still be in
+                // flight, and must not fire now.
                 ["resumed", pause] => {
-                    if let Some(pause) = Pause::read(pause) {
-                        self.clear_fences(name, &pause).await;
-                    }
                     if schedule.catch_up == super::CatchUp::Latest
                         && let Some(tick) = latest
                     {
-                        self.fire_owed(schedule, tick, now, queue).await;
+                        // Claimed after the pause it ended, whose fence refuses claims at or
+                        // before it (the resume may read the same millisecond as the pause).
+                        let after = Pause::read(pause).map(|p| p.at + chrono::Duration::milliseconds(1));
+                        self.fire_owed(schedule, tick, after.map_or(now, |a| a.max(now)), queue).await;
                     }
                     return Ok(Ok(Changed { changed: true }));
                 }
@@ -287,11 +304,20 @@ impl ScheduleStore {
         if let Err(refused) = actor.may_act_on(&schedule) {
             return Ok(Err(refused));
         }
-        let job = match schedule.manual_job(now) {
+        if let Err(errors) = ValidJob::parse(schedule.job.clone(), "/job", now) {
+            return Ok(Err(Refused::Invalid(errors)));
+        }
+        // The key of the run-now window open, or of one opened now: presses within a second of
+        // the first make one job, even across the turn of a second.
+        let mut call = RUN.prepare_invoke();
+        call.key(self.run_window(name))
+            .arg(manual_idempotency_key(name, now))
+            .arg(u64::try_from(RUN_NOW_WINDOW.as_millis()).unwrap_or(1000));
+        let key: String = call.invoke_async(&mut self.conn.clone()).await?;
+        let job = match schedule.manual_job(&key, now) {
             Ok(job) => job,
             Err(errors) => return Ok(Err(Refused::Invalid(errors))),
         };
-        let key = job.idempotency.as_ref().map(|(k, _)| k.clone()).unwrap_or_default();
         let kind = job.kind;
         let run =
             |id, status, run_at, replayed| RunNow { id, kind, status, run_at, idempotency_key: key.clone(), replayed };
@@ -321,10 +347,11 @@ impl ScheduleStore {
         Ok(())
     }
 
-    /// Removes the fences of `pause` (and older), never a later pause's. A failure only leaves
-    /// a stale fence, which refuses nothing claimed after it: logged, not returned.
-    pub(super) async fn clear_fences(&self, name: &str, pause: &Pause) {
-        let after = pause.at + chrono::Duration::milliseconds(1);
+    /// Removes the fences of the pauses of `name` taken at or before `until`, never a later
+    /// pause's. A failure only leaves a stale fence, which refuses nothing claimed after it:
+    /// logged, not returned.
+    pub(super) async fn clear_fences(&self, name: &str, until: DateTime<Utc>) {
+        let after = until + chrono::Duration::milliseconds(1);
         if let Err(e) = self.fence("clear", name, after).await {
             tracing::warn!(schedule = name, error = %e, "a pause's fences not tidied; they refuse nothing newer");
         }
