@@ -4,6 +4,8 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
+mod lab;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -13,20 +15,9 @@ use jobs::record::JobRecord;
 use jobs::redis_conn::Conn;
 use jobs::{JobStatus, Keys, Kind, NewJob, Store};
 
-struct Lab {
-    conn: Conn,
-    keys: Keys,
-    namespace: String,
-}
+use lab::Lab;
 
 impl Lab {
-    fn new() -> Self {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(5)).unwrap();
-        let namespace = format!("b{}", uuid::Uuid::now_v7().simple());
-        Self { conn, keys: Keys::new(&namespace), namespace }
-    }
-
     fn browser(&self) -> JobBrowser {
         JobBrowser::new(self.conn.clone(), self.keys.clone())
     }

@@ -4,6 +4,8 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
+mod lab;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -11,30 +13,15 @@ use jobs::control::{CancelFilter, CancelOutcome, Control, RunNowOutcome, Waiting
 use jobs::keys::QueueKeys;
 use jobs::queue::{Finished, Leased, Outcome, Queue, Retention};
 use jobs::record::{DeadReason, JobRecord, millis};
-use jobs::redis_conn::Conn;
-use jobs::{EnqueueOutcome, JobStatus, Keys, Kind, NewJob, Store};
+use jobs::{EnqueueOutcome, JobStatus, Kind, NewJob};
+
+use lab::Lab;
 
 const LEASE: Duration = Duration::from_secs(30);
 const DAY_MS: i64 = 24 * 3600 * 1000;
 const HOUR_MS: i64 = 3600 * 1000;
 
-struct Lab {
-    conn: Conn,
-    keys: Keys,
-}
-
 impl Lab {
-    fn new() -> Self {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(5)).unwrap();
-        let namespace = format!("c{}", uuid::Uuid::now_v7().simple());
-        Self { conn, keys: Keys::new(&namespace) }
-    }
-
-    fn store(&self) -> Store {
-        Store::new(self.conn.clone(), self.keys.clone(), Duration::from_hours(24), Duration::from_secs(5))
-    }
-
     /// Cancelled jobs kept two hours (beyond the one-hour floor).
     fn control(&self) -> Control {
         let retention = Kind::ALL.into_iter().map(|k| (k, Duration::from_hours(2))).collect();

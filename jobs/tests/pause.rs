@@ -4,6 +4,8 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
+mod lab;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -13,29 +15,13 @@ use jobs::keys::QueueKeys;
 use jobs::pause::Pauses;
 use jobs::queue::Queue;
 use jobs::record::JobRecord;
-use jobs::redis_conn::Conn;
-use jobs::{JobStatus, Keys, Kind, NewJob, Store};
+use jobs::{JobStatus, Kind, NewJob};
+
+use lab::Lab;
 
 const LEASE: Duration = Duration::from_secs(30);
 
-struct Lab {
-    conn: Conn,
-    keys: Keys,
-    namespace: String,
-}
-
 impl Lab {
-    fn new() -> Self {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(5)).unwrap();
-        let namespace = format!("p{}", uuid::Uuid::now_v7().simple());
-        Self { conn, keys: Keys::new(&namespace), namespace }
-    }
-
-    fn store(&self) -> Store {
-        Store::new(self.conn.clone(), self.keys.clone(), Duration::from_hours(24), Duration::from_secs(5))
-    }
-
     fn queue(&self, kind: Kind, worker: &str) -> Queue {
         Queue::new(self.conn.clone(), &self.keys, kind, worker)
     }

@@ -4,34 +4,20 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
+mod lab;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jobs::pause::Pauses;
 use jobs::queue::Queue;
-use jobs::redis_conn::Conn;
 use jobs::schedule::{Actor, Schedule, ScheduleLimits, ScheduleStore, Source};
-use jobs::{Keys, Kind, NewJob, Store};
+use jobs::{Kind, NewJob};
 use serde_json::json;
 
-struct Lab {
-    conn: Conn,
-    keys: Keys,
-    namespace: String,
-}
+use lab::Lab;
 
 impl Lab {
-    fn new() -> Self {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(5)).unwrap();
-        let namespace = format!("rb{}", uuid::Uuid::now_v7().simple());
-        Self { conn, keys: Keys::new(&namespace), namespace }
-    }
-
-    fn store(&self) -> Store {
-        Store::new(self.conn.clone(), self.keys.clone(), Duration::from_hours(24), Duration::from_secs(5))
-    }
-
     fn schedules(&self) -> ScheduleStore {
         ScheduleStore::new(self.conn.clone(), &self.namespace)
     }

@@ -6,41 +6,27 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
+mod lab;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, DurationRound, Utc};
-use jobs::redis_conn::Conn;
 use jobs::schedule::{
     Actor, CatchUp, Changed, DeleteOutcome, Due, Refused, Schedule, ScheduleLimits, ScheduleStore, Source, due,
 };
 use jobs::store::TickClaim;
-use jobs::{EnqueueOutcome, Keys, Kind, Store};
+use jobs::{EnqueueOutcome, Kind};
 use serde_json::{Value, json};
+
+use lab::Lab;
 
 /// The next-fire score of a paused schedule (`PARKED` in `schedule_index.lua`).
 const PARKED: f64 = 4_503_599_627_370_496.0;
 
-struct Lab {
-    conn: Conn,
-    keys: Keys,
-    namespace: String,
-}
-
 impl Lab {
-    fn new() -> Self {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(5)).unwrap();
-        let namespace = format!("c{}", uuid::Uuid::now_v7().simple());
-        Self { conn, keys: Keys::new(&namespace), namespace }
-    }
-
     fn schedules(&self) -> ScheduleStore {
         ScheduleStore::new(self.conn.clone(), &self.namespace)
-    }
-
-    fn store(&self) -> Store {
-        Store::new(self.conn.clone(), self.keys.clone(), Duration::from_hours(24), Duration::from_secs(5))
     }
 
     fn key(&self, rest: &str) -> String {

@@ -5,6 +5,8 @@
 
 #![expect(clippy::unwrap_used, reason = "a fixture that cannot be set up fails the test, loudly")]
 
+mod lab;
+
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -14,28 +16,12 @@ use jobs::dead::{DeadFilter, DeadLetters, ReplayOutcome, ReplayRefused};
 use jobs::keys::QueueKeys;
 use jobs::queue::{FinishReport, Finished, Leased, Outcome, Queue, Retention};
 use jobs::record::{AttemptRecord, DeadReason, JobRecord, millis};
-use jobs::redis_conn::Conn;
 use jobs::schedule::{DeleteOutcome, PutOutcome, Schedule, ScheduleLimit, ScheduleLimits, ScheduleStore, Source};
-use jobs::{EnqueueOutcome, JobStatus, Keys, Kind, NewJob, OtpLimit, OtpLimits, Store};
+use jobs::{EnqueueOutcome, JobStatus, Kind, NewJob, OtpLimit, OtpLimits};
 
-struct Lab {
-    conn: Conn,
-    keys: Keys,
-    namespace: String,
-}
+use lab::Lab;
 
 impl Lab {
-    fn new() -> Self {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let conn = jobs::redis_conn::connect_url(&url, Duration::from_secs(5)).unwrap();
-        let namespace = format!("s{}", uuid::Uuid::now_v7().simple());
-        Self { conn, keys: Keys::new(&namespace), namespace }
-    }
-
-    fn store(&self) -> Store {
-        Store::new(self.conn.clone(), self.keys.clone(), Duration::from_hours(24), Duration::from_secs(5))
-    }
-
     fn queue(&self, kind: Kind) -> Queue {
         self.queue_of(kind, "w1")
     }
