@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 pub enum ActionError {
     #[error("no dead letter has this id")]
     NotFound,
+    #[error("no job has this id")]
+    JobNotFound,
     #[error("{0}")]
     Refused(String),
     #[error("the edited payload breaks {} rule(s)", .0.len())]

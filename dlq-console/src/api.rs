@@ -30,7 +30,7 @@ fn invalid_field(field: &str, message: impl Into<String>) -> Problem {
 impl From<ActionError> for Problem {
     fn from(e: ActionError) -> Self {
         match e {
-            ActionError::NotFound => Problem::not_found(e.to_string()),
+            ActionError::NotFound | ActionError::JobNotFound => Problem::not_found(e.to_string()),
             ActionError::Refused(_) => refused(e.to_string()),
             ActionError::Invalid(errors) => Problem::invalid(&errors),
             // Counted and logged (once per interval) where it was classified.

@@ -61,7 +61,7 @@ impl Console {
                     status.as_str()
                 )));
             }
-            CancelOutcome::NotFound => return Err(ActionError::NotFound),
+            CancelOutcome::NotFound => return Err(ActionError::JobNotFound),
             CancelOutcome::Protected => return Err(ActionError::Refused(jobs::control::PROTECTED.to_owned())),
         };
         if outcome != CancelOutcome::AlreadyCancelled {
@@ -82,7 +82,7 @@ impl Console {
                 "the job is `{}`: only a scheduled or retrying job can be run now",
                 status.as_str()
             ))),
-            _ => Err(ActionError::NotFound),
+            _ => Err(ActionError::JobNotFound),
         }
     }
 
@@ -133,7 +133,7 @@ impl Console {
 }
 
 fn job_id(id: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
-    id.map(|Path(id)| id).map_err(|_| ActionError::NotFound.into())
+    id.map(|Path(id)| id).map_err(|_| ActionError::JobNotFound.into())
 }
 
 /// `POST /api/jobs/{id}/cancel`: `200 {"id", "status": "cancelled"}` (again on a second

@@ -6,7 +6,7 @@
 #![expect(clippy::result_large_err, reason = "a refused form answers with its page, built once")]
 
 use axum::Form;
-use axum::extract::{FromRequestParts, Path, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -772,8 +772,14 @@ fn url_decode_pairs(text: &str) -> Option<Vec<(String, String)>> {
         .collect()
 }
 
-pub async fn schedules(State(state): State<AppState>, session: Session) -> Response {
-    schedules_page(&state, &session, None).await
+/// `GET /schedules`, with the notice of the action that redirected here, if any.
+pub async fn schedules(
+    State(state): State<AppState>,
+    session: Session,
+    notice: Result<Query<crate::schedule_actions::Notice>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let notice = notice.ok().and_then(|Query(n)| n.text());
+    schedules_page(&state, &session, notice.as_deref()).await
 }
 
 /// The schedules, with a pause or resume and a run-now button each for admins (the handlers

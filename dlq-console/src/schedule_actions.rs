@@ -8,9 +8,10 @@ use axum::Json;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use chrono::{DateTime, Utc};
 use jobs::schedule::{Actor, Listed, Refused, RunNow};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use service::Problem;
 use service::csrf::CsrfForm;
@@ -167,20 +168,52 @@ async fn page_action(
         Ok(name) => name,
         Err(problem) => return crate::pages::problem_page(session, problem),
     };
-    let notice = match act(state, &session.operator, &name, action).await {
-        Ok(Done::Changed(true)) if action == Action::Pause => {
-            format!("Schedule {name} paused: it fires nothing until resumed.")
-        }
-        Ok(Done::Changed(true)) => format!("Schedule {name} resumed."),
-        Ok(Done::Changed(false)) if action == Action::Pause => format!("Schedule {name} was already paused."),
-        Ok(Done::Changed(false)) => format!("Schedule {name} was not paused."),
-        Ok(Done::Ran(run)) if run.replayed => {
-            format!("Schedule {name} already ran within the last second: job {} (no second job).", run.id)
-        }
-        Ok(Done::Ran(run)) => format!("Schedule {name} ran now: job {}.", run.id),
+    let (done, job) = match act(state, &session.operator, &name, action).await {
+        Ok(Done::Changed(true)) if action == Action::Pause => ("paused", None),
+        Ok(Done::Changed(true)) => ("resumed", None),
+        Ok(Done::Changed(false)) if action == Action::Pause => ("already_paused", None),
+        Ok(Done::Changed(false)) => ("not_paused", None),
+        Ok(Done::Ran(run)) if run.replayed => ("ran_already", Some(run.id)),
+        Ok(Done::Ran(run)) => ("ran", Some(run.id)),
         Err(problem) => return crate::pages::problem_page(session, problem),
     };
-    crate::pages::schedules_page(state, session, Some(&notice)).await
+    // Post/redirect/get: a refresh of the page that follows reloads it and repeats nothing (a
+    // repeated run-now more than a second later would make another job).
+    let mut query = url::form_urlencoded::Serializer::new(String::new());
+    query.append_pair("done", done).append_pair("name", &name);
+    if let Some(job) = job {
+        query.append_pair("job", &job);
+    }
+    Redirect::to(&format!("/schedules?{}", query.finish())).into_response()
+}
+
+/// What the schedules page says after an action: the redirect's query, checked, so the page
+/// never echoes text it did not write itself.
+#[derive(Debug, Default, Deserialize)]
+pub struct Notice {
+    done: Option<String>,
+    name: Option<String>,
+    job: Option<String>,
+}
+
+impl Notice {
+    pub fn text(&self) -> Option<String> {
+        let name = self.name.as_deref().filter(|n| jobs::schedule::valid_name(n))?;
+        let job = || {
+            self.job.as_deref().filter(|j| j.len() <= 64 && j.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        };
+        Some(match self.done.as_deref()? {
+            "paused" => format!("Schedule {name} paused: it fires nothing until resumed."),
+            "resumed" => format!("Schedule {name} resumed."),
+            "already_paused" => format!("Schedule {name} was already paused."),
+            "not_paused" => format!("Schedule {name} was not paused."),
+            "ran_already" => {
+                format!("Schedule {name} already ran within the last second: job {} (no second job).", job()?)
+            }
+            "ran" => format!("Schedule {name} ran now: job {}.", job()?),
+            _ => return None,
+        })
+    }
 }
 
 pub async fn page_pause(
