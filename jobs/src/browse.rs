@@ -482,20 +482,13 @@ impl JobBrowser {
         Ok(StateCounts { queued, scheduled, retrying, running })
     }
 
-    /// Since when the oldest queued job of `kind` has been ready (its run-at): the queue's
-    /// latency is the time since. Looks at the 16 ids next out, skipping finished ones, and
-    /// takes the earliest: due delayed jobs and retries are pushed in front of older ones.
+    /// Since when the oldest queued job of `kind` has been ready (its due time): the queue's
+    /// latency is the time since. The same reading as the latency gauge
+    /// ([`crate::pause::oldest_ready`]): the ids next out, finished ones skipped, the earliest
+    /// taken, as due delayed jobs and retries are pushed in front of older ones.
     pub async fn oldest_queued(&self, kind: Kind) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let q = self.keys.queue(kind);
-        let ids = self.ready_range(&q, 0, 15).await?;
-        let records = self.records(&q, ids.iter().map(String::as_str)).await?;
-        Ok(records
-            .into_iter()
-            .flatten()
-            .filter(|r| shown_in(JobState::Queued, r.status))
-            .map(|r| r.run_at)
-            .min()
-            .map(millis))
+        let (oldest, _) = crate::pause::oldest_ready(&self.conn, &self.keys, kind).await?;
+        Ok(oldest.map(millis))
     }
 
     /// One job by id, whatever its state, with its attempts; `None` when unknown or expired.

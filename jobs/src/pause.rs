@@ -13,11 +13,12 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
-use crate::record::{JobRecord, millis};
+use crate::record::{millis, with_records};
 use crate::redis_conn::Conn;
 use crate::{Keys, Kind, StoreError};
 
 static RESUME: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("../lua/resume.lua")));
+static OLDEST_READY: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/oldest_ready.lua")));
 
 /// Ids at the popping end of a ready list read to find the oldest job still to run: the
 /// bound on the work of one latency reading.
@@ -94,34 +95,24 @@ impl Pauses {
     /// still holding a record counts: the jobs behind it came later, so the real latency is no
     /// greater.
     pub async fn latency(&self, kind: Kind, now: DateTime<Utc>) -> Result<std::time::Duration, StoreError> {
-        let q = self.keys.queue(kind);
-        let mut conn = self.conn.clone();
-        let ids: Vec<String> =
-            redis::cmd("LRANGE").arg(q.ready()).arg(-LATENCY_PROBE).arg(-1).query_async(&mut conn).await?;
-        if ids.is_empty() {
-            return Ok(std::time::Duration::ZERO);
-        }
-        let keys: Vec<String> = ids.iter().map(|id| q.job(id)).collect();
-        let records: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
-        // The earliest due of the jobs still to run; else the latest due of the finished ones.
-        let (mut oldest_live, mut youngest_finished) = (None, None);
-        for raw in records.iter().flatten() {
-            let Ok(record) = JobRecord::decode(raw) else { continue };
-            let due = record.created_at.max(record.run_at);
-            if finished(record.status) {
-                youngest_finished = Some(youngest_finished.map_or(due, |d: i64| d.max(due)));
-            } else {
-                oldest_live = Some(oldest_live.map_or(due, |d: i64| d.min(due)));
-            }
-        }
+        let (oldest_live, youngest_finished) = oldest_ready(&self.conn, &self.keys, kind).await?;
         Ok(oldest_live.or(youngest_finished).map_or(std::time::Duration::ZERO, |due| age(now, due)))
     }
 }
 
-/// Terminal, as `is_finished` in `lua/record.lua`: such a job never runs again.
-fn finished(status: crate::JobStatus) -> bool {
-    use crate::JobStatus::{Cancelled, Dead, Expired, Succeeded};
-    matches!(status, Succeeded | Cancelled | Dead | Expired)
+/// When the oldest job still to run among the [`LATENCY_PROBE`] ids at the popping end of
+/// `kind`'s ready list became due, and when the youngest finished one among them did (ms since
+/// the epoch): one read-only script that returns these two numbers, never a record.
+pub async fn oldest_ready(conn: &Conn, keys: &Keys, kind: Kind) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    let q = keys.queue(kind);
+    let (oldest, youngest_finished): (i64, i64) = OLDEST_READY
+        .key(q.ready())
+        .arg(LATENCY_PROBE)
+        .arg(q.job_prefix())
+        .invoke_async(&mut conn.clone())
+        .await?;
+    let known = |ms: i64| (ms >= 0).then_some(ms);
+    Ok((known(oldest), known(youngest_finished)))
 }
 
 fn age(now: DateTime<Utc>, due_ms: i64) -> std::time::Duration {
