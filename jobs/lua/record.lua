@@ -109,7 +109,8 @@ local function cancel_record(key, record, now, idem_prefix)
 end
 
 -- index_finished(stream, ids, now, keep): one XADD indexing `ids` (fields: the ids, values
--- empty), then the entries older than `keep` ms trimmed (approximately, MINID ~).
+-- empty), then the entries older than `keep` ms trimmed (approximately, MINID ~), and the
+-- stream set to expire `keep` ms after this last addition, so an idle queue leaves no index.
 local function index_finished(stream, ids, now, keep)
   if #ids == 0 then
     return
@@ -121,4 +122,8 @@ local function index_finished(stream, ids, now, keep)
   end
   redis.call('XADD', stream, '*', unpack(args))
   redis.call('XTRIM', stream, 'MINID', '~', math.max(now - keep, 0))
+  -- Once nothing was added for `keep`, every entry is past it: the whole index goes.
+  if keep > 0 then
+    redis.call('PEXPIRE', stream, keep)
+  end
 end

@@ -105,12 +105,8 @@ impl Pauses {
 /// the epoch): one read-only script that returns these two numbers, never a record.
 pub async fn oldest_ready(conn: &Conn, keys: &Keys, kind: Kind) -> Result<(Option<i64>, Option<i64>), StoreError> {
     let q = keys.queue(kind);
-    let (oldest, youngest_finished): (i64, i64) = OLDEST_READY
-        .key(q.ready())
-        .arg(LATENCY_PROBE)
-        .arg(q.job_prefix())
-        .invoke_async(&mut conn.clone())
-        .await?;
+    let (oldest, youngest_finished): (i64, i64) =
+        OLDEST_READY.key(q.ready()).arg(LATENCY_PROBE).arg(q.job_prefix()).invoke_async(&mut conn.clone()).await?;
     let known = |ms: i64| (ms >= 0).then_some(ms);
     Ok((known(oldest), known(youngest_finished)))
 }
