@@ -208,15 +208,7 @@ fn freeze(mut filter: CancelFilter) -> CancelFilter {
 }
 
 fn done(session: &Session, message: &str, id: Option<&str>) -> Response {
-    html_response(page(
-        "Done",
-        Some(session),
-        html! {
-            p.notice #done { (message) }
-            @if let Some(id) = id { p { "Follow it in the producer API: " code { "GET /v1/jobs/" (id) } "." } }
-            p { a href="/" { "Back to the overview" } }
-        },
-    ))
+    crate::pages::done_page(session, message, id, ("/", "Back to the overview"))
 }
 
 /// `POST /jobs/{id}/cancel` (form field `csrf`).

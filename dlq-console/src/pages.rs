@@ -564,7 +564,7 @@ pub async fn replay_one(
         return r;
     }
     match state.console.replay(&session.operator, &id, None).await {
-        Ok(()) => done_page(&session, &format!("Job {id} is queued again under the same id."), &id),
+        Ok(()) => done_page(&session, &format!("Job {id} is queued again under the same id."), Some(&id), BACK_TO_DEAD),
         Err(e) => problem_page(&session, e.into()),
     }
 }
@@ -590,7 +590,8 @@ pub async fn edit_one(
         Ok(()) => done_page(
             &session,
             &format!("The payload of job {id} was checked and saved, and the job is queued again."),
-            &id,
+            Some(&id),
+            BACK_TO_DEAD,
         ),
         Err(e) => problem_page(&session, e.into()),
     }
@@ -614,16 +615,23 @@ pub async fn delete_one(
     }
 }
 
-fn done_page(session: &Session, message: &str, id: &str) -> Response {
+/// What an action's page says once done: `message`, where to follow the job `id` (if one), and a
+/// link `back` (its address and text).
+pub(crate) fn done_page(session: &Session, message: &str, id: Option<&str>, back: (&str, &str)) -> Response {
+    let (href, text) = back;
     html_response(page(
         "Done",
         Some(session),
         html! {
             p.notice #done { (message) }
-            p { "Follow it in the producer API: " code { "GET /v1/jobs/" (id) } ". " a href="/dead" { "Back to the dead letters" } }
+            @if let Some(id) = id { p { "Follow it in the producer API: " code { "GET /v1/jobs/" (id) } "." } }
+            p { a href=(href) { (text) } }
         },
     ))
 }
+
+/// Where the dead-letter actions' done pages lead back to.
+const BACK_TO_DEAD: (&str, &str) = ("/dead", "Back to the dead letters");
 
 #[derive(Debug, Deserialize)]
 pub struct BulkForm {
@@ -720,11 +728,7 @@ pub async fn bulk(State(state): State<AppState>, CsrfForm { session, form }: Csr
         state.console.purge(&session.operator, &filter, |_| {}).await.map(|n| format!("{n} deleted."))
     };
     match outcome {
-        Ok(message) => html_response(page(
-            "Done",
-            Some(&session),
-            html! { p.notice #done { (message) } p { a href="/dead" { "Back to the dead letters" } } },
-        )),
+        Ok(message) => done_page(&session, &message, None, BACK_TO_DEAD),
         Err(e) => problem_page(&session, e.into()),
     }
 }
