@@ -32,6 +32,8 @@ async fn make_dead(store: &Store, queue: &Queue, n: usize, error: &str) -> anyho
                     producer: "bench".into(),
                     idempotency: None,
                     traceparent: None,
+                    priority: jobs::Priority::Normal,
+                    group: None,
                 }
             })
             .collect();

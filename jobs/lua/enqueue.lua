@@ -10,7 +10,9 @@
 --             check                    true: only look for conflicts and limits, write nothing
 --                                      (a batch spanning queues checks every queue first)
 --             jobs[i]                  id; key, the record's key; st, "queued" or "scheduled";
---                                      ra, run-at (ms); idem, the idempotency record's key, and
+--                                      ra, run-at (ms); pi and gr, the priority code and group
+--                                      (absent: normal, none), naming its lane (lanes.lua);
+--                                      idem, the idempotency record's key, and
 --                                      fp, the request's fingerprint (both absent: no key)
 --             limits[j]                key, a sorted set (member: job id, score: ms on Redis's
 --                                      clock); max per window; window (ms); name; jobs, the
@@ -137,7 +139,7 @@ for i, job in ipairs(jobs) do
     if job.st == 'scheduled' then
       redis.call('ZADD', call.scheduled, job.ra, job.id)
     else
-      redis.call('LPUSH', call.ready, job.id)
+      push_ids(call.ready, job.pi, job.gr, {job.id}, false)
       ready_now = ready_now + 1
     end
     if job.idem then

@@ -1,6 +1,8 @@
 -- fetch.lua: lease up to `batch` jobs of one queue to one worker.
 --
--- KEYS[1]  ready list (producers LPUSH; we pop from the right: FIFO)
+-- KEYS[1]  ready list: the normal lane; the other lanes and the group lists are named after it
+--          (lanes.lua). Popped high lane first, then normal, then low, each round-robin over
+--          its groups (producers LPUSH; we pop from the right: FIFO within a list)
 -- KEYS[2]  scheduled sorted set: delayed jobs (score: run-at, ms)
 -- KEYS[3]  retry sorted set: jobs waiting out a retry backoff (score: run-at, ms)
 -- KEYS[4]  active sorted set (score: lease deadline, ms)
@@ -51,11 +53,18 @@ for _, set in ipairs({KEYS[2], KEYS[3]}) do
   local due = redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, limit)
   if #due > 0 then
     redis.call('ZREM', set, unpack(due))
-    local latest_first = {}
+    -- Each goes to its own lane and group, which only its record knows: one GET per id, within
+    -- the promote limit. Jobs of the normal ungrouped lane go in one push.
+    local plain = {}
     for i = #due, 1, -1 do
-      latest_first[#latest_first + 1] = due[i]
+      local record = load_record(prefix .. ':' .. due[i])
+      if record and (record.pi or record.gr) then
+        push(KEYS[1], record, due[i], true)
+      else
+        plain[#plain + 1] = due[i]
+      end
     end
-    redis.call('RPUSH', KEYS[1], unpack(latest_first))
+    push_ids(KEYS[1], nil, nil, plain, true)
     promoted = promoted + #due
   end
 end
@@ -81,7 +90,7 @@ for _, id in ipairs(lost) do
       bury(record, KEYS[5], id, 'exhausted', now, idem_prefix)
     else
       record.st = 'queued'
-      redis.call('RPUSH', KEYS[1], id)
+      push(KEYS[1], record, id, true)
     end
     if not record.cx then
       save_record(key, record)
@@ -94,7 +103,7 @@ end
 
 -- How long a worker that leased nothing may wait (see `next` above).
 local function next_work()
-  if redis.call('LLEN', KEYS[1]) > 0 then
+  if any_ready(KEYS[1]) then
     return 0
   end
   local next = -1
@@ -113,8 +122,8 @@ end
 if paused then
   return {promoted, #lost, -1, 0, 1}
 end
-local ids = redis.call('RPOP', KEYS[1], batch)
-if not ids then
+local ids = pop(KEYS[1], batch)
+if #ids == 0 then
   return {promoted, #lost, next_work(), 0, 0}
 end
 local result = {promoted, #lost, -1, 0, 0}

@@ -6,7 +6,8 @@
 -- ca created at, ra run at, pl payload, ik idempotency key, tp traceparent, sa started at,
 -- wk worker, le last error, pm provider message id, fa finished at, rs dead reason, da dead at,
 -- fp / fx the fingerprint and expiry of the idempotency record a dead job gave up, nt notes,
--- hs attempt history ({n, sa, fa, er, wk}). Times are ms since the epoch.
+-- hs attempt history ({n, sa, fa, er, wk}), pi priority ("h", "l"; absent: normal), gr group
+-- (absent: none); lanes.lua reads the last two. Times are ms since the epoch.
 
 -- Redis's own clock, ms: workers whose clocks disagree never take each other's live jobs.
 local function clock_ms()
@@ -100,7 +101,7 @@ local CANCELLED_MIN_KEEP = 3600000
 local function cancel_record(key, record, now, idem_prefix)
   local kept = {st = 'cancelled', at = record.at, ln = record.ln, ma = record.ma, pr = record.pr, ca = record.ca,
     ra = record.ra, sa = record.sa, wk = record.wk, fa = now, le = record.le, pm = record.pm, ik = record.ik,
-    cx = record.cx or now, cr = record.cr, nt = record.nt, hs = record.hs}
+    cx = record.cx or now, cr = record.cr, nt = record.nt, hs = record.hs, pi = record.pi, gr = record.gr}
   local ttl = math.max(record.cr or 0, CANCELLED_MIN_KEEP)
   if record.ik and record.pr then
     ttl = math.max(ttl, redis.call('PTTL', idem_prefix .. ':' .. record.pr .. ':' .. record.ik))

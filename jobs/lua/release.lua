@@ -1,6 +1,7 @@
 -- release.lua: put back jobs a stopping worker leased but will not finish.
 --
--- KEYS[1]  ready list       KEYS[2]  active sorted set
+-- KEYS[1]  ready list (the normal lane: each job goes back to its own lane and group, lanes.lua)
+-- KEYS[2]  active sorted set
 -- KEYS[3]  cancelled stream (`QueueKeys::cancelled`)
 -- ARGV[1]  record key prefix ("<prefix>:<id>")
 -- ARGV[2k], ARGV[2k+1] (k = 1..): job id, the lease token fetch.lua handed out (the record's ln)
@@ -24,7 +25,7 @@ for i = 2, #ARGV, 2 do
     else
       record.st = 'queued'
       save_record(key, record)
-      redis.call('RPUSH', KEYS[1], id)
+      push(KEYS[1], record, id, true)
     end
     released = released + 1
   end

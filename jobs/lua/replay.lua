@@ -1,6 +1,6 @@
 -- replay.lua: queue a dead letter again under its own id, attempts reset.
 --
--- KEYS[1]  the job's record   KEYS[2]  the queue's dead set   KEYS[3]  the queue's ready list
+-- KEYS[1]  the job's record   KEYS[2]  the queue's dead set   KEYS[3]  the queue's ready list (the job goes to its own lane and group, lanes.lua)
 -- KEYS[4]  the job's idempotency record (the job's record key again when it has no key)
 -- KEYS[5]  the queue's wake-up list: one marker (at most 16 kept), so an idle worker runs the
 --          replayed job at once rather than at its next poll
@@ -53,7 +53,7 @@ local notes = record.nt or {}
 notes[#notes + 1] = ARGV[4]
 record.nt = notes
 save_record(KEYS[1], record)
-redis.call('LPUSH', KEYS[3], ARGV[1])
+push(KEYS[3], record, ARGV[1], false)
 redis.call('LPUSH', KEYS[5], '1')
 redis.call('LTRIM', KEYS[5], 0, 15)
 return 1

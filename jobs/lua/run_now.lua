@@ -1,6 +1,7 @@
 -- run_now.lua: start a waiting job (scheduled, or waiting out a retry backoff) at once.
 --
--- KEYS[1]  ready list    KEYS[2]  scheduled sorted set    KEYS[3]  retry sorted set
+-- KEYS[1]  ready list (the job goes to its own lane and group, lanes.lua)
+-- KEYS[2]  scheduled sorted set    KEYS[3]  retry sorted set
 -- KEYS[4]  wake-up list (enqueue.lua's: an idle worker blocks on it)
 -- ARGV[1]  record key prefix ("<prefix>:<id>")
 -- ARGV[2]  job id
@@ -27,7 +28,7 @@ else
   return record.st
 end
 if redis.call('ZREM', set, id) == 1 then
-  redis.call('RPUSH', KEYS[1], id)
+  push(KEYS[1], record, id, true)
   redis.call('LPUSH', KEYS[4], '1')
   redis.call('LTRIM', KEYS[4], 0, 15)
 end

@@ -33,7 +33,7 @@ use crate::keys::QueueKeys;
 use crate::record::{DeadReason, JobRecord, millis};
 use crate::redact::{redact, redact_text};
 use crate::redis_conn::Conn;
-use crate::{JobStatus, Keys, Kind, StoreError};
+use crate::{JobStatus, Keys, Kind, Priority, StoreError};
 
 /// Jobs per page when none is asked for.
 pub const DEFAULT_LIMIT: usize = 50;
@@ -469,16 +469,27 @@ impl JobBrowser {
     /// How many of `kind`'s jobs are queued, scheduled, retrying and running.
     pub async fn counts(&self, kind: Kind) -> Result<StateCounts, StoreError> {
         let q = self.keys.queue(kind);
-        let (listed, cancelled, scheduled, retrying, running): (u64, Option<u64>, u64, u64, u64) = redis::pipe()
+        let (high, normal, low, grouped, cancelled, scheduled, retrying, running): (
+            u64,
+            u64,
+            u64,
+            Option<i64>,
+            Option<u64>,
+            u64,
+            u64,
+            u64,
+        ) = redis::pipe()
+            .llen(q.lane(Priority::High))
             .llen(q.ready())
+            .llen(q.lane(Priority::Low))
+            .get(q.ready_grouped())
             .get(q.ready_cancelled())
             .zcard(q.scheduled())
             .zcard(q.retry())
             .zcard(q.active())
             .query_async(&mut self.conn.clone())
             .await?;
-        // Cancelled ids stay in the ready list until popped: not queued jobs (as `depths`).
-        let queued = listed.saturating_sub(cancelled.unwrap_or(0));
+        let queued = crate::lanes::queued([high, normal, low], grouped, cancelled);
         Ok(StateCounts { queued, scheduled, retrying, running })
     }
 

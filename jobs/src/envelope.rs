@@ -7,7 +7,8 @@ use uuid::Uuid;
 
 use crate::payload::Payload;
 use crate::validation::{Checker, FieldError, from_serde};
-use crate::{Kind, fingerprint};
+use crate::lanes::valid_group;
+use crate::{Kind, Priority, fingerprint};
 
 /// How far ahead a job may be scheduled.
 pub const MAX_DELAY_SECONDS: u64 = 366 * 24 * 3600;
@@ -49,6 +50,11 @@ pub struct JobRequest {
     /// Only in batches; a single job takes the `Idempotency-Key` header.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// `high`, `normal` (the default) or `low`; read as text so a bad value is named.
+    #[serde(default)]
+    pub priority: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
 }
 
 impl std::fmt::Debug for JobRequest {
@@ -68,6 +74,8 @@ pub struct ValidJob {
     pub idempotency_key: Option<String>,
     /// Hash of the request as sent, compared when an idempotency key comes back.
     pub fingerprint: String,
+    pub priority: Priority,
+    pub group: Option<String>,
 }
 
 impl ValidJob {
@@ -94,6 +102,19 @@ impl ValidJob {
         {
             c.fail("idempotency_key", "must be 1 to 255 visible ASCII characters");
         }
+        let priority = match request.priority.as_deref().map(str::parse::<Priority>) {
+            None => Priority::Normal,
+            Some(Ok(priority)) => priority,
+            Some(Err(e)) => {
+                c.fail("priority", e);
+                Priority::Normal
+            }
+        };
+        if let Some(group) = &request.group
+            && !valid_group(group)
+        {
+            c.fail("group", "must be 1 to 128 visible ASCII characters (no space)");
+        }
         let payload = Payload::parse(kind, request.payload, &format!("{base}/payload"), now);
         let payload = match payload {
             Ok(p) if c.errors.is_empty() => p,
@@ -103,7 +124,16 @@ impl ValidJob {
                 return Err(c.errors);
             }
         };
-        Ok(ValidJob { kind, payload, run_at, max_attempts, idempotency_key: request.idempotency_key, fingerprint })
+        Ok(ValidJob {
+            kind,
+            payload,
+            run_at,
+            max_attempts,
+            idempotency_key: request.idempotency_key,
+            fingerprint,
+            priority,
+            group: request.group,
+        })
     }
 
     /// The dead-letter console's audit record of an operator's action (actor
@@ -123,6 +153,8 @@ impl ValidJob {
             max_attempts: kind.default_max_attempts(),
             idempotency_key: None,
             fingerprint,
+            priority: Priority::Normal,
+            group: None,
         })
     }
 
@@ -138,6 +170,8 @@ impl ValidJob {
             producer: producer.to_owned(),
             idempotency: self.idempotency_key.map(|key| (key, self.fingerprint)),
             traceparent: None,
+            priority: self.priority,
+            group: self.group,
         }
     }
 }
@@ -182,6 +216,10 @@ pub struct NewJob {
     pub idempotency: Option<(String, String)>,
     /// The W3C `traceparent` of the request that made the job; the worker's span continues it.
     pub traceparent: Option<String>,
+    /// Its lane: served after every ready job of a higher priority of its kind.
+    pub priority: Priority,
+    /// Its group (a tenant): served round-robin with the other groups of its lane.
+    pub group: Option<String>,
 }
 
 impl std::fmt::Debug for NewJob {

@@ -6,7 +6,7 @@
 
 use sha2::Digest;
 
-use crate::Kind;
+use crate::{Kind, Priority};
 
 #[derive(Debug, Clone)]
 pub struct Keys {
@@ -50,6 +50,35 @@ impl QueueKeys {
     /// LIST of ids ready to run; producers `LPUSH`, workers pop from the right (FIFO).
     pub fn ready(&self) -> String {
         format!("{}:ready", self.prefix)
+    }
+
+    /// LIST of the ungrouped ids ready to run at `priority`: normal is [`QueueKeys::ready`]
+    /// itself, high and low are `<ready>:high` and `<ready>:low` (`lua/lanes.lua` builds them so).
+    pub fn lane(&self, priority: Priority) -> String {
+        match priority {
+            Priority::High => format!("{}:high", self.ready()),
+            Priority::Normal => self.ready(),
+            Priority::Low => format!("{}:low", self.ready()),
+        }
+    }
+
+    /// LIST of the ready ids of one group at `priority`: `<lane>:g:<group>`.
+    pub fn group_list(&self, priority: Priority, group: &str) -> String {
+        format!("{}:g:{group}", self.lane(priority))
+    }
+
+    /// LIST, the rotation of a lane: each group whose list holds ids, once, and "" for the
+    /// lane's ungrouped list while the rotation holds a group and that list holds ids; a fetch
+    /// pops a member on the right and puts it back on the left while its list still holds ids.
+    pub fn rotation(&self, priority: Priority) -> String {
+        format!("{}:groups", self.lane(priority))
+    }
+
+    /// STRING counting the ids waiting in the queue's group lists (every lane), so the queue's
+    /// depth is the lanes' `LLEN`s plus it, less [`QueueKeys::ready_cancelled`], whatever the
+    /// number of groups.
+    pub fn ready_grouped(&self) -> String {
+        format!("{}:grouped", self.ready())
     }
 
     /// STRING counting the cancelled ids still lying in the ready list (`cancel.lua` adds one
@@ -190,6 +219,11 @@ mod tests {
             q.succeeded(),
             q.cancelled(),
             q.ready_cancelled(),
+            q.lane(Priority::High),
+            q.lane(Priority::Low),
+            q.rotation(Priority::Normal),
+            q.group_list(Priority::Low, "tenant-{7}"),
+            q.ready_grouped(),
             q.schedule_pauses(),
             q.stats(29_395_200),
             q.job("0190"),
@@ -208,6 +242,11 @@ mod tests {
         assert_eq!(q.cancelled(), format!("{queue}:cancelled"));
         assert_eq!(q.idempotency_prefix(), format!("{queue}:idem"));
         assert_eq!(q.ready_cancelled(), format!("{}:cancelled", q.ready()));
+        // lua/lanes.lua builds these from the ready list.
+        assert_eq!(q.lane(Priority::Normal), q.ready());
+        assert_eq!(q.rotation(Priority::High), format!("{}:high:groups", q.ready()));
+        assert_eq!(q.group_list(Priority::Normal, "a"), format!("{}:g:a", q.ready()));
+        assert_eq!(q.ready_grouped(), format!("{}:grouped", q.ready()));
         let otp = Keys::new("jobplane").queue(Kind::OtpSms);
         let number_key = otp.rate_per_number("+886912345678");
         assert!(number_key.starts_with("jobplane:{otp_sms}:rate:to:") && !number_key.contains("912345678"));

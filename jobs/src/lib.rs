@@ -21,7 +21,8 @@
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
 //!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
 //! - Control of live work: [`pause`] (pausing a kind; a queue's latency), [`fleet`] (the
-//!   workers' heartbeats).
+//!   workers' heartbeats), [`lanes`] (priorities and groups: which ready list a job waits in,
+//!   `lua/lanes.lua` prepended to every script that pushes or pops).
 //!
 //! PostgreSQL is the `db` crate's.
 //!
@@ -36,6 +37,7 @@ pub mod fleet;
 pub mod inspect;
 pub mod keys;
 pub mod kind;
+pub mod lanes;
 pub mod limits;
 pub mod pause;
 pub mod payload;
@@ -56,6 +58,7 @@ pub mod validation;
 pub use envelope::{JobRequest, NewJob, ValidJob};
 pub use keys::Keys;
 pub use kind::Kind;
+pub use lanes::Priority;
 pub use limits::{OtpLimit, OtpLimits};
 pub use status::{JobInfo, JobStatus};
 pub use store::{EnqueueOutcome, Store, StoreError};

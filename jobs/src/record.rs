@@ -16,7 +16,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::JobStatus;
+use crate::{JobStatus, Priority};
 
 /// Why a job died.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -143,6 +143,12 @@ pub struct JobRecord {
     /// Operator actions on this job (`<time> replayed by <operator>`), oldest first.
     #[serde(rename = "nt", default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// The job's priority (`pi`: "h", "l"; absent for normal): its lane (`lua/lanes.lua`).
+    #[serde(rename = "pi", default, skip_serializing_if = "Priority::is_normal", with = "crate::lanes::priority_code")]
+    pub priority: Priority,
+    /// The job's group (`gr`; absent: none), served round-robin with the others of its lane.
+    #[serde(rename = "gr", default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Every finished attempt, oldest first. A job that succeeded at its first attempt keeps
     /// none: its record says when it started and finished.
     #[serde(rename = "hs", default, skip_serializing_if = "Vec::is_empty")]
@@ -184,6 +190,8 @@ impl JobRecord {
             idem_fingerprint: None,
             idem_expires_at: None,
             notes: Vec::new(),
+            priority: job.priority,
+            group: job.group.clone(),
             history: Vec::new(),
         }
     }
@@ -203,9 +211,10 @@ impl JobRecord {
 }
 
 /// A script that reads or writes job records, with the Lua side of this codec
-/// (`lua/record.lua`: `load_record`, `save_record`, `add_attempt`, `bury`) in front of it.
+/// (`lua/record.lua`: `load_record`, `save_record`, `add_attempt`, `bury`) and of the ready
+/// lists' layout (`lua/lanes.lua`: `push`, `pop`, the lanes and groups) in front of it.
 pub(crate) fn with_records(script: &str) -> redis::Script {
-    redis::Script::new(&format!("{}{script}", include_str!("../lua/record.lua")))
+    redis::Script::new(&format!("{}{}{script}", include_str!("../lua/record.lua"), include_str!("../lua/lanes.lua")))
 }
 
 /// Milliseconds since the epoch as a time; the epoch for a value out of range.
@@ -260,6 +269,8 @@ pub(crate) mod tests {
             idem_fingerprint: None,
             idem_expires_at: None,
             notes: vec![],
+            priority: Priority::Normal,
+            group: None,
             history: vec![AttemptRecord {
                 attempt: 1,
                 started_at: 1,

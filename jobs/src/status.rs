@@ -5,7 +5,7 @@ use std::str::FromStr;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::Kind;
+use crate::{Kind, Priority};
 use crate::record::{JobRecord, millis};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +75,12 @@ pub struct JobInfo {
     /// message SID or the SMS gateway's id. Set once an attempt succeeds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub provider_message_id: Option<String>,
+    /// The job's priority; absent for `normal`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// The job's group; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// The API key name that enqueued the job; not shown, used to keep producers apart.
     #[serde(skip)]
     pub producer: String,
@@ -94,6 +100,8 @@ impl JobInfo {
             run_at: millis(record.run_at),
             finished_at: record.finished_at.map(millis),
             provider_message_id: record.provider_message_id.clone().filter(|v| !v.is_empty()),
+            priority: (!record.priority.is_normal()).then_some(record.priority),
+            group: record.group.clone(),
             producer: record.producer.clone(),
         }
     }

@@ -194,6 +194,11 @@ struct EnqueueJob {
     key: String,
     st: JobStatus,
     ra: i64,
+    /// The lane: the priority's code and the group (`lua/lanes.lua`), absent for normal, none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pi: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gr: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     idem: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -384,7 +389,16 @@ impl Store {
                 Some((key, fingerprint)) => (Some(queue.idempotency(&job.producer, key)), Some(fingerprint.clone())),
                 None => (None, None),
             };
-            call.jobs.push(EnqueueJob { key: queue.job(&id), id, st: record.status, ra: record.run_at, idem, fp });
+            call.jobs.push(EnqueueJob {
+                key: queue.job(&id),
+                id,
+                st: record.status,
+                ra: record.run_at,
+                pi: job.priority.code(),
+                gr: job.group.clone(),
+                idem,
+                fp,
+            });
             records.push(record.encode());
         }
         let mut invocation = ENQUEUE.prepare_invoke();

@@ -40,6 +40,8 @@ impl Lab {
                 producer: "shop".into(),
                 idempotency: None,
                 traceparent: None,
+                priority: jobs::Priority::Normal,
+                group: None,
             })
             .collect();
         store.enqueue(&jobs).await.unwrap();
@@ -522,6 +524,8 @@ async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
         idem_fingerprint: None,
         idem_expires_at: None,
         notes: Vec::new(),
+        priority: jobs::Priority::Normal,
+        group: None,
         history: Vec::new(),
     };
     let mut c = conn.clone();

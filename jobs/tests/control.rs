@@ -48,6 +48,8 @@ impl Lab {
             producer: "shop".into(),
             idempotency: key.map(|k| (k.to_owned(), "fp1".to_owned())),
             traceparent: None,
+            priority: jobs::Priority::Normal,
+            group: None,
         }
     }
 

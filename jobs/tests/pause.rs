@@ -49,6 +49,8 @@ impl Lab {
             producer: "shop".into(),
             idempotency: None,
             traceparent: None,
+            priority: jobs::Priority::Normal,
+            group: None,
         }
     }
 

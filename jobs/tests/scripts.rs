@@ -50,6 +50,8 @@ impl Lab {
             producer: "shop".into(),
             idempotency: key.map(|k| (k.to_owned(), "fp1".to_owned())),
             traceparent: None,
+            priority: jobs::Priority::Normal,
+            group: None,
         }
     }
 
@@ -1045,6 +1047,8 @@ async fn a_success_shrinks_the_record_and_keeps_it_for_the_retention() {
             idem_fingerprint: None,
             idem_expires_at: None,
             notes: vec![],
+            priority: jobs::Priority::Normal,
+            group: None,
             history,
         };
         let mut layout = vec![(q.wake(), "list"), (stats_key(&q, now), "hash")];

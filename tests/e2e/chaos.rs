@@ -443,6 +443,8 @@ async fn finished_jobs_expire_and_redis_memory_returns_near_its_baseline() {
             producer: "shop".into(),
             idempotency: None,
             traceparent: None,
+            priority: jobs::Priority::Normal,
+            group: None,
         })
         .collect();
     let ids: Vec<String> = all.iter().map(|j| j.id.to_string()).collect();

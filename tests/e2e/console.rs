@@ -42,6 +42,8 @@ pub async fn make_dead(
                 producer: "shop".into(),
                 idempotency: None,
                 traceparent: None,
+                priority: jobs::Priority::Normal,
+                group: None,
             })
             .collect();
         store.enqueue(&jobs).await.unwrap();

@@ -363,6 +363,8 @@ async fn bury_as(app: &TestApp, producer: &str, n: usize, per_call: usize, reten
                 producer: producer.into(),
                 idempotency: None,
                 traceparent: None,
+                priority: jobs::Priority::Normal,
+                group: None,
             })
             .collect();
         store.enqueue(&jobs).await.unwrap();

@@ -162,6 +162,8 @@ async fn a_resent_enqueue_of_the_same_job_writes_nothing() {
         producer: "shop".into(),
         idempotency: None,
         traceparent: None,
+        priority: jobs::Priority::Normal,
+        group: None,
     };
     let first = store.enqueue(std::slice::from_ref(&job)).await.unwrap();
     assert!(matches!(first[0], jobs::EnqueueOutcome::Created { .. }), "{first:?}");

@@ -358,6 +358,8 @@ async fn a_retried_otp_whose_ttl_passes_between_attempts_expires_unsent() {
         producer: "shop".into(),
         idempotency: None,
         traceparent: None,
+        priority: jobs::Priority::Normal,
+        group: None,
     };
     store.enqueue(std::slice::from_ref(&job)).await.unwrap();
     let id = job.id.to_string();

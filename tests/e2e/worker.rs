@@ -149,6 +149,8 @@ async fn an_otp_past_its_ttl_is_never_sent_and_ends_expired() {
         producer: "shop".into(),
         idempotency: None,
         traceparent: None,
+        priority: jobs::Priority::Normal,
+        group: None,
     };
     store.enqueue(std::slice::from_ref(&job)).await.unwrap();
     let _worker =

@@ -131,6 +131,8 @@ async fn round(topology: &Topology, n: usize, hook: &str, worker_bin: &str) -> a
                     producer: "bench".into(),
                     idempotency: None,
                     traceparent: None,
+                    priority: jobs::Priority::Normal,
+                    group: None,
                 })
                 .collect();
             written += store.enqueue(&jobs).await?.len();

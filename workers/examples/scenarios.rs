@@ -167,6 +167,8 @@ mod seam {
             producer: "bench".into(),
             idempotency: None,
             traceparent: None,
+            priority: jobs::Priority::Normal,
+            group: None,
         }
     }
 

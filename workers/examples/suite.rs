@@ -295,6 +295,8 @@ fn new_job(payload: String) -> NewJob {
         producer: "bench".into(),
         idempotency: None,
         traceparent: None,
+        priority: jobs::Priority::Normal,
+        group: None,
     }
 }
 

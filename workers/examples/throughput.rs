@@ -66,6 +66,8 @@ async fn main() -> anyhow::Result<()> {
                     producer: "bench".into(),
                     idempotency: None,
                     traceparent: None,
+                    priority: jobs::Priority::Normal,
+                    group: None,
                 })
                 .collect();
             written += store.enqueue(&jobs).await?.len();
