@@ -344,6 +344,8 @@ pub async fn detail_page(
                 @if let Some(t) = s.lease_deadline { tr { th { "lease deadline" } td { (format_time(t)) } } }
                 @if let Some(t) = s.finished_at { tr { th { "finished" } td { (format_time(t)) } } }
                 @if let Some(t) = job.dead_at { tr { th { "died" } td { (format_time(t)) } } }
+                @if let Some(p) = job.priority { tr { th { "priority" } td { (p.as_str()) } } }
+                @if let Some(g) = &job.group { tr { th { "group" } td { code { (g) } } } }
                 @if let Some(key) = &job.idempotency_key { tr { th { "idempotency key" } td { code { (key) } } } }
                 @if let Some(e) = &s.last_error { tr { th { "last error" } td.err { (e) } } }
             }

@@ -135,8 +135,9 @@ local function pop(ready, n)
     end
     grouped = grouped + pop_lane(lane, n, out)
   end
-  if grouped > 0 then
-    redis.call('DECRBY', ready .. ':grouped', grouped)
+  if grouped > 0 and redis.call('DECRBY', ready .. ':grouped', grouped) <= 0 then
+    -- No grouped job left: an idle queue keeps no counter.
+    redis.call('DEL', ready .. ':grouped')
   end
   return out
 end

@@ -240,6 +240,12 @@ pub struct JobDetail {
     #[serde(flatten)]
     pub summary: JobSummary,
     pub idempotency_key: Option<String>,
+    /// Its priority; absent for `normal`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<Priority>,
+    /// Its group; absent when it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Why it died, for a dead letter.
     pub reason: Option<DeadReason>,
     pub dead_at: Option<DateTime<Utc>>,
@@ -520,6 +526,8 @@ impl JobBrowser {
         Ok(Some(JobDetail {
             summary: JobSummary::read(id, kind, &record, lease),
             idempotency_key: record.idempotency_key.clone().filter(|k| !k.is_empty()),
+            priority: (!record.priority.is_normal()).then_some(record.priority),
+            group: record.group.clone(),
             reason: record.reason,
             dead_at: record.dead_at.map(millis),
             payload,

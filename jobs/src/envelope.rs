@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::lanes::valid_group;
 use crate::payload::Payload;
 use crate::validation::{Checker, FieldError, from_serde};
-use crate::lanes::valid_group;
 use crate::{Kind, Priority, fingerprint};
 
 /// How far ahead a job may be scheduled.

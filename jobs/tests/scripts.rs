@@ -186,8 +186,12 @@ impl Lab {
     /// `fetch.lua` called directly, for the counts `Queue::fetch` only logs: the header
     /// `[promoted, recovered, next, skipped]` and the leased ids.
     async fn fetch_raw(&self, kind: Kind, worker: &str, batch: usize, promote_limit: usize) -> ([i64; 4], Vec<String>) {
-        let script =
-            redis::Script::new(&format!("{}{}", include_str!("../lua/record.lua"), include_str!("../lua/fetch.lua")));
+        let script = redis::Script::new(&format!(
+            "{}{}{}",
+            include_str!("../lua/record.lua"),
+            include_str!("../lua/lanes.lua"),
+            include_str!("../lua/fetch.lua")
+        ));
         let q = self.q(kind);
         let mut call = script.prepare_invoke();
         call.key(q.ready()).key(q.scheduled()).key(q.retry()).key(q.active()).key(q.dead()).key(q.paused());

@@ -15,7 +15,7 @@ use crate::routes;
     paths(routes::create_job, routes::create_batch, routes::get_job, routes::cancel_job, crate::audit_logs::list,
         crate::schedules::put, crate::schedules::list, crate::schedules::delete,
         crate::schedules::pause, crate::schedules::resume, crate::schedules::run),
-    components(schemas(ProblemDoc, routes::CancelAnswer, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind)),
+    components(schemas(ProblemDoc, routes::CancelAnswer, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::Kind, jobs::Priority)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Enqueue jobs and follow them"),
          (name = "audit logs", description = "Read the audit events workers wrote to PostgreSQL"),

@@ -39,6 +39,12 @@ pub struct JobRequestDoc {
     max_attempts: Option<u32>,
     /// Batch items only; a single job takes the `Idempotency-Key` header.
     idempotency_key: Option<String>,
+    /// Served after every ready job of a higher priority of its kind; default `normal`.
+    priority: Option<jobs::Priority>,
+    /// A tenant or customer: 1 to 128 visible ASCII characters (no space). Within a kind and
+    /// priority, groups are served round-robin, so one group's flood cannot starve another.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]{1,128}$")]
+    group: Option<String>,
 }
 
 #[derive(Debug, ToSchema)]
