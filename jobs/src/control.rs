@@ -15,9 +15,10 @@ use chrono::{DateTime, Utc};
 use redis::Script;
 use serde::{Deserialize, Serialize};
 
+use crate::keys::QueueKeys;
 use crate::record::with_records;
 use crate::redis_conn::Conn;
-use crate::{JobStatus, Keys, Kind, StoreError};
+use crate::{JobStatus, Keys, Kind, Priority, StoreError};
 
 static CANCEL: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/cancel.lua")));
 static RUN_NOW: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/run_now.lua")));
@@ -252,7 +253,7 @@ impl Control {
 
     /// The ids `filter` selects; the walk stops at `max + 1` of them, so a caller can tell
     /// "more than `max`" and refuse. Reads the
-    /// ready list from its pushing end (`LRANGE` pages: a job pushed meanwhile shifts the
+    /// ready lists ([`QueuedWalk`]: every lane, then every group's list) from their pushing end (`LRANGE` pages: a job pushed meanwhile shifts the
     /// positions forward, so a page may repeat ids, which are skipped, but none is missed) or
     /// the set by `ZSCAN`, [`WALK_PAGE`] per round trip, at most [`MAX_WALK`] positions, and
     /// filters each page on Redis's side (`lua/bulk_match.lua`, [`MAX_CANCEL_BATCH`] ids a
@@ -264,6 +265,8 @@ impl Control {
         let mut found = Vec::new();
         let mut walked = 0;
         let mut cursor = 0u64;
+        let mut queued = QueuedWalk::new(&q);
+        let mut queued_done = false;
         let walk_key = match filter.state {
             WaitingState::Queued => q.ready(),
             WaitingState::Scheduled => q.scheduled(),
@@ -272,16 +275,8 @@ impl Control {
         loop {
             let page: Vec<String> = match filter.state {
                 WaitingState::Queued => {
-                    let page: Vec<String> = self
-                        .bounded(async {
-                            Ok(redis::cmd("LRANGE")
-                                .arg(q.ready())
-                                .arg(walked)
-                                .arg(walked + WALK_PAGE - 1)
-                                .query_async(&mut conn.clone())
-                                .await?)
-                        })
-                        .await?;
+                    let (page, exhausted) = self.bounded(queued.next_page(&mut conn)).await?;
+                    queued_done = exhausted;
                     page
                 }
                 WaitingState::Scheduled | WaitingState::Retrying => {
@@ -303,7 +298,7 @@ impl Control {
                 }
             };
             let done = match filter.state {
-                WaitingState::Queued => page.len() < WALK_PAGE,
+                WaitingState::Queued => queued_done,
                 _ => cursor == 0,
             };
             walked += page.len().max(1);
@@ -329,5 +324,40 @@ impl Control {
                 return Ok(found);
             }
         }
+    }
+}
+
+/// A walk over every ready list of a queue, in [`WALK_PAGE`] pages: the ungrouped list of each
+/// lane, then each lane's rotation, whose members name the group lists walked after it.
+struct QueuedWalk {
+    /// Lists still to read: a list of ids, or a lane's rotation (its priority).
+    lists: std::collections::VecDeque<(String, Option<Priority>)>,
+    offset: usize,
+    keys: QueueKeys,
+}
+
+impl QueuedWalk {
+    fn new(q: &QueueKeys) -> Self {
+        let mut lists: std::collections::VecDeque<_> = Priority::ALL.map(|p| (q.lane(p), None)).into();
+        lists.extend(Priority::ALL.map(|p| (q.rotation(p), Some(p))));
+        Self { lists, offset: 0, keys: q.clone() }
+    }
+
+    /// The next page of ids (empty after a page of a rotation), and whether the walk is over.
+    async fn next_page(&mut self, conn: &mut Conn) -> Result<(Vec<String>, bool), StoreError> {
+        let Some((key, rotation)) = self.lists.front().cloned() else { return Ok((Vec::new(), true)) };
+        let page: Vec<String> =
+            redis::cmd("LRANGE").arg(&key).arg(self.offset).arg(self.offset + WALK_PAGE - 1).query_async(conn).await?;
+        if page.len() < WALK_PAGE {
+            self.lists.pop_front();
+            self.offset = 0;
+        } else {
+            self.offset += WALK_PAGE;
+        }
+        let Some(priority) = rotation else { return Ok((page, self.lists.is_empty())) };
+        for group in page.iter().filter(|m| !m.is_empty()) {
+            self.lists.push_back((self.keys.group_list(priority, group), None));
+        }
+        Ok((Vec::new(), self.lists.is_empty()))
     }
 }

@@ -21,6 +21,7 @@ mod emulators;
 mod enqueue;
 mod hardening;
 mod idempotency;
+mod lanes;
 mod leases;
 mod live_review;
 mod migrations;
