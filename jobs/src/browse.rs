@@ -124,8 +124,11 @@ impl std::fmt::Display for JobState {
 /// Where a page resumes: the last item of the previous page, in the form its state needs.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Cursor {
-    /// The ready list: the last id read and its index counted from the right (oldest = 0).
+    /// The ready list (the normal lane's): the last id read and its index counted from the
+    /// right (oldest = 0).
     List { index: u64, id: String },
+    /// The high or low lane's ready list, as [`Cursor::List`]; written `h<index>:<id>`, `l<index>:<id>`.
+    Lane { lane: Priority, index: u64, id: String },
     /// A ZSET: the last member read and its score.
     Sorted { score: f64, id: String },
     /// A stream index: the entry of the last id read and how many of its ids were read.
@@ -138,10 +141,19 @@ impl Cursor {
         let invalid = || format!("is not a cursor of the {state} list (this API returns them as next_cursor)");
         let (head, tail) = text.split_once(':').ok_or_else(invalid)?;
         match state {
-            JobState::Queued => Ok(Cursor::List {
-                index: head.parse().map_err(|_| invalid())?,
-                id: cursor_id(tail).ok_or_else(invalid)?,
-            }),
+            JobState::Queued => {
+                let id = cursor_id(tail).ok_or_else(invalid)?;
+                let lane = match head.as_bytes().first() {
+                    Some(b'h') => Some(Priority::High),
+                    Some(b'l') => Some(Priority::Low),
+                    _ => None,
+                };
+                let index = head[usize::from(lane.is_some())..].parse().map_err(|_| invalid())?;
+                Ok(match lane {
+                    Some(lane) => Cursor::Lane { lane, index, id },
+                    None => Cursor::List { index, id },
+                })
+            }
             JobState::Scheduled | JobState::Retrying | JobState::Running => {
                 let score: f64 = head.parse().map_err(|_| invalid())?;
                 if !score.is_finite() {
@@ -164,6 +176,7 @@ impl std::fmt::Display for Cursor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Cursor::List { index, id } => write!(f, "{index}:{id}"),
+            Cursor::Lane { lane, index, id } => write!(f, "{}{index}:{id}", &lane.as_str()[..1]),
             Cursor::Sorted { score, id } => write!(f, "{score}:{id}"),
             Cursor::Stream { entry, read } => write!(f, "{entry}:{read}"),
         }
@@ -353,57 +366,83 @@ impl JobBrowser {
         Ok(raws.into_iter().map(|raw| raw.and_then(|raw| JobRecord::decode(&raw).ok())).collect())
     }
 
-    /// The ids at right-indexes `from..=to` of the ready list, oldest first.
+    /// The ids at right-indexes `from..=to` of the ready list `list`, oldest first.
     /// Indexes past an i64 (a cursor is a caller's text) name no position of any list: empty,
     /// never a range Redis would clamp to the whole list.
-    async fn ready_range(&self, q: &QueueKeys, from: u64, to: u64) -> Result<Vec<String>, StoreError> {
+    async fn ready_range(&self, list: &str, from: u64, to: u64) -> Result<Vec<String>, StoreError> {
         let (Ok(from), Ok(to)) = (i64::try_from(from), i64::try_from(to)) else { return Ok(Vec::new()) };
         let (start, stop) = (-to - 1, -from - 1);
         let mut ids: Vec<String> =
-            redis::cmd("LRANGE").arg(q.ready()).arg(start).arg(stop).query_async(&mut self.conn.clone()).await?;
+            redis::cmd("LRANGE").arg(list).arg(start).arg(stop).query_async(&mut self.conn.clone()).await?;
         ids.reverse();
         Ok(ids)
     }
 
-    /// Up to `limit + 1` ids of the ready list after the cursor, oldest first.
+    /// Up to `limit + 1` ids of the ready lists after the cursor: the ungrouped list of each
+    /// lane in the order fetches serve them (high, normal, low), each oldest first. Jobs
+    /// waiting in a group's list are counted but not listed here.
     async fn read_ready(&self, q: &QueueKeys, cursor: Option<&Cursor>, limit: usize) -> Result<Read, StoreError> {
+        let (first, mut at) = match cursor {
+            Some(Cursor::List { index, id }) => (Priority::Normal, Some((*index, id.as_str()))),
+            Some(Cursor::Lane { lane, index, id }) => (*lane, Some((*index, id.as_str()))),
+            _ => (Priority::High, None),
+        };
+        let mut out: Read = Vec::new();
+        for lane in Priority::ALL.into_iter().skip_while(|p| *p != first) {
+            let want = limit + 1 - out.len();
+            let (start, ids) = self.read_lane(&q.lane(lane), at.take(), want - 1).await?;
+            out.extend(ids.into_iter().take(want).enumerate().map(|(i, id)| {
+                let index = start.saturating_add(i as u64);
+                let cursor = match lane {
+                    Priority::Normal => Cursor::List { index, id: id.clone() },
+                    _ => Cursor::Lane { lane, index, id: id.clone() },
+                };
+                (id, None, cursor)
+            }));
+            if out.len() > limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit + 1` ids of one ready list after `at` (a right-index and the id there when
+    /// the cursor was made), oldest first, with the right-index of the first.
+    async fn read_lane(
+        &self,
+        list: &str,
+        at: Option<(u64, &str)>,
+        limit: usize,
+    ) -> Result<(u64, Vec<String>), StoreError> {
         let page = limit as u64 + 1;
-        let (start, ids) = match cursor {
-            Some(Cursor::List { index, id }) => {
+        Ok(match at {
+            Some((index, id)) => {
                 // One read around the id's index and past it: it is there unless jobs were
                 // popped meanwhile, which moves it towards the right end.
                 let from = index.saturating_sub(limit as u64);
-                let window = self.ready_range(q, from, index.saturating_add(page)).await?;
+                let window = self.ready_range(list, from, index.saturating_add(page)).await?;
                 let at = usize::try_from(index - from).unwrap_or(usize::MAX).min(window.len());
                 if let Some(found) = window[..at.saturating_add(1).min(window.len())].iter().rposition(|w| w == id) {
                     let start = from + found as u64 + 1;
                     (start, window.into_iter().skip(found + 1).take(limit + 1).collect())
                 } else {
-                    let start = self.ready_position(q, id, *index).await?.map_or(0, |found| found + 1);
-                    (start, self.ready_range(q, start, start.saturating_add(limit as u64)).await?)
+                    let start = self.ready_position(list, id, index).await?.map_or(0, |found| found + 1);
+                    (start, self.ready_range(list, start, start.saturating_add(limit as u64)).await?)
                 }
             }
-            _ => (0, self.ready_range(q, 0, limit as u64).await?),
-        };
-        Ok(ids
-            .into_iter()
-            .enumerate()
-            .map(|(i, id)| {
-                let cursor = Cursor::List { index: start.saturating_add(i as u64), id: id.clone() };
-                (id, None, cursor)
-            })
-            .collect())
+            None => (0, self.ready_range(list, 0, limit as u64).await?),
+        })
     }
 
-    /// The right-index of `id` in the ready list, looking at most `index + 1` ids from the
+    /// The right-index of `id` in the ready list `list`, looking at most `index + 1` ids from the
     /// right (where it was when the cursor was made: it can only have moved right) and never
     /// more than [`LPOS_SCAN`]; `None` once it was popped, or when it lies deeper.
-    async fn ready_position(&self, q: &QueueKeys, id: &str, index: u64) -> Result<Option<u64>, StoreError> {
+    async fn ready_position(&self, list: &str, id: &str, index: u64) -> Result<Option<u64>, StoreError> {
         let (len, at): (u64, Option<u64>) = redis::pipe()
             .atomic()
-            .llen(q.ready())
+            .llen(list)
             .cmd("LPOS")
-            .arg(q.ready())
+            .arg(list)
             .arg(id)
             .arg("RANK")
             .arg(-1)

@@ -305,3 +305,24 @@ async fn a_fetch_costs_the_same_commands_with_two_groups_or_100_000() {
         lab.cleanup().await;
     }
 }
+
+#[tokio::test]
+async fn the_queued_listing_pages_through_the_lanes_in_serving_order() {
+    use jobs::browse::{Cursor, JobBrowser, JobState};
+    let lab = Lab::new();
+    let order = [Priority::Low, Priority::Normal, Priority::High, Priority::Low, Priority::High, Priority::Normal];
+    let ids = lab.put(&order.iter().map(|p| lab.job(*p, None)).collect::<Vec<_>>()).await;
+    let browser = JobBrowser::new(lab.conn.clone(), lab.keys.clone());
+    let mut cursor: Option<Cursor> = None;
+    let mut listed = Vec::new();
+    for _ in 0..4 {
+        let page = browser.list(Kind::Webhook, JobState::Queued, cursor.as_ref(), 4).await.unwrap();
+        listed.extend(page.items.into_iter().map(|j| j.id));
+        let Some(next) = page.next_cursor else { break };
+        cursor = Some(Cursor::parse(JobState::Queued, &next).unwrap());
+    }
+    assert_eq!(listed, owned(&[&ids[2], &ids[4], &ids[1], &ids[5], &ids[0], &ids[3]]));
+    assert_eq!(Cursor::parse(JobState::Queued, "h3:abc").unwrap().to_string(), "h3:abc");
+    assert!(Cursor::parse(JobState::Queued, "x3:abc").is_err());
+    lab.cleanup().await;
+}
