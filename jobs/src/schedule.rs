@@ -217,7 +217,7 @@ pub struct ScheduleRequest {
     pub timezone: Option<String>,
     #[serde(default)]
     pub catch_up: Option<CatchUp>,
-    /// `{"kind", "payload", "max_attempts"?}`, checked by the rules of `POST /v1/jobs`.
+    /// `{"kind", "payload", "max_attempts"?, "priority"?, "group"?}`, checked by the rules of `POST /v1/jobs`.
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub job: Value,
 }
@@ -530,16 +530,20 @@ pub fn idempotency_key(name: &str, tick: DateTime<Utc>) -> String {
     format!("schedule:{name}:{}", tick.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-/// A schedule's job: `kind`, `payload` and `max_attempts` only, checked like `POST /v1/jobs`.
+/// A schedule's job: `kind`, `payload`, `max_attempts`, `priority` and `group` only, checked
+/// like `POST /v1/jobs`.
 fn check_job(job: &Value, base: &str, now: DateTime<Utc>) -> Result<(), Vec<FieldError>> {
     let Some(fields) = job.as_object() else {
         return Err(vec![FieldError::new(base, "must be a JSON object with kind and payload")]);
     };
     let mut errors: Vec<FieldError> = fields
         .keys()
-        .filter(|k| !matches!(k.as_str(), "kind" | "payload" | "max_attempts"))
+        .filter(|k| !matches!(k.as_str(), "kind" | "payload" | "max_attempts" | "priority" | "group"))
         .map(|k| {
-            FieldError::new(format!("{base}/{k}"), "is not allowed in a schedule's job (kind, payload, max_attempts)")
+            FieldError::new(
+                format!("{base}/{k}"),
+                "is not allowed in a schedule's job (kind, payload, max_attempts, priority, group)",
+            )
         })
         .collect();
     if fields.get("kind").and_then(Value::as_str) == Some(Kind::OtpSms.as_str()) {
