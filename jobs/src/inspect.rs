@@ -433,7 +433,6 @@ impl DeadLetters {
     /// running, retrying (among scheduled), dead.
     pub async fn depths(&self, kind: Kind) -> Result<Depths, StoreError> {
         let q = self.keys.queue(kind);
-        #[expect(clippy::type_complexity, reason = "one pipeline's answers, named at once")]
         let (high, normal, low, grouped, cancelled, delayed, retrying, running, dead): (
             u64,
             u64,

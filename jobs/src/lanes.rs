@@ -82,6 +82,7 @@ pub(crate) mod priority_code {
 
     use super::Priority;
 
+    #[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's `with` hands a reference")]
     pub fn serialize<S: Serializer>(priority: &Priority, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(priority.code().unwrap_or("n"))
     }

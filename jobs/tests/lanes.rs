@@ -222,7 +222,7 @@ async fn release_and_lost_lease_recovery_keep_the_lane() {
     let holder = leased.remove(0).0;
     assert_eq!(lab.lane_keys().await, Vec::<String>::new());
     assert_eq!(lab.queue().release(&[(holder.id.clone(), holder.token)]).await.unwrap(), 1);
-    assert_eq!(lab.list(q.group_list(Priority::Low, "T")).await, [id.clone()]);
+    assert_eq!(lab.list(q.group_list(Priority::Low, "T")).await, std::slice::from_ref(&id));
     assert_eq!(lab.list(q.rotation(Priority::Low)).await, ["T"]);
     assert_eq!(lab.queued().await, 1);
     // Leased for 1 ms and lost: the next fetch recovers it into its group of the low lane.

@@ -114,8 +114,7 @@ impl Bench {
             let raws: Vec<Option<Vec<u8>>> = redis::cmd("MGET").arg(&keys).query_async(&mut conn).await?;
             let records: Vec<JobRecord> =
                 raws.into_iter().flatten().filter_map(|raw| JobRecord::decode(&raw).ok()).collect();
-            let started: Vec<i64> =
-                records.iter().filter_map(|r| r.started_at.map(|sa| sa - r.created_at)).collect();
+            let started: Vec<i64> = records.iter().filter_map(|r| r.started_at.map(|sa| sa - r.created_at)).collect();
             if started.len() == ids.len() {
                 return Ok(started);
             }
@@ -140,8 +139,8 @@ impl Bench {
 
 fn percentiles(mut ms: Vec<i64>) -> String {
     ms.sort_unstable();
-    let at = |p: f64| ms[((p * ms.len() as f64).ceil() as usize).clamp(1, ms.len()) - 1];
-    format!("p50 {} ms, p99 {} ms, max {} ms (n {})", at(0.5), at(0.99), at(1.0), ms.len())
+    let at = |permille: usize| ms[(permille * ms.len()).div_ceil(1000).clamp(1, ms.len()) - 1];
+    format!("p50 {} ms, p99 {} ms, max {} ms (n {})", at(500), at(990), at(1000), ms.len())
 }
 
 async fn priority(bench: &Bench) -> anyhow::Result<()> {
@@ -159,18 +158,25 @@ async fn priority(bench: &Bench) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let latencies = bench.latencies(&run, &ids).await?;
-    let left = jobs::dead::DeadLetters::new(jobs::redis_conn::connect_url(&bench.url, Duration::from_secs(30))?, run.keys.clone())
-        .depths(Kind::Webhook)
-        .await?
-        .queued;
-    println!("priority: {high} high jobs behind {backlog} normal ones ({left} still queued when the last high one started): {}", percentiles(latencies));
+    let left = jobs::dead::DeadLetters::new(
+        jobs::redis_conn::connect_url(&bench.url, Duration::from_secs(30))?,
+        run.keys.clone(),
+    )
+    .depths(Kind::Webhook)
+    .await?
+    .queued;
+    println!(
+        "priority: {high} high jobs behind {backlog} normal ones ({left} still queued when the last high one started): {}",
+        percentiles(latencies)
+    );
     bench.finish(run).await
 }
 
 /// A's deliveries per second over the window B's jobs arrive in (or the same window without B),
 /// and B's latencies.
 async fn flood(bench: &Bench, with_b: bool) -> anyhow::Result<(f64, Option<Vec<i64>>)> {
-    let (flood, b_jobs, b_rate) = (env_usize("LANES_FLOOD", 200_000), env_usize("LANES_B", 100), env_usize("LANES_B_RATE", 10));
+    let (flood, b_jobs, b_rate) =
+        (env_usize("LANES_FLOOD", 200_000), env_usize("LANES_B", 100), env_usize("LANES_B_RATE", 10));
     let mut run = bench.run()?;
     bench.fill(&run, flood, Priority::Normal, Some("A")).await?;
     let from = bench.received.load(Ordering::Relaxed);
