@@ -326,3 +326,59 @@ async fn the_queued_listing_pages_through_the_lanes_in_serving_order() {
     assert!(Cursor::parse(JobState::Queued, "x3:abc").is_err());
     lab.cleanup().await;
 }
+
+/// The lane of the i-th job of a cost case.
+type LaneOf = fn(usize) -> (Priority, Option<String>);
+
+/// Redis CPU per job (`INFO commandstats`: µs inside `EVALSHA`) of enqueue (1000 a call) and
+/// fetch (100 a call) over `LANES_COST_JOBS` (50,000) jobs: no group, 2 groups, 10,000 groups,
+/// with one high job in ten. Needs a Redis of its own (`LANES_COST_REDIS`, default
+/// `redis://127.0.0.1:6395`: `redis-server --port 6395 --save '' --daemonize yes`), since the
+/// figures are the whole server's. Reported in docs/storage.md.
+#[tokio::test]
+#[ignore = "a benchmark: needs a Redis of its own"]
+#[expect(clippy::cast_precision_loss, reason = "µs per job, for a report")]
+async fn redis_cpu_per_job() {
+    let url = std::env::var("LANES_COST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6395".to_owned());
+    let n: usize = std::env::var("LANES_COST_JOBS").ok().and_then(|v| v.parse().ok()).unwrap_or(50_000);
+    let conn = jobs::redis_conn::connect_url(&url, Duration::from_mins(1)).unwrap();
+    let script_usec = || async {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut conn.clone()).await.unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| l.split("usec=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .sum::<u64>()
+    };
+    let cases: [(&str, LaneOf); 4] = [
+        ("no group, normal", |_| (Priority::Normal, None)),
+        ("2 groups", |i| (Priority::Normal, Some(format!("g{}", i % 2)))),
+        ("10,000 groups", |i| (Priority::Normal, Some(format!("g{}", i % 10_000)))),
+        ("no group, 1 in 10 high", |i| (if i % 10 == 0 { Priority::High } else { Priority::Normal }, None)),
+    ];
+    for (name, lane) in cases {
+        let namespace = format!("cost{}", uuid::Uuid::now_v7().simple());
+        let lab = Lab { conn: conn.clone(), keys: jobs::Keys::new(&namespace), namespace };
+        let jobs: Vec<NewJob> = (0..n)
+            .map(|i| {
+                let (priority, group) = lane(i);
+                NewJob { group, ..lab.job(priority, None) }
+            })
+            .collect();
+        let before = script_usec().await;
+        lab.put(&jobs).await;
+        let enqueued = script_usec().await;
+        let mut fetched = 0;
+        while fetched < n {
+            let got = lab.queue().fetch(LEASE, 100, 100).await.unwrap().len();
+            assert!(got > 0);
+            fetched += got;
+        }
+        let after = script_usec().await;
+        println!(
+            "{name:<24} enqueue {:.2} µs/job, fetch {:.2} µs/job",
+            (enqueued - before) as f64 / n as f64,
+            (after - enqueued) as f64 / n as f64
+        );
+        lab.cleanup().await;
+    }
+}
