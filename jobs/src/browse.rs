@@ -514,27 +514,8 @@ impl JobBrowser {
     /// How many of `kind`'s jobs are queued, scheduled, retrying and running.
     pub async fn counts(&self, kind: Kind) -> Result<StateCounts, StoreError> {
         let q = self.keys.queue(kind);
-        let (high, normal, low, grouped, cancelled, scheduled, retrying, running): (
-            u64,
-            u64,
-            u64,
-            Option<i64>,
-            Option<u64>,
-            u64,
-            u64,
-            u64,
-        ) = redis::pipe()
-            .llen(q.lane(Priority::High))
-            .llen(q.ready())
-            .llen(q.lane(Priority::Low))
-            .get(q.ready_grouped())
-            .get(q.ready_cancelled())
-            .zcard(q.scheduled())
-            .zcard(q.retry())
-            .zcard(q.active())
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let queued = crate::lanes::queued([high, normal, low], grouped, cancelled);
+        let (queued, [scheduled, retrying, running]) =
+            crate::lanes::queued_and_sizes(&self.conn, &q, [q.scheduled(), q.retry(), q.active()]).await?;
         Ok(StateCounts { queued, scheduled, retrying, running })
     }
 

@@ -17,7 +17,7 @@ use crate::dead::DeadLetters;
 use crate::keys::QueueKeys;
 use crate::record::{AttemptRecord, DeadReason, JobRecord, millis};
 use crate::redact::{redact, redact_text};
-use crate::{JobStatus, Kind, Priority, StoreError};
+use crate::{JobStatus, Kind, StoreError};
 
 /// Ids read per round trip while listing or searching.
 pub const CHUNK: usize = 1000;
@@ -433,29 +433,8 @@ impl DeadLetters {
     /// running, retrying (among scheduled), dead.
     pub async fn depths(&self, kind: Kind) -> Result<Depths, StoreError> {
         let q = self.keys.queue(kind);
-        let (high, normal, low, grouped, cancelled, delayed, retrying, running, dead): (
-            u64,
-            u64,
-            u64,
-            Option<i64>,
-            Option<u64>,
-            u64,
-            u64,
-            u64,
-            u64,
-        ) = redis::pipe()
-            .llen(q.lane(Priority::High))
-            .llen(q.ready())
-            .llen(q.lane(Priority::Low))
-            .get(q.ready_grouped())
-            .get(q.ready_cancelled())
-            .zcard(q.scheduled())
-            .zcard(q.retry())
-            .zcard(q.active())
-            .zcard(q.dead())
-            .query_async(&mut self.conn.clone())
-            .await?;
-        let queued = crate::lanes::queued([high, normal, low], grouped, cancelled);
+        let (queued, [delayed, retrying, running, dead]) =
+            crate::lanes::queued_and_sizes(&self.conn, &q, [q.scheduled(), q.retry(), q.active(), q.dead()]).await?;
         Ok(Depths { queued, scheduled: delayed + retrying, running, dead })
     }
 }

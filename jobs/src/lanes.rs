@@ -6,6 +6,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::StoreError;
+use crate::keys::QueueKeys;
+use crate::redis_conn::Conn;
+
 /// The longest group name, in bytes (visible ASCII: one byte a character).
 pub const MAX_GROUP_LEN: usize = 128;
 
@@ -68,12 +72,27 @@ pub fn valid_group(group: &str) -> bool {
     (1..=MAX_GROUP_LEN).contains(&group.len()) && group.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// How many jobs of a queue are queued: its lanes' ungrouped lists (`LLEN` each), the ids in
-/// its group lists (`QueueKeys::ready_grouped`), less the cancelled ids still lying in them
-/// (`QueueKeys::ready_cancelled`: fetch drops them as it pops them).
-pub fn queued(lists: [u64; 3], grouped: Option<i64>, cancelled: Option<u64>) -> u64 {
-    let grouped = grouped.and_then(|g| u64::try_from(g).ok()).unwrap_or(0);
-    lists.iter().sum::<u64>().saturating_add(grouped).saturating_sub(cancelled.unwrap_or(0))
+/// How many jobs of a queue are queued, and the sizes (`ZCARD`) of `sets`, in one round trip.
+/// Queued: its lanes' ungrouped lists (`LLEN` each) and the ids in its group lists
+/// (`QueueKeys::ready_grouped`), less the cancelled ids still lying in them
+/// (`QueueKeys::ready_cancelled`: fetch drops them as it pops them). O(1) whatever the groups.
+pub(crate) async fn queued_and_sizes<const N: usize>(
+    conn: &Conn,
+    q: &QueueKeys,
+    sets: [String; N],
+) -> Result<(u64, [u64; N]), StoreError> {
+    let mut pipe = redis::pipe();
+    for priority in Priority::ALL {
+        pipe.llen(q.lane(priority));
+    }
+    pipe.get(q.ready_grouped()).get(q.ready_cancelled());
+    for set in &sets {
+        pipe.zcard(set);
+    }
+    let values: Vec<Option<i64>> = pipe.query_async(&mut conn.clone()).await?;
+    let count = |i: usize| values.get(i).copied().flatten().and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+    let queued = (0..4).map(count).sum::<u64>().saturating_sub(count(4));
+    Ok((queued, std::array::from_fn(|i| count(5 + i))))
 }
 
 /// The record's `pi` codec: the priority's short code, absent for normal.
