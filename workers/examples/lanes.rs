@@ -11,13 +11,14 @@
 
 #![expect(clippy::cast_precision_loss, reason = "rates for a report")]
 
-use std::process::{Child, Command, Stdio};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::post;
 use chrono::Utc;
 use jobs::record::JobRecord;
 use jobs::{Keys, Kind, NewJob, Priority, Store};
@@ -79,23 +80,7 @@ impl Bench {
 
     fn start_worker(&self, run: &mut Run) -> anyhow::Result<()> {
         let worker_bin = std::env::var("WORKER_BIN").unwrap_or_else(|_| "target/release/worker".into());
-        run.worker = Some(
-            Command::new(worker_bin)
-                .env("REDIS_URL", &self.url)
-                .env("REDIS_NAMESPACE", &run.namespace)
-                .env("WORKER_KINDS", "webhook")
-                .env("WORKER_METRICS_ADDR", "0")
-                .env("WORKER_CONCURRENCY_WEBHOOK", std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "200".into()))
-                .env("WORKER_BATCH", "100")
-                .env("JOB_RETENTION_SECONDS", "600")
-                .env("WEBHOOK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-                .env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
-                .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
-                .env("RUST_LOG", "error")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()?,
-        );
+        run.worker = Some(support::worker(&worker_bin, &self.url, &run.namespace, 600)?);
         Ok(())
     }
 
@@ -205,18 +190,7 @@ async fn flood(bench: &Bench, with_b: bool) -> anyhow::Result<(f64, Option<Vec<i
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move || {
-            counter.fetch_add(1, Ordering::Relaxed);
-            async { "" }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (hook, received) = support::receiver().await?;
     let bench = Bench { url, hook, received };
 
     priority(&bench).await?;

@@ -7,13 +7,12 @@
 
 #![expect(clippy::cast_precision_loss, reason = "rates for a report")]
 
-use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::routing::post;
 use chrono::Utc;
 use jobs::{Keys, Kind, NewJob, Store};
 
@@ -29,18 +28,7 @@ async fn main() -> anyhow::Result<()> {
     let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
     let worker_bin = std::env::var("WORKER_BIN").unwrap_or_else(|_| "target/release/worker".into());
 
-    let received = Arc::new(AtomicU64::new(0));
-    let counter = received.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move || {
-            counter.fetch_add(1, Ordering::Relaxed);
-            async { "" }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let hook = format!("http://{}/hook", listener.local_addr()?);
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let (hook, received) = support::receiver().await?;
 
     for total in sizes {
         let namespace = format!("bench-{}", uuid::Uuid::now_v7().simple());
@@ -77,21 +65,7 @@ async fn main() -> anyhow::Result<()> {
         let letters =
             jobs::dead::DeadLetters::new(jobs::redis_conn::connect_url(&url, Duration::from_secs(30))?, keys.clone());
         let started = Instant::now();
-        let mut worker = Command::new(&worker_bin)
-            .env("REDIS_URL", &url)
-            .env("REDIS_NAMESPACE", &namespace)
-            .env("WORKER_KINDS", "webhook")
-            .env("WORKER_METRICS_ADDR", "0")
-            .env("WORKER_CONCURRENCY_WEBHOOK", std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "200".into()))
-            .env("WORKER_BATCH", "100")
-            .env("JOB_RETENTION_SECONDS", "60")
-            .env("WEBHOOK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-            .env("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "true")
-            .env("DATABASE_URL", "postgres://postgres@127.0.0.1:1/none")
-            .env("RUST_LOG", "error")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
+        let mut worker = support::worker(&worker_bin, &url, &namespace, 60)?;
         while depth(&letters).await > 0 {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
