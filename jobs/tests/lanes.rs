@@ -255,6 +255,21 @@ async fn a_cancelled_grouped_job_is_skipped_and_the_depth_stays_true() {
     lab.cleanup().await;
 }
 
+#[tokio::test]
+async fn the_latency_sees_the_oldest_job_of_every_lane_and_group() {
+    let lab = Lab::new();
+    let pauses = jobs::pause::Pauses::new(lab.conn.clone(), lab.keys.clone());
+    let hour_ago = Utc::now() - chrono::Duration::hours(1);
+    lab.put(&[lab.job(Priority::Normal, None)]).await;
+    let fresh = pauses.latency(Kind::Webhook, Utc::now()).await.unwrap();
+    assert!(fresh < Duration::from_mins(1), "{fresh:?}");
+    // An hour-old job waiting in a group of the low lane is the queue's latency.
+    lab.put(&[NewJob { created_at: hour_ago, ..lab.job(Priority::Low, Some("T")) }]).await;
+    let old = pauses.latency(Kind::Webhook, Utc::now()).await.unwrap();
+    assert!(old >= Duration::from_secs(3599), "{old:?}");
+    lab.cleanup().await;
+}
+
 /// Runs `fetch.lua` with `redis.call` counting: the commands one fetch of `batch` sends.
 async fn commands_of_a_fetch(lab: &Lab, batch: usize) -> (i64, usize) {
     let counting = "local calls = 0\nlocal real_redis = redis\nlocal redis = setmetatable({call = function(...) calls = calls + 1 return real_redis.call(...) end}, {__index = real_redis})\nlocal function fetch()\n";
