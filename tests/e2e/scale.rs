@@ -209,6 +209,15 @@ async fn cluster_end_to_end() {
     let mut ok_ids = vec![idempotent_enqueue(&app, &ok.url()).await];
     let (email_ids, hook_ids) = batch_of_two_kinds(&app, &ok.url()).await;
     ok_ids.extend(hook_ids);
+    // A priority and two groups: their lanes and rotations live in the queue's slot.
+    for (priority, group) in [("high", None), ("normal", Some("tenant-a")), ("low", Some("tenant-b"))] {
+        let mut job = webhook(&ok.url(), "order.created", 5);
+        job["priority"] = json!(priority);
+        if let Some(group) = group {
+            job["group"] = json!(group);
+        }
+        ok_ids.push(enqueue(&app, &job, None).await);
+    }
     let mut flaky_ids = Vec::new();
     for i in 0..5 {
         flaky_ids.push(enqueue(&app, &webhook(&flaky.url(), "order.shipped", 5), Some(&format!("ship-{i}"))).await);
