@@ -180,6 +180,20 @@ async fn completed_webhooks(app: &TestApp, workers: &[WorkerProcess]) -> Vec<f64
     completed_by
 }
 
+/// A high job and two groups' jobs: their lanes and rotations live in the queue's slot.
+async fn enqueue_in_lanes(app: &TestApp, url: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (priority, group) in [("high", None), ("normal", Some("tenant-a")), ("low", Some("tenant-b"))] {
+        let mut job = webhook(url, "order.created", 5);
+        job["priority"] = json!(priority);
+        if let Some(group) = group {
+            job["group"] = json!(group);
+        }
+        ids.push(enqueue(app, &job, None).await);
+    }
+    ids
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_end_to_end() {
     let cluster = OwnCluster::start(3);
@@ -209,15 +223,7 @@ async fn cluster_end_to_end() {
     let mut ok_ids = vec![idempotent_enqueue(&app, &ok.url()).await];
     let (email_ids, hook_ids) = batch_of_two_kinds(&app, &ok.url()).await;
     ok_ids.extend(hook_ids);
-    // A priority and two groups: their lanes and rotations live in the queue's slot.
-    for (priority, group) in [("high", None), ("normal", Some("tenant-a")), ("low", Some("tenant-b"))] {
-        let mut job = webhook(&ok.url(), "order.created", 5);
-        job["priority"] = json!(priority);
-        if let Some(group) = group {
-            job["group"] = json!(group);
-        }
-        ok_ids.push(enqueue(&app, &job, None).await);
-    }
+    ok_ids.extend(enqueue_in_lanes(&app, &ok.url()).await);
     let mut flaky_ids = Vec::new();
     for i in 0..5 {
         flaky_ids.push(enqueue(&app, &webhook(&flaky.url(), "order.shipped", 5), Some(&format!("ship-{i}"))).await);
