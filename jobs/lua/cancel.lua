@@ -21,7 +21,8 @@
 --   "missing"           no such job in this queue, or another producer's
 --
 -- A queued job's id stays in the ready list (removing it would be O(length)): fetch.lua skips
--- finished records. The counter keeps the queue's depth (LLEN minus the counter) truthful.
+-- finished records. The counter keeps the queue's depth (the lanes' LLENs and the grouped
+-- counter, lanes.lua, minus it) truthful.
 -- A scheduled or retrying job is taken out of its set; one a fetch already promoted (its id in
 -- the ready list, its record still saying scheduled or retrying) is counted like a queued one.
 

@@ -47,7 +47,9 @@ pub struct QueueKeys {
 }
 
 impl QueueKeys {
-    /// LIST of ids ready to run; producers `LPUSH`, workers pop from the right (FIFO).
+    /// LIST of ids ready to run in the normal lane, ungrouped; producers `LPUSH`, workers pop
+    /// from the right (FIFO). The other lanes and the group lists are named after it
+    /// ([`QueueKeys::lane`], [`QueueKeys::group_list`]).
     pub fn ready(&self) -> String {
         format!("{}:ready", self.prefix)
     }
