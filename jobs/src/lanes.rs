@@ -131,6 +131,21 @@ mod tests {
     }
 
     #[test]
+    fn the_record_keeps_a_short_code_and_nothing_for_normal() {
+        let mut record = crate::record::tests::dead_record();
+        record.priority = Priority::High;
+        record.group = Some("tenant-7".into());
+        let bytes = record.encode();
+        let text = String::from_utf8_lossy(&bytes);
+        assert!(text.contains("pi") && text.contains("tenant-7") && !text.contains("high"), "{text}");
+        assert_eq!(crate::record::JobRecord::decode(&bytes).unwrap(), record);
+        record.priority = Priority::Normal;
+        record.group = None;
+        let text = String::from_utf8_lossy(&record.encode()).into_owned();
+        assert!(!text.contains("pi") && !text.contains("gr"), "{text}");
+    }
+
+    #[test]
     fn priorities_parse_by_name() {
         assert_eq!("high".parse::<Priority>().unwrap(), Priority::High);
         assert!("urgent".parse::<Priority>().unwrap_err().contains("high, normal, low"));
