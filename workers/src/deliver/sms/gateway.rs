@@ -93,7 +93,7 @@ impl Gateway {
                 );
                 return Err(JobError::Retry(format!("{text} (check SMS_HTTP_TOKEN)")));
             }
-            return Err(answer.error(text));
+            return Err(answer.provider_error(text));
         }
         // Sent: whatever happens to the rest of the answer, it must not be sent again.
         let body = http::read_limited(response, SUCCESS_READ).await.unwrap_or_default();

@@ -204,7 +204,7 @@ fn judge(answer: &Answer, message: &Message<'_>) -> JobError {
         (_, Some(code)) if RECIPIENT_CODES.contains(&code) => {
             JobError::Permanent(format!("{text} (the number cannot receive this SMS)"))
         }
-        _ => answer.error(text),
+        _ => answer.provider_error(text),
     }
 }
 
@@ -282,7 +282,7 @@ mod tests {
         assert!(matches!(judge(&twilio_error(400, 21611), &message()), JobError::Retry(_)));
         assert!(matches!(
             judge(&answer(429, r#"{"code":20429,"message":"Too Many Requests"}"#, Some(7)), &message()),
-            JobError::RetryAfter { after, .. } if after == Duration::from_secs(7)
+            JobError::Throttled { after: Some(after), .. } if after == Duration::from_secs(7)
         ));
         let JobError::Retry(text) = judge(&answer(502, "<html>bad gateway</html>", None), &message()) else { panic!() };
         assert_eq!(text, "Twilio HTTP 502: <html>bad gateway</html>");
