@@ -89,7 +89,8 @@ impl FromStr for RateLimit {
             Some((rate, burst)) => (rate, Some(burst.trim().parse::<u32>().map_err(|_| shape())?)),
             None => (raw.trim(), None),
         };
-        let per_second = rate.trim().strip_suffix("/s").ok_or_else(shape)?.trim().parse::<u32>().map_err(|_| shape())?;
+        let per_second =
+            rate.trim().strip_suffix("/s").ok_or_else(shape)?.trim().parse::<u32>().map_err(|_| shape())?;
         Self::new(per_second, burst).map_err(|e| format!("`{raw}`: {e}"))
     }
 }
@@ -198,7 +199,11 @@ impl RateLimits {
             .query_async(&mut self.conn.clone())
             .await?;
         let num = |i: usize| v.get(i).cloned().flatten().and_then(|s| s.parse::<f64>().ok());
-        #[expect(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "stored by rate_put.lua from u32 values")]
+        #[expect(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            reason = "stored by rate_put.lua from u32 values"
+        )]
         let whole = |i: usize| num(i).map(|n| n as u32);
         #[expect(clippy::cast_possible_truncation, reason = "ms since the epoch")]
         let time = |i: usize| num(i).map(|n| millis(n as i64));

@@ -89,6 +89,7 @@ impl Acker {
     }
 
     /// Throttles reported by the handlers slow the kind down through `rates`.
+    #[must_use]
     pub fn with_rates(mut self, rates: jobs::rate::RateLimits) -> Self {
         self.rates = Some(rates);
         self
@@ -108,7 +109,9 @@ impl Acker {
                         metrics::gauge!("jobplane_rate_limit_per_second", "kind" => kind.as_str()).set(rate);
                     }
                 }
-                Err(e) => tracing::warn!(%kind, error = jobs::store::chain(&e), "could not record the provider's throttle"),
+                Err(e) => {
+                    tracing::warn!(%kind, error = jobs::store::chain(&e), "could not record the provider's throttle")
+                }
             }
         });
     }

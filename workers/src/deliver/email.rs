@@ -229,12 +229,8 @@ const THROTTLING_CODES: &[&str] = &[
 ];
 
 /// Error codes AWS uses for transient failures outside SES's modelled errors.
-const RETRYABLE_CODES: &[&str] = &[
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "InternalFailure",
-];
+const RETRYABLE_CODES: &[&str] =
+    &["RequestTimeout", "RequestTimeoutException", "ServiceUnavailable", "InternalFailure"];
 
 /// What a failed `SendEmail` means for the job.
 fn judge(error: &SdkError<SendEmailError>) -> JobError {
