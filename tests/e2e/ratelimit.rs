@@ -1,0 +1,146 @@
+//! Rate limits per kind through the real binaries: the console's `PUT /api/queues/{kind}/rate-limit`
+//! (validation, auth, audit, `GET /api/queues`), a bad `RATE_LIMIT_<KIND>` stopping a worker,
+//! and two workers sharing one limit while delivering to the test receiver.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::console::{ADMIN_TOKEN, VIEWER_TOKEN};
+use crate::pause::{audit_rows, call, console_binary, metric_line};
+use crate::receiver::{Receiver, Reply};
+use crate::support::{TestApp, WorkerProcess};
+
+async fn put(base: &str, token: Option<&str>, kind: &str, body: &Value) -> (u16, Value) {
+    let mut request = reqwest::Client::new().put(format!("{base}/api/queues/{kind}/rate-limit")).json(body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+}
+
+async fn rate_of(base: &str, kind: &str) -> Value {
+    let (status, body) = call(reqwest::Method::GET, format!("{base}/api/queues"), VIEWER_TOKEN).await;
+    assert_eq!(status, 200);
+    body["queues"].as_array().unwrap().iter().find(|q| q["kind"] == kind).unwrap()["rate_limit"].clone()
+}
+
+/// The field a `422` names.
+fn field(problem: &Value) -> &str {
+    problem["errors"][0]["field"].as_str().unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_sets_and_removes_a_rate_limit_checked_and_audited() {
+    let app = TestApp::spawn().await;
+    let (base, _console) = console_binary(&app).await;
+    assert_eq!(rate_of(&base, "email").await["per_second"], Value::Null);
+
+    let (status, view) = put(&base, Some(ADMIN_TOKEN), "email", &json!({"per_second": 14, "burst": 28})).await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(
+        (&view["kind"], &view["rate_limit"]["per_second"], &view["rate_limit"]["burst"]),
+        (&json!("email"), &json!(14), &json!(28))
+    );
+    let rate = rate_of(&base, "email").await;
+    assert_eq!(
+        (&rate["source"], &rate["set_by"], &rate["throttled_until"]),
+        (&json!("console"), &json!("admin"), &Value::Null)
+    );
+    // A burst left out is one second's worth.
+    let (_, view) = put(&base, Some(ADMIN_TOKEN), "email", &json!({"per_second": 5})).await;
+    assert_eq!(view["rate_limit"]["burst"], 5);
+
+    for (body, named) in [
+        (json!({"per_second": 0}), "/per_second"),
+        (json!({"per_second": 100_001}), "/per_second"),
+        (json!({"per_second": "fast"}), "/per_second"),
+        (json!({"per_second": 2.5}), "/per_second"),
+        (json!({"per_second": 5, "burst": 0}), "/burst"),
+        (json!({"per_second": 5, "burst": 1_000_001}), "/burst"),
+        (json!({"per_second": null, "burst": 3}), "/burst"),
+        (json!({"per_second": 5, "rate": 3}), "/rate"),
+    ] {
+        let (status, problem) = put(&base, Some(ADMIN_TOKEN), "email", &body).await;
+        assert_eq!((status, field(&problem)), (422, named), "{body}: {problem}");
+    }
+    assert_eq!(put(&base, None, "email", &json!({"per_second": 1})).await.0, 401);
+    assert_eq!(put(&base, Some(VIEWER_TOKEN), "email", &json!({"per_second": 1})).await.0, 403);
+    assert_eq!(put(&base, Some(ADMIN_TOKEN), "fax", &json!({"per_second": 1})).await.0, 404);
+    assert_eq!(rate_of(&base, "email").await["per_second"], 5, "refused changes changed nothing");
+
+    // `null` removes the limit.
+    let (status, view) = put(&base, Some(ADMIN_TOKEN), "email", &json!({"per_second": null, "burst": null})).await;
+    assert_eq!(
+        (status, &view["rate_limit"]["per_second"], &view["rate_limit"]["source"]),
+        (200, &Value::Null, &json!("console"))
+    );
+
+    let row = ("console:admin".to_owned(), "queue.rate_limit".to_owned(), "queue".to_owned(), "email".to_owned());
+    assert_eq!(audit_rows(&app).await, [row.clone(), row.clone(), row]);
+}
+
+#[tokio::test]
+async fn a_bad_rate_limit_setting_stops_the_worker_with_one_line_naming_it() {
+    let app = TestApp::spawn().await;
+    for (name, value) in
+        [("RATE_LIMIT_WEBHOOK", "fast"), ("RATE_LIMIT_WEBHOOK", "20/s:0"), ("RATE_LIMIT_WEBHOKS", "20/s")]
+    {
+        let mut worker = WorkerProcess::start_captured(&app.redis_url, &app.namespace, &[(name, value)]);
+        assert_eq!(worker.wait(Duration::from_secs(10)), Some(2), "{name}={value}");
+        let output = worker.output();
+        assert_eq!(output.trim().lines().count(), 1, "{output}");
+        assert!(output.starts_with(&format!("worker: {name}: ")), "{output}");
+    }
+}
+
+/// The most deliveries that arrived within any one second.
+fn busiest_second(arrivals: &[Instant]) -> usize {
+    let mut at: Vec<Instant> = arrivals.to_vec();
+    at.sort();
+    (0..at.len())
+        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < Duration::from_secs(1)).count())
+        .max()
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_one_limit_of_20_a_second() {
+    let app = TestApp::spawn().await;
+    let receiver = Receiver::start(&[], Reply::OK).await;
+    let setting = [("RATE_LIMIT_WEBHOOK", "20/s"), ("WORKER_CONCURRENCY_WEBHOOK", "50")];
+    let workers: Vec<WorkerProcess> =
+        (0..2).map(|_| WorkerProcess::start(&app.redis_url, &app.namespace, &setting)).collect();
+    let (base, _console) = console_binary(&app).await;
+    // Both workers wrote their setting before any job exists: a full bucket of 20 to start.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rate_of(&base, "webhook").await["per_second"] != 20 {
+        assert!(Instant::now() < deadline, "the setting never reached Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rate_of(&base, "webhook").await["source"], "setting");
+
+    let ids = app.enqueue_webhooks(&receiver.url(), 60, 1).await;
+    assert_eq!(ids.len(), 60);
+    let got = receiver.wait_for(60, Duration::from_secs(30)).await;
+    assert_eq!(got.len(), 60, "every job delivered");
+    let arrivals: Vec<Instant> = got.iter().map(|d| d.at).collect();
+    let busiest = busiest_second(&arrivals);
+    let span = arrivals.iter().max().unwrap().duration_since(*arrivals.iter().min().unwrap());
+    eprintln!("60 jobs at 20/s (burst 20) over 2 workers: busiest second {busiest}, first to last {span:?}");
+    assert!(busiest <= 40, "at most rate + burst in any one second: {busiest}");
+
+    // The gauge of the rate in force, sampled every 5 s.
+    let deadline = Instant::now() + Duration::from_secs(7);
+    let url = format!("http://{}/metrics", workers[0].metrics_addr);
+    loop {
+        let text = reqwest::get(&url).await.unwrap().text().await.unwrap();
+        let line = metric_line(&text, "jobplane_rate_limit_per_second{kind=\"webhook\"}");
+        if line == Some("jobplane_rate_limit_per_second{kind=\"webhook\"} 20") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{line:?}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
