@@ -9,7 +9,7 @@
 --   e0, t0  after a throttle: the reduced rate, and when its climb back to `ps` starts (ms)
 --   dt      when the rate was last reduced (ms): one reduction per second at most
 --   src, by, at  who set the limit (`setting` or `console`) and when: read by the console
--- Without the hash (no limit, no throttle) a fetch costs one HMGET and writes nothing.
+-- Without the hash (no limit, no throttle) a fetch costs one EXISTS and writes nothing.
 
 local RATE_FIELDS = {'ps', 'bu', 'tk', 'ts', 'un', 'e0', 't0'}
 
@@ -25,8 +25,12 @@ end
 -- Reads the bucket at `key` and counts its tokens at `now`. The answer's `grant` is the most
 -- jobs it allows now (nil: no limit), and when that is 0, `wait` is the ms until a token is due.
 local function rate_read(key, now, ramp_ms)
-  local values = redis.call('HMGET', key, unpack(RATE_FIELDS))
   local b = {key = key, now = now}
+  -- No bucket (no limit, no throttle): one EXISTS, cheaper than an HMGET answering nils.
+  if redis.call('EXISTS', key) == 0 then
+    return b
+  end
+  local values = redis.call('HMGET', key, unpack(RATE_FIELDS))
   for i, field in ipairs(RATE_FIELDS) do
     b[field] = tonumber(values[i])
   end

@@ -95,14 +95,11 @@ async fn a_bad_rate_limit_setting_stops_the_worker_with_one_line_naming_it() {
     }
 }
 
-/// The most deliveries that arrived within any one second.
-fn busiest_second(arrivals: &[Instant]) -> usize {
-    let mut at: Vec<Instant> = arrivals.to_vec();
-    at.sort();
-    (0..at.len())
-        .map(|i| at[i..].iter().take_while(|t| **t - at[i] < Duration::from_secs(1)).count())
-        .max()
-        .unwrap_or(0)
+/// The most of `times` (ms) within any one second.
+fn busiest_second(times: &[i64]) -> usize {
+    let mut at = times.to_vec();
+    at.sort_unstable();
+    (0..at.len()).map(|i| at[i..].iter().take_while(|t| **t - at[i] < 1000).count()).max().unwrap_or(0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -125,11 +122,22 @@ async fn two_workers_share_one_limit_of_20_a_second() {
     assert_eq!(ids.len(), 60);
     let got = receiver.wait_for(60, Duration::from_secs(30)).await;
     assert_eq!(got.len(), 60, "every job delivered");
-    let arrivals: Vec<Instant> = got.iter().map(|d| d.at).collect();
-    let busiest = busiest_second(&arrivals);
-    let span = arrivals.iter().max().unwrap().duration_since(*arrivals.iter().min().unwrap());
-    eprintln!("60 jobs at 20/s (burst 20) over 2 workers: busiest second {busiest}, first to last {span:?}");
-    assert!(busiest <= 40, "at most rate + burst in any one second: {busiest}");
+    // What the bucket governs: when each job was leased (its record's start, Redis's clock).
+    // At the receiver, network jitter can bunch a few more into one second: printed, not asserted.
+    let mut started = Vec::new();
+    for id in &ids {
+        started.push(app.record("webhook", id).await.unwrap().started_at.unwrap());
+    }
+    let first = got.iter().map(|d| d.at).min().unwrap();
+    let arrivals: Vec<i64> =
+        got.iter().map(|d| i64::try_from(d.at.duration_since(first).as_millis()).unwrap()).collect();
+    let (busiest, at_receiver) = (busiest_second(&started), busiest_second(&arrivals));
+    let span = started.iter().max().unwrap() - started.iter().min().unwrap();
+    eprintln!(
+        "60 jobs at 20/s (burst 20) over 2 workers: busiest second {busiest} leased, {at_receiver} at the receiver; first to last lease {span} ms"
+    );
+    assert!(busiest <= 40, "at most rate + burst leased in any one second: {busiest}");
+    assert!(span >= 1000, "the 40 jobs beyond the burst need two seconds of tokens: {span} ms");
 
     // The gauge of the rate in force, sampled every 5 s.
     let deadline = Instant::now() + Duration::from_secs(7);

@@ -74,6 +74,9 @@ pub struct FetchSettings {
     pub paused_recheck: Duration,
 }
 
+/// The longest a worker sleeps for a token before it fetches again.
+const THROTTLED_RECHECK: Duration = Duration::from_secs(1);
+
 /// The queue as the fetch loop uses it: [`Queue`] in production, a fake in the tests.
 pub trait Leases: Clone + Send + Sync + 'static {
     fn kind(&self) -> Kind;
@@ -212,7 +215,9 @@ impl<L: Leases, W: WakeUps> Fetcher<L, W> {
                     // No token: sleep until one is due. Not on the wake-up list, whose markers
                     // (new jobs) would only find no token either, a fetch each.
                     self.failures = 0;
-                    self.sleep(fetched.next.unwrap_or(self.settings.idle_max).max(Duration::from_millis(1))).await;
+                    // At most a second: a console change (a limit raised or removed) applies within it.
+                    let wait = fetched.next.unwrap_or(self.settings.idle_max).clamp(Duration::from_millis(1), THROTTLED_RECHECK);
+                    self.sleep(wait).await;
                 }
                 Ok(fetched) => {
                     self.failures = 0;
