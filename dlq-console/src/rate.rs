@@ -20,6 +20,7 @@ use crate::AppState;
 use crate::actions::{ActionError, Console};
 use crate::api::{Operator, QueueView, queue_view};
 use crate::config::Role;
+use crate::fleet::kind_of;
 use crate::pages::{Session, problem_page};
 
 impl Console {
@@ -74,10 +75,6 @@ pub fn limit_of(body: &Value) -> Result<Option<RateLimit>, Problem> {
             RateLimit::new(n, burst).map(Some).map_err(|e| invalid(FieldError::new(format!("/{}", e.field), e.problem)))
         }
     }
-}
-
-fn kind_of(raw: &str) -> Result<Kind, Problem> {
-    raw.parse::<Kind>().map_err(|e| Problem::not_found(format!("no queue `{raw}`: {e}")))
 }
 
 /// `PUT /api/queues/{kind}/rate-limit` `{"per_second", "burst"}` → the queue's view.

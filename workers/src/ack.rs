@@ -110,7 +110,7 @@ impl Acker {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(%kind, error = jobs::store::chain(&e), "could not record the provider's throttle")
+                    tracing::warn!(%kind, error = jobs::store::chain(&e), "could not record the provider's throttle");
                 }
             }
         });
