@@ -216,7 +216,10 @@ impl<L: Leases, W: WakeUps> Fetcher<L, W> {
                     // (new jobs) would only find no token either, a fetch each.
                     self.failures = 0;
                     // At most a second: a console change (a limit raised or removed) applies within it.
-                    let wait = fetched.next.unwrap_or(self.settings.idle_max).clamp(Duration::from_millis(1), THROTTLED_RECHECK);
+                    let wait = fetched
+                        .next
+                        .unwrap_or(self.settings.idle_max)
+                        .clamp(Duration::from_millis(1), THROTTLED_RECHECK);
                     self.sleep(wait).await;
                 }
                 Ok(fetched) => {
