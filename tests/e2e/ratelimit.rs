@@ -152,3 +152,80 @@ async fn two_workers_share_one_limit_of_20_a_second() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+/// An OTP SMS to `to`, queued through the API; its id.
+async fn otp(app: &TestApp, to: &str) -> String {
+    let body = json!({"kind": "otp_sms", "payload": {"to": to, "code": "482913", "ttl_seconds": 120}});
+    let response = app.post_job(&body, None).await;
+    assert_eq!(response.status(), 202);
+    response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_429_holds_the_whole_kind_for_its_retry_after_and_halves_the_rate() {
+    let app = TestApp::spawn().await;
+    let throttled = Reply { retry_after: Some(2), ..Reply::status(429) };
+    let gateway = Receiver::start(&[throttled], Reply::with_body(200, r#"{"message_id": "gw-1"}"#)).await;
+    let url = gateway.url();
+    let settings = [
+        ("WORKER_KINDS", "otp_sms"),
+        ("SMS_PROVIDER", "http"),
+        ("SMS_HTTP_URL", url.as_str()),
+        ("RATE_LIMIT_OTP_SMS", "10/s"),
+    ];
+    let workers: Vec<WorkerProcess> =
+        (0..2).map(|_| WorkerProcess::start(&app.redis_url, &app.namespace, &settings)).collect();
+    let bucket = app.key("{otp_sms}:bucket");
+    let field = |name: &'static str| {
+        let bucket = bucket.clone();
+        let app = &app;
+        async move {
+            let value: Option<i64> =
+                redis::cmd("HGET").arg(&bucket).arg(name).query_async(&mut app.redis().await).await.unwrap();
+            value
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while field("ps").await != Some(10) {
+        assert!(Instant::now() < deadline, "the setting never reached Redis");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The first job meets the 429: the worker that ran it holds the kind until its Retry-After.
+    let first = otp(&app, "+886912345601").await;
+    let held = loop {
+        if let Some(until) = field("un").await {
+            break until;
+        }
+        assert!(Instant::now() < deadline, "no throttle recorded");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(field("e0").await, Some(5), "the rate halved");
+    // Jobs queued now, on either worker, start only once the hold is over.
+    let mut later = Vec::new();
+    for n in 2..=6 {
+        later.push(otp(&app, &format!("+8869123456{n:02}")).await);
+    }
+    for id in later.iter().chain([&first]) {
+        let job = app.wait_status(id, &["succeeded", "dead"], Duration::from_secs(20)).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+    }
+    for id in &later {
+        let started = app.record("otp_sms", id).await.unwrap().started_at.unwrap();
+        assert!(started >= held, "{id} started {} ms before the hold ended", held - started);
+    }
+    let record = app.record("otp_sms", &first).await.unwrap();
+    assert_eq!(record.attempts, 2, "the throttled attempt counts");
+    assert!(record.started_at.unwrap() >= held);
+    assert_eq!(gateway.deliveries().len(), 7);
+
+    // One throttle event, counted by the worker that met it.
+    let mut events = 0.0;
+    for worker in &workers {
+        let text = reqwest::get(format!("http://{}/metrics", worker.metrics_addr)).await.unwrap().text().await.unwrap();
+        if let Some(line) = metric_line(&text, "jobplane_throttle_events_total{kind=\"otp_sms\"}") {
+            events += line.rsplit(' ').next().unwrap().parse::<f64>().unwrap();
+        }
+    }
+    assert!((events - 1.0).abs() < f64::EPSILON, "{events}");
+}
