@@ -289,7 +289,7 @@ fn the_dashboard_shows_pause_latency_and_workers() {
     }
 }
 
-fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let output = std::process::Command::new(crate::support::binary("dlq-console"))
         .env_clear()
         .env("REDIS_URL", &app.redis_url)

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::console::{ADMIN_TOKEN, VIEWER_TOKEN};
-use crate::pause::{audit_rows, call, console_binary, metric_line};
+use crate::console::{ADMIN_TOKEN, TestConsole, VIEWER_TOKEN};
+use crate::pause::{audit_rows, call, cli, console_binary, metric_line};
 use crate::receiver::{Receiver, Reply};
 use crate::support::{TestApp, WorkerProcess};
 
@@ -228,4 +228,44 @@ async fn a_gateway_429_holds_the_whole_kind_for_its_retry_after_and_halves_the_r
         }
     }
     assert!((events - 1.0).abs() < f64::EPSILON, "{events}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_form_and_the_cli_set_the_limit() {
+    let app = TestApp::spawn().await;
+    let console = TestConsole::start(&app, &[]).await;
+    let login = console.http.post(format!("{}/login", console.base)).form(&[("token", ADMIN_TOKEN)]).send().await;
+    let cookie = login.unwrap().headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let overview = || async {
+        let page = console.http.get(format!("{}/", console.base)).header("cookie", &cookie).send().await.unwrap();
+        page.text().await.unwrap()
+    };
+    let page = overview().await;
+    assert!(page.contains("id=\"rate-email\""), "{page}");
+    let csrf = page.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let post = |fields: [(&'static str, String); 3]| {
+        let url = format!("{}/queues/email/rate-limit", console.base);
+        console.http.post(url).header("cookie", &cookie).form(&fields).send()
+    };
+    let form =
+        |ps: &str, burst: &str| [("csrf", csrf.clone()), ("per_second", ps.to_owned()), ("burst", burst.to_owned())];
+    assert_eq!(post(form("7", "")).await.unwrap().status(), 303);
+    assert!(overview().await.contains("7/s, burst 7"));
+    let refused = post(form("0", "")).await.unwrap();
+    assert_eq!(refused.status(), 422);
+    assert!(refused.text().await.unwrap().contains("/per_second"));
+    assert_eq!(post(form("", "")).await.unwrap().status(), 303);
+    let view: Value = console.get("/api/queues", VIEWER_TOKEN).await.json().await.unwrap();
+    let email = view["queues"].as_array().unwrap().iter().find(|q| q["kind"] == "email").unwrap();
+    assert_eq!((&email["rate_limit"]["per_second"], &email["rate_limit"]["source"]), (&Value::Null, &json!("console")));
+
+    let (code, out, err) = cli(&app, &["rate-limit", "email", "50/s:100"]);
+    assert_eq!((code, out.trim()), (0, "email: 50/s, burst 100; set by ops (console)"), "{err}");
+    let (code, out, _) = cli(&app, &["rate-limit", "email"]);
+    assert_eq!((code, out.trim()), (0, "email: 50/s, burst 100; set by ops (console)"));
+    let (code, out, _) = cli(&app, &["rate-limit", "email", "off"]);
+    assert_eq!((code, out.trim()), (0, "email: no rate limit; set by ops (console)"));
+    let (code, _, err) = cli(&app, &["rate-limit", "email", "5/m"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("`5/m` is not <n>/s"), "{err}");
 }
