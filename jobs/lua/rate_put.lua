@@ -29,6 +29,8 @@ if ARGV[2] == '' then
 end
 local burst = tonumber(ARGV[3])
 redis.call('HSET', KEYS[1], 'ps', ARGV[2], 'bu', burst, 'src', source, 'by', ARGV[4], 'at', ARGV[5])
+-- A bucket that held only a throttle's hold was set to expire with it; a limit stays.
+redis.call('PERSIST', KEYS[1])
 local tokens = tonumber(redis.call('HGET', KEYS[1], 'tk'))
 if tokens and tokens > burst then
   redis.call('HSET', KEYS[1], 'tk', burst)

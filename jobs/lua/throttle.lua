@@ -11,7 +11,8 @@
 --
 -- With a limit: the rate in force is halved (multiplicative decrease, not below ARGV[4] of the
 -- limit), the bucket emptied, and the rate climbs back to the limit afterwards (additive
--- increase, rate.lua's `rate_effective`), starting when the Retry-After ends.
+-- increase, rate.lua's `rate_effective`), starting when the Retry-After ends. Without a limit
+-- (and no console mark) the bucket holds only the hold, and expires with it.
 --
 -- Returns {rate, until, reduced}: the rate now in force in thousandths of a token a second
 -- (-1: no limit), the time no token is given before (ms; 0: none), 1 when this call reduced
@@ -34,6 +35,10 @@ if held > now then
   redis.call('HSET', KEYS[1], 'un', held)
 end
 if not b.ps or b.ps <= 0 then
+  -- Nothing but the hold: the bucket goes with it, so fetches are back to one EXISTS.
+  if held > now and redis.call('HEXISTS', KEYS[1], 'src') == 0 then
+    redis.call('PEXPIREAT', KEYS[1], held)
+  end
   return {-1, held > now and held or 0, 0}
 end
 local rate = rate_effective(b, now, ramp)

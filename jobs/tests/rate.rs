@@ -179,6 +179,13 @@ async fn a_throttle_without_a_limit_holds_the_kind_for_the_retry_after_only() {
     assert!(reply.next.unwrap() <= Duration::from_secs(5));
     let bucket = lab.bucket(Kind::OtpSms).await;
     assert_eq!(bucket.keys().collect::<Vec<_>>(), ["un"], "{bucket:?}");
+    let ttl: i64 = lab.run(redis::cmd("PTTL").arg(lab.q(Kind::OtpSms).bucket())).await;
+    assert!(ttl > 0 && ttl <= 5000, "the bucket expires with the hold: {ttl}");
+    // A limit set meanwhile stays.
+    lab.limit(Kind::OtpSms, 100, 100).await;
+    let ttl: i64 = lab.run(redis::cmd("PTTL").arg(lab.q(Kind::OtpSms).bucket())).await;
+    assert_eq!(ttl, -1);
+    lab.rates().put(Kind::OtpSms, None, "admin").await.unwrap();
     let () = lab.run(redis::cmd("HSET").arg(lab.q(Kind::OtpSms).bucket()).arg("un").arg(1)).await;
     assert_eq!(lab.fetch(Kind::OtpSms, 100).await.jobs.len(), 3);
 }
