@@ -3,7 +3,8 @@
 //! `Idempotency-Key` (the same on every attempt, so the gateway can deduplicate), and
 //! `Authorization: Bearer SMS_HTTP_TOKEN` when set. A 2xx is sent, its optional JSON
 //! `{"message_id": "...", "cost": "..."}` kept. 408, 429, 5xx, timeouts and connection
-//! failures retry (not sooner than `Retry-After`); 401 and 403 retry too, logged as errors
+//! failures retry (not sooner than `Retry-After`), a 429 also slowing the whole kind down
+//! (`JobError::Throttled`, `jobs::rate`); 401 and 403 retry too, logged as errors
 //! (the token is wrong: an operator can fix it within the OTP's TTL); any other status is
 //! permanent.
 

@@ -11,7 +11,8 @@
 //!   ([`SENDER_CODES`], `TWILIO_FROM`) retry, logged as errors: an operator can fix them, and
 //!   the OTP's TTL bounds how long it keeps trying;
 //! - 408, 429, 5xx, a full sender queue (21611), timeouts and connection failures retry,
-//!   not sooner than `Retry-After`;
+//!   not sooner than `Retry-After`; a 429 (Twilio's 20429) also slows the whole kind down
+//!   (`JobError::Throttled`, `jobs::rate`);
 //! - any other 4xx is permanent (the request itself is wrong).
 
 use std::time::Duration;
