@@ -84,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
         replay_rate: u32::MAX,
         templates: jobs::sms_templates::SmsTemplates::default(),
         pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
+        rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
         fleet: jobs::fleet::Fleet::new(conn.clone(), keys.clone()),
     };
 

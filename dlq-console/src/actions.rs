@@ -61,6 +61,8 @@ pub struct Console {
     pub control: jobs::control::Control,
     /// Pausing and resuming kinds; their latency (see `fleet.rs`).
     pub pauses: jobs::pause::Pauses,
+    /// The kinds' rate limits (see `rate.rs`).
+    pub rates: jobs::rate::RateLimits,
     /// The workers' heartbeats.
     pub fleet: jobs::fleet::Fleet,
 }

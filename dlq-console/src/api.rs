@@ -290,6 +290,9 @@ pub struct QueueView {
     pub paused_by: Option<String>,
     /// Age of the oldest ready job, since it became due (0: none is ready).
     pub latency_seconds: f64,
+    /// The limit in force (`per_second`, `burst`: `null` when none; `source`: `setting` or
+    /// `console`), the rate after a provider's throttle, and `throttled_until` while one holds.
+    pub rate_limit: jobs::rate::RateView,
 }
 
 /// One queue's view, as `GET /api/queues` lists it.
@@ -301,6 +304,7 @@ pub async fn queue_view(state: &AppState, kind: Kind, now: DateTime<Utc>) -> Res
     let (processed, failed) = last.first().map_or((0, 0), |(_, ok, failed)| (ok + failed, *failed));
     let pause = console.pauses.paused(kind).await.map_err(ActionError::from)?;
     let latency = console.pauses.latency(kind, now).await.map_err(ActionError::from)?;
+    let rate_limit = console.rate_limit(kind).await?;
     Ok(QueueView {
         kind,
         depths,
@@ -311,6 +315,7 @@ pub async fn queue_view(state: &AppState, kind: Kind, now: DateTime<Utc>) -> Res
         paused_since: pause.as_ref().map(|p| p.since),
         paused_by: pause.map(|p| p.by),
         latency_seconds: latency.as_secs_f64(),
+        rate_limit,
     })
 }
 

@@ -1,4 +1,4 @@
-//! `dlq-console list|show|replay|edit|delete|purge|stats|pause|resume|workers`: the same actions from a shell,
+//! `dlq-console list|show|replay|edit|delete|purge|stats|pause|resume|rate-limit|workers`: the same actions from a shell,
 //! straight against Redis (`REDIS_URL`, `REDIS_NAMESPACE`). Human tables by default, `--json`
 //! for scripts, a progress bar for bulk actions, `--dry-run` to see how many letters match.
 
@@ -113,11 +113,33 @@ pub enum Command {
     Pause { kind: Kind },
     /// Resume a paused kind: its idle workers start at once.
     Resume { kind: Kind },
+    /// Set a kind's rate limit for every worker: `50/s`, `50/s:100` (burst), or `off`. Stands
+    /// over the workers' RATE_LIMIT_<KIND> from then on. Without a limit: show the one in force.
+    RateLimit {
+        kind: Kind,
+        /// `<n>/s[:<burst>]` or `off`.
+        limit: Option<RateArg>,
+    },
     /// The worker processes: live ones, and those gone within the hour.
     Workers {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// A rate limit on the command line: `<n>/s[:<burst>]`, or `off` for none.
+#[derive(Debug, Clone, Copy)]
+pub struct RateArg(Option<jobs::rate::RateLimit>);
+
+impl std::str::FromStr for RateArg {
+    type Err = String;
+
+    fn from_str(raw: &str) -> Result<Self, String> {
+        match raw {
+            "off" | "none" => Ok(Self(None)),
+            _ => raw.parse().map(|l| Self(Some(l))),
+        }
+    }
 }
 
 #[derive(Debug, Args, Default)]
@@ -333,6 +355,13 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
         Command::Resume { kind } => {
             let was = console.resume(operator, kind).await.map_err(explain)?;
             println!("{kind}: {}", if was { "resumed" } else { "was not paused" });
+        }
+        Command::RateLimit { kind, limit } => {
+            if let Some(RateArg(limit)) = limit {
+                console.set_rate_limit(operator, kind, limit).await.map_err(explain)?;
+            }
+            let view = console.rate_limit(kind).await.map_err(explain)?;
+            println!("{kind}: {}", crate::rate::describe(&view));
         }
         Command::Workers { json } => crate::fleet::print_workers(console, json).await?,
         Command::Stats { json } => {

@@ -44,7 +44,7 @@ impl Console {
 }
 
 /// The kind named in a path: an unknown one is `404`, naming the kinds there are.
-fn kind_of(raw: &str) -> Result<Kind, Problem> {
+pub(crate) fn kind_of(raw: &str) -> Result<Kind, Problem> {
     raw.parse::<Kind>().map_err(|e| Problem::not_found(format!("no queue `{raw}`: {e}")))
 }
 

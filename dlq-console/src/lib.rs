@@ -1,6 +1,7 @@
 //! The operators' console for dead letters: a JSON API (`/api`, bearer tokens), server-rendered
 //! pages (a login form and a session cookie) and a CLI, all over [`actions::Console`].
-//! [`fleet`] holds what operators do to live work: pause and resume a kind, see the workers.
+//! [`fleet`] holds what operators do to live work: pause and resume a kind, see the workers;
+//! [`rate`] sets a kind's rate limit.
 
 pub mod actions;
 pub mod api;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod fleet;
 pub mod pages;
+pub mod rate;
 pub mod schedule_actions;
 pub mod sessions;
 
@@ -17,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use jobs::dead::DeadLetters;
 use jobs::schedule::ScheduleStore;
 use jobs::sms_templates::SmsTemplates;
@@ -51,6 +53,7 @@ impl AppState {
             replay_rate: config.replay_rate,
             templates,
             pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
+            rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
             fleet: jobs::fleet::Fleet::new(conn.clone(), keys),
         };
         let schedules = ScheduleStore::new(conn, &config.redis.namespace);
@@ -77,6 +80,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(browse::api_show))
         .route("/queues/{kind}/pause", post(fleet::api_pause))
         .route("/queues/{kind}/resume", post(fleet::api_resume))
+        .route("/queues/{kind}/rate-limit", put(rate::api_put))
         .route("/workers", get(fleet::api_workers));
     let pages = Router::new()
         .route("/", get(pages::overview))
@@ -99,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/jobs/{id}", get(browse::detail_page))
         .route("/queues/{kind}/pause", post(fleet::page_pause))
         .route("/queues/{kind}/resume", post(fleet::page_resume))
+        .route("/queues/{kind}/rate-limit", post(rate::page_put))
         .route("/workers", get(fleet::workers_page));
     let store = state.console.store.clone();
     Router::new()

@@ -376,7 +376,7 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
     }
     html_response(page("Overview", Some(&session), html! {
         table {
-            thead { tr { th { "kind" } th { "queued" } th { "latency" } th { "scheduled" } th { "running" } th { "retrying" } th { "dead" } th { "processed, last minute" } th { "failed, last minute" } th { "state" } } }
+            thead { tr { th { "kind" } th { "queued" } th { "latency" } th { "scheduled" } th { "running" } th { "retrying" } th { "dead" } th { "processed, last minute" } th { "failed, last minute" } th { "state" } th { "rate limit" } } }
             tbody {
                 @for q in &queues {
                     tr {
@@ -387,6 +387,7 @@ pub async fn overview(State(state): State<AppState>, session: Session) -> Respon
                         td.num { a href=(format!("/dead?kind={}", q.kind.as_str())) { (q.depths.dead) } }
                         td.num { (q.processed_last_minute) } td.num { (q.failed_last_minute) }
                         td { (crate::fleet::pause_cell(&session, q)) }
+                        td { (crate::rate::rate_cell(&session, q)) }
                     }
                 }
             }

@@ -8,6 +8,7 @@
 -- KEYS[4]  active sorted set (score: lease deadline, ms)
 -- KEYS[5]  dead sorted set (score: dead_at, ms)
 -- KEYS[6]  the queue's pause marker (a STRING, present while the queue is paused)
+-- KEYS[7]  [rate] the kind's token bucket (a HASH, rate.lua; absent: no limit)
 -- ARGV[1]  lease, ms: a job not acknowledged or extended by now + lease is recovered
 -- ARGV[2]  batch: the most jobs to lease
 -- ARGV[3]  promote limit: the most due jobs of each waiting set, and the most expired
@@ -15,6 +16,8 @@
 -- ARGV[4]  record key prefix ("<prefix>:<id>")
 -- ARGV[5]  worker id
 -- ARGV[6]  idempotency key prefix ("<prefix>:<producer>:<key>")
+-- ARGV[7]  [rate] ramp, ms: after a provider's throttle, the rate climbs back by the whole
+--          limit in this time (rate.lua)
 --
 -- "now" is Redis's own clock (TIME).
 -- Also touched, named after the keys above (same hash tag): "<KEYS[1]>:cancelled", the count of
@@ -22,7 +25,7 @@
 -- popped (never below 0); the queue's cancelled stream ("<queue>:cancelled"), for a job whose
 -- cancellation was asked while it ran and whose lease ran out: it ends cancelled.
 --
--- Returns {promoted, recovered, next, skipped, paused, id, record, id, record, ...}: each leased job's
+-- Returns {promoted, recovered, next, skipped, paused, throttled, id, record, id, record, ...}: each leased job's
 -- id and its record as now stored (MessagePack: status running, attempts counting this one,
 -- ln the lease's token, which finish, extend and release must present).
 -- `next`, when no job was leased: 0 while jobs are still ready (every id popped was skipped),
@@ -32,6 +35,11 @@
 -- by a foreign writer); a finished job popped again is skipped silently.
 -- `paused`: 1 when the queue is paused: nothing was leased (due jobs were still promoted and
 -- expired leases recovered), and `next` is -1; else 0.
+-- `throttled` [rate]: 1 when jobs are ready but the kind's bucket has no token: nothing was
+-- popped, and `next` is the ms until a token is due; else 0. The worker sleeps that long
+-- instead of waiting on the wake-up list (a new job would only find no token either).
+-- [rate] A job leases only with a token: at most as many jobs as tokens are popped, and the
+-- tokens of ids popped but not leased (cancelled, missing) go back to the bucket.
 --
 -- Work per call is bounded by ARGV[2] and ARGV[3], never by the size of a set: due jobs are
 -- moved in slices, so a backlog of any size drains without one giant reply or unpack.
@@ -43,6 +51,8 @@ local limit = tonumber(ARGV[3])
 local prefix = ARGV[4]
 local worker = ARGV[5]
 local idem_prefix = ARGV[6]
+-- [rate] The bucket is counted before the pop and its tokens taken after it, in this script.
+local bucket = rate_read(KEYS[7], now, tonumber(ARGV[7]))
 -- Read here, in the same script as the lease: a pause is in force from the first fetch after it.
 local paused = redis.call('EXISTS', KEYS[6]) == 1
 
@@ -120,13 +130,23 @@ local function next_work()
 end
 
 if paused then
-  return {promoted, #lost, -1, 0, 1}
+  return {promoted, #lost, -1, 0, 1, 0}
 end
-local ids = pop(KEYS[1], batch)
+-- [rate] No token: nothing is popped, so no record is read or written and no attempt burnt.
+local grant = rate_grant(bucket, batch)
+if bucket.wait then
+  local next = next_work()
+  if next == 0 then
+    return {promoted, #lost, bucket.wait, 0, 0, 1}
+  end
+  return {promoted, #lost, next, 0, 0, 0}
+end
+local ids = pop(KEYS[1], grant)
 if #ids == 0 then
-  return {promoted, #lost, next_work(), 0, 0}
+  return {promoted, #lost, next_work(), 0, 0, 0}
 end
-local result = {promoted, #lost, -1, 0, 0}
+local HEADER = 6
+local result = {promoted, #lost, -1, 0, 0, 0}
 local skipped = 0
 local gone = 0
 local deadline = now + lease
@@ -152,6 +172,7 @@ for _, id in ipairs(ids) do
   end
 end
 result[4] = skipped
+rate_take(bucket, (#result - HEADER) / 2) -- [rate]
 if gone > 0 then
   local counter = KEYS[1] .. ':cancelled'
   local left = tonumber(redis.call('GET', counter) or '0')
@@ -159,7 +180,7 @@ if gone > 0 then
     redis.call('SET', counter, math.max(left - gone, 0))
   end
 end
-if #result == 5 then
+if #result == HEADER then
   result[3] = next_work()
 end
 return result

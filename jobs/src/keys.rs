@@ -120,6 +120,14 @@ impl QueueKeys {
         format!("{}:paused", self.prefix)
     }
 
+    /// HASH holding the kind's rate limit and its token bucket, shared by every worker
+    /// (`lua/rate.lua` names the fields): `fetch.lua` leases a job only with a token,
+    /// `throttle.lua` slows the kind when a provider says so, `rate_put.lua` sets the limit.
+    /// Absent while no limit and no throttle is in force.
+    pub fn bucket(&self) -> String {
+        format!("{}:bucket", self.prefix)
+    }
+
     /// HASH of the schedules paused (field: schedule name, value: when the pause was taken, ms on
     /// the schedules' Redis clock), in every queue's slot: `enqueue.lua` refuses a schedule's
     /// regular tick claimed at or before its pause, so no tick fires once a pause has answered.
@@ -218,6 +226,7 @@ mod tests {
             q.active(),
             q.dead(),
             q.paused(),
+            q.bucket(),
             q.succeeded(),
             q.cancelled(),
             q.ready_cancelled(),

@@ -20,9 +20,10 @@
 //!   cost does not grow with the queue; one job by id with its attempts).
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
 //!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
-//! - Control of live work: [`pause`] (pausing a kind; a queue's latency), [`fleet`] (the
-//!   workers' heartbeats), [`lanes`] (priorities and groups: which ready list a job waits in,
-//!   `lua/lanes.lua` prepended to every script that pushes or pops).
+//! - Control of live work: [`pause`] (pausing a kind; a queue's latency), [`rate`] (rate limits
+//!   per kind: token buckets, provider throttles), [`fleet`] (the workers' heartbeats),
+//!   [`lanes`] (priorities and groups: which ready list a job waits in, `lua/lanes.lua`
+//!   prepended to every script that pushes or pops).
 //!
 //! PostgreSQL is the `db` crate's.
 //!
@@ -43,6 +44,7 @@ pub mod pause;
 pub mod payload;
 pub mod queue;
 pub mod queue_depths;
+pub mod rate;
 pub mod readiness;
 pub mod record;
 pub mod redact;

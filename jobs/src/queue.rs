@@ -10,10 +10,10 @@ use redis::Script;
 use serde::Serialize;
 
 use crate::keys::QueueKeys;
-use crate::record::{DeadReason, JobRecord, millis, with_records};
+use crate::record::{DeadReason, JobRecord, millis, with_rate, with_records};
 use crate::{Keys, Kind, StoreError};
 
-static FETCH: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/fetch.lua")));
+static FETCH: LazyLock<Script> = LazyLock::new(|| with_rate(include_str!("../lua/fetch.lua")));
 static FINISH: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/finish.lua")));
 static EXTEND: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/extend.lua")));
 static RELEASE: LazyLock<Script> = LazyLock::new(|| with_records(include_str!("../lua/release.lua")));
@@ -75,6 +75,10 @@ pub struct FetchReply {
     /// The queue is paused ([`crate::pause`]): nothing was leased, and the worker should look
     /// again shortly, or at once when woken (a resume pushes wake-up markers).
     pub paused: bool,
+    /// Jobs are ready but the kind's rate limit has no token ([`crate::rate`]): nothing was
+    /// leased, and `next` is when a token is due. The worker sleeps until then; a wake-up
+    /// marker (a new job) would find no token either.
+    pub throttled: bool,
 }
 
 /// How an attempt ended, as `finish.lua` records it.
@@ -207,22 +211,24 @@ impl Queue {
             .key(self.keys.retry())
             .key(self.keys.active())
             .key(self.keys.dead())
-            .key(self.keys.paused());
+            .key(self.keys.paused())
+            .key(self.keys.bucket());
         call.arg(ms(lease))
             .arg(batch)
             .arg(promote_limit.clamp(1, MAX_PROMOTE))
             .arg(self.keys.job_prefix())
             .arg(&self.worker)
-            .arg(&self.idempotency_prefix);
+            .arg(&self.idempotency_prefix)
+            .arg(ms(crate::rate::RAMP));
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await?;
         let mut reply = reply.into_iter();
         let header: Vec<i64> = reply
             .by_ref()
-            .take(5)
+            .take(6)
             .map(redis::from_redis_value)
             .collect::<Result<_, _>>()
             .map_err(redis::RedisError::from)?;
-        let [_promoted, _recovered, next, skipped, paused] = header[..] else {
+        let [_promoted, _recovered, next, skipped, paused, throttled] = header[..] else {
             return Err(StoreError::Protocol(format!("fetch.lua answered {} header values", header.len()).into()));
         };
         if skipped > 0 {
@@ -255,7 +261,7 @@ impl Queue {
             };
             jobs.push((leased, record.payload.unwrap_or_default()));
         }
-        Ok(FetchReply { jobs, next, paused: paused == 1 })
+        Ok(FetchReply { jobs, next, paused: paused == 1, throttled: throttled == 1 })
     }
 
     /// Blocks on the queue's wake-up list for at most `timeout`, on `conn`, which must be a

@@ -217,6 +217,11 @@ pub(crate) fn with_records(script: &str) -> redis::Script {
     redis::Script::new(&format!("{}{}{script}", include_str!("../lua/record.lua"), include_str!("../lua/lanes.lua")))
 }
 
+/// `script` with `lua/record.lua` and the token bucket's functions (`lua/rate.lua`) in front.
+pub(crate) fn with_rate(script: &str) -> redis::Script {
+    with_records(&format!("{}{script}", include_str!("../lua/rate.lua")))
+}
+
 /// Milliseconds since the epoch as a time; the epoch for a value out of range.
 pub fn millis(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()

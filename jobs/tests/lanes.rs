@@ -274,15 +274,16 @@ async fn the_latency_sees_the_oldest_job_of_every_lane_and_group() {
 async fn commands_of_a_fetch(lab: &Lab, batch: usize) -> (i64, usize) {
     let counting = "local calls = 0\nlocal real_redis = redis\nlocal redis = setmetatable({call = function(...) calls = calls + 1 return real_redis.call(...) end}, {__index = real_redis})\nlocal function fetch()\n";
     let script = redis::Script::new(&format!(
-        "{counting}{}{}{}\nend\nlocal reply = fetch()\nreturn {{calls, #reply - 5}}",
+        "{counting}{}{}{}{}\nend\nlocal reply = fetch()\nreturn {{calls, #reply - 6}}",
         include_str!("../lua/record.lua"),
         include_str!("../lua/lanes.lua"),
+        include_str!("../lua/rate.lua"),
         include_str!("../lua/fetch.lua"),
     ));
     let q = lab.q();
     let mut call = script.prepare_invoke();
-    call.key(q.ready()).key(q.scheduled()).key(q.retry()).key(q.active()).key(q.dead()).key(q.paused());
-    call.arg(30_000).arg(batch).arg(100).arg(q.job_prefix()).arg("w1").arg(q.idempotency_prefix());
+    call.key(q.ready()).key(q.scheduled()).key(q.retry()).key(q.active()).key(q.dead()).key(q.paused()).key(q.bucket());
+    call.arg(30_000).arg(batch).arg(100).arg(q.job_prefix()).arg("w1").arg(q.idempotency_prefix()).arg(20_000);
     let (calls, fields): (i64, usize) = call.invoke_async(&mut lab.conn.clone()).await.unwrap();
     (calls, fields / 2)
 }
@@ -314,8 +315,9 @@ async fn a_fetch_costs_the_same_commands_with_two_groups_or_100_000() {
     assert!(many_calls <= two_calls, "100,000 groups: {many_calls} commands, 2 groups: {two_calls}");
     assert!(two_calls - plain_calls <= 4 * batch + 8, "2 groups: {two_calls}, no group: {plain_calls}");
     // No group, normal priority: today's fetch (TIME, the pause's EXISTS, three ZRANGEBYSCOREs,
-    // one RPOP, three commands a job) plus one EXISTS over the other lanes.
-    assert_eq!(plain_calls, 6 + 3 * batch + 1, "no group");
+    // one RPOP, three commands a job) plus one EXISTS over the other lanes and one for the
+    // kind's token bucket.
+    assert_eq!(plain_calls, 6 + 3 * batch + 2, "no group");
     for lab in [two, many, plain] {
         lab.cleanup().await;
     }

@@ -187,23 +187,26 @@ impl Lab {
     /// `[promoted, recovered, next, skipped]` and the leased ids.
     async fn fetch_raw(&self, kind: Kind, worker: &str, batch: usize, promote_limit: usize) -> ([i64; 4], Vec<String>) {
         let script = redis::Script::new(&format!(
-            "{}{}{}",
+            "{}{}{}{}",
             include_str!("../lua/record.lua"),
             include_str!("../lua/lanes.lua"),
+            include_str!("../lua/rate.lua"),
             include_str!("../lua/fetch.lua")
         ));
         let q = self.q(kind);
         let mut call = script.prepare_invoke();
         call.key(q.ready()).key(q.scheduled()).key(q.retry()).key(q.active()).key(q.dead()).key(q.paused());
+        call.key(q.bucket());
         call.arg(LEASE.as_millis().to_string())
             .arg(batch)
             .arg(promote_limit)
             .arg(q.job_prefix())
             .arg(worker)
-            .arg(q.idempotency_prefix());
+            .arg(q.idempotency_prefix())
+            .arg(jobs::rate::RAMP.as_millis().to_string());
         let reply: Vec<redis::Value> = call.invoke_async(&mut self.conn.clone()).await.unwrap();
         let mut reply = reply.into_iter();
-        let header: Vec<i64> = reply.by_ref().take(5).map(|v| redis::from_redis_value(v).unwrap()).collect();
+        let header: Vec<i64> = reply.by_ref().take(6).map(|v| redis::from_redis_value(v).unwrap()).collect();
         let ids = reply.step_by(2).map(|v| redis::from_redis_value(v).unwrap()).collect();
         (header[..4].try_into().unwrap(), ids)
     }

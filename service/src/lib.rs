@@ -172,6 +172,14 @@ fn describe() {
         "Age of the kind's oldest ready job, since it became due: how far behind its queue runs"
     );
     describe_gauge!("jobplane_workers", "Live worker processes serving the kind (heartbeat within their lease)");
+    describe_gauge!(
+        "jobplane_rate_limit_per_second",
+        "The kind's rate limit in force, tokens a second, after any provider throttle (0: no limit)"
+    );
+    describe_counter!(
+        "jobplane_throttle_events_total",
+        "A provider's \"too many requests\" for the kind, seen by this worker"
+    );
     describe_histogram!("jobplane_audit_batch_size", "Audit-log events per batch statement");
     describe_counter!("jobplane_audit_events_written_total", "Audit-log events committed to PostgreSQL");
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");

@@ -31,6 +31,7 @@ mod observability;
 mod ops;
 mod panics;
 mod pause;
+mod ratelimit;
 mod receiver;
 mod redis_down;
 mod replicas;

@@ -11,7 +11,7 @@ use crate::receiver::{Receiver, Reply};
 use crate::support::{Running, TestApp, WorkerProcess, free_port, wait_until_ok};
 
 /// The `dlq-console` binary on `app`'s namespace; its base URL.
-async fn console_binary(app: &TestApp) -> (String, Running) {
+pub(crate) async fn console_binary(app: &TestApp) -> (String, Running) {
     let addr = format!("127.0.0.1:{}", free_port());
     let operators = format!("viewer:{VIEWER_TOKEN}:readonly");
     let console = Running::start(
@@ -29,7 +29,7 @@ async fn console_binary(app: &TestApp) -> (String, Running) {
     (base, console)
 }
 
-async fn call(method: reqwest::Method, url: String, token: &str) -> (u16, Value) {
+pub(crate) async fn call(method: reqwest::Method, url: String, token: &str) -> (u16, Value) {
     let response = reqwest::Client::new().request(method, url).bearer_auth(token).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
@@ -52,7 +52,7 @@ fn first_after(receiver: &Receiver, since: Instant) -> Option<Instant> {
     receiver.deliveries().iter().map(|d| d.at).filter(|at| *at > since).min()
 }
 
-fn metric_line<'a>(text: &'a str, name: &str) -> Option<&'a str> {
+pub(crate) fn metric_line<'a>(text: &'a str, name: &str) -> Option<&'a str> {
     text.lines().find(|l| l.starts_with(name))
 }
 
@@ -81,7 +81,7 @@ async fn metrics_show_the_pause(base: &str) {
 }
 
 /// The operator audit records waiting in the audit queue: (actor, action, resource type, id).
-async fn audit_rows(app: &TestApp) -> Vec<(String, String, String, String)> {
+pub(crate) async fn audit_rows(app: &TestApp) -> Vec<(String, String, String, String)> {
     let mut actions = Vec::new();
     for id in app.ready("audit_log").await {
         let payload: Value = serde_json::from_str(&app.job_fields("audit_log", &id).await["payload"]).unwrap();
@@ -289,7 +289,7 @@ fn the_dashboard_shows_pause_latency_and_workers() {
     }
 }
 
-fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(app: &TestApp, args: &[&str]) -> (i32, String, String) {
     let output = std::process::Command::new(crate::support::binary("dlq-console"))
         .env_clear()
         .env("REDIS_URL", &app.redis_url)

@@ -20,7 +20,7 @@ use tower::{Layer, Service};
 
 use crate::backend::Job;
 use crate::leases::Inflight;
-use crate::outcome::{Delivered, judge};
+use crate::outcome::{Delivered, JobError, judge};
 
 /// Most outcomes written by one `finish.lua` call.
 const MAX_BATCH: usize = 256;
@@ -65,6 +65,8 @@ pub struct Acker {
     tx: mpsc::Sender<Pending>,
     backoff: Backoff,
     inflight: Inflight,
+    /// Where a provider's "too many requests" slows the kind down; `None` in the tests.
+    rates: Option<jobs::rate::RateLimits>,
 }
 
 impl Acker {
@@ -83,7 +85,35 @@ impl Acker {
         inflight: Inflight,
     ) -> (Self, impl Future<Output = ()> + Send) {
         let (tx, rx) = mpsc::channel(QUEUED);
-        (Self { tx, backoff, inflight }, write_batches(queue, rx, retention))
+        (Self { tx, backoff, inflight, rates: None }, write_batches(queue, rx, retention))
+    }
+
+    /// Throttles reported by the handlers slow the kind down through `rates`.
+    #[must_use]
+    pub fn with_rates(mut self, rates: jobs::rate::RateLimits) -> Self {
+        self.rates = Some(rates);
+        self
+    }
+
+    /// A provider throttled `kind`: every worker slows down (`throttle.lua`), counted in
+    /// `jobplane_throttle_events_total{kind}`. Written in the background: the attempt's
+    /// outcome does not wait for it, and a Redis failure only loses the slowing down.
+    fn throttle(&self, kind: Kind, after: Option<Duration>) {
+        metrics::counter!("jobplane_throttle_events_total", "kind" => kind.as_str()).increment(1);
+        let Some(rates) = self.rates.clone() else { return };
+        tokio::spawn(async move {
+            match rates.throttle(kind, after).await {
+                Ok(throttle) => {
+                    tracing::warn!(%kind, per_second = ?throttle.per_second, until = ?throttle.until, reduced = throttle.reduced, "the provider throttled the kind; slowing down");
+                    if let Some(rate) = throttle.per_second {
+                        metrics::gauge!("jobplane_rate_limit_per_second", "kind" => kind.as_str()).set(rate);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(%kind, error = jobs::store::chain(&e), "could not record the provider's throttle");
+                }
+            }
+        });
     }
 
     /// Records one finished attempt and returns once it is in Redis.
@@ -215,6 +245,9 @@ where
             let result = run.await;
             let finished_at = Utc::now();
             let (outcome, error) = judge(&job, result.as_ref().map(|_| ()), &acker.backoff, finished_at);
+            if let Some(JobError::Throttled { after, .. }) = result.as_ref().err().and_then(|e| e.downcast_ref()) {
+                acker.throttle(job.kind, *after);
+            }
             if let Some(error) = &error {
                 // Logs are read by operators too: the error as the console shows it.
                 let error = jobs::redact::redact_text(error);

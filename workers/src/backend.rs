@@ -50,6 +50,9 @@ pub struct Fetched {
     pub next: Option<Duration>,
     /// The queue is paused: nothing was leased.
     pub paused: bool,
+    /// Jobs are ready but the kind's rate limit has no token (`jobs::rate`): nothing was
+    /// leased, and `next` is when a token is due.
+    pub throttled: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +74,9 @@ pub struct FetchSettings {
     pub paused_recheck: Duration,
 }
 
+/// The longest a worker sleeps for a token before it fetches again.
+const THROTTLED_RECHECK: Duration = Duration::from_secs(1);
+
 /// The queue as the fetch loop uses it: [`Queue`] in production, a fake in the tests.
 pub trait Leases: Clone + Send + Sync + 'static {
     fn kind(&self) -> Kind;
@@ -91,7 +97,7 @@ impl Leases for Queue {
     async fn fetch(&self, count: usize, settings: &FetchSettings) -> Result<Fetched, StoreError> {
         let reply = self.fetch_reply(settings.lease, count, settings.promote_limit).await?;
         let jobs = reply.jobs.into_iter().map(|(lease, payload)| Job { lease, payload }).collect();
-        Ok(Fetched { jobs, next: reply.next, paused: reply.paused })
+        Ok(Fetched { jobs, next: reply.next, paused: reply.paused, throttled: reply.throttled })
     }
 
     async fn release(&self, jobs: &[(String, u64)]) -> Result<u64, StoreError> {
@@ -204,6 +210,17 @@ impl<L: Leases, W: WakeUps> Fetcher<L, W> {
                 Ok(fetched) if fetched.paused => {
                     self.failures = 0;
                     self.wait_while_paused().await;
+                }
+                Ok(fetched) if fetched.throttled => {
+                    // No token: sleep until one is due. Not on the wake-up list, whose markers
+                    // (new jobs) would only find no token either, a fetch each.
+                    self.failures = 0;
+                    // At most a second: a console change (a limit raised or removed) applies within it.
+                    let wait = fetched
+                        .next
+                        .unwrap_or(self.settings.idle_max)
+                        .clamp(Duration::from_millis(1), THROTTLED_RECHECK);
+                    self.sleep(wait).await;
                 }
                 Ok(fetched) => {
                     self.failures = 0;
@@ -504,6 +521,9 @@ mod tests {
         released: Vec<(String, u64)>,
         /// What a fetch says of the pause (it then leases nothing).
         paused: bool,
+        /// Tokens left in the kind's bucket (`None`: no limit); an empty bucket with jobs ready
+        /// answers throttled, the next token `next` away.
+        tokens: Option<usize>,
     }
 
     #[derive(Clone)]
@@ -544,10 +564,14 @@ mod tests {
                 state.failures -= 1;
                 return Err(StoreError::Unavailable("connection refused".into()));
             }
-            let jobs: Vec<Job> =
-                if state.paused { Vec::new() } else { (0..count).map_while(|_| state.ready.pop_front()).collect() };
+            let grant = if state.paused { 0 } else { state.tokens.map_or(count, |t| t.min(count)) };
+            let jobs: Vec<Job> = (0..grant).map_while(|_| state.ready.pop_front()).collect();
+            if let Some(tokens) = state.tokens.as_mut() {
+                *tokens -= jobs.len();
+            }
+            let throttled = !state.paused && grant == 0 && !state.ready.is_empty();
             let next = if jobs.is_empty() { state.next } else { None };
-            Ok(Fetched { jobs, next, paused: state.paused })
+            Ok(Fetched { jobs, next, paused: state.paused, throttled })
         }
 
         async fn release(&self, jobs: &[(String, u64)]) -> Result<u64, StoreError> {
@@ -681,6 +705,28 @@ mod tests {
         within(250, feed.fetcher.next_batch()).await;
         // The outstanding wait (started at 0) times out at 100, the next ones a timeout apart.
         assert_eq!(leases.gaps(), [30, 100, 100]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_token_the_loop_sleeps_until_the_next_one_whatever_the_wake_ups() {
+        let (leases, _gate) = FakeLeases::new(30);
+        leases.state().tokens = Some(4);
+        leases.state().next = Some(Duration::from_millis(250));
+        let wake = FakeWake::default();
+        let mut feed = start(&leases, Some(wake.clone()));
+        assert_eq!(feed.fetcher.next_batch().await.unwrap().len(), 4, "as many as tokens");
+        // New jobs keep pushing markers: none of them makes the loop fetch before the token.
+        let flood = async {
+            for _ in 0..50 {
+                wake.pushed.notify_one();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        within(600, async { tokio::join!(feed.fetcher.next_batch(), flood) }).await;
+        assert_eq!(leases.gaps(), [0, 250, 250], "one fetch per token interval, never a spin");
+        assert_eq!(wake.waits.load(Ordering::SeqCst), 0, "no wait on the wake-up list");
+        leases.state().tokens = Some(2);
+        assert_eq!(feed.fetcher.next_batch().await.unwrap().len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

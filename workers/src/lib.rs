@@ -75,6 +75,9 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS` of the metrics address.
     pub http: service::HttpLimits,
+    /// `RATE_LIMIT_<KIND>` (`<n>/s` or `<n>/s:<burst>`; no limit by default): each kind's
+    /// default rate limit, written at start unless the console has set one (`jobs::rate`).
+    pub rate_limits: BTreeMap<Kind, jobs::rate::RateLimit>,
     /// The providers' settings (`WEBHOOK_*`, `SMS_*`, `TWILIO_*`, `EMAIL_*`, `AUDIT_*`,
     /// `WORKER_JOB_TIMEOUT_SECONDS`), of the kinds this worker consumes.
     pub deliveries: deliver::Settings,
@@ -152,6 +155,7 @@ impl Config {
             },
             idempotency_ttl: env.seconds("IDEMPOTENCY_TTL_SECONDS", 86_400)?,
             http: service::HttpLimits::from_env(env)?,
+            rate_limits: jobs::rate::from_env(env)?,
             deliveries: deliver::Settings::from_env(env, &kinds)?,
             kinds,
         })
@@ -264,6 +268,11 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         config.kinds.iter().copied().collect(),
         Duration::from_secs(5),
     ));
+    let rates = jobs::rate::RateLimits::new(conn.clone(), keys.clone());
+    for &kind in &config.kinds {
+        tokio::spawn(put_rate_default(rates.clone(), kind, config.rate_limits.get(&kind).copied(), id.clone()));
+    }
+    tokio::spawn(jobs::rate::sample(rates, config.kinds.iter().copied().collect(), Duration::from_secs(5)));
     let mut running: Vec<Running> =
         config.kinds.iter().map(|&kind| start(&config, kind, &conn, &keys, &id, &deliveries)).collect();
     let fleet = jobs::fleet::Fleet::new(conn.clone(), keys.clone());
@@ -307,6 +316,24 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     }
 }
 
+/// Writes `kind`'s `RATE_LIMIT_<KIND>` (or its absence) as the default limit, unless the
+/// console has set one; retried until Redis takes it.
+async fn put_rate_default(rates: jobs::rate::RateLimits, kind: Kind, limit: Option<jobs::rate::RateLimit>, id: String) {
+    loop {
+        match rates.put_default(kind, limit, &id).await {
+            Ok(written) => {
+                let limit = limit.map_or_else(|| "none".to_owned(), |l| l.to_string());
+                tracing::info!(%kind, %limit, written, "rate limit setting (not written: the console's limit stands)");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(%kind, error = jobs::store::chain(&e), "rate limit setting not written yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
 /// This process's heartbeat before its first jobs.
 fn heartbeat_of(config: &Config, id: &str) -> jobs::fleet::Heartbeat {
     jobs::fleet::Heartbeat {
@@ -333,7 +360,8 @@ fn start(
 ) -> Running {
     let queue = Queue::new(conn.clone(), keys, kind, id);
     let inflight = Inflight::default();
-    let acker = Acker::spawn(queue.clone(), config.backoff[&kind], config.retention[&kind], inflight.clone());
+    let acker = Acker::spawn(queue.clone(), config.backoff[&kind], config.retention[&kind], inflight.clone())
+        .with_rates(jobs::rate::RateLimits::new(conn.clone(), keys.clone()));
     tokio::spawn(leases::keep_alive(queue.clone(), inflight.clone(), config.lease));
     let concurrency = config.concurrency[&kind];
     let settings = FetchSettings {
@@ -452,6 +480,10 @@ mod tests {
         assert!(err.to_string().starts_with("WORKER_KINDS: "));
         let err = config(&[("WORKER_METRICS_ADDR", "nope")], None).unwrap_err();
         assert!(err.to_string().starts_with("WORKER_METRICS_ADDR: "));
+        let err = config(&[("RATE_LIMIT_EMAIL", "14/m")], None).unwrap_err();
+        assert!(err.to_string().starts_with("RATE_LIMIT_EMAIL: `14/m` is not"), "{err}");
+        let limits = config(&[("RATE_LIMIT_EMAIL", "14/s:28")], None).unwrap().rate_limits;
+        assert_eq!(limits[&Kind::Email], jobs::rate::RateLimit { per_second: 14, burst: 28 });
         assert!(config(&[("WORKER_METRICS_ADDR", "0")], None).unwrap().metrics_addr.is_none());
         let err = config(&[("WORKER_CONCURRENCY_EMAIL", "0")], None).unwrap_err();
         assert!(err.to_string().starts_with("WORKER_CONCURRENCY_EMAIL: "));

@@ -35,6 +35,12 @@ pub enum JobError {
     /// Try again, not sooner than `after` (a `Retry-After`, a throttle).
     #[error("{message}")]
     RetryAfter { after: Duration, message: String },
+    /// The provider refused for the whole kind ("too many requests": SES throttling, Twilio
+    /// 20429, an SMS gateway's 429): the kind slows down for every worker ([`jobs::rate`]),
+    /// and this job tries again, not sooner than `after` when the provider named a time. The
+    /// attempt counts, as any attempt that reached the provider.
+    #[error("{message}")]
+    Throttled { after: Option<Duration>, message: String },
     /// Never try again: straight to the dead letters.
     #[error("{0}")]
     Permanent(String),
@@ -65,6 +71,7 @@ pub fn judge(
         let outcome = match e {
             JobError::Retry(_) => retry(None, DeadReason::Exhausted),
             JobError::RetryAfter { after, .. } => retry(Some(*after), DeadReason::Exhausted),
+            JobError::Throttled { after, .. } => retry(*after, DeadReason::Exhausted),
             JobError::Permanent(_) => Outcome::Dead(DeadReason::Permanent),
             JobError::Expired(_) => Outcome::Dead(DeadReason::Expired),
         };
@@ -116,6 +123,9 @@ mod tests {
         let after = JobError::RetryAfter { after: Duration::from_secs(7), message: "429".into() };
         let (o, _) = judge(&job(1, 3), Err(&boxed(after)), &backoff, now);
         assert_eq!(o, Outcome::Retry { at: now + chrono::Duration::seconds(7) });
+        let throttled = JobError::Throttled { after: Some(Duration::from_secs(9)), message: "slow down".into() };
+        let (o, e) = judge(&job(1, 3), Err(&boxed(throttled)), &backoff, now);
+        assert_eq!((o, e.as_deref()), (Outcome::Retry { at: now + chrono::Duration::seconds(9) }, Some("slow down")));
         let other: BoxDynError = "io".into();
         assert!(matches!(judge(&job(1, 3), Err(&other), &backoff, now).0, Outcome::Retry { .. }));
     }

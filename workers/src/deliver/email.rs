@@ -217,8 +217,8 @@ fn content(email: &Email) -> Result<EmailContent, JobError> {
     Ok(EmailContent::builder().simple(Message::builder().subject(utf8(subject)?).body(body).build()).build())
 }
 
-/// Error codes AWS uses for throttling and transient failures outside SES's modelled errors.
-const RETRYABLE_CODES: &[&str] = &[
+/// Error codes AWS uses for throttling outside SES's modelled errors: the kind slows down.
+const THROTTLING_CODES: &[&str] = &[
     "Throttling",
     "ThrottlingException",
     "ThrottledException",
@@ -226,11 +226,11 @@ const RETRYABLE_CODES: &[&str] = &[
     "RequestThrottledException",
     "RequestLimitExceeded",
     "SlowDown",
-    "RequestTimeout",
-    "RequestTimeoutException",
-    "ServiceUnavailable",
-    "InternalFailure",
 ];
+
+/// Error codes AWS uses for transient failures outside SES's modelled errors.
+const RETRYABLE_CODES: &[&str] =
+    &["RequestTimeout", "RequestTimeoutException", "ServiceUnavailable", "InternalFailure"];
 
 /// What a failed `SendEmail` means for the job.
 fn judge(error: &SdkError<SendEmailError>) -> JobError {
@@ -255,6 +255,10 @@ fn judge(error: &SdkError<SendEmailError>) -> JobError {
 fn judge_service(err: &SendEmailError, status: u16, retry_after: Option<&str>) -> JobError {
     let code = err.code().unwrap_or("unknown error");
     let message = bounded(format!("SES {code} (HTTP {status}): {}", err.message().unwrap_or("no message")));
+    let throttled = |message: String| {
+        let hint = retry_after.and_then(|v| reqwest::header::HeaderValue::from_str(v).ok());
+        JobError::Throttled { after: super::retry_after(hint.as_ref()), message }
+    };
     let retry = |message: String| {
         let hint = retry_after.and_then(|v| reqwest::header::HeaderValue::from_str(v).ok());
         match super::retry_after(hint.as_ref()) {
@@ -268,9 +272,10 @@ fn judge_service(err: &SendEmailError, status: u16, retry_after: Option<&str>) -
         | SendEmailError::AccountSuspendedException(_)
         | SendEmailError::BadRequestException(_)
         | SendEmailError::NotFoundException(_) => JobError::Permanent(message),
-        SendEmailError::TooManyRequestsException(_)
-        | SendEmailError::LimitExceededException(_)
-        | SendEmailError::SendingPausedException(_) => retry(message),
+        // SES's sending rate: the whole kind slows down (jobs::rate), not only this message.
+        SendEmailError::TooManyRequestsException(_) => throttled(message),
+        _ if status == 429 || THROTTLING_CODES.contains(&code) => throttled(message),
+        SendEmailError::LimitExceededException(_) | SendEmailError::SendingPausedException(_) => retry(message),
         // Credentials or permissions (401/403) are an operator's fix, not the message's fault.
         _ if status >= 500 || matches!(status, 401 | 403 | 408 | 429) || RETRYABLE_CODES.contains(&code) => {
             retry(message)
@@ -322,17 +327,17 @@ mod tests {
         let throttled = SendEmailError::TooManyRequestsException(
             TooManyRequestsException::builder().meta(meta("TooManyRequestsException", "slow down")).build(),
         );
-        assert!(matches!(judge_service(&throttled, 429, None), JobError::Retry(_)));
+        assert!(matches!(judge_service(&throttled, 429, None), JobError::Throttled { after: None, .. }));
         assert!(matches!(
             judge_service(&throttled, 429, Some("7")),
-            JobError::RetryAfter { after, .. } if after == Duration::from_secs(7)
+            JobError::Throttled { after: Some(after), .. } if after == Duration::from_secs(7)
         ));
     }
 
     #[test]
     fn unmodelled_errors_follow_their_code_and_status() {
         let generic = |code: &str| SendEmailError::generic(meta(code, "m"));
-        assert!(matches!(judge_service(&generic("Throttling"), 400, None), JobError::Retry(_)));
+        assert!(matches!(judge_service(&generic("Throttling"), 400, None), JobError::Throttled { .. }));
         assert!(matches!(judge_service(&generic("InternalFailure"), 500, None), JobError::Retry(_)));
         assert!(matches!(judge_service(&generic("Whatever"), 503, None), JobError::Retry(_)));
         assert!(matches!(judge_service(&generic("AccessDeniedException"), 403, None), JobError::Retry(_)));

@@ -96,6 +96,15 @@ impl Answer {
             _ => JobError::Permanent(message),
         }
     }
+
+    /// [`Answer::error`] for a provider that serves the whole kind (an SMS gateway): its 429
+    /// throttles the kind ([`JobError::Throttled`]), not only this job.
+    pub fn provider_error(&self, message: String) -> JobError {
+        match self.status.as_u16() {
+            429 => JobError::Throttled { after: self.retry_after, message },
+            _ => self.error(message),
+        }
+    }
 }
 
 /// At most `limit` bytes of the body; `Err` with what arrived when the body broke off or timed out.

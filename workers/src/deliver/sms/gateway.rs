@@ -3,7 +3,8 @@
 //! `Idempotency-Key` (the same on every attempt, so the gateway can deduplicate), and
 //! `Authorization: Bearer SMS_HTTP_TOKEN` when set. A 2xx is sent, its optional JSON
 //! `{"message_id": "...", "cost": "..."}` kept. 408, 429, 5xx, timeouts and connection
-//! failures retry (not sooner than `Retry-After`); 401 and 403 retry too, logged as errors
+//! failures retry (not sooner than `Retry-After`), a 429 also slowing the whole kind down
+//! (`JobError::Throttled`, `jobs::rate`); 401 and 403 retry too, logged as errors
 //! (the token is wrong: an operator can fix it within the OTP's TTL); any other status is
 //! permanent.
 
@@ -93,7 +94,7 @@ impl Gateway {
                 );
                 return Err(JobError::Retry(format!("{text} (check SMS_HTTP_TOKEN)")));
             }
-            return Err(answer.error(text));
+            return Err(answer.provider_error(text));
         }
         // Sent: whatever happens to the rest of the answer, it must not be sent again.
         let body = http::read_limited(response, SUCCESS_READ).await.unwrap_or_default();

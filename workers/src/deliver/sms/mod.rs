@@ -188,6 +188,7 @@ fn redacted(message: &Message<'_>, error: JobError) -> JobError {
     match error {
         JobError::Retry(text) => JobError::Retry(message.redact(&text)),
         JobError::RetryAfter { after, message: text } => JobError::RetryAfter { after, message: message.redact(&text) },
+        JobError::Throttled { after, message: text } => JobError::Throttled { after, message: message.redact(&text) },
         JobError::Permanent(text) => JobError::Permanent(message.redact(&text)),
         JobError::Expired(text) => JobError::Expired(message.redact(&text)),
     }

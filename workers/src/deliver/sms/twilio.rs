@@ -11,7 +11,8 @@
 //!   ([`SENDER_CODES`], `TWILIO_FROM`) retry, logged as errors: an operator can fix them, and
 //!   the OTP's TTL bounds how long it keeps trying;
 //! - 408, 429, 5xx, a full sender queue (21611), timeouts and connection failures retry,
-//!   not sooner than `Retry-After`;
+//!   not sooner than `Retry-After`; a 429 (Twilio's 20429) also slows the whole kind down
+//!   (`JobError::Throttled`, `jobs::rate`);
 //! - any other 4xx is permanent (the request itself is wrong).
 
 use std::time::Duration;
@@ -204,7 +205,7 @@ fn judge(answer: &Answer, message: &Message<'_>) -> JobError {
         (_, Some(code)) if RECIPIENT_CODES.contains(&code) => {
             JobError::Permanent(format!("{text} (the number cannot receive this SMS)"))
         }
-        _ => answer.error(text),
+        _ => answer.provider_error(text),
     }
 }
 
@@ -282,7 +283,7 @@ mod tests {
         assert!(matches!(judge(&twilio_error(400, 21611), &message()), JobError::Retry(_)));
         assert!(matches!(
             judge(&answer(429, r#"{"code":20429,"message":"Too Many Requests"}"#, Some(7)), &message()),
-            JobError::RetryAfter { after, .. } if after == Duration::from_secs(7)
+            JobError::Throttled { after: Some(after), .. } if after == Duration::from_secs(7)
         ));
         let JobError::Retry(text) = judge(&answer(502, "<html>bad gateway</html>", None), &message()) else { panic!() };
         assert_eq!(text, "Twilio HTTP 502: <html>bad gateway</html>");
