@@ -13,7 +13,7 @@ use chrono::Utc;
 use jobs::keys::QueueKeys;
 use jobs::queue::{FetchReply, Queue};
 use jobs::rate::{RateLimit, RateLimits, Source};
-use jobs::{Kind, NewJob};
+use jobs::{Kind, NewJob, Priority};
 
 use lab::Lab;
 
@@ -45,6 +45,8 @@ impl Lab {
                 producer: "shop".into(),
                 idempotency: None,
                 traceparent: None,
+                priority: Priority::Normal,
+                group: None,
             })
             .collect();
         self.store().enqueue(&jobs).await.unwrap();

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::post;
 use chrono::Utc;
-use jobs::{Keys, Kind, NewJob, Store};
+use jobs::{Keys, Kind, NewJob, Priority, Store};
 
 fn setting(name: &str, default: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| default.to_owned())
@@ -102,6 +102,8 @@ async fn main() -> anyhow::Result<()> {
             producer: "bench".into(),
             idempotency: None,
             traceparent: None,
+            priority: Priority::Normal,
+            group: None,
         })
         .collect();
     for chunk in jobs.chunks(1000) {
