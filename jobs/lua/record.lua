@@ -6,6 +6,7 @@
 -- ca created at, ra run at, pl payload, ik idempotency key, tp traceparent, sa started at,
 -- wk worker, le last error, pm provider message id, fa finished at, rs dead reason, da dead at,
 -- fp / fx the fingerprint and expiry of the idempotency record a dead job gave up, nt notes,
+-- df first deferral of a webhook waiting for its destination (destination_acquire.lua),
 -- hs attempt history ({n, sa, fa, er, wk}). Times are ms since the epoch.
 
 -- Redis's own clock, ms: workers whose clocks disagree never take each other's live jobs.

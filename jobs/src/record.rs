@@ -143,6 +143,10 @@ pub struct JobRecord {
     /// Operator actions on this job (`<time> replayed by <operator>`), oldest first.
     #[serde(rename = "nt", default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// A webhook waiting for its destination: when it was first deferred (ms), cleared once it
+    /// holds a slot ([`crate::destinations`]); the longest deferral counts from it.
+    #[serde(rename = "df", default, skip_serializing_if = "Option::is_none")]
+    pub deferred_at: Option<i64>,
     /// Every finished attempt, oldest first. A job that succeeded at its first attempt keeps
     /// none: its record says when it started and finished.
     #[serde(rename = "hs", default, skip_serializing_if = "Vec::is_empty")]
@@ -184,6 +188,7 @@ impl JobRecord {
             idem_fingerprint: None,
             idem_expires_at: None,
             notes: Vec::new(),
+            deferred_at: None,
             history: Vec::new(),
         }
     }
@@ -260,6 +265,7 @@ pub(crate) mod tests {
             idem_fingerprint: None,
             idem_expires_at: None,
             notes: vec![],
+            deferred_at: None,
             history: vec![AttemptRecord {
                 attempt: 1,
                 started_at: 1,
