@@ -41,6 +41,10 @@ pub enum JobError {
     /// Too late to deliver (an OTP past its TTL): never sent, kept with the dead letters.
     #[error("{0}")]
     Expired(String),
+    /// Not run: the job waits for its destination ([`crate::deliver::flow`]), its attempt
+    /// given back by the same script. Nothing is recorded for it.
+    #[error("deferred: waiting for its destination")]
+    Deferred,
 }
 
 /// Turns a handler's result into the outcome `finish.lua` records, and the error text kept.
@@ -67,6 +71,8 @@ pub fn judge(
             JobError::RetryAfter { after, .. } => retry(Some(*after), DeadReason::Exhausted),
             JobError::Permanent(_) => Outcome::Dead(DeadReason::Permanent),
             JobError::Expired(_) => Outcome::Dead(DeadReason::Expired),
+            // The ack layer records nothing for a deferred job; were it judged, a retry.
+            JobError::Deferred => retry(None, DeadReason::Exhausted),
         };
         return (outcome, Some(e.to_string()));
     }

@@ -190,6 +190,7 @@ fn redacted(message: &Message<'_>, error: JobError) -> JobError {
         JobError::RetryAfter { after, message: text } => JobError::RetryAfter { after, message: message.redact(&text) },
         JobError::Permanent(text) => JobError::Permanent(message.redact(&text)),
         JobError::Expired(text) => JobError::Expired(message.redact(&text)),
+        JobError::Deferred => JobError::Deferred,
     }
 }
 
