@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         templates: jobs::sms_templates::SmsTemplates::default(),
         pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
         fleet: jobs::fleet::Fleet::new(conn.clone(), keys.clone()),
+        destinations: jobs::destinations::Destinations::new(conn.clone(), &keys),
     };
 
     let t = Instant::now();

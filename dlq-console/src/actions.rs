@@ -63,6 +63,8 @@ pub struct Console {
     pub pauses: jobs::pause::Pauses,
     /// The workers' heartbeats.
     pub fleet: jobs::fleet::Fleet,
+    /// Webhook destinations cooling down (see `destinations.rs`).
+    pub destinations: jobs::destinations::Destinations,
 }
 
 impl Console {
