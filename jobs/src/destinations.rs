@@ -337,6 +337,9 @@ impl Destinations {
             .arg(self.keys.cooling())
             .query_async(&mut conn)
             .await?;
+        if ids.is_empty() {
+            return Ok(CoolingPage { items: Vec::new(), next_cursor: None, total });
+        }
         let mut pipe = redis::pipe();
         for (id, _) in ids.iter().take(limit) {
             pipe.cmd("HMGET").arg(self.keys.state(id)).arg(&["origin", "failures", "since", "gap"]);

@@ -522,6 +522,7 @@ async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
         idem_fingerprint: None,
         idem_expires_at: None,
         notes: Vec::new(),
+        deferred_at: None,
         history: Vec::new(),
     };
     let mut c = conn.clone();

@@ -240,6 +240,7 @@ async fn failures_open_a_cool_down_probes_double_the_gap_and_a_success_closes_it
         Released { breaker: Breaker::Closed, moved: 2 }
     );
     assert!(lab.zset(lab.d().cooling()).await.is_empty());
+    assert_eq!(lab.destinations().cooling(0, 10).await.unwrap().total, 0);
     assert_eq!(lab.list(lab.q().ready()).await, [jobs[4].id.clone(), jobs[2].id.clone()]);
     assert_eq!((lab.state("until").await, lab.state("failures").await), (None, None));
 }

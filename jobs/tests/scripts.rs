@@ -1045,6 +1045,7 @@ async fn a_success_shrinks_the_record_and_keeps_it_for_the_retention() {
             idem_fingerprint: None,
             idem_expires_at: None,
             notes: vec![],
+            deferred_at: None,
             history,
         };
         let mut layout = vec![(q.wake(), "list"), (stats_key(&q, now), "hash")];
@@ -1419,6 +1420,7 @@ async fn replay_requeues_a_dead_letter_under_its_id() {
             idem_fingerprint: None,
             idem_expires_at: None,
             notes: vec![note],
+            deferred_at: None,
             ..dead.clone()
         };
         assert_eq!(lab.record(Kind::Webhook, &id).await.unwrap(), expected);

@@ -69,6 +69,7 @@ async fn ties_on_one_score_page_each_letter_exactly_once() {
                 idem_fingerprint: None,
                 idem_expires_at: None,
                 notes: Vec::new(),
+                deferred_at: None,
                 history: Vec::new(),
             };
             pipe.set(q.job(&id), record.encode()).ignore();
