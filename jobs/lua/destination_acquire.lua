@@ -21,6 +21,9 @@
 --     parked in KEYS[2] (score: its first deferral, the record's df).
 --   {"overdue", first}: the job has waited ARGV[6] since its first deferral (ms `first`):
 --     not deferred again; the caller fails it (it ends expired). Nothing changed.
+--   {"cancelled"}: no slot, and the job's cancellation was asked while it ran (the record's
+--     cx): its delivery never began, so it ends `cancelled` (out of the active set, indexed in
+--     the queue's cancelled stream) instead of waiting.
 --   {"stale"}: the lease is no longer the job's: nothing changed.
 
 local now = clock_ms()
@@ -61,6 +64,14 @@ if not reason then
   end
   keep({KEYS[1], KEYS[3]}, math.max(cooling_until - now, 0) + hold + idle)
   return {'acquired', probe}
+end
+
+if record.cx then
+  redis.call('ZREM', KEYS[5], id)
+  record.at = math.max((record.at or 1) - 1, 0)
+  cancel_record(key, record, now, queue_key(ARGV[1], 'idem'))
+  index_finished(queue_key(ARGV[1], 'cancelled'), {id}, now, math.max(record.cr or 0, CANCELLED_MIN_KEEP))
+  return {'cancelled'}
 end
 
 local first = record.df or now

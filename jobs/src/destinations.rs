@@ -139,6 +139,8 @@ pub enum Slot {
     Deferred { until: DateTime<Utc>, reason: DeferReason },
     /// The job has waited the longest deferral since `since`: fail it; nothing changed.
     Overdue { since: DateTime<Utc> },
+    /// No slot, and the job's cancellation was asked while it ran: it ended cancelled.
+    Cancelled,
     /// The lease is no longer the job's: nothing changed.
     Stale,
 }
@@ -252,6 +254,7 @@ impl Destinations {
                 Ok(Slot::Overdue { since })
             }
             Some("stale") => Ok(Slot::Stale),
+            Some("cancelled") => Ok(Slot::Cancelled),
             _ => Err(protocol("destination_acquire.lua answered something unknown")),
         }
     }

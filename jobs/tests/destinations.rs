@@ -290,6 +290,26 @@ async fn a_release_with_another_lease_token_changes_nothing() {
 }
 
 #[tokio::test]
+async fn a_job_whose_cancellation_was_asked_ends_cancelled_instead_of_waiting() {
+    let lab = Lab::new();
+    let policy = policy(1);
+    let jobs = lab.lease(2, "w1").await;
+    lab.acquire(&jobs[0], &policy).await;
+    let control = jobs::control::Control::new(
+        lab.conn.clone(),
+        lab.keys.clone(),
+        std::collections::BTreeMap::new(),
+        Duration::from_secs(5),
+    );
+    control.cancel(&jobs[1].id, None).await.unwrap();
+    assert_eq!(lab.acquire(&jobs[1], &policy).await, Slot::Cancelled);
+    let record = lab.record(&jobs[1].id).await;
+    assert_eq!((record.status, record.attempts), (JobStatus::Cancelled, 0));
+    assert!(!lab.zset(lab.q().active()).await.contains(&jobs[1].id));
+    assert!(lab.zset(lab.d().parked(slow().id())).await.is_empty());
+}
+
+#[tokio::test]
 async fn a_job_deferred_past_the_longest_deferral_is_overdue() {
     let lab = Lab::new();
     let policy = Policy { max_deferral: Duration::from_millis(100), ..policy(1) };

@@ -65,7 +65,8 @@ impl Flow {
                 metrics::counter!("jobplane_webhook_deferrals_total", "reason" => reason.as_str()).increment(1);
                 return Err(JobError::Deferred);
             }
-            Slot::Stale => return Err(JobError::Deferred),
+            // Settled by the script: nothing to record.
+            Slot::Stale | Slot::Cancelled => return Err(JobError::Deferred),
             Slot::Overdue { since } => {
                 return Err(JobError::Expired(format!(
                     "waited for its destination {} since {} (WEBHOOK_MAX_DEFERRAL_SECONDS)",
