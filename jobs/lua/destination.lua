@@ -19,10 +19,12 @@ end
 -- Moves up to `n` of the oldest parked jobs still waiting in the scheduled set to the popping
 -- end of the ready list (queued, run-at now), and pushes one wake-up marker per job moved (at
 -- most 16 kept). A parked id no longer waiting (cancelled, run already, promoted by a fetch)
--- is dropped. Looks at most n + 16 parked ids. Returns how many were moved.
+-- is dropped (cancel.lua does not know a job's destination, so a burst of cancellations leaves
+-- many such ids in the line). Looks at most n + 1000 parked ids: a ZPOPMIN and a GET each.
+-- Returns how many were moved.
 local function wake_parked(parked, ready, scheduled, wake, prefix, n, now)
   local moved, looked, ids = 0, 0, {}
-  while moved < n and looked < n + 16 do
+  while moved < n and looked < n + 1000 do
     local first = redis.call('ZPOPMIN', parked)
     if not first[1] then
       break

@@ -79,10 +79,11 @@ if now - first >= max_deferral then
   return {'overdue', first}
 end
 -- The fallback run-at: after the cool-down's gap, plus a slot's hold for every `max` jobs
--- parked ahead, so a long line does not come back all at once (a freed slot moves the oldest
--- sooner); never later than the deferral's end, so an overdue job is found.
+-- parked ahead (at most 4 holds), so a long line does not come back all at once (a freed slot
+-- moves the oldest sooner); never later than the deferral's end, so an overdue job is found.
 local ahead = redis.call('ZCARD', KEYS[2])
-local run_at = now + math.max(cooling_until - now, 0) + hold + math.floor(ahead * hold / max)
+local spread = math.min(math.floor(ahead * hold / max), 4 * hold)
+local run_at = now + math.max(cooling_until - now, 0) + hold + spread
 run_at = math.min(run_at, first + max_deferral)
 redis.call('ZREM', KEYS[5], id)
 record.at = math.max((record.at or 1) - 1, 0)
