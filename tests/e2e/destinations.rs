@@ -67,6 +67,13 @@ async fn a_failing_destination_cools_down_is_listed_and_an_operator_ends_it() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(failing.deliveries().len(), 2);
 
+    let (code, out, err) = crate::console::cli(&app, &["destinations", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let by_cli: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (by_cli["total"].as_u64(), by_cli["items"][0]["destination"].as_str()),
+        (Some(1), Some(destination.as_str()))
+    );
     let id = item["id"].as_str().unwrap();
     let path = format!("/api/webhook-destinations/{id}/resume");
     assert_eq!(console.post(&path, VIEWER_TOKEN, &json!({})).await.status(), 403);

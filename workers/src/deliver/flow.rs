@@ -23,7 +23,8 @@ pub fn policy_from_env(env: &Env, timeout: Duration) -> Result<Policy, SettingEr
         }
     };
     let max_in_flight = env.parse("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", u64::from(defaults.max_in_flight))?;
-    let max_in_flight = in_range("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", max_in_flight, 1, 10_000)?;
+    // 0 turns flow control off: no slots, no cool-down, no round trips.
+    let max_in_flight = in_range("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", max_in_flight, 0, 10_000)?;
     let threshold = env.parse("WEBHOOK_COOLDOWN_FAILURES", u64::from(defaults.threshold))?;
     let threshold = in_range("WEBHOOK_COOLDOWN_FAILURES", threshold, 1, 1000)?;
     let base_gap = env.parse("WEBHOOK_COOLDOWN_MIN_SECONDS", defaults.base_gap.as_secs())?;

@@ -133,7 +133,11 @@ impl Deliveries {
         Ok(Self {
             timeout: settings.timeout,
             webhook: settings.webhook.as_ref().map(WebhookSettings::sender).transpose()?,
-            flow: settings.webhook.as_ref().map(|w| flow::Flow { destinations, policy: w.flow }),
+            flow: settings
+                .webhook
+                .as_ref()
+                .filter(|w| w.flow.max_in_flight > 0)
+                .map(|w| flow::Flow { destinations, policy: w.flow }),
             sms: settings.sms.as_ref().map(|sms| sms::SmsSender::start(sms, database_url)).transpose()?,
             email: email::EmailProvider::start(&settings.email).await?,
             audit,
