@@ -349,7 +349,7 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
         }
         Command::Workers { json } => crate::fleet::print_workers(console, json).await?,
         Command::Destinations { limit, cursor, json } => {
-            crate::destinations::print(console, cursor, limit, json).await?
+            crate::destinations::print(console, cursor, limit, json).await?;
         }
         Command::ResumeDestination { id } => match console.resume_destination(operator, &id).await.map_err(explain)? {
             Some(moved) => println!("{id}: cool-down ended; {moved} waiting job(s) moved to the ready list"),

@@ -362,7 +362,7 @@ impl Destinations {
                 failures: failures.unwrap_or(0),
                 since: since.and_then(DateTime::from_timestamp_millis),
                 until: millis(*until),
-                gap_seconds: gap.unwrap_or(0) as f64 / 1000.0,
+                gap_seconds: Duration::from_millis(gap.unwrap_or(0)).as_secs_f64(),
                 parked: redis::from_redis_value(parked.clone()).unwrap_or(0),
             });
         }

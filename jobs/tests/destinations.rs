@@ -27,7 +27,7 @@ fn policy(max_in_flight: u32) -> Policy {
         threshold: 2,
         base_gap: Duration::from_millis(200),
         max_gap: Duration::from_secs(2),
-        idle: Duration::from_secs(60),
+        idle: Duration::from_mins(1),
     }
 }
 
@@ -259,7 +259,7 @@ async fn a_retry_after_sets_the_gap_within_the_longest() {
 #[tokio::test]
 async fn an_operator_ends_a_cool_down_and_the_parked_jobs_go() {
     let lab = Lab::new();
-    let policy = Policy { threshold: 1, base_gap: Duration::from_secs(60), ..policy(4) };
+    let policy = Policy { threshold: 1, base_gap: Duration::from_mins(1), ..policy(4) };
     let jobs = lab.lease(3, "w1").await;
     lab.acquire(&jobs[0], &policy).await;
     assert_eq!(lab.release(&jobs[0], FAILED, &policy).await.breaker, Breaker::Opened);

@@ -14,7 +14,7 @@ const BACKOFF: [(&str, &str); 3] =
 
 async fn all_end(app: &TestApp, ids: &[String], status: &str) {
     for id in ids {
-        let job = app.wait_status(id, &[status, "dead", "expired"], Duration::from_secs(60)).await;
+        let job = app.wait_status(id, &[status, "dead", "expired"], Duration::from_mins(1)).await;
         assert_eq!(job["status"], status, "{id}: {job}");
     }
 }

@@ -67,12 +67,11 @@ pub fn judge(
     };
     if let Some(e) = error.downcast_ref::<JobError>() {
         let outcome = match e {
-            JobError::Retry(_) => retry(None, DeadReason::Exhausted),
+            // The ack layer records nothing for a deferred job; were it judged, a retry.
+            JobError::Retry(_) | JobError::Deferred => retry(None, DeadReason::Exhausted),
             JobError::RetryAfter { after, .. } => retry(Some(*after), DeadReason::Exhausted),
             JobError::Permanent(_) => Outcome::Dead(DeadReason::Permanent),
             JobError::Expired(_) => Outcome::Dead(DeadReason::Expired),
-            // The ack layer records nothing for a deferred job; were it judged, a retry.
-            JobError::Deferred => retry(None, DeadReason::Exhausted),
         };
         return (outcome, Some(e.to_string()));
     }

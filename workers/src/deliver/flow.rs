@@ -86,7 +86,7 @@ impl Flow {
         match self.destinations.release(&to, &job.id, job.token, delivery, &self.policy).await {
             Ok(released) => count(released.breaker),
             Err(e) => {
-                tracing::warn!(job_id = %job.id, error = jobs::store::chain(&e), "could not free the destination's slot; it frees itself at its deadline")
+                tracing::warn!(job_id = %job.id, error = jobs::store::chain(&e), "could not free the destination's slot; it frees itself at its deadline");
             }
         }
         result
