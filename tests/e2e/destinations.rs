@@ -81,6 +81,11 @@ async fn a_failing_destination_cools_down_is_listed_and_an_operator_ends_it() {
     assert_eq!(resumed.status(), 200);
     assert_eq!(resumed.json::<Value>().await.unwrap()["resumed"], true);
     assert_eq!(console.post(&path, ADMIN_TOKEN, &json!({})).await.status(), 404);
+    let audited = ("console:admin", "webhook_destination.resume", "webhook_destination", id);
+    let rows = crate::pause::audit_rows(&app).await;
+    let rows: Vec<(&str, &str, &str, &str)> =
+        rows.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), c.as_str(), d.as_str())).collect();
+    assert_eq!(rows, [audited], "one record, for the resume that ended a cool-down");
     let bad = console.get("/api/webhook-destinations?limit=0", VIEWER_TOKEN).await;
     assert_eq!(bad.status(), 422);
 

@@ -81,7 +81,7 @@ async fn metrics_show_the_pause(base: &str) {
 }
 
 /// The operator audit records waiting in the audit queue: (actor, action, resource type, id).
-async fn audit_rows(app: &TestApp) -> Vec<(String, String, String, String)> {
+pub(crate) async fn audit_rows(app: &TestApp) -> Vec<(String, String, String, String)> {
     let mut actions = Vec::new();
     for id in app.ready("audit_log").await {
         let payload: Value = serde_json::from_str(&app.job_fields("audit_log", &id).await["payload"]).unwrap();
