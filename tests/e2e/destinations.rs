@@ -75,6 +75,14 @@ async fn a_failing_destination_cools_down_is_listed_and_an_operator_ends_it() {
         (Some(1), Some(destination.as_str()))
     );
     let id = item["id"].as_str().unwrap();
+    // The page lists it; only an admin sees the button that ends it.
+    for (token, button) in [(ADMIN_TOKEN, true), (VIEWER_TOKEN, false)] {
+        let cookie = crate::schedule_control::login(&console, token).await;
+        let page = console.http.get(format!("{}/webhook-destinations", console.base)).header("cookie", cookie);
+        let html = page.send().await.unwrap().text().await.unwrap();
+        assert!(html.contains(&destination), "{html}");
+        assert_eq!(html.contains(&format!("/webhook-destinations/{id}/resume")), button, "{html}");
+    }
     let path = format!("/api/webhook-destinations/{id}/resume");
     assert_eq!(console.post(&path, VIEWER_TOKEN, &json!({})).await.status(), 403);
     let resumed = console.post(&path, ADMIN_TOKEN, &json!({})).await;
