@@ -86,6 +86,7 @@ async fn main() -> anyhow::Result<()> {
         pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
         rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
         fleet: jobs::fleet::Fleet::new(conn.clone(), keys.clone()),
+        destinations: jobs::destinations::Destinations::new(conn.clone(), &keys),
     };
 
     let t = Instant::now();

@@ -65,6 +65,8 @@ pub struct Console {
     pub rates: jobs::rate::RateLimits,
     /// The workers' heartbeats.
     pub fleet: jobs::fleet::Fleet,
+    /// Webhook destinations cooling down (see `destinations.rs`).
+    pub destinations: jobs::destinations::Destinations,
 }
 
 impl Console {

@@ -125,6 +125,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Webhook destinations cooling down (scheme://host:port), soonest gap end first.
+    Destinations {
+        /// Most shown (1–200).
+        #[arg(long, default_value_t = crate::destinations::DEFAULT_LIMIT)]
+        limit: usize,
+        /// `next_cursor` of the previous page.
+        #[arg(long, default_value_t = 0)]
+        cursor: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// End a webhook destination's cool-down (its id from `destinations`): its jobs go at once.
+    ResumeDestination { id: String },
 }
 
 /// A rate limit on the command line: `<n>/s[:<burst>]`, or `off` for none.
@@ -364,6 +377,13 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
             println!("{kind}: {}", crate::rate::describe(&view));
         }
         Command::Workers { json } => crate::fleet::print_workers(console, json).await?,
+        Command::Destinations { limit, cursor, json } => {
+            crate::destinations::print(console, cursor, limit, json).await?;
+        }
+        Command::ResumeDestination { id } => match console.resume_destination(operator, &id).await.map_err(explain)? {
+            Some(moved) => println!("{id}: cool-down ended; {moved} waiting job(s) moved to the ready list"),
+            None => anyhow::bail!("no webhook destination `{id}` is cooling down"),
+        },
         Command::Stats { json } => {
             let mut rows = Vec::new();
             for kind in Kind::ALL {

@@ -9,6 +9,7 @@ pub mod browse;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod destinations;
 pub mod fleet;
 pub mod pages;
 pub mod rate;
@@ -54,6 +55,7 @@ impl AppState {
             templates,
             pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
             rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
+            destinations: jobs::destinations::Destinations::new(conn.clone(), &keys),
             fleet: jobs::fleet::Fleet::new(conn.clone(), keys),
         };
         let schedules = ScheduleStore::new(conn, &config.redis.namespace);
@@ -81,7 +83,9 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{kind}/pause", post(fleet::api_pause))
         .route("/queues/{kind}/resume", post(fleet::api_resume))
         .route("/queues/{kind}/rate-limit", put(rate::api_put))
-        .route("/workers", get(fleet::api_workers));
+        .route("/workers", get(fleet::api_workers))
+        .route("/webhook-destinations", get(destinations::api_list))
+        .route("/webhook-destinations/{id}/resume", post(destinations::api_resume));
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -104,7 +108,9 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{kind}/pause", post(fleet::page_pause))
         .route("/queues/{kind}/resume", post(fleet::page_resume))
         .route("/queues/{kind}/rate-limit", post(rate::page_put))
-        .route("/workers", get(fleet::workers_page));
+        .route("/workers", get(fleet::workers_page))
+        .route("/webhook-destinations", get(destinations::list_page))
+        .route("/webhook-destinations/{id}/resume", post(destinations::page_resume));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)

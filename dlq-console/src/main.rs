@@ -61,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
                 templates,
                 pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
                 rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
+                destinations: jobs::destinations::Destinations::new(conn.clone(), &keys),
                 fleet: jobs::fleet::Fleet::new(conn, keys),
             };
             if let Err(e) = cli::run(&console, &cli.operator, command).await {

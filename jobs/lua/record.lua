@@ -7,7 +7,8 @@
 -- wk worker, le last error, pm provider message id, fa finished at, rs dead reason, da dead at,
 -- fp / fx the fingerprint and expiry of the idempotency record a dead job gave up, nt notes,
 -- hs attempt history ({n, sa, fa, er, wk}), pi priority ("h", "l"; absent: normal), gr group
--- (absent: none); lanes.lua reads the last two. Times are ms since the epoch.
+-- (absent: none); lanes.lua reads the last two. df first deferral of a webhook waiting for its
+-- destination (destination_acquire.lua). Times are ms since the epoch.
 
 -- Redis's own clock, ms: workers whose clocks disagree never take each other's live jobs.
 local function clock_ms()

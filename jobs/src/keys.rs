@@ -38,6 +38,43 @@ impl Keys {
     pub fn queue(&self, kind: Kind) -> QueueKeys {
         QueueKeys { prefix: format!("{}:{{{}}}", self.namespace, kind.as_str()) }
     }
+
+    /// The keys of webhook destinations ([`crate::destinations`]), under the webhook queue's
+    /// hash tag, so one script reaches a destination's keys and the queue's together.
+    pub fn destinations(&self) -> DestinationKeys {
+        DestinationKeys { prefix: format!("{}:dest", self.queue(Kind::Webhook).prefix) }
+    }
+}
+
+/// The keys of webhook destinations. A destination is named by its digest (`id`, 32 hex
+/// digits of SHA-256 over `scheme://host:port`), never by a URL: no path, query or secret.
+#[derive(Debug, Clone)]
+pub struct DestinationKeys {
+    prefix: String,
+}
+
+impl DestinationKeys {
+    /// ZSET of the deliveries in flight (member `<job id>:<lease token>`, score: the slot's
+    /// deadline, ms), so a dead worker's slot frees itself.
+    pub fn in_flight(&self, id: &str) -> String {
+        format!("{}:{id}:inflight", self.prefix)
+    }
+
+    /// ZSET of the deferred jobs waiting for a slot (score: first deferral, ms): oldest first.
+    pub fn parked(&self, id: &str) -> String {
+        format!("{}:{id}:parked", self.prefix)
+    }
+
+    /// HASH of the destination's cool-down: failures, until, gap, probe, since, origin, max.
+    pub fn state(&self, id: &str) -> String {
+        format!("{}:{id}:state", self.prefix)
+    }
+
+    /// ZSET of the destinations cooling down (member: id, score: end of the gap, ms), so the
+    /// console lists them in O(page).
+    pub fn cooling(&self) -> String {
+        format!("{}:cooling", self.prefix)
+    }
 }
 
 /// The keys of one queue. All share the queue's hash tag.
@@ -258,6 +295,11 @@ mod tests {
         assert_eq!(q.rotation(Priority::High), format!("{}:high:groups", q.ready()));
         assert_eq!(q.group_list(Priority::Normal, "a"), format!("{}:g:a", q.ready()));
         assert_eq!(q.ready_grouped(), format!("{}:grouped", q.ready()));
+        let dest = Keys::new("jobplane").destinations();
+        for key in [dest.in_flight("ab"), dest.parked("ab"), dest.state("ab"), dest.cooling()] {
+            assert_eq!(hash_tag(&key), "webhook", "{key}");
+        }
+        assert_eq!(dest.state("ab"), "jobplane:{webhook}:dest:ab:state");
         let otp = Keys::new("jobplane").queue(Kind::OtpSms);
         let number_key = otp.rate_per_number("+886912345678");
         assert!(number_key.starts_with("jobplane:{otp_sms}:rate:to:") && !number_key.contains("912345678"));

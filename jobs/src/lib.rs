@@ -32,6 +32,7 @@
 pub mod browse;
 pub mod control;
 pub mod dead;
+pub mod destinations;
 pub mod envelope;
 pub mod fingerprint;
 pub mod fleet;

@@ -149,6 +149,10 @@ pub struct JobRecord {
     /// The job's group (`gr`; absent: none), served round-robin with the others of its lane.
     #[serde(rename = "gr", default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// A webhook waiting for its destination: when it was first deferred (ms), cleared once it
+    /// holds a slot ([`crate::destinations`]); the longest deferral counts from it.
+    #[serde(rename = "df", default, skip_serializing_if = "Option::is_none")]
+    pub deferred_at: Option<i64>,
     /// Every finished attempt, oldest first. A job that succeeded at its first attempt keeps
     /// none: its record says when it started and finished.
     #[serde(rename = "hs", default, skip_serializing_if = "Vec::is_empty")]
@@ -192,6 +196,7 @@ impl JobRecord {
             notes: Vec::new(),
             priority: job.priority,
             group: job.group.clone(),
+            deferred_at: None,
             history: Vec::new(),
         }
     }
@@ -276,6 +281,7 @@ pub(crate) mod tests {
             notes: vec![],
             priority: Priority::Normal,
             group: None,
+            deferred_at: None,
             history: vec![AttemptRecord {
                 attempt: 1,
                 started_at: 1,

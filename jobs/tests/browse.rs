@@ -526,6 +526,7 @@ async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
         notes: Vec::new(),
         priority: jobs::Priority::Normal,
         group: None,
+        deferred_at: None,
         history: Vec::new(),
     };
     let mut c = conn.clone();

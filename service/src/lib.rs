@@ -180,6 +180,15 @@ fn describe() {
         "jobplane_throttle_events_total",
         "A provider's \"too many requests\" for the kind, seen by this worker"
     );
+    describe_counter!(
+        "jobplane_webhook_deferrals_total",
+        "Webhooks deferred for their destination, by reason (busy: no free slot; cooling: cool-down)"
+    );
+    describe_counter!(
+        "jobplane_webhook_cooldowns_total",
+        "Webhook destinations' cool-down changes, by event (opened, extended: a probe failed, closed)"
+    );
+    describe_gauge!("jobplane_webhook_destinations_cooling", "Webhook destinations cooling down (fleet-wide)");
     describe_histogram!("jobplane_audit_batch_size", "Audit-log events per batch statement");
     describe_counter!("jobplane_audit_events_written_total", "Audit-log events committed to PostgreSQL");
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");

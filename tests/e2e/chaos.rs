@@ -459,7 +459,14 @@ async fn finished_jobs_expire_and_redis_memory_returns_near_its_baseline() {
     assert_eq!(app.depths("webhook").await, (JOBS, 0, 0, 0));
     let peak_memory = used_memory(&mut conn).await;
 
-    let settings = [("JOB_RETENTION_SECONDS", "2"), ("WORKER_CONCURRENCY_WEBHOOK", "200"), ("WORKER_BATCH", "100")];
+    // Flow control off (WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION=0): this test is about memory and
+    // drains 100,000 jobs to one receiver within a minute.
+    let settings = [
+        ("JOB_RETENTION_SECONDS", "2"),
+        ("WORKER_CONCURRENCY_WEBHOOK", "200"),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", "0"),
+        ("WORKER_BATCH", "100"),
+    ];
     let _worker = WorkerProcess::start(&redis.url(), &app.namespace, &settings);
     let run_started = Instant::now();
     let depths = wait_drained(&app, Duration::from_mins(1)).await;

@@ -71,6 +71,7 @@ async fn ties_on_one_score_page_each_letter_exactly_once() {
                 notes: Vec::new(),
                 priority: jobs::Priority::Normal,
                 group: None,
+                deferred_at: None,
                 history: Vec::new(),
             };
             pipe.set(q.job(&id), record.encode()).ignore();

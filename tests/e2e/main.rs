@@ -14,6 +14,7 @@ mod class_sweep;
 mod console;
 mod console_hardening;
 mod console_review;
+mod destinations;
 mod edge_hardening;
 mod edge_review;
 mod email;

@@ -61,6 +61,9 @@ struct Script {
     replies: VecDeque<Reply>,
     otherwise: Option<Reply>,
     deliveries: Vec<Delivery>,
+    /// Requests being answered now, and the most ever at once.
+    concurrent: usize,
+    peak: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +84,8 @@ impl Receiver {
             replies: replies.iter().copied().collect(),
             otherwise: Some(otherwise),
             deliveries: Vec::new(),
+            concurrent: 0,
+            peak: 0,
         }));
         let app = Router::new().route("/hook", post(receive)).fallback(receive).with_state(script.clone());
         let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
@@ -93,6 +98,11 @@ impl Receiver {
 
     pub fn url(&self) -> String {
         format!("http://{}/hook", self.addr)
+    }
+
+    /// The most requests it was answering at once.
+    pub fn peak_concurrency(&self) -> usize {
+        self.script.lock().unwrap().peak
     }
 
     pub fn deliveries(&self) -> Vec<Delivery> {
@@ -124,11 +134,14 @@ async fn receive(
         let mut script = script.lock().unwrap();
         script.deliveries.push(Delivery { at: Instant::now(), path: uri.path().to_owned(), headers, body, from });
         let fallback = script.otherwise.unwrap_or(Reply::OK);
+        script.concurrent += 1;
+        script.peak = script.peak.max(script.concurrent);
         script.replies.pop_front().unwrap_or(fallback)
     };
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
+    script.lock().unwrap().concurrent -= 1;
     let body =
         if reply.echo { echoed } else { Bytes::from_static(reply.body.unwrap_or("receiver says so").as_bytes()) };
     let mut response = (StatusCode::from_u16(reply.status).unwrap(), body).into_response();

@@ -265,7 +265,7 @@ fn cookie_of(response: &reqwest::Response) -> String {
     response.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned()
 }
 
-async fn login(console: &TestConsole, token: &str) -> String {
+pub(crate) async fn login(console: &TestConsole, token: &str) -> String {
     let r = console.http.post(format!("{}/login", console.base)).form(&[("token", token)]).send().await.unwrap();
     assert_eq!(r.status(), 303);
     cookie_of(&r)

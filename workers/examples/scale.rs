@@ -147,6 +147,8 @@ async fn round(topology: &Topology, n: usize, hook: &str, worker_bin: &str) -> a
         .env("WORKER_KINDS", "webhook,email")
         .env("WORKER_METRICS_ADDR", "0")
         .env("WORKER_CONCURRENCY_WEBHOOK", "200")
+        // One receiver: the per-destination limit at the concurrency, available but unused.
+        .env("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", "200")
         .env("WORKER_CONCURRENCY_EMAIL", "200")
         .env("WORKER_BATCH", "100")
         .env("JOB_RETENTION_SECONDS", "60")

@@ -271,6 +271,8 @@ fn start_worker(common: &Common, namespace: &str) -> anyhow::Result<Worker> {
         .env("WORKER_KINDS", "webhook")
         .env("WORKER_METRICS_ADDR", "0")
         .env("WORKER_CONCURRENCY_WEBHOOK", common.concurrency.to_string())
+        // One receiver: the per-destination limit at the concurrency, available but unused.
+        .env("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", common.concurrency.to_string())
         .env("WORKER_BATCH", "100")
         .env("JOB_RETENTION_SECONDS", "60")
         .env("WEBHOOK_SIGNING_SECRET", SECRET)

@@ -125,6 +125,11 @@ impl Acker {
         }
         self.inflight.remove(&id, token);
     }
+
+    /// A job that ended without an outcome to record (deferred: its script wrote its state).
+    fn forget(&self, job: &jobs::queue::Leased) {
+        self.inflight.remove(&job.id, job.token);
+    }
 }
 
 async fn write_batches(queue: impl Finish, mut rx: mpsc::Receiver<Pending>, retention: Retention) {
@@ -243,6 +248,12 @@ where
         let acker = self.acker.clone();
         async move {
             let result = run.await;
+            if let Err(e) = &result
+                && matches!(e.downcast_ref::<crate::outcome::JobError>(), Some(crate::outcome::JobError::Deferred))
+            {
+                acker.forget(&job);
+                return result;
+            }
             let finished_at = Utc::now();
             let (outcome, error) = judge(&job, result.as_ref().map(|_| ()), &acker.backoff, finished_at);
             if let Some(JobError::Throttled { after, .. }) = result.as_ref().err().and_then(|e| e.downcast_ref()) {

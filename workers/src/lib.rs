@@ -239,10 +239,15 @@ struct Running {
 /// worker ends by itself: a worker never stays alive and idle.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
-    let deliveries = Arc::new(Deliveries::start(&config.deliveries, config.database_url.expose()).await?);
     tracing::info!(redis = %config.redis.topology.describe(), "Redis");
     let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
+    let destinations = jobs::destinations::Destinations::new(conn.clone(), &keys);
+    let deliveries =
+        Arc::new(Deliveries::start(&config.deliveries, config.database_url.expose(), destinations.clone()).await?);
+    if config.kinds.contains(&Kind::Webhook) {
+        tokio::spawn(deliver::flow::sample_cooling(destinations, Duration::from_secs(5)));
+    }
     let id = worker_id();
     tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));
     tokio::spawn(jobs::queue_depths::sample(
@@ -501,6 +506,15 @@ mod tests {
             (&[("WEBHOOK_TIMEOUT_MS", "soon")], "WEBHOOK_TIMEOUT_MS"),
             (&[("WEBHOOK_ALLOW_PRIVATE_NETWORKS", "maybe")], "WEBHOOK_ALLOW_PRIVATE_NETWORKS"),
             (&[("WEBHOOK_PROXY_URL", "ftp://proxy.internal")], "WEBHOOK_PROXY_URL"),
+            (&[("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", "-1")], "WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION"),
+            (&[("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", "10001")], "WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION"),
+            (&[("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", "eight")], "WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION"),
+            (&[("WEBHOOK_COOLDOWN_FAILURES", "0")], "WEBHOOK_COOLDOWN_FAILURES"),
+            (
+                &[("WEBHOOK_COOLDOWN_MIN_SECONDS", "60"), ("WEBHOOK_COOLDOWN_MAX_SECONDS", "30")],
+                "WEBHOOK_COOLDOWN_MAX_SECONDS",
+            ),
+            (&[("WEBHOOK_MAX_DEFERRAL_SECONDS", "0")], "WEBHOOK_MAX_DEFERRAL_SECONDS"),
             (&[("SMS_PROVIDER", "pigeon")], "SMS_PROVIDER"),
             (&[("SMS_TIMEOUT_MS", "0")], "SMS_TIMEOUT_MS"),
             (&[("SMS_PROVIDER", "twilio")], "TWILIO_ACCOUNT_SID"),

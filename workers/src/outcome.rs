@@ -47,6 +47,10 @@ pub enum JobError {
     /// Too late to deliver (an OTP past its TTL): never sent, kept with the dead letters.
     #[error("{0}")]
     Expired(String),
+    /// Not run: the job waits for its destination ([`crate::deliver::flow`]), its attempt
+    /// given back by the same script. Nothing is recorded for it.
+    #[error("deferred: waiting for its destination")]
+    Deferred,
 }
 
 /// Turns a handler's result into the outcome `finish.lua` records, and the error text kept.
@@ -69,7 +73,8 @@ pub fn judge(
     };
     if let Some(e) = error.downcast_ref::<JobError>() {
         let outcome = match e {
-            JobError::Retry(_) => retry(None, DeadReason::Exhausted),
+            // The ack layer records nothing for a deferred job; were it judged, a retry.
+            JobError::Retry(_) | JobError::Deferred => retry(None, DeadReason::Exhausted),
             JobError::RetryAfter { after, .. } => retry(Some(*after), DeadReason::Exhausted),
             JobError::Throttled { after, .. } => retry(*after, DeadReason::Exhausted),
             JobError::Permanent(_) => Outcome::Dead(DeadReason::Permanent),

@@ -3,6 +3,7 @@
 
 mod audit;
 mod email;
+pub mod flow;
 pub mod http;
 pub mod public_address;
 pub mod sms;
@@ -25,6 +26,8 @@ pub struct Deliveries {
     /// (retryable), so a hung far side cannot hold a slot and renew its lease forever.
     pub timeout: Duration,
     webhook: Option<webhook::WebhookSender>,
+    /// Every webhook delivery takes a slot of its destination first.
+    flow: Option<flow::Flow>,
     /// Only for a worker that consumes `otp_sms`: the others need no SMS settings.
     sms: Option<sms::SmsSender>,
     email: email::EmailProvider,
@@ -52,6 +55,8 @@ struct WebhookSettings {
     allow_private: bool,
     /// May carry the proxy's credentials: shown without them.
     proxy: Option<SecretUrl>,
+    /// `WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION`, `WEBHOOK_COOLDOWN_*`, `WEBHOOK_MAX_DEFERRAL_SECONDS`.
+    flow: jobs::destinations::Policy,
 }
 
 impl Settings {
@@ -82,11 +87,13 @@ impl WebhookSettings {
             }
             None => None,
         };
+        let timeout = env.millis("WEBHOOK_TIMEOUT_MS", 10_000)?;
         Ok(Self {
             secret: SecretString::from(secret),
-            timeout: env.millis("WEBHOOK_TIMEOUT_MS", 10_000)?,
+            timeout,
             allow_private: env.flag("WEBHOOK_ALLOW_PRIVATE_NETWORKS", false)?,
             proxy,
+            flow: flow::policy_from_env(env, timeout)?,
         })
     }
 
@@ -105,8 +112,13 @@ fn proxy(url: &str) -> Result<reqwest::Proxy, String> {
 
 impl Deliveries {
     /// Builds each provider's client from `settings` (async: the SES client loads the AWS
-    /// SDK's configuration and checks its credentials).
-    pub async fn start(settings: &Settings, database_url: &str) -> Result<Self, SettingError> {
+    /// SDK's configuration and checks its credentials); webhooks take their destinations'
+    /// slots in `destinations`.
+    pub async fn start(
+        settings: &Settings,
+        database_url: &str,
+        destinations: jobs::destinations::Destinations,
+    ) -> Result<Self, SettingError> {
         let audit = match &settings.audit {
             Some(audit) => {
                 // A connection per writer, and one for the partition upkeep.
@@ -121,6 +133,11 @@ impl Deliveries {
         Ok(Self {
             timeout: settings.timeout,
             webhook: settings.webhook.as_ref().map(WebhookSettings::sender).transpose()?,
+            flow: settings
+                .webhook
+                .as_ref()
+                .filter(|w| w.flow.max_in_flight > 0)
+                .map(|w| flow::Flow { destinations, policy: w.flow }),
             sms: settings.sms.as_ref().map(|sms| sms::SmsSender::start(sms, database_url)).transpose()?,
             email: email::EmailProvider::start(&settings.email).await?,
             audit,
@@ -136,9 +153,12 @@ impl Deliveries {
             Kind::Webhook => {
                 let sender =
                     self.webhook.as_ref().ok_or_else(|| JobError::Retry("this worker has no webhook sender".into()))?;
-                sender
-                    .deliver(&job.id, &serde_json::from_str(payload).map_err(unreadable)?, job.traceparent.as_deref())
-                    .await
+                let webhook: jobs::payload::Webhook = serde_json::from_str(payload).map_err(unreadable)?;
+                let delivery = sender.deliver(&job.id, &webhook, job.traceparent.as_deref());
+                match &self.flow {
+                    Some(flow) => flow.gate(job, &webhook.url, delivery).await,
+                    None => delivery.await,
+                }
             }
             Kind::OtpSms => {
                 let sender =
