@@ -239,12 +239,13 @@ struct Running {
 /// worker ends by itself: a worker never stays alive and idle.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
     service::metrics_handle();
-    tracing::info!(redis = %config.redis.topology.describe(), "Redis");
     let conn = jobs::redis_conn::connect(&config.redis.topology, Duration::from_secs(5))?;
     let keys = Keys::new(&config.redis.namespace);
     let destinations = jobs::destinations::Destinations::new(conn.clone(), &keys);
+    // The providers' settings first: one unusable stops the worker with one line, before any log.
     let deliveries =
         Arc::new(Deliveries::start(&config.deliveries, config.database_url.expose(), destinations.clone()).await?);
+    tracing::info!(redis = %config.redis.topology.describe(), "Redis");
     if config.kinds.contains(&Kind::Webhook) {
         tokio::spawn(deliver::flow::sample_cooling(destinations, Duration::from_secs(5)));
     }

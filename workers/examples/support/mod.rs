@@ -35,7 +35,10 @@ pub fn worker(worker_bin: &str, url: &str, namespace: &str, retention_seconds: u
         .env("WORKER_METRICS_ADDR", "0")
         .env("WORKER_CONCURRENCY_WEBHOOK", std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "200".into()))
         // One receiver: the per-destination limit at the concurrency, available but unused.
-        .env("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "200".into()))
+        .env(
+            "WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION",
+            std::env::var("BENCH_CONCURRENCY").unwrap_or_else(|_| "200".into()),
+        )
         .env("WORKER_BATCH", "100")
         .env("JOB_RETENTION_SECONDS", retention_seconds.to_string())
         .env("WEBHOOK_SIGNING_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
