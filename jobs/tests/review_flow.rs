@@ -76,7 +76,7 @@ fn policy() -> Policy {
         max_deferral: Duration::from_hours(1),
         threshold: 5,
         base_gap: Duration::from_secs(5),
-        max_gap: Duration::from_secs(60),
+        max_gap: Duration::from_mins(1),
         idle: Duration::from_mins(1),
     }
 }
@@ -157,7 +157,7 @@ async fn a_settings_removal_leaves_no_bucket_behind() {
 
     // A throttle's hold in force outlives the removal, and the bucket expires with it.
     rates.put_default(Kind::Webhook, Some(RateLimit::new(5, Some(5)).unwrap()), "worker-1").await.unwrap();
-    let throttle = rates.throttle(Kind::Webhook, Some(Duration::from_secs(60))).await.unwrap();
+    let throttle = rates.throttle(Kind::Webhook, Some(Duration::from_mins(1))).await.unwrap();
     assert!(rates.put_default(Kind::Webhook, None, "worker-2").await.unwrap());
     let view = rates.view(Kind::Webhook, Utc::now()).await.unwrap();
     assert_eq!((view.per_second, view.throttled_until), (None, throttle.until));
