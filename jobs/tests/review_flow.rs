@@ -53,19 +53,16 @@ impl Lab {
             .unwrap();
         tk.unwrap().parse().unwrap()
     }
-}
 
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let url = std::env::var("REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
-        let Ok(client) = redis::Client::open(url.as_str()) else { return };
-        if let Ok(mut conn) = client.get_connection() {
-            let names: Vec<String> =
-                redis::cmd("KEYS").arg(format!("{}:*", self.namespace)).query(&mut conn).unwrap_or_default();
-            if !names.is_empty() {
-                let _: Result<(), _> = redis::cmd("DEL").arg(names).query(&mut conn);
-            }
+    /// A slot of `url`'s destination for each job of `leased`, in order (one at a time).
+    async fn acquire(&self, leased: &FetchReply, url: &str) -> Vec<Slot> {
+        let destinations = Destinations::new(self.conn.clone(), &self.keys);
+        let to = Destination::of_url(url).unwrap();
+        let mut slots = Vec::new();
+        for (job, _) in &leased.jobs {
+            slots.push(destinations.acquire(&to, &job.id, job.token, &policy()).await.unwrap());
         }
+        slots
     }
 }
 
@@ -96,12 +93,7 @@ async fn a_webhook_deferred_by_its_destination_gives_its_token_back() {
     assert_eq!(leased.jobs.len(), 3, "the burst");
     assert!(lab.tokens().await < 1.0);
 
-    let destinations = Destinations::new(lab.conn.clone(), &lab.keys);
-    let to = Destination::of_url("https://slow.example/hook").unwrap();
-    let mut slots = Vec::new();
-    for (job, _) in &leased.jobs {
-        slots.push(destinations.acquire(&to, &job.id, job.token, &policy()).await.unwrap());
-    }
+    let slots = lab.acquire(&leased, "https://slow.example/hook").await;
     assert!(matches!(slots[0], Slot::Acquired { .. }), "{slots:?}");
     assert!(slots[1..].iter().all(|s| matches!(s, Slot::Deferred { .. })), "{slots:?}");
     let tokens = lab.tokens().await;
@@ -127,12 +119,7 @@ async fn a_token_given_back_stays_within_the_burst() {
     // One token left; the burst lowered to 1 meanwhile: a token given back finds the bucket full.
     rates.put(Kind::Webhook, Some(RateLimit::new(1, Some(1)).unwrap()), "admin").await.unwrap();
     assert!((0.99..=1.0).contains(&lab.tokens().await));
-    let destinations = Destinations::new(lab.conn.clone(), &lab.keys);
-    let to = Destination::of_url("https://slow.example/hook").unwrap();
-    let mut slots = Vec::new();
-    for (job, _) in &leased.jobs {
-        slots.push(destinations.acquire(&to, &job.id, job.token, &policy()).await.unwrap());
-    }
+    let slots = lab.acquire(&leased, "https://slow.example/hook").await;
     assert!(matches!(slots[1], Slot::Deferred { .. }), "{slots:?}");
     let tokens = lab.tokens().await;
     assert!((0.99..=1.0).contains(&tokens), "{tokens}");
