@@ -4,6 +4,8 @@
 -- KEYS[1]  the destination's in-flight ZSET     KEYS[2]  its parked ZSET
 -- KEYS[3]  its state HASH                       KEYS[4]  the cooling index ZSET
 -- KEYS[5]  the webhook queue's active ZSET      KEYS[6]  the webhook queue's scheduled ZSET
+-- KEYS[7]  the webhook queue's token bucket (`QueueKeys::bucket`, rate.lua): a job deferred or
+--          cancelled here sends nothing, so the token its lease took goes back
 -- ARGV[1]  record key prefix ("<prefix>:<id>")  ARGV[2]  job id
 -- ARGV[3]  the job's lease token (the record's ln)
 -- ARGV[4]  most deliveries in flight to the destination
@@ -16,9 +18,10 @@
 --   {"acquired", probe}: a slot is held (member "<id>:<token>"); probe 1 when it is the single
 --     probe of a destination whose cool-down gap has ended. The record's df is cleared.
 --   {"deferred", run_at, reason}: no slot (reason "busy") or the destination cools down
---     ("cooling"): the job gave its attempt back (at - 1, no history entry), left the active
---     set, is `scheduled` in KEYS[6] at run_at (a fallback: a freed slot moves it sooner) and
---     parked in KEYS[2] (score: its first deferral, the record's df).
+--     ("cooling"): the job gave its attempt back (at - 1, no history entry) and its token
+--     (KEYS[7]), left the active set, is `scheduled` in KEYS[6] at run_at (a fallback: a
+--     freed slot moves it sooner) and parked in KEYS[2] (score: its first deferral, the
+--     record's df).
 --   {"overdue", first}: the job has waited ARGV[6] since its first deferral (ms `first`):
 --     not deferred again; the caller fails it (it ends expired). Nothing changed.
 --   {"cancelled"}: no slot, and the job's cancellation was asked while it ran (the record's
@@ -71,6 +74,7 @@ if record.cx then
   record.at = math.max((record.at or 1) - 1, 0)
   cancel_record(key, record, now, queue_key(ARGV[1], 'idem'))
   index_finished(queue_key(ARGV[1], 'cancelled'), {id}, now, math.max(record.cr or 0, CANCELLED_MIN_KEEP))
+  rate_give(KEYS[7], 1)
   return {'cancelled'}
 end
 
@@ -93,6 +97,9 @@ record.df = first
 save_record(key, record)
 redis.call('ZADD', KEYS[6], run_at, id)
 redis.call('ZADD', KEYS[2], first, id)
+-- Without this, a limited kind's tokens go to jobs that only wait: one slow destination's
+-- parked line, leased again at each fallback run-at, would starve every other destination.
+rate_give(KEYS[7], 1)
 redis.call('HSET', KEYS[3], 'origin', ARGV[8], 'max', max)
 keep({KEYS[1], KEYS[2], KEYS[3]}, math.max(run_at - now, 0) + hold + idle)
 prune_cooling(KEYS[4], now, idle)

@@ -72,3 +72,19 @@ local function rate_take(b, used)
     redis.call('HSET', b.key, 'tk', b.tokens - used, 'ts', b.now)
   end
 end
+
+-- Gives `n` tokens back to the bucket at `key`: jobs leased with a token that sent nothing (a
+-- webhook its destination deferred, or whose cancellation it found) did not use it.
+-- Never above the burst; nothing for a bucket without a limit. `tk` counts from `ts`, so the
+-- tokens accrued since stay counted.
+local function rate_give(key, n)
+  if n <= 0 then
+    return
+  end
+  local values = redis.call('HMGET', key, 'ps', 'bu', 'tk')
+  local ps, burst, tokens = tonumber(values[1]), tonumber(values[2]), tonumber(values[3])
+  if not ps or ps <= 0 or not tokens then
+    return
+  end
+  redis.call('HSET', key, 'tk', math.min(tokens + n, burst or ps))
+end

@@ -9,8 +9,9 @@
 --
 -- A setting is the default until the console changes it: a `setting` call changes nothing
 -- once the console has set the limit (or removed it). Removing leaves the console's mark, so a
--- worker starting later does not bring its setting back. The bucket's tokens are kept, never
--- above the new burst; a throttle in force stays.
+-- worker starting later does not bring its setting back; a setting's removal deletes the bucket
+-- (but for a throttle's hold in force). The bucket's tokens are kept, never above the new
+-- burst; a throttle in force stays.
 --
 -- Returns 1 when written, 0 when the console's value stands.
 
@@ -19,11 +20,19 @@ if source == 'setting' and redis.call('HGET', KEYS[1], 'src') == 'console' then
   return 0
 end
 if ARGV[2] == '' then
-  redis.call('HDEL', KEYS[1], 'ps', 'bu')
   if source == 'console' then
+    redis.call('HDEL', KEYS[1], 'ps', 'bu')
     redis.call('HSET', KEYS[1], 'src', source, 'by', ARGV[4], 'at', ARGV[5])
   else
-    redis.call('HDEL', KEYS[1], 'src', 'by', 'at')
+    -- No limit and no console mark: the bucket goes (the tokens counted under the limit with
+    -- it), so fetches are back to one EXISTS; a throttle's hold in force stays, and the bucket
+    -- expires with it, as throttle.lua leaves a kind without a limit.
+    local held = redis.call('HGET', KEYS[1], 'un')
+    redis.call('DEL', KEYS[1])
+    if held then
+      redis.call('HSET', KEYS[1], 'un', held)
+      redis.call('PEXPIREAT', KEYS[1], math.floor(tonumber(held)))
+    end
   end
   return 1
 end

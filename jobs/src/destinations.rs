@@ -19,14 +19,15 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::keys::{DestinationKeys, QueueKeys};
-use crate::record::{millis, with_records};
+use crate::record::{millis, with_rate};
 use crate::redis_conn::Conn;
 use crate::store::Cause;
 use crate::{Keys, Kind, StoreError};
 
-/// Scripts of this module: record.lua and lanes.lua, then destination.lua, then the script itself.
+/// Scripts of this module: record.lua, lanes.lua and rate.lua, then destination.lua, then the
+/// script itself.
 fn script(body: &str) -> Script {
-    with_records(&format!("{}{body}", include_str!("../lua/destination.lua")))
+    with_rate(&format!("{}{body}", include_str!("../lua/destination.lua")))
 }
 
 static ACQUIRE: LazyLock<Script> = LazyLock::new(|| script(include_str!("../lua/destination_acquire.lua")));
@@ -229,7 +230,8 @@ impl Destinations {
             .key(self.keys.state(&to.id))
             .key(self.keys.cooling())
             .key(self.queue.active())
-            .key(self.queue.scheduled());
+            .key(self.queue.scheduled())
+            .key(self.queue.bucket());
         call.arg(self.queue.job_prefix())
             .arg(id)
             .arg(token)
