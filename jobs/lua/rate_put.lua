@@ -13,11 +13,19 @@
 -- (but for a throttle's hold in force). The bucket's tokens are kept, never above the new
 -- burst; a throttle in force stays.
 --
+-- An operator's call (`console`) also ends a provider's hold and the reduced rate after it
+-- (`un`, `e0`, `t0`, `dt`): a gateway answering `Retry-After: 86400` must not stop a kind for a
+-- day against the operator's word.
+--
 -- Returns 1 when written, 0 when the console's value stands.
 
 local source = ARGV[1]
 if source == 'setting' and redis.call('HGET', KEYS[1], 'src') == 'console' then
   return 0
+end
+if source == 'console' then
+  redis.call('HDEL', KEYS[1], 'un', 'e0', 't0', 'dt')
+  redis.call('PERSIST', KEYS[1])
 end
 if ARGV[2] == '' then
   if source == 'console' then

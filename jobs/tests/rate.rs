@@ -193,6 +193,31 @@ async fn a_throttle_without_a_limit_holds_the_kind_for_the_retry_after_only() {
 }
 
 #[tokio::test]
+async fn an_operators_limit_ends_a_providers_hold() {
+    let lab = Lab::new();
+    lab.ready(Kind::OtpSms, 3).await;
+    lab.limit(Kind::OtpSms, 10, 10).await;
+    // A gateway asks for a day's pause.
+    lab.rates().throttle(Kind::OtpSms, Some(Duration::from_secs(86_400))).await.unwrap();
+    assert!(lab.fetch(Kind::OtpSms, 100).await.throttled);
+    // The operator sets the limit again: the hold and the halved rate end at once.
+    lab.limit(Kind::OtpSms, 10, 10).await;
+    let bucket = lab.bucket(Kind::OtpSms).await;
+    assert!(["un", "e0", "t0", "dt"].iter().all(|f| !bucket.contains_key(*f)), "{bucket:?}");
+    let view = lab.rates().view(Kind::OtpSms, Utc::now()).await.unwrap();
+    assert_eq!((view.throttled_until, view.effective_per_second), (None, Some(10.0)));
+    // The bucket the throttle emptied refills at the full rate: 3 tokens within 0.3 s.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(lab.fetch(Kind::OtpSms, 100).await.jobs.len(), 3);
+    // Removing the limit from the console ends a hold too, and the mark does not expire with it.
+    lab.rates().throttle(Kind::OtpSms, Some(Duration::from_secs(86_400))).await.unwrap();
+    lab.rates().put(Kind::OtpSms, None, "admin").await.unwrap();
+    let ttl: i64 = lab.run(redis::cmd("PTTL").arg(lab.q(Kind::OtpSms).bucket())).await;
+    assert_eq!(ttl, -1, "the console's mark stays");
+    assert!(!lab.bucket(Kind::OtpSms).await.contains_key("un"));
+}
+
+#[tokio::test]
 async fn the_setting_is_the_default_until_the_console_changes_it() {
     let lab = Lab::new();
     let rates = lab.rates();
