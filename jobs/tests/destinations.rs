@@ -328,3 +328,44 @@ async fn a_job_deferred_past_the_longest_deferral_is_overdue() {
     let record = lab.record(&jobs[1].id).await;
     assert_eq!((record.status, record.attempts), (JobStatus::Running, 1));
 }
+
+#[tokio::test]
+async fn a_replayed_expired_job_waits_afresh_instead_of_expiring_again() {
+    use jobs::queue::{Finished, Outcome, Retention};
+    let lab = Lab::new();
+    let policy = Policy { max_deferral: Duration::from_millis(100), ..policy(1) };
+    let jobs = lab.lease(2, "w1").await;
+    lab.acquire(&jobs[0], &policy).await;
+    assert!(matches!(lab.acquire(&jobs[1], &policy).await, Slot::Deferred { .. }));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let queue = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w2");
+    let again = queue.fetch(LEASE, 10, 100).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let job = again[0].0.clone();
+    assert!(matches!(lab.acquire(&job, &policy).await, Slot::Overdue { .. }));
+    // The worker fails it as expired (`JobError::Expired`): a dead letter.
+    let now = Utc::now();
+    let expired = Finished {
+        job: job.clone(),
+        outcome: Outcome::Dead(jobs::record::DeadReason::Expired),
+        error: Some("waited for its destination".into()),
+        provider_id: None,
+        started_at: now,
+        finished_at: now,
+    };
+    queue.finish(&[expired], now, &Retention::default()).await.unwrap();
+    assert_eq!(lab.record(&job.id).await.status, JobStatus::Expired);
+
+    // The operator replays it; the destination is busy again (jobs[0] holds its one slot), as it
+    // is after a bulk replay: the replayed job waits its own deferral, from now.
+    jobs::dead::DeadLetters::new(lab.conn.clone(), lab.keys.clone())
+        .replay(&job.id, None, "ops", Utc::now())
+        .await
+        .unwrap();
+    let replayed = queue.fetch(LEASE, 10, 100).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    let slot = lab.acquire(&replayed[0].0, &policy).await;
+    assert!(matches!(slot, Slot::Deferred { reason: DeferReason::Busy, .. }), "{slot:?}");
+    let record = lab.record(&job.id).await;
+    assert!(record.deferred_at.is_some_and(|first| first > now.timestamp_millis()), "the wait starts afresh");
+}
