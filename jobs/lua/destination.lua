@@ -57,6 +57,18 @@ local function keep(keys, ms)
   end
 end
 
+-- Gives back the rate-limit token the fetch took for a job that is not sent after all (deferred,
+-- or cancelled before its delivery began), so a destination's line cycling through fetches does
+-- not eat its kind's rate (rate.lua's bucket: `tk` tokens left when last counted, at most the
+-- burst `bu`). Nothing without a limit in force.
+local function give_token_back(bucket)
+  local counted = redis.call('HMGET', bucket, 'tk', 'ps', 'bu')
+  local tokens, rate = tonumber(counted[1]), tonumber(counted[2])
+  if tokens and rate and rate > 0 then
+    redis.call('HSET', bucket, 'tk', math.min(tokens + 1, tonumber(counted[3]) or rate))
+  end
+end
+
 -- Drops index entries of destinations whose state expired long ago (their gap ended more than
 -- `idle` ms ago and no probe came).
 local function prune_cooling(index, now, idle)

@@ -4,6 +4,8 @@
 -- KEYS[1]  the destination's in-flight ZSET     KEYS[2]  its parked ZSET
 -- KEYS[3]  its state HASH                       KEYS[4]  the cooling index ZSET
 -- KEYS[5]  the webhook queue's active ZSET      KEYS[6]  the webhook queue's scheduled ZSET
+-- KEYS[7]  the webhook queue's rate-limit bucket (rate.lua): a job deferred or cancelled here
+--          gives back the token its fetch took
 -- ARGV[1]  record key prefix ("<prefix>:<id>")  ARGV[2]  job id
 -- ARGV[3]  the job's lease token (the record's ln)
 -- ARGV[4]  most deliveries in flight to the destination
@@ -16,7 +18,8 @@
 --   {"acquired", probe}: a slot is held (member "<id>:<token>"); probe 1 when it is the single
 --     probe of a destination whose cool-down gap has ended. The record's df is cleared.
 --   {"deferred", run_at, reason}: no slot (reason "busy") or the destination cools down
---     ("cooling"): the job gave its attempt back (at - 1, no history entry), left the active
+--     ("cooling"): the job gave its attempt back (at - 1, no history entry) and its rate-limit
+--     token (KEYS[7]), left the active
 --     set, is `scheduled` in KEYS[6] at run_at (a fallback: a freed slot moves it sooner) and
 --     parked in KEYS[2] (score: its first deferral, the record's df).
 --   {"overdue", first}: the job has waited ARGV[6] since its first deferral (ms `first`):
@@ -67,6 +70,7 @@ if not reason then
 end
 
 if record.cx then
+  give_token_back(KEYS[7])
   redis.call('ZREM', KEYS[5], id)
   record.at = math.max((record.at or 1) - 1, 0)
   cancel_record(key, record, now, queue_key(ARGV[1], 'idem'))
@@ -85,6 +89,7 @@ local ahead = redis.call('ZCARD', KEYS[2])
 local spread = math.min(math.floor(ahead * hold / max), 4 * hold)
 local run_at = now + math.max(cooling_until - now, 0) + hold + spread
 run_at = math.min(run_at, first + max_deferral)
+give_token_back(KEYS[7])
 redis.call('ZREM', KEYS[5], id)
 record.at = math.max((record.at or 1) - 1, 0)
 record.st = 'scheduled'

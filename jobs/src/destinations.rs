@@ -229,7 +229,8 @@ impl Destinations {
             .key(self.keys.state(&to.id))
             .key(self.keys.cooling())
             .key(self.queue.active())
-            .key(self.queue.scheduled());
+            .key(self.queue.scheduled())
+            .key(self.queue.bucket());
         call.arg(self.queue.job_prefix())
             .arg(id)
             .arg(token)

@@ -369,3 +369,23 @@ async fn a_replayed_expired_job_waits_afresh_instead_of_expiring_again() {
     let record = lab.record(&job.id).await;
     assert!(record.deferred_at.is_some_and(|first| first > now.timestamp_millis()), "the wait starts afresh");
 }
+
+#[tokio::test]
+async fn a_deferred_job_gives_back_the_rate_limit_token_its_fetch_took() {
+    let lab = Lab::new();
+    let policy = policy(1);
+    let limit = jobs::rate::RateLimit::new(1, Some(2)).unwrap();
+    jobs::rate::RateLimits::new(lab.conn.clone(), lab.keys.clone())
+        .put(Kind::Webhook, Some(limit), "ops")
+        .await
+        .unwrap();
+    // Both tokens of the burst taken by the fetch.
+    let jobs = lab.lease(2, "w1").await;
+    assert_eq!(lab.acquire(&jobs[0], &policy).await, Slot::Acquired { probe: false });
+    assert!(matches!(lab.acquire(&jobs[1], &policy).await, Slot::Deferred { reason: DeferReason::Busy, .. }));
+    // Nothing was sent for the deferred job: its token serves the next job (of any destination),
+    // or a busy destination's line, cycling through fetches, would eat the kind's whole rate.
+    let tokens: Option<f64> = lab.run(redis::cmd("HGET").arg(lab.q().bucket()).arg("tk")).await;
+    assert!(tokens.is_some_and(|t| t >= 1.0), "tokens left: {tokens:?}");
+    assert_eq!(lab.lease(1, "w2").await.len(), 1);
+}
