@@ -16,7 +16,8 @@
 --
 -- Returns one of:
 --   {"acquired", probe}: a slot is held (member "<id>:<token>"); probe 1 when it is the single
---     probe of a destination whose cool-down gap has ended. The record's df is cleared.
+--     probe of a destination whose cool-down gap has ended. The record's df is cleared, and the
+--     job leaves the parked line (were it back by its fallback).
 --   {"deferred", run_at, reason}: no slot (reason "busy") or the destination cools down
 --     ("cooling"): the job gave its attempt back (at - 1, no history entry) and its rate-limit
 --     token (KEYS[7]), left the active
@@ -62,6 +63,8 @@ if not reason then
     redis.call('HSET', KEYS[3], 'probe', member)
   end
   if record.df then
+    -- Back by its fallback rather than a wake-up: it leaves the line.
+    redis.call('ZREM', KEYS[2], id)
     record.df = nil
     save_record(key, record)
   end
@@ -83,10 +86,11 @@ if now - first >= max_deferral then
   return {'overdue', first}
 end
 -- The fallback run-at: after the cool-down's gap, plus a slot's hold for every `max` jobs
--- parked ahead (at most 4 holds), so a long line does not come back all at once (a freed slot
+-- parked ahead, so a long line comes back at most at the destination's slowest pace (every slot
+-- held its whole hold), not all at once, each job a fetch and a deferral again (a freed slot
 -- moves the oldest sooner); never later than the deferral's end, so an overdue job is found.
 local ahead = redis.call('ZCARD', KEYS[2])
-local spread = math.min(math.floor(ahead * hold / max), 4 * hold)
+local spread = math.floor(ahead * hold / max)
 local run_at = now + math.max(cooling_until - now, 0) + hold + spread
 run_at = math.min(run_at, first + max_deferral)
 give_token_back(KEYS[7])

@@ -389,3 +389,40 @@ async fn a_deferred_job_gives_back_the_rate_limit_token_its_fetch_took() {
     assert!(tokens.is_some_and(|t| t >= 1.0), "tokens left: {tokens:?}");
     assert_eq!(lab.lease(1, "w2").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_long_line_comes_back_by_its_fallbacks_at_the_destinations_pace() {
+    let lab = Lab::new();
+    let policy = policy(8);
+    for job in lab.lease(8, "w1").await {
+        assert_eq!(lab.acquire(&job, &policy).await, Slot::Acquired { probe: false });
+    }
+    let line = lab.lease(400, "w2").await;
+    for job in &line {
+        assert!(matches!(lab.acquire(job, &policy).await, Slot::Deferred { reason: DeferReason::Busy, .. }));
+    }
+    // Were every wake-up lost, the line would come back by its fallbacks alone: at the
+    // destination's slowest pace (`max` jobs a hold), not all of it within a few holds, each job
+    // a fetch and a deferral again, ahead of the other destinations' jobs.
+    let horizon = Utc::now().timestamp_millis() + 5 * 15_000;
+    let due: u64 = lab.run(redis::cmd("ZCOUNT").arg(lab.q().scheduled()).arg("-inf").arg(horizon)).await;
+    assert!(due <= 6 * 8, "{due} of {} parked jobs come back within five holds", line.len());
+}
+
+#[tokio::test]
+async fn a_parked_job_back_by_its_fallback_leaves_the_line_when_it_takes_a_slot() {
+    let lab = Lab::new();
+    let short = Policy { hold: Duration::from_millis(50), ..policy(1) };
+    let jobs = lab.lease(2, "w1").await;
+    assert_eq!(lab.acquire(&jobs[0], &short).await, Slot::Acquired { probe: false });
+    assert!(matches!(lab.acquire(&jobs[1], &short).await, Slot::Deferred { .. }));
+    // The holder dies (no release, no wake-up): the parked job comes back by its fallback.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let back = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w2").fetch(LEASE, 10, 100).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(lab.acquire(&back[0].0, &short).await, Slot::Acquired { probe: false });
+    assert!(
+        lab.zset(lab.d().parked(slow().id())).await.is_empty(),
+        "a job sending is no longer in the line (its count, and the spread of the next fallbacks)"
+    );
+}
