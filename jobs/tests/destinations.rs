@@ -426,3 +426,65 @@ async fn a_parked_job_back_by_its_fallback_leaves_the_line_when_it_takes_a_slot(
         "a job sending is no longer in the line (its count, and the spread of the next fallbacks)"
     );
 }
+
+#[tokio::test]
+async fn a_parked_job_wakes_into_its_own_lane_and_group_and_the_depth_stays_true() {
+    let lab = Lab::new();
+    let policy = policy(1);
+    let job = |priority: Priority, group: Option<&str>| NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: Kind::Webhook,
+        payload: r#"{"url":"https://slow.example/hook","event":"e"}"#.into(),
+        created_at: Utc::now(),
+        run_at: None,
+        max_attempts: 3,
+        producer: "shop".into(),
+        idempotency: None,
+        traceparent: None,
+        priority,
+        group: group.map(str::to_owned),
+    };
+    let (holder, tenant, cancelled) =
+        (job(Priority::Normal, None), job(Priority::High, Some("acme")), job(Priority::High, Some("acme")));
+    lab.store().enqueue(&[holder.clone(), tenant.clone(), cancelled.clone()]).await.unwrap();
+    let queue = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w1");
+    let leased: Vec<Leased> = queue.fetch(LEASE, 3, 100).await.unwrap().into_iter().map(|(j, _)| j).collect();
+    let by_id = |id: uuid::Uuid| leased.iter().find(|j| j.id == id.to_string()).unwrap().clone();
+    let (holder, tenant, cancelled) = (by_id(holder.id), by_id(tenant.id), by_id(cancelled.id));
+    assert_eq!(lab.acquire(&holder, &policy).await, Slot::Acquired { probe: false });
+    for parked in [&tenant, &cancelled] {
+        assert!(matches!(lab.acquire(parked, &policy).await, Slot::Deferred { reason: DeferReason::Busy, .. }));
+    }
+    assert_eq!((depths(&lab).await.queued, depths(&lab).await.scheduled), (0, 2));
+
+    // A normal job arrives; the slot frees: the oldest parked job goes to the high lane, in its
+    // group's list and rotation, and is fetched before the normal one.
+    let fresh = job(Priority::Normal, None);
+    lab.store().enqueue(std::slice::from_ref(&fresh)).await.unwrap();
+    let policy2 = Policy { max_in_flight: 2, ..policy };
+    assert_eq!(lab.release(&holder, Delivery::Answered, &policy2).await.moved, 2);
+    assert_eq!(lab.list(lab.q().group_list(Priority::High, "acme")).await.len(), 2);
+    assert_eq!(lab.list(lab.q().rotation(Priority::High)).await, ["acme".to_owned()]);
+    assert_eq!((depths(&lab).await.queued, depths(&lab).await.scheduled), (3, 0));
+    // One of the woken jobs is cancelled while it waits in its group's list.
+    let control = jobs::control::Control::new(
+        lab.conn.clone(),
+        lab.keys.clone(),
+        std::collections::BTreeMap::new(),
+        Duration::from_secs(5),
+    );
+    control.cancel(&cancelled.id, None).await.unwrap();
+    assert_eq!(depths(&lab).await.queued, 2);
+    let next: Vec<String> = queue.fetch(LEASE, 3, 100).await.unwrap().into_iter().map(|(j, _)| j.id).collect();
+    assert_eq!(next, [tenant.id.clone(), fresh.id.to_string()], "the woken high job first, the cancelled one skipped");
+    assert_eq!(depths(&lab).await.queued, 0);
+    let counters: (Option<i64>, Option<i64>) = (
+        lab.run(redis::cmd("GET").arg(lab.q().ready_grouped())).await,
+        lab.run(redis::cmd("GET").arg(lab.q().ready_cancelled())).await,
+    );
+    assert!(matches!(counters, (None, None | Some(0))), "{counters:?}");
+}
+
+async fn depths(lab: &Lab) -> jobs::inspect::Depths {
+    jobs::dead::DeadLetters::new(lab.conn.clone(), lab.keys.clone()).depths(Kind::Webhook).await.unwrap()
+}
