@@ -35,6 +35,23 @@ fn slow() -> Destination {
     Destination::of_url("https://Slow.Example/hook?token=secret").unwrap()
 }
 
+/// A webhook to the slow destination, in lane `priority` and group `group`.
+fn webhook(priority: Priority, group: Option<&str>) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: Kind::Webhook,
+        payload: r#"{"url":"https://slow.example/hook","event":"e"}"#.into(),
+        created_at: Utc::now(),
+        run_at: None,
+        max_attempts: 3,
+        producer: "shop".into(),
+        idempotency: None,
+        traceparent: None,
+        priority,
+        group: group.map(str::to_owned),
+    }
+}
+
 impl Lab {
     fn destinations(&self) -> Destinations {
         Destinations::new(self.conn.clone(), &self.keys)
@@ -71,21 +88,7 @@ impl Lab {
 
     /// Enqueues `n` webhooks and leases them (worker `worker`), oldest first.
     async fn lease(&self, n: usize, worker: &str) -> Vec<Leased> {
-        let jobs: Vec<NewJob> = (0..n)
-            .map(|_| NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: Kind::Webhook,
-                payload: r#"{"url":"https://slow.example/hook","event":"e"}"#.into(),
-                created_at: Utc::now(),
-                run_at: None,
-                max_attempts: 3,
-                producer: "shop".into(),
-                idempotency: None,
-                traceparent: None,
-                priority: Priority::Normal,
-                group: None,
-            })
-            .collect();
+        let jobs: Vec<NewJob> = (0..n).map(|_| webhook(Priority::Normal, None)).collect();
         self.store().enqueue(&jobs).await.unwrap();
         let queue = Queue::new(self.conn.clone(), &self.keys, Kind::Webhook, worker);
         let leased: Vec<Leased> = queue.fetch(LEASE, n, 100).await.unwrap().into_iter().map(|(job, _)| job).collect();
@@ -431,21 +434,8 @@ async fn a_parked_job_back_by_its_fallback_leaves_the_line_when_it_takes_a_slot(
 async fn a_parked_job_wakes_into_its_own_lane_and_group_and_the_depth_stays_true() {
     let lab = Lab::new();
     let policy = policy(1);
-    let job = |priority: Priority, group: Option<&str>| NewJob {
-        id: uuid::Uuid::now_v7(),
-        kind: Kind::Webhook,
-        payload: r#"{"url":"https://slow.example/hook","event":"e"}"#.into(),
-        created_at: Utc::now(),
-        run_at: None,
-        max_attempts: 3,
-        producer: "shop".into(),
-        idempotency: None,
-        traceparent: None,
-        priority,
-        group: group.map(str::to_owned),
-    };
     let (holder, tenant, cancelled) =
-        (job(Priority::Normal, None), job(Priority::High, Some("acme")), job(Priority::High, Some("acme")));
+        (webhook(Priority::Normal, None), webhook(Priority::High, Some("acme")), webhook(Priority::High, Some("acme")));
     lab.store().enqueue(&[holder.clone(), tenant.clone(), cancelled.clone()]).await.unwrap();
     let queue = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w1");
     let leased: Vec<Leased> = queue.fetch(LEASE, 3, 100).await.unwrap().into_iter().map(|(j, _)| j).collect();
@@ -459,7 +449,7 @@ async fn a_parked_job_wakes_into_its_own_lane_and_group_and_the_depth_stays_true
 
     // A normal job arrives; the slot frees: the oldest parked job goes to the high lane, in its
     // group's list and rotation, and is fetched before the normal one.
-    let fresh = job(Priority::Normal, None);
+    let fresh = webhook(Priority::Normal, None);
     lab.store().enqueue(std::slice::from_ref(&fresh)).await.unwrap();
     let policy2 = Policy { max_in_flight: 2, ..policy };
     assert_eq!(lab.release(&holder, Delivery::Answered, &policy2).await.moved, 2);
