@@ -57,6 +57,19 @@ local function keep(keys, ms)
   end
 end
 
+-- The head of a busy destination's parked line (the job a freed slot wakes next) comes back by
+-- its fallback no later than the first slot's deadline: a worker killed while holding every
+-- slot frees none and wakes nobody, and the line must not wait for fallbacks spread far out
+-- behind jobs woken meanwhile. Only lowers the head's run-at (ZADD XX LT), and only while a
+-- slot is held.
+local function pull_head(parked, scheduled, inflight)
+  local head = redis.call('ZRANGE', parked, 0, 0)[1]
+  local first_slot = redis.call('ZRANGE', inflight, 0, 0, 'WITHSCORES')
+  if head and first_slot[2] then
+    redis.call('ZADD', scheduled, 'XX', 'LT', first_slot[2], head)
+  end
+end
+
 -- Drops index entries of destinations whose state expired long ago (their gap ended more than
 -- `idle` ms ago and no probe came).
 local function prune_cooling(index, now, idle)

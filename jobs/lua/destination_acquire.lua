@@ -16,7 +16,8 @@
 --
 -- Returns one of:
 --   {"acquired", probe}: a slot is held (member "<id>:<token>"); probe 1 when it is the single
---     probe of a destination whose cool-down gap has ended. The record's df is cleared.
+--     probe of a destination whose cool-down gap has ended. The record's df is cleared, and the
+--     job leaves the parked line (were it back by its fallback).
 --   {"deferred", run_at, reason}: no slot (reason "busy") or the destination cools down
 --     ("cooling"): the job gave its attempt back (at - 1, no history entry) and its token
 --     (KEYS[7]), left the active set, is `scheduled` in KEYS[6] at run_at (a fallback: a
@@ -62,6 +63,8 @@ if not reason then
     redis.call('HSET', KEYS[3], 'probe', member)
   end
   if record.df then
+    -- Back by its fallback rather than a wake-up: it leaves the line.
+    redis.call('ZREM', KEYS[2], id)
     record.df = nil
     save_record(key, record)
   end
@@ -83,11 +86,22 @@ if now - first >= max_deferral then
   return {'overdue', first}
 end
 -- The fallback run-at: after the cool-down's gap, plus a slot's hold for every `max` jobs
--- parked ahead (at most 4 holds), so a long line does not come back all at once (a freed slot
+-- parked ahead, so a long line comes back at most at the destination's slowest pace (every slot
+-- held its whole hold), not all at once, each job a fetch and a deferral again (a freed slot
 -- moves the oldest sooner); never later than the deferral's end, so an overdue job is found.
+-- A busy destination's line starts when its first slot runs out, not a whole hold from now: the
+-- slots of a worker killed mid-delivery free nobody's wake-up, and the line must not wait more
+-- than their deadline for them.
 local ahead = redis.call('ZCARD', KEYS[2])
-local spread = math.min(math.floor(ahead * hold / max), 4 * hold)
-local run_at = now + math.max(cooling_until - now, 0) + hold + spread
+local spread = math.floor(ahead * hold / max)
+local start = now + hold
+if reason == 'busy' then
+  local first_slot = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if first_slot[2] then
+    start = math.min(start, tonumber(first_slot[2]))
+  end
+end
+local run_at = math.max(start, cooling_until + hold) + spread
 run_at = math.min(run_at, first + max_deferral)
 redis.call('ZREM', KEYS[5], id)
 record.at = math.max((record.at or 1) - 1, 0)
@@ -97,6 +111,9 @@ record.df = first
 save_record(key, record)
 redis.call('ZADD', KEYS[6], run_at, id)
 redis.call('ZADD', KEYS[2], first, id)
+if reason == 'busy' then
+  pull_head(KEYS[2], KEYS[6], KEYS[1])
+end
 -- Without this, a limited kind's tokens go to jobs that only wait: one slow destination's
 -- parked line, leased again at each fallback run-at, would starve every other destination.
 rate_give(KEYS[7], 1)

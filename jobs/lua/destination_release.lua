@@ -75,7 +75,10 @@ end
 
 local moved = 0
 if cooling_until == 0 then
+  -- Slots past their deadline (a worker that died holding them) are free too.
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   moved = wake_parked(KEYS[2], KEYS[5], KEYS[6], KEYS[7], ARGV[1], max - redis.call('ZCARD', KEYS[1]), now)
+  pull_head(KEYS[2], KEYS[6], KEYS[1])
 end
 keep({KEYS[1], KEYS[2], KEYS[3]}, math.max(cooling_until - now, 0) + idle)
 prune_cooling(KEYS[4], now, idle)

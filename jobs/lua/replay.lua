@@ -16,7 +16,8 @@
 -- again, with the fingerprint and expiry bury() kept on its record: a producer retrying with
 -- the key after the replay gets this job back, not a second delivery. A letter past its key's
 -- 24 h replays without a key.
--- The attempt history stays, so it shows the attempts before and after the replay.
+-- The attempt history stays, so it shows the attempts before and after the replay. A webhook's
+-- first deferral (df) is cleared.
 
 local record = load_record(KEYS[1])
 if not record or not is_dead_letter(record) or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
@@ -46,6 +47,9 @@ record.st = 'queued'
 record.at = 0
 record.ra = now
 record.rs, record.da, record.fa, record.le, record.pm, record.fp, record.fx = nil, nil, nil, nil, nil, nil, nil
+-- A webhook's wait for its destination starts afresh: a letter that expired waiting
+-- (WEBHOOK_MAX_DEFERRAL_SECONDS) would otherwise be overdue again at its first deferral.
+record.df = nil
 if ARGV[3] ~= '' then
   record.pl = ARGV[3]
 end

@@ -35,6 +35,23 @@ fn slow() -> Destination {
     Destination::of_url("https://Slow.Example/hook?token=secret").unwrap()
 }
 
+/// A webhook to the slow destination, in lane `priority` and group `group`.
+fn webhook(priority: Priority, group: Option<&str>) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind: Kind::Webhook,
+        payload: r#"{"url":"https://slow.example/hook","event":"e"}"#.into(),
+        created_at: Utc::now(),
+        run_at: None,
+        max_attempts: 3,
+        producer: "shop".into(),
+        idempotency: None,
+        traceparent: None,
+        priority,
+        group: group.map(str::to_owned),
+    }
+}
+
 impl Lab {
     fn destinations(&self) -> Destinations {
         Destinations::new(self.conn.clone(), &self.keys)
@@ -71,21 +88,7 @@ impl Lab {
 
     /// Enqueues `n` webhooks and leases them (worker `worker`), oldest first.
     async fn lease(&self, n: usize, worker: &str) -> Vec<Leased> {
-        let jobs: Vec<NewJob> = (0..n)
-            .map(|_| NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: Kind::Webhook,
-                payload: r#"{"url":"https://slow.example/hook","event":"e"}"#.into(),
-                created_at: Utc::now(),
-                run_at: None,
-                max_attempts: 3,
-                producer: "shop".into(),
-                idempotency: None,
-                traceparent: None,
-                priority: Priority::Normal,
-                group: None,
-            })
-            .collect();
+        let jobs: Vec<NewJob> = (0..n).map(|_| webhook(Priority::Normal, None)).collect();
         self.store().enqueue(&jobs).await.unwrap();
         let queue = Queue::new(self.conn.clone(), &self.keys, Kind::Webhook, worker);
         let leased: Vec<Leased> = queue.fetch(LEASE, n, 100).await.unwrap().into_iter().map(|(job, _)| job).collect();
@@ -327,4 +330,179 @@ async fn a_job_deferred_past_the_longest_deferral_is_overdue() {
     assert_eq!(since.timestamp_millis(), deferred_at);
     let record = lab.record(&jobs[1].id).await;
     assert_eq!((record.status, record.attempts), (JobStatus::Running, 1));
+}
+
+#[tokio::test]
+async fn a_replayed_expired_job_waits_afresh_instead_of_expiring_again() {
+    use jobs::queue::{Finished, Outcome, Retention};
+    let lab = Lab::new();
+    let policy = Policy { max_deferral: Duration::from_millis(100), ..policy(1) };
+    let jobs = lab.lease(2, "w1").await;
+    lab.acquire(&jobs[0], &policy).await;
+    assert!(matches!(lab.acquire(&jobs[1], &policy).await, Slot::Deferred { .. }));
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let queue = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w2");
+    let again = queue.fetch(LEASE, 10, 100).await.unwrap();
+    assert_eq!(again.len(), 1);
+    let job = again[0].0.clone();
+    assert!(matches!(lab.acquire(&job, &policy).await, Slot::Overdue { .. }));
+    // The worker fails it as expired (`JobError::Expired`): a dead letter.
+    let now = Utc::now();
+    let expired = Finished {
+        job: job.clone(),
+        outcome: Outcome::Dead(jobs::record::DeadReason::Expired),
+        error: Some("waited for its destination".into()),
+        provider_id: None,
+        started_at: now,
+        finished_at: now,
+    };
+    queue.finish(&[expired], now, &Retention::default()).await.unwrap();
+    assert_eq!(lab.record(&job.id).await.status, JobStatus::Expired);
+
+    // The operator replays it; the destination is busy again (jobs[0] holds its one slot), as it
+    // is after a bulk replay: the replayed job waits its own deferral, from now.
+    jobs::dead::DeadLetters::new(lab.conn.clone(), lab.keys.clone())
+        .replay(&job.id, None, "ops", Utc::now())
+        .await
+        .unwrap();
+    let replayed = queue.fetch(LEASE, 10, 100).await.unwrap();
+    assert_eq!(replayed.len(), 1);
+    let slot = lab.acquire(&replayed[0].0, &policy).await;
+    assert!(matches!(slot, Slot::Deferred { reason: DeferReason::Busy, .. }), "{slot:?}");
+    let record = lab.record(&job.id).await;
+    assert!(record.deferred_at.is_some_and(|first| first > now.timestamp_millis()), "the wait starts afresh");
+}
+
+#[tokio::test]
+async fn a_deferred_job_gives_back_the_rate_limit_token_its_fetch_took() {
+    let lab = Lab::new();
+    let policy = policy(1);
+    let limit = jobs::rate::RateLimit::new(1, Some(2)).unwrap();
+    jobs::rate::RateLimits::new(lab.conn.clone(), lab.keys.clone())
+        .put(Kind::Webhook, Some(limit), "ops")
+        .await
+        .unwrap();
+    // Both tokens of the burst taken by the fetch.
+    let jobs = lab.lease(2, "w1").await;
+    assert_eq!(lab.acquire(&jobs[0], &policy).await, Slot::Acquired { probe: false });
+    assert!(matches!(lab.acquire(&jobs[1], &policy).await, Slot::Deferred { reason: DeferReason::Busy, .. }));
+    // Nothing was sent for the deferred job: its token serves the next job (of any destination),
+    // or a busy destination's line, cycling through fetches, would eat the kind's whole rate.
+    let tokens: Option<f64> = lab.run(redis::cmd("HGET").arg(lab.q().bucket()).arg("tk")).await;
+    assert!(tokens.is_some_and(|t| t >= 1.0), "tokens left: {tokens:?}");
+    assert_eq!(lab.lease(1, "w2").await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_long_line_comes_back_by_its_fallbacks_at_the_destinations_pace() {
+    let lab = Lab::new();
+    let policy = policy(8);
+    for job in lab.lease(8, "w1").await {
+        assert_eq!(lab.acquire(&job, &policy).await, Slot::Acquired { probe: false });
+    }
+    let line = lab.lease(400, "w2").await;
+    for job in &line {
+        assert!(matches!(lab.acquire(job, &policy).await, Slot::Deferred { reason: DeferReason::Busy, .. }));
+    }
+    // Were every wake-up lost, the line would come back by its fallbacks alone: at the
+    // destination's slowest pace (`max` jobs a hold), not all of it within a few holds, each job
+    // a fetch and a deferral again, ahead of the other destinations' jobs.
+    let horizon = Utc::now().timestamp_millis() + 5 * 15_000;
+    let due: u64 = lab.run(redis::cmd("ZCOUNT").arg(lab.q().scheduled()).arg("-inf").arg(horizon)).await;
+    assert!(due <= 6 * 8, "{due} of {} parked jobs come back within five holds", line.len());
+}
+
+#[tokio::test]
+async fn a_killed_holder_of_every_slot_stalls_the_line_no_longer_than_its_first_slot() {
+    let lab = Lab::new();
+    let policy = policy(2);
+    // Worker w1 holds both slots; a long line parks behind them.
+    let holders = lab.lease(2, "w1").await;
+    for job in &holders {
+        assert_eq!(lab.acquire(job, &policy).await, Slot::Acquired { probe: false });
+    }
+    let line = lab.lease(40, "w2").await;
+    for job in &line {
+        assert!(matches!(lab.acquire(job, &policy).await, Slot::Deferred { reason: DeferReason::Busy, .. }));
+    }
+    // A delivery of w1 ends and wakes the head of the line; w1 takes the freed slot again, then
+    // is killed: its slots free nobody, and the rest of the line was parked with fallbacks far out.
+    lab.release(&holders[0], Delivery::Answered, &policy).await;
+    let again = lab.lease(1, "w1").await;
+    assert_eq!(lab.acquire(&again[0], &policy).await, Slot::Acquired { probe: false });
+    let slots: Vec<(String, i64)> =
+        lab.run(redis::cmd("ZRANGE").arg(lab.d().in_flight(slow().id())).arg(0).arg(0).arg("WITHSCORES")).await;
+    let first_deadline = slots[0].1;
+    let head = lab.zset(lab.d().parked(slow().id())).await[0].clone();
+    let head_at: i64 = lab.run(redis::cmd("ZSCORE").arg(lab.q().scheduled()).arg(&head)).await;
+    assert!(head_at <= first_deadline, "the head comes back at {head_at}, the first slot frees at {first_deadline}");
+    let last_at: i64 = lab.run(redis::cmd("ZSCORE").arg(lab.q().scheduled()).arg(&line[39].id)).await;
+    assert!(last_at > first_deadline + 5 * 15_000, "the rest of the line stays spread out");
+}
+
+#[tokio::test]
+async fn a_parked_job_back_by_its_fallback_leaves_the_line_when_it_takes_a_slot() {
+    let lab = Lab::new();
+    let short = Policy { hold: Duration::from_millis(50), ..policy(1) };
+    let jobs = lab.lease(2, "w1").await;
+    assert_eq!(lab.acquire(&jobs[0], &short).await, Slot::Acquired { probe: false });
+    assert!(matches!(lab.acquire(&jobs[1], &short).await, Slot::Deferred { .. }));
+    // The holder dies (no release, no wake-up): the parked job comes back by its fallback.
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let back = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w2").fetch(LEASE, 10, 100).await.unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(lab.acquire(&back[0].0, &short).await, Slot::Acquired { probe: false });
+    assert!(
+        lab.zset(lab.d().parked(slow().id())).await.is_empty(),
+        "a job sending is no longer in the line (its count, and the spread of the next fallbacks)"
+    );
+}
+
+#[tokio::test]
+async fn a_parked_job_wakes_into_its_own_lane_and_group_and_the_depth_stays_true() {
+    let lab = Lab::new();
+    let policy = policy(1);
+    let (holder, tenant, cancelled) =
+        (webhook(Priority::Normal, None), webhook(Priority::High, Some("acme")), webhook(Priority::High, Some("acme")));
+    lab.store().enqueue(&[holder.clone(), tenant.clone(), cancelled.clone()]).await.unwrap();
+    let queue = Queue::new(lab.conn.clone(), &lab.keys, Kind::Webhook, "w1");
+    let leased: Vec<Leased> = queue.fetch(LEASE, 3, 100).await.unwrap().into_iter().map(|(j, _)| j).collect();
+    let by_id = |id: uuid::Uuid| leased.iter().find(|j| j.id == id.to_string()).unwrap().clone();
+    let (holder, tenant, cancelled) = (by_id(holder.id), by_id(tenant.id), by_id(cancelled.id));
+    assert_eq!(lab.acquire(&holder, &policy).await, Slot::Acquired { probe: false });
+    for parked in [&tenant, &cancelled] {
+        assert!(matches!(lab.acquire(parked, &policy).await, Slot::Deferred { reason: DeferReason::Busy, .. }));
+    }
+    assert_eq!((depths(&lab).await.queued, depths(&lab).await.scheduled), (0, 2));
+
+    // A normal job arrives; the slot frees: the oldest parked job goes to the high lane, in its
+    // group's list and rotation, and is fetched before the normal one.
+    let fresh = webhook(Priority::Normal, None);
+    lab.store().enqueue(std::slice::from_ref(&fresh)).await.unwrap();
+    let policy2 = Policy { max_in_flight: 2, ..policy };
+    assert_eq!(lab.release(&holder, Delivery::Answered, &policy2).await.moved, 2);
+    assert_eq!(lab.list(lab.q().group_list(Priority::High, "acme")).await.len(), 2);
+    assert_eq!(lab.list(lab.q().rotation(Priority::High)).await, ["acme".to_owned()]);
+    assert_eq!((depths(&lab).await.queued, depths(&lab).await.scheduled), (3, 0));
+    // One of the woken jobs is cancelled while it waits in its group's list.
+    let control = jobs::control::Control::new(
+        lab.conn.clone(),
+        lab.keys.clone(),
+        std::collections::BTreeMap::new(),
+        Duration::from_secs(5),
+    );
+    control.cancel(&cancelled.id, None).await.unwrap();
+    assert_eq!(depths(&lab).await.queued, 2);
+    let next: Vec<String> = queue.fetch(LEASE, 3, 100).await.unwrap().into_iter().map(|(j, _)| j.id).collect();
+    assert_eq!(next, [tenant.id.clone(), fresh.id.to_string()], "the woken high job first, the cancelled one skipped");
+    assert_eq!(depths(&lab).await.queued, 0);
+    let counters: (Option<i64>, Option<i64>) = (
+        lab.run(redis::cmd("GET").arg(lab.q().ready_grouped())).await,
+        lab.run(redis::cmd("GET").arg(lab.q().ready_cancelled())).await,
+    );
+    assert!(matches!(counters, (None, None | Some(0))), "{counters:?}");
+}
+
+async fn depths(lab: &Lab) -> jobs::inspect::Depths {
+    jobs::dead::DeadLetters::new(lab.conn.clone(), lab.keys.clone()).depths(Kind::Webhook).await.unwrap()
 }

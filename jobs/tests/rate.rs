@@ -198,7 +198,7 @@ async fn an_operators_limit_ends_a_providers_hold() {
     lab.ready(Kind::OtpSms, 3).await;
     lab.limit(Kind::OtpSms, 10, 10).await;
     // A gateway asks for a day's pause.
-    lab.rates().throttle(Kind::OtpSms, Some(Duration::from_secs(86_400))).await.unwrap();
+    lab.rates().throttle(Kind::OtpSms, Some(Duration::from_hours(24))).await.unwrap();
     assert!(lab.fetch(Kind::OtpSms, 100).await.throttled);
     // The operator sets the limit again: the hold and the halved rate end at once.
     lab.limit(Kind::OtpSms, 10, 10).await;
@@ -210,7 +210,7 @@ async fn an_operators_limit_ends_a_providers_hold() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(lab.fetch(Kind::OtpSms, 100).await.jobs.len(), 3);
     // Removing the limit from the console ends a hold too, and the mark does not expire with it.
-    lab.rates().throttle(Kind::OtpSms, Some(Duration::from_secs(86_400))).await.unwrap();
+    lab.rates().throttle(Kind::OtpSms, Some(Duration::from_hours(24))).await.unwrap();
     lab.rates().put(Kind::OtpSms, None, "admin").await.unwrap();
     let ttl: i64 = lab.run(redis::cmd("PTTL").arg(lab.q(Kind::OtpSms).bucket())).await;
     assert_eq!(ttl, -1, "the console's mark stays");
