@@ -88,7 +88,14 @@ async fn sigkill_of_one_of_two_workers_loses_no_job() {
     // 50 ms a delivery: 40 at once make ~800 a second, so the kill lands mid-run.
     let receiver = Receiver::start(&[], slow(Duration::from_millis(50))).await;
     let concurrency = CONCURRENCY.to_string();
-    let settings = [("WORKER_LEASE_SECONDS", "3"), ("WORKER_CONCURRENCY_WEBHOOK", concurrency.as_str())];
+    // Every slot of the one receiver available to both workers: this test is about the leases
+    // the killed worker held (with 8 slots shared, it may hold none at the kill). A worker killed
+    // while holding a destination's slots: `jobs/tests/destinations.rs`.
+    let settings = [
+        ("WORKER_LEASE_SECONDS", "3"),
+        ("WORKER_CONCURRENCY_WEBHOOK", concurrency.as_str()),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", "40"),
+    ];
     let mut victim = WorkerProcess::start(&app.redis_url, &app.namespace, &settings);
     let _survivor = WorkerProcess::start(&app.redis_url, &app.namespace, &settings);
     let ids = app.enqueue_webhooks(&receiver.url(), JOBS, 5).await;
