@@ -31,17 +31,9 @@ impl Lab {
         let store = Store::new(self.conn.clone(), self.keys.clone(), Duration::from_hours(1), Duration::from_secs(5));
         let jobs: Vec<NewJob> = (0..n)
             .map(|_| NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: Kind::Webhook,
                 payload: r#"{"url":"https://a.example/hook?token=t0ps3cret","event":"e","data":{}}"#.into(),
-                created_at: Utc::now(),
                 run_at,
-                max_attempts: 3,
-                producer: "shop".into(),
-                idempotency: None,
-                traceparent: None,
-                priority: jobs::Priority::Normal,
-                group: None,
+                ..lab::job(Kind::Webhook)
             })
             .collect();
         store.enqueue(&jobs).await.unwrap();

@@ -38,19 +38,7 @@ impl Lab {
 
     #[expect(clippy::unused_self, reason = "read like the other fixtures")]
     fn job(&self, run_at: Option<DateTime<Utc>>, key: Option<&str>) -> NewJob {
-        NewJob {
-            id: uuid::Uuid::now_v7(),
-            kind: Kind::Webhook,
-            payload: r#"{"url":"https://a.example/hook","event":"e"}"#.into(),
-            created_at: Utc::now(),
-            run_at,
-            max_attempts: 3,
-            producer: "shop".into(),
-            idempotency: key.map(|k| (k.to_owned(), "fp1".to_owned())),
-            traceparent: None,
-            priority: jobs::Priority::Normal,
-            group: None,
-        }
+        NewJob { run_at, idempotency: key.map(|k| (k.to_owned(), "fp1".to_owned())), ..lab::job(Kind::Webhook) }
     }
 
     async fn run<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> T {

@@ -38,17 +38,10 @@ fn slow() -> Destination {
 /// A webhook to the slow destination, in lane `priority` and group `group`.
 fn webhook(priority: Priority, group: Option<&str>) -> NewJob {
     NewJob {
-        id: uuid::Uuid::now_v7(),
-        kind: Kind::Webhook,
         payload: r#"{"url":"https://slow.example/hook","event":"e"}"#.into(),
-        created_at: Utc::now(),
-        run_at: None,
-        max_attempts: 3,
-        producer: "shop".into(),
-        idempotency: None,
-        traceparent: None,
         priority,
         group: group.map(str::to_owned),
+        ..lab::job(Kind::Webhook)
     }
 }
 

@@ -31,19 +31,7 @@ impl Lab {
 
     #[expect(clippy::unused_self, reason = "read like the other fixtures")]
     fn job(&self, priority: Priority, group: Option<&str>) -> NewJob {
-        NewJob {
-            id: uuid::Uuid::now_v7(),
-            kind: Kind::Webhook,
-            payload: r#"{"url":"https://a.example/hook","event":"e"}"#.into(),
-            created_at: Utc::now(),
-            run_at: None,
-            max_attempts: 3,
-            producer: "shop".into(),
-            idempotency: None,
-            traceparent: None,
-            priority,
-            group: group.map(str::to_owned),
-        }
+        NewJob { priority, group: group.map(str::to_owned), ..lab::job(Kind::Webhook) }
     }
 
     /// Enqueues `jobs` (1,000 a call) and answers their ids, in order.

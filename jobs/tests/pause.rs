@@ -39,19 +39,7 @@ impl Lab {
     }
 
     fn job(kind: Kind, created_at: DateTime<Utc>, run_at: Option<DateTime<Utc>>) -> NewJob {
-        NewJob {
-            id: uuid::Uuid::now_v7(),
-            kind,
-            payload: r#"{"url":"https://a.example/hook","event":"e"}"#.into(),
-            created_at,
-            run_at,
-            max_attempts: 2,
-            producer: "shop".into(),
-            idempotency: None,
-            traceparent: None,
-            priority: jobs::Priority::Normal,
-            group: None,
-        }
+        NewJob { created_at, run_at, max_attempts: 2, ..lab::job(kind) }
     }
 
     async fn enqueue(&self, jobs: &[NewJob]) {

@@ -13,7 +13,7 @@ use chrono::Utc;
 use jobs::keys::QueueKeys;
 use jobs::queue::{FetchReply, Queue};
 use jobs::rate::{RateLimit, RateLimits, Source};
-use jobs::{Kind, NewJob, Priority};
+use jobs::{Kind, NewJob};
 
 use lab::Lab;
 
@@ -34,21 +34,7 @@ impl Lab {
 
     /// `n` ready jobs of `kind`, enqueued; their ids, oldest first.
     async fn ready(&self, kind: Kind, n: usize) -> Vec<String> {
-        let jobs: Vec<NewJob> = (0..n)
-            .map(|_| NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind,
-                payload: r#"{"url":"https://a.example/hook","event":"e"}"#.into(),
-                created_at: Utc::now(),
-                run_at: None,
-                max_attempts: 3,
-                producer: "shop".into(),
-                idempotency: None,
-                traceparent: None,
-                priority: Priority::Normal,
-                group: None,
-            })
-            .collect();
+        let jobs: Vec<NewJob> = (0..n).map(|_| lab::job(kind)).collect();
         self.store().enqueue(&jobs).await.unwrap();
         jobs.iter().map(|j| j.id.to_string()).collect()
     }

@@ -12,7 +12,7 @@ use chrono::Utc;
 use jobs::destinations::{Destination, Destinations, Policy, Slot};
 use jobs::queue::{FetchReply, Queue};
 use jobs::rate::{RateLimit, RateLimits};
-use jobs::{Kind, NewJob, Priority};
+use jobs::{Kind, NewJob};
 
 use lab::Lab;
 
@@ -22,19 +22,7 @@ impl Lab {
     /// Enqueues `n` webhooks to `url`; their ids, oldest first.
     async fn webhooks(&self, url: &str, n: usize) -> Vec<String> {
         let jobs: Vec<NewJob> = (0..n)
-            .map(|_| NewJob {
-                id: uuid::Uuid::now_v7(),
-                kind: Kind::Webhook,
-                payload: format!(r#"{{"url":"{url}","event":"e"}}"#),
-                created_at: Utc::now(),
-                run_at: None,
-                max_attempts: 3,
-                producer: "shop".into(),
-                idempotency: None,
-                traceparent: None,
-                priority: Priority::Normal,
-                group: None,
-            })
+            .map(|_| NewJob { payload: format!(r#"{{"url":"{url}","event":"e"}}"#), ..lab::job(Kind::Webhook) })
             .collect();
         self.store().enqueue(&jobs).await.unwrap();
         jobs.iter().map(|j| j.id.to_string()).collect()

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use chrono::Utc;
 use jobs::redis_conn::Conn;
-use jobs::{Keys, Store};
+use jobs::{Keys, Kind, NewJob, Priority, Store};
 
 pub struct Lab {
     pub conn: Conn,
@@ -26,5 +27,24 @@ impl Lab {
     /// The producers' side, with a day's idempotency and a 5 s Redis timeout.
     pub fn store(&self) -> Store {
         Store::new(self.conn.clone(), self.keys.clone(), Duration::from_hours(24), Duration::from_secs(5))
+    }
+}
+
+/// A new job of `kind` as the tests write them unless they say otherwise: a webhook's payload to
+/// `https://a.example/hook`, producer `shop`, 3 attempts, ready now, normal priority, no group, no
+/// idempotency key.
+pub fn job(kind: Kind) -> NewJob {
+    NewJob {
+        id: uuid::Uuid::now_v7(),
+        kind,
+        payload: r#"{"url":"https://a.example/hook","event":"e"}"#.into(),
+        created_at: Utc::now(),
+        run_at: None,
+        max_attempts: 3,
+        producer: "shop".into(),
+        idempotency: None,
+        traceparent: None,
+        priority: Priority::Normal,
+        group: None,
     }
 }
