@@ -13,7 +13,7 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use chrono::{DateTime, Utc};
-use jobs::browse::{Cursor, DEFAULT_LIMIT, JobDetail, JobPage, JobState, JobSummary, StateCounts, check_limit};
+use jobs::browse::{Cursor, DEFAULT_LIMIT, Groups, JobDetail, JobPage, JobState, JobSummary, StateCounts, check_limit};
 use jobs::{FieldError, Kind};
 use maud::{Markup, html};
 use service::Problem;
@@ -24,11 +24,12 @@ use crate::api::Operator;
 use crate::config::Role;
 use crate::pages::{Session, format_time, html_response, page, problem_page};
 
-/// `?kind=&state=&cursor=&limit=`, as given.
+/// `?kind=&state=&group=&cursor=&limit=`, as given.
 #[derive(Debug, Default)]
 pub struct JobsQuery {
     pub kind: Option<String>,
     pub state: Option<String>,
+    pub group: Option<String>,
     pub cursor: Option<String>,
     pub limit: Option<String>,
 }
@@ -38,11 +39,13 @@ pub struct JobsQuery {
 pub struct Listing {
     pub kind: Kind,
     pub state: JobState,
+    /// Queued jobs of this group only (the queued state's lists are per group).
+    pub group: Option<String>,
     pub cursor: Option<Cursor>,
     pub limit: usize,
 }
 
-/// The longest query string read: four short parameters, generously.
+/// The longest query string read: five short parameters, generously.
 const MAX_QUERY_BYTES: usize = 2048;
 
 /// `400` naming every bad parameter.
@@ -67,6 +70,7 @@ impl<S: Send + Sync> FromRequestParts<S> for JobsQuery {
             let slot = match name.as_ref() {
                 "kind" => &mut query.kind,
                 "state" => &mut query.state,
+                "group" => &mut query.group,
                 "cursor" => &mut query.cursor,
                 "limit" => &mut query.limit,
                 _ => continue,
@@ -113,6 +117,24 @@ impl JobsQuery {
                 })
             }
         };
+        let group = match (self.group.as_deref().filter(|g| !g.is_empty()), state) {
+            (Some(g), Some(JobState::Queued)) if jobs::lanes::valid_group(g) => Some(g.to_owned()),
+            (Some(_), Some(JobState::Queued)) => {
+                errors.push(FieldError::new(
+                    "group",
+                    format!("must be 1 to {} visible ASCII characters", jobs::lanes::MAX_GROUP_LEN),
+                ));
+                None
+            }
+            (Some(_), Some(_)) => {
+                errors.push(FieldError::new(
+                    "group",
+                    "filters the queued state only (groups decide where a ready job waits)",
+                ));
+                None
+            }
+            _ => None,
+        };
         let cursor = match (given(&self.cursor), state) {
             (Some(c), Some(state)) => {
                 Cursor::parse(state, &c).map_err(|e| errors.push(FieldError::new("cursor", e))).ok()
@@ -120,7 +142,7 @@ impl JobsQuery {
             _ => None,
         };
         match (kind, state) {
-            (Some(kind), Some(state)) if errors.is_empty() => Ok(Listing { kind, state, cursor, limit }),
+            (Some(kind), Some(state)) if errors.is_empty() => Ok(Listing { kind, state, group, cursor, limit }),
             _ => Err(bad_query(&errors)),
         }
     }
@@ -130,19 +152,50 @@ impl Listing {
     async fn page(&self, state: &AppState) -> Result<JobPage, Problem> {
         let browser = state.console.dead.browser();
         browser
-            .list(self.kind, self.state, self.cursor.as_ref(), self.limit)
+            .list_in(self.kind, self.state, self.group.as_deref(), self.cursor.as_ref(), self.limit)
             .await
             .map_err(|e| ActionError::from(e).into())
     }
 }
 
-/// `GET /api/jobs?kind=&state=&cursor=&limit=` → `{"items": [...], "next_cursor"}`.
+/// `GET /api/jobs?kind=&state=&group=&cursor=&limit=` → `{"items": [...], "next_cursor"}`.
 pub async fn api_list(
     State(state): State<AppState>,
     _op: Operator,
     query: JobsQuery,
 ) -> Result<Json<JobPage>, Problem> {
     Ok(Json(query.parse(false)?.page(&state).await?))
+}
+
+/// The most groups the queued page shows.
+const PAGE_GROUPS: usize = 50;
+
+/// `GET /api/queues/{kind}/groups?limit=` → `{"items": [{"group", "waiting", "high", "normal",
+/// "low"}], "more"}`: the groups with jobs waiting, the largest first; list one with
+/// `GET /api/jobs?kind=&state=queued&group=`.
+pub async fn api_groups(
+    State(state): State<AppState>,
+    _op: Operator,
+    Path(kind): Path<String>,
+    uri: axum::http::Uri,
+) -> Result<Json<Groups>, Problem> {
+    let kind = crate::fleet::kind_of(&kind)?;
+    let raw = uri.query().unwrap_or_default();
+    if raw.len() > MAX_QUERY_BYTES {
+        return Err(bad_query(&[FieldError::new("query", format!("is longer than {MAX_QUERY_BYTES} bytes"))]));
+    }
+    let given = url::form_urlencoded::parse(raw.as_bytes()).find(|(name, _)| name == "limit").map(|(_, v)| v);
+    let limit = match given.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
+        None => DEFAULT_LIMIT,
+        Some(l) => l.parse::<usize>().ok().and_then(|n| check_limit(n).ok()).ok_or_else(|| {
+            bad_query(&[FieldError::new(
+                "limit",
+                format!("must be a whole number from 1 to {}", jobs::browse::MAX_LIMIT),
+            )])
+        })?,
+    };
+    let groups = state.console.dead.browser().groups(kind, limit).await.map_err(ActionError::from)?;
+    Ok(Json(groups))
 }
 
 fn no_job() -> Problem {
@@ -166,6 +219,50 @@ fn urlencode(text: &str) -> String {
 
 fn list_url(kind: Kind, state: JobState) -> String {
     format!("/jobs?kind={}&state={}", kind.as_str(), state.as_str())
+}
+
+/// The listing's own URL: its kind, state and group.
+fn listing_url(listing: &Listing) -> String {
+    let base = list_url(listing.kind, listing.state);
+    match &listing.group {
+        Some(g) => format!("{base}&group={}", urlencode(g)),
+        None => base,
+    }
+}
+
+/// The queued tab's groups: each a link to its own jobs, and a box to name one.
+fn groups_section(kind: Kind, listing: &Listing, groups: &Groups) -> Markup {
+    let queued = list_url(kind, JobState::Queued);
+    html! {
+        section #groups {
+            @match &listing.group {
+                Some(g) => p { "Jobs of group " code { (g) } " only. " a href=(queued) { "All ungrouped jobs" } },
+                None => @if !groups.items.is_empty() {
+                    p { "Jobs waiting in a group are listed per group:" }
+                },
+            }
+            @if !groups.items.is_empty() {
+                table #group-list {
+                    thead { tr { th { "group" } th { "waiting" } th { "high" } th { "normal" } th { "low" } } }
+                    tbody {
+                        @for g in &groups.items {
+                            tr {
+                                td { a href=(format!("{queued}&group={}", urlencode(&g.group))) { code { (g.group) } } }
+                                td { (g.waiting) } td { (g.high) } td { (g.normal) } td { (g.low) }
+                            }
+                        }
+                    }
+                }
+                @if groups.more { p { "More groups wait than are shown; name one:" } }
+            }
+            form.inline #group-filter method="get" action="/jobs" {
+                input type="hidden" name="kind" value=(kind.as_str());
+                input type="hidden" name="state" value="queued";
+                input type="text" name="group" placeholder="group" maxlength=(jobs::lanes::MAX_GROUP_LEN) value=(listing.group.as_deref().unwrap_or_default());
+                button type="submit" { "Show group" }
+            }
+        }
+    }
 }
 
 /// How long ago, roughly: `3m 12s`, `2h 5m`, `4d 1h`.
@@ -257,7 +354,7 @@ pub async fn list_page(State(state): State<AppState>, session: Session, query: J
         Err(problem) => return problem_page(&session, problem),
     };
     let browser = state.console.dead.browser();
-    let (page_data, counts, oldest) = match tokio::try_join!(
+    let (page_data, counts, oldest, groups) = match tokio::try_join!(
         listing.page(&state),
         async { browser.counts(listing.kind).await.map_err(|e| Problem::from(ActionError::from(e))) },
         async {
@@ -265,6 +362,13 @@ pub async fn list_page(State(state): State<AppState>, session: Session, query: J
                 browser.oldest_queued(listing.kind).await.map_err(|e| Problem::from(ActionError::from(e)))
             } else {
                 Ok(None)
+            }
+        },
+        async {
+            if listing.state == JobState::Queued {
+                browser.groups(listing.kind, PAGE_GROUPS).await.map_err(|e| Problem::from(ActionError::from(e)))
+            } else {
+                Ok(Groups { items: Vec::new(), more: false })
             }
         },
     ) {
@@ -284,6 +388,7 @@ pub async fn list_page(State(state): State<AppState>, session: Session, query: J
                     Some(t) => { "Oldest queued job ready for " strong { (age(t, now)) } " (since " (format_time(t)) "): the queue's latency." }
                     None => { "Nothing queued: no latency." }
                 } }
+                (groups_section(kind, &listing, &groups))
             }
             @if session.role == Role::Admin && st.cancellable() && jobs::control::operator_may_cancel(kind) && counts.of(st).unwrap_or(0) > 0 {
                 form.inline #bulk-cancel method="post" action="/jobs/bulk-cancel" {
@@ -307,7 +412,7 @@ pub async fn list_page(State(state): State<AppState>, session: Session, query: J
             }
             @if page_data.items.is_empty() { p { "No " (st) " " (kind.as_str()) " jobs on this page." } }
             @if let Some(next) = &page_data.next_cursor {
-                p { a #next href=(format!("{}&limit={}&cursor={}", list_url(kind, st), listing.limit, urlencode(next))) { "Next page →" } }
+                p { a #next href=(format!("{}&limit={}&cursor={}", listing_url(&listing), listing.limit, urlencode(next))) { "Next page →" } }
             }
         },
     ))
@@ -379,7 +484,13 @@ mod tests {
 
     fn query(pairs: &[(&str, &str)]) -> JobsQuery {
         let get = |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| (*v).to_owned());
-        JobsQuery { kind: get("kind"), state: get("state"), cursor: get("cursor"), limit: get("limit") }
+        JobsQuery {
+            kind: get("kind"),
+            state: get("state"),
+            group: get("group"),
+            cursor: get("cursor"),
+            limit: get("limit"),
+        }
     }
 
     fn fields(problem: &Problem) -> Vec<String> {
@@ -407,6 +518,12 @@ mod tests {
             .parse(false)
             .unwrap();
         assert_eq!(ok.cursor, Some(Cursor::List { index: 3, id: "abc".into() }));
+        let ok = query(&[("kind", "email"), ("state", "queued"), ("group", "acme")]).parse(false).unwrap();
+        assert_eq!(ok.group.as_deref(), Some("acme"));
+        let bad = query(&[("kind", "email"), ("state", "queued"), ("group", "a b")]).parse(false).unwrap_err();
+        assert_eq!(fields(&bad), ["group"]);
+        let bad = query(&[("kind", "email"), ("state", "running"), ("group", "acme")]).parse(false).unwrap_err();
+        assert_eq!(fields(&bad), ["group"]);
     }
 
     #[test]

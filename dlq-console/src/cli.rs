@@ -100,12 +100,25 @@ pub enum Command {
         /// queued, scheduled, retrying, running, succeeded or cancelled.
         #[arg(long)]
         state: JobState,
+        /// Only this group's queued jobs (`groups` names the groups waiting).
+        #[arg(long)]
+        group: Option<String>,
         /// Most jobs shown (1–500).
         #[arg(long, default_value_t = jobs::browse::DEFAULT_LIMIT)]
         limit: usize,
         /// `next_cursor` of the previous page.
         #[arg(long)]
         cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The groups with jobs waiting in a kind's lanes, the largest first.
+    Groups {
+        #[arg(long)]
+        kind: Kind,
+        /// Most groups shown (1–500).
+        #[arg(long, default_value_t = jobs::browse::DEFAULT_LIMIT)]
+        limit: usize,
         #[arg(long)]
         json: bool,
     },
@@ -400,18 +413,54 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
                 print!("{}", stats_table(&rows));
             }
         }
-        Command::Jobs { kind, state, limit, cursor, json } => {
+        Command::Jobs { kind, state, group, limit, cursor, json } => {
             let limit = jobs::browse::check_limit(limit).map_err(|rule| anyhow::anyhow!("--limit {rule}"))?;
             let cursor = cursor
                 .map(|c| Cursor::parse(state, &c).map_err(|rule| anyhow::anyhow!("--cursor {rule}")))
                 .transpose()?;
-            let page = console.dead.browser().list(kind, state, cursor.as_ref(), limit).await?;
+            if let Some(g) = &group {
+                anyhow::ensure!(state == JobState::Queued, "--group filters the queued state only");
+                anyhow::ensure!(
+                    jobs::lanes::valid_group(g),
+                    "--group must be 1 to {} visible ASCII characters",
+                    jobs::lanes::MAX_GROUP_LEN
+                );
+            }
+            let page = console.dead.browser().list_in(kind, state, group.as_deref(), cursor.as_ref(), limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&page)?);
             } else {
                 print!("{}", jobs_table(state, &page.items));
                 if let Some(next) = page.next_cursor {
                     println!("next page: --cursor {next}");
+                }
+            }
+        }
+        Command::Groups { kind, limit, json } => {
+            let limit = jobs::browse::check_limit(limit).map_err(|rule| anyhow::anyhow!("--limit {rule}"))?;
+            let groups = console.dead.browser().groups(kind, limit).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&groups)?);
+            } else {
+                let rows: Vec<Vec<String>> = groups
+                    .items
+                    .iter()
+                    .map(|g| {
+                        vec![
+                            g.group.clone(),
+                            g.waiting.to_string(),
+                            g.high.to_string(),
+                            g.normal.to_string(),
+                            g.low.to_string(),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(&["group", "waiting", "high", "normal", "low"], &["waiting", "high", "normal", "low"], &rows)
+                );
+                if groups.more {
+                    println!("(more groups wait than --limit {limit})");
                 }
             }
         }

@@ -83,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{kind}/pause", post(fleet::api_pause))
         .route("/queues/{kind}/resume", post(fleet::api_resume))
         .route("/queues/{kind}/rate-limit", put(rate::api_put))
+        .route("/queues/{kind}/groups", get(browse::api_groups))
         .route("/workers", get(fleet::api_workers))
         .route("/webhook-destinations", get(destinations::api_list))
         .route("/webhook-destinations/{id}/resume", post(destinations::api_resume));

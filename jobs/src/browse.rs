@@ -292,6 +292,35 @@ impl StateCounts {
     }
 }
 
+/// A group with jobs waiting, and how many in each lane.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct GroupWaiting {
+    pub group: String,
+    pub waiting: u64,
+    pub high: u64,
+    pub normal: u64,
+    pub low: u64,
+}
+
+impl GroupWaiting {
+    fn add(&mut self, lane: Priority, n: u64) {
+        self.waiting += n;
+        *match lane {
+            Priority::High => &mut self.high,
+            Priority::Normal => &mut self.normal,
+            Priority::Low => &mut self.low,
+        } += n;
+    }
+}
+
+/// The groups waiting in a kind's lanes (a bounded read: see [`JobBrowser::groups`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Groups {
+    pub items: Vec<GroupWaiting>,
+    /// More groups wait than were looked at.
+    pub more: bool,
+}
+
 /// Ids read, in page order, with what the next cursor needs of each.
 type Read = Vec<(String, Option<i64>, Cursor)>;
 
@@ -323,10 +352,24 @@ impl JobBrowser {
         cursor: Option<&Cursor>,
         limit: usize,
     ) -> Result<JobPage, StoreError> {
+        self.list_in(kind, state, None, cursor, limit).await
+    }
+
+    /// As [`JobBrowser::list`]; with `group`, the queued jobs of that group only (its lists in
+    /// every lane, high first, each oldest first). Other states ignore the group: it only
+    /// decides where a ready job waits.
+    pub async fn list_in(
+        &self,
+        kind: Kind,
+        state: JobState,
+        group: Option<&str>,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<JobPage, StoreError> {
         let limit = limit.clamp(1, MAX_LIMIT);
         let q = self.keys.queue(kind);
         let read = match state {
-            JobState::Queued => self.read_ready(&q, cursor, limit).await?,
+            JobState::Queued => self.read_ready(&q, group, cursor, limit).await?,
             JobState::Scheduled => self.read_sorted(&q.scheduled(), cursor, limit).await?,
             JobState::Retrying => self.read_sorted(&q.retry(), cursor, limit).await?,
             JobState::Running => self.read_sorted(&q.active(), cursor, limit).await?,
@@ -379,9 +422,16 @@ impl JobBrowser {
     }
 
     /// Up to `limit + 1` ids of the ready lists after the cursor: the ungrouped list of each
-    /// lane in the order fetches serve them (high, normal, low), each oldest first. Jobs
-    /// waiting in a group's list are counted but not listed here.
-    async fn read_ready(&self, q: &QueueKeys, cursor: Option<&Cursor>, limit: usize) -> Result<Read, StoreError> {
+    /// lane (or, with `group`, that group's list of each lane) in the order fetches serve them
+    /// (high, normal, low), each oldest first. Without a group, jobs waiting in a group's list
+    /// are counted but not listed: [`JobBrowser::groups`] names the groups to ask for.
+    async fn read_ready(
+        &self,
+        q: &QueueKeys,
+        group: Option<&str>,
+        cursor: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Read, StoreError> {
         let (first, mut at) = match cursor {
             Some(Cursor::List { index, id }) => (Priority::Normal, Some((*index, id.as_str()))),
             Some(Cursor::Lane { lane, index, id }) => (*lane, Some((*index, id.as_str()))),
@@ -390,7 +440,8 @@ impl JobBrowser {
         let mut out: Read = Vec::new();
         for lane in Priority::ALL.into_iter().skip_while(|p| *p != first) {
             let want = limit + 1 - out.len();
-            let (start, ids) = self.read_lane(&q.lane(lane), at.take(), want - 1).await?;
+            let list = group.map_or_else(|| q.lane(lane), |g| q.group_list(lane, g));
+            let (start, ids) = self.read_lane(&list, at.take(), want - 1).await?;
             out.extend(ids.into_iter().take(want).enumerate().map(|(i, id)| {
                 let index = start.saturating_add(i as u64);
                 let cursor = match lane {
@@ -509,6 +560,55 @@ impl JobBrowser {
             }
         }
         Ok(out)
+    }
+
+    /// The groups with jobs waiting in `kind`'s lanes, at most `limit` (1 to [`MAX_LIMIT`]) in
+    /// all, each with how many ids its lists hold (cancelled ids not yet popped included), the
+    /// largest first. Read from the lanes' rotations: a rotation holds each waiting group once,
+    /// so a lane of 100,000 groups costs this one `LRANGE` of `limit` names and one `LLEN` per
+    /// name (one pipeline); the groups beyond are not looked at, and `more` says they exist.
+    pub async fn groups(&self, kind: Kind, limit: usize) -> Result<Groups, StoreError> {
+        let limit = limit.clamp(1, MAX_LIMIT);
+        let q = self.keys.queue(kind);
+        let mut pipe = redis::pipe();
+        for lane in Priority::ALL {
+            pipe.llen(q.rotation(lane)).lrange(q.rotation(lane), 0, limit.cast_signed() - 1);
+        }
+        let rotations: Vec<(u64, Vec<String>)> = {
+            let flat: Vec<redis::Value> = pipe.query_async(&mut self.conn.clone()).await?;
+            let mut flat = flat.into_iter();
+            std::iter::from_fn(|| {
+                let (len, names) = (flat.next()?, flat.next()?);
+                Some((redis::from_redis_value(len).unwrap_or(0), redis::from_redis_value(names).unwrap_or_default()))
+            })
+            .collect()
+        };
+        let mut named: Vec<(Priority, String)> = Vec::new();
+        let mut more = false;
+        for (lane, (len, names)) in Priority::ALL.into_iter().zip(rotations) {
+            more |= len > names.len() as u64;
+            named.extend(names.into_iter().filter(|n| !n.is_empty()).map(|n| (lane, n)));
+        }
+        more |= named.len() > limit;
+        named.truncate(limit);
+        let mut pipe = redis::pipe();
+        for (lane, name) in &named {
+            pipe.llen(q.group_list(*lane, name));
+        }
+        let sizes: Vec<u64> =
+            if named.is_empty() { Vec::new() } else { pipe.query_async(&mut self.conn.clone()).await? };
+        let mut items: Vec<GroupWaiting> = Vec::new();
+        for ((lane, name), size) in named.into_iter().zip(sizes) {
+            if let Some(g) = items.iter_mut().find(|g| g.group == name) {
+                g.add(lane, size);
+            } else {
+                let mut g = GroupWaiting { group: name, waiting: 0, high: 0, normal: 0, low: 0 };
+                g.add(lane, size);
+                items.push(g);
+            }
+        }
+        items.sort_by(|a, b| b.waiting.cmp(&a.waiting).then_with(|| a.group.cmp(&b.group)));
+        Ok(Groups { items, more })
     }
 
     /// How many of `kind`'s jobs are queued, scheduled, retrying and running.

@@ -332,6 +332,52 @@ async fn the_queued_listing_pages_through_the_lanes_in_serving_order() {
     lab.cleanup().await;
 }
 
+#[tokio::test]
+async fn a_groups_queued_jobs_are_listed_by_group_and_the_groups_by_size() {
+    use jobs::browse::{Cursor, GroupWaiting, JobBrowser, JobState};
+    let lab = Lab::new();
+    let order = [
+        (Priority::Normal, Some("acme")),
+        (Priority::Normal, None),
+        (Priority::High, Some("acme")),
+        (Priority::Low, Some("beta")),
+        (Priority::Normal, Some("acme")),
+        (Priority::Low, Some("acme")),
+    ];
+    let ids = lab.put(&order.iter().map(|(p, g)| lab.job(*p, *g)).collect::<Vec<_>>()).await;
+    let browser = JobBrowser::new(lab.conn.clone(), lab.keys.clone());
+
+    // acme's four, in serving order (high, then normal oldest first, then low), two a page.
+    let mut cursor: Option<Cursor> = None;
+    let mut listed = Vec::new();
+    for _ in 0..4 {
+        let page = browser.list_in(Kind::Webhook, JobState::Queued, Some("acme"), cursor.as_ref(), 2).await.unwrap();
+        listed.extend(page.items.into_iter().map(|j| j.id));
+        let Some(next) = page.next_cursor else { break };
+        cursor = Some(Cursor::parse(JobState::Queued, &next).unwrap());
+    }
+    assert_eq!(listed, owned(&[&ids[2], &ids[0], &ids[4], &ids[5]]));
+    // Without a group: the ungrouped job only; a group nobody used: nothing.
+    let page = browser.list(Kind::Webhook, JobState::Queued, None, 50).await.unwrap();
+    assert_eq!(page.items.into_iter().map(|j| j.id).collect::<Vec<_>>(), owned(&[&ids[1]]));
+    let page = browser.list_in(Kind::Webhook, JobState::Queued, Some("nobody"), None, 50).await.unwrap();
+    assert!(page.items.is_empty());
+
+    let groups = browser.groups(Kind::Webhook, 50).await.unwrap();
+    let acme = GroupWaiting { group: "acme".into(), waiting: 4, high: 1, normal: 2, low: 1 };
+    let beta = GroupWaiting { group: "beta".into(), waiting: 1, high: 0, normal: 0, low: 1 };
+    assert_eq!(groups.items, [acme.clone(), beta]);
+    assert!(!groups.more);
+    // One looked at: acme is in the first lane read, and the others are said to exist.
+    let groups = browser.groups(Kind::Webhook, 1).await.unwrap();
+    assert_eq!(groups.items.iter().map(|g| g.group.as_str()).collect::<Vec<_>>(), ["acme"]);
+    assert!(groups.more);
+    // Emptied lanes list no group.
+    while !lab.fetch(10).await.is_empty() {}
+    assert!(browser.groups(Kind::Webhook, 50).await.unwrap().items.is_empty());
+    lab.cleanup().await;
+}
+
 /// The lane of the i-th job of a cost case.
 type LaneOf = fn(usize) -> (Priority, Option<String>);
 

@@ -355,3 +355,65 @@ async fn the_cli_prints_jobs_and_stats_in_aligned_columns() {
     let otp = lines.iter().find(|l| l.starts_with("otp_sms")).unwrap();
     assert_eq!(column(lines[0], "queued") + "queued".len(), column(otp, "7") + 1, "{stats}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_jobs_are_found_by_group_in_the_api_the_page_and_the_cli() {
+    let app = TestApp::spawn().await;
+    let console = Console::start(&app).await;
+    let mut ids = Vec::new();
+    for (group, priority) in [("acme", "normal"), ("acme", "high"), ("beta/1", "low")] {
+        let body = json!({"kind": "webhook", "delay_seconds": 0, "group": group, "priority": priority,
+            "payload": {"url": "https://hooks.example.org/in", "event": "order.created", "data": {}}});
+        let r = app.post_job(&body, None).await;
+        assert_eq!(r.status(), 202);
+        ids.push(r.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned());
+    }
+
+    let (status, groups) = console.api("/api/queues/webhook/groups", Some(VIEWER_TOKEN)).await;
+    assert_eq!(status, 200, "{groups}");
+    assert_eq!(
+        groups,
+        json!({"items": [
+            {"group": "acme", "waiting": 2, "high": 1, "normal": 1, "low": 0},
+            {"group": "beta/1", "waiting": 1, "high": 0, "normal": 0, "low": 1}],
+            "more": false})
+    );
+    let (_, page) = console.api("/api/jobs?kind=webhook&state=queued&group=acme", Some(VIEWER_TOKEN)).await;
+    let listed: Vec<&str> = page["items"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap()).collect();
+    assert_eq!(listed, [ids[1].as_str(), ids[0].as_str()], "high first");
+    let (_, page) = console.api("/api/jobs?kind=webhook&state=queued&group=beta%2F1", Some(VIEWER_TOKEN)).await;
+    assert_eq!(page["items"][0]["id"], ids[2]);
+    let (_, page) = console.api("/api/jobs?kind=webhook&state=queued", Some(VIEWER_TOKEN)).await;
+    assert_eq!(page["items"], json!([]), "grouped jobs wait in their groups' lists");
+    let (status, bad) = console.api("/api/jobs?kind=webhook&state=running&group=acme", Some(VIEWER_TOKEN)).await;
+    assert_eq!((status, bad["errors"][0]["field"].as_str()), (400, Some("group")));
+    let (status, _) = console.api("/api/queues/webhook/groups?limit=0", Some(VIEWER_TOKEN)).await;
+    assert_eq!(status, 400);
+    let (status, _) = console.api("/api/queues/webhook/groups", None).await;
+    assert_eq!(status, 401);
+
+    let viewer = console.login(VIEWER_TOKEN).await;
+    let (_, html) = console.html("/jobs?kind=webhook&state=queued", &viewer).await;
+    assert!(html.contains("href=\"/jobs?kind=webhook&amp;state=queued&amp;group=beta%2F1\""), "{html}");
+    let (_, html) = console.html("/jobs?kind=webhook&state=queued&group=acme", &viewer).await;
+    assert!(html.contains(&ids[0]) && html.contains(&ids[1]) && !html.contains(&ids[2]), "{html}");
+
+    let output = std::process::Command::new(binary("dlq-console"))
+        .env_clear()
+        .env("REDIS_URL", &app.redis_url)
+        .env("REDIS_NAMESPACE", &app.namespace)
+        .args(["groups", "--kind", "webhook"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success() && out.lines().nth(1).unwrap().starts_with("acme "), "{out}");
+    let output = std::process::Command::new(binary("dlq-console"))
+        .env_clear()
+        .env("REDIS_URL", &app.redis_url)
+        .env("REDIS_NAMESPACE", &app.namespace)
+        .args(["jobs", "--kind", "webhook", "--state", "queued", "--group", "beta/1"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&output.stdout);
+    assert!(out.contains(&ids[2]) && !out.contains(&ids[0]), "{out}");
+}
