@@ -42,6 +42,7 @@ mod schedule_control;
 mod schedule_limits;
 mod schedules;
 mod sms;
+mod strict_schema;
 mod support;
 mod tls;
 mod topology;
