@@ -51,6 +51,7 @@ pub fn document() -> &'static Value {
         let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
         strict_bodies(&mut doc);
         strict_parameters(&mut doc);
+        operation_ids(&mut doc);
         prune_unused(&mut doc);
         doc
     });
@@ -101,6 +102,29 @@ fn strict_parameters(doc: &mut Value) {
         let name = parameter["name"].as_str().unwrap_or_default().to_owned();
         if let Some((_, schema)) = rules.iter().find(|(n, _)| *n == name) {
             parameter["schema"] = schema.clone();
+        }
+    }
+}
+
+/// Names each operation for generated clients: utoipa takes the handler's name, and
+/// `audit_logs::list` and `schedules::list` (or `put`, `delete`) would collide.
+fn operation_ids(doc: &mut Value) {
+    let names = [
+        ("/v1/jobs", "post", "enqueueJob"),
+        ("/v1/jobs/batch", "post", "enqueueBatch"),
+        ("/v1/jobs/{id}", "get", "getJob"),
+        ("/v1/jobs/{id}", "delete", "cancelJob"),
+        ("/v1/audit-logs", "get", "listAuditLogs"),
+        ("/v1/schedules", "post", "putSchedule"),
+        ("/v1/schedules", "get", "listSchedules"),
+        ("/v1/schedules/{name}", "delete", "deleteSchedule"),
+        ("/v1/schedules/{name}/pause", "post", "pauseSchedule"),
+        ("/v1/schedules/{name}/resume", "post", "resumeSchedule"),
+        ("/v1/schedules/{name}/run", "post", "runSchedule"),
+    ];
+    for (path, method, name) in names {
+        if let Some(operation) = doc["paths"].get_mut(path).and_then(|p| p.get_mut(method)) {
+            operation["operationId"] = json!(name);
         }
     }
 }
@@ -207,6 +231,17 @@ mod tests {
             .cloned()
             .unwrap_or(Value::Null);
         assert_eq!(limit["schema"]["maximum"], 1000);
+        let mut ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|operation| operation["operationId"].as_str())
+            .collect();
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "operation ids are unique: {ids:?}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod browser;
 mod cancel;
 mod chaos;
 mod class_sweep;
+mod clients;
 mod console;
 mod console_hardening;
 mod console_review;
