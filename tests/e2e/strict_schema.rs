@@ -34,7 +34,7 @@ async fn run(python: &Path, document: &str, mode: &str, check: &str, hooks: bool
     command
         .current_dir(&report)
         .args(["-m", "schemathesis.cli", "run", document, "--phases", "examples,fuzzing", "--mode", mode])
-        .args(["--checks", check, "--max-examples", "100", "--seed", "15", "--workers", "2", "--request-timeout", "10"])
+        .args(["--checks", check, "--max-examples", "60", "--seed", "15", "--workers", "2", "--request-timeout", "10"])
         .args(["--header", &format!("Authorization: Bearer {SHOP_KEY}"), "--exclude-method", "DELETE"])
         .args(["--no-shrink", "--suppress-health-check", "all", "--generation-allow-x00", "false"])
         .args(STRICT.iter().flat_map(|path| ["--include-path", path]))
