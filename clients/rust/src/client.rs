@@ -458,3 +458,35 @@ impl AuditQuery {
         pairs
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::Kind;
+
+    /// A port nothing listens on: each attempt is refused, and the call gives up by its deadline.
+    #[tokio::test]
+    async fn an_unreachable_api_is_retried_until_the_deadline() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client =
+            Client::builder(format!("http://127.0.0.1:{port}"), "k").deadline(Duration::from_secs(1)).build().unwrap();
+        let started = Instant::now();
+        let job = Job::raw(Kind::Webhook, json!({"url": "https://example.org/h", "event": "e"}));
+        let error = client.enqueue(&job).await.unwrap_err();
+        let Error::Transport { attempts, .. } = error else { panic!("{error:?}") };
+        assert!(attempts >= 2, "{attempts}");
+        assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn the_key_never_shows_and_bad_bases_are_refused() {
+        let client = Client::new("http://127.0.0.1:8080", "secret-value-123").unwrap();
+        assert!(!format!("{client:?}").contains("secret-value-123"));
+        assert!(matches!(Client::new("ftp://example.org", "k"), Err(Error::Invalid(_))));
+        assert_eq!(segment("a b/c"), "a%20b%2Fc");
+    }
+}
