@@ -107,6 +107,33 @@ async fn the_traceparent_is_passed_on() {
     assert!(carried.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"), "{carried}");
 }
 
+/// Schedules' whole life and a cancel, through the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_and_cancel_go_through_the_client() {
+    let app = TestApp::spawn().await;
+    let client = client(&app);
+    let name = format!("digest-{}", app.namespace);
+    let hook = json!({"kind": "webhook", "payload": {"url": "https://example.org/h", "event": "digest.due"}});
+    let stored = client
+        .put_schedule(&json!({"name": name, "cron": "0 9 * * 1-5", "timezone": "Asia/Taipei", "job": hook}))
+        .await
+        .unwrap();
+    assert_eq!((stored.name.as_str(), stored.paused), (name.as_str(), false));
+    assert!(client.list_schedules().await.unwrap().iter().any(|s| s.name == name && s.next_run_at.is_some()));
+    assert!(client.pause_schedule(&name).await.unwrap().paused);
+    assert!(!client.resume_schedule(&name).await.unwrap().paused);
+    let run = client.run_schedule(&name).await.unwrap();
+    assert!(run["idempotency_key"].as_str().unwrap().starts_with(&format!("schedule:{name}:manual:")), "{run}");
+    client.delete_schedule(&name).await.unwrap();
+    assert_eq!(client.pause_schedule(&name).await.unwrap_err().status(), Some(404));
+    let later = Job::email(&email()).delay(Duration::from_secs(3600));
+    let accepted = client.enqueue(&later).await.unwrap();
+    assert_eq!(accepted.status, "scheduled");
+    let cancelled = client.cancel(&accepted.id).await.unwrap();
+    assert_eq!((cancelled.id.as_str(), cancelled.status.as_str()), (accepted.id.as_str(), "cancelled"));
+    assert_eq!(client.get(&accepted.id).await.unwrap().status, "cancelled");
+}
+
 /// 2,500 audit events, enqueued by `enqueue_batch` (three requests: 1,000 + 1,000 + 500) and
 /// written by a worker, come back through the page stream each exactly once, newest first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
