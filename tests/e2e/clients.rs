@@ -126,7 +126,7 @@ async fn schedules_and_cancel_go_through_the_client() {
     assert!(run["idempotency_key"].as_str().unwrap().starts_with(&format!("schedule:{name}:manual:")), "{run}");
     client.delete_schedule(&name).await.unwrap();
     assert_eq!(client.pause_schedule(&name).await.unwrap_err().status(), Some(404));
-    let later = Job::email(&email()).delay(Duration::from_secs(3600));
+    let later = Job::email(&email()).delay(Duration::from_hours(1));
     let accepted = client.enqueue(&later).await.unwrap();
     assert_eq!(accepted.status, "scheduled");
     let cancelled = client.cancel(&accepted.id).await.unwrap();
