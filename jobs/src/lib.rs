@@ -41,6 +41,8 @@ pub mod keys;
 pub mod kind;
 pub mod lanes;
 pub mod limits;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod pause;
 pub mod payload;
 pub mod queue;

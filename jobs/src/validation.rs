@@ -1,9 +1,10 @@
 //! Field errors that name where in the request a rule was broken, as a JSON pointer.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One broken rule: `field` is a JSON pointer into the request body (`/payload/to`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One broken rule: `field` is a JSON pointer into the request body (`/payload/to`). The Rust
+/// client reads it back from a problem document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     #[cfg_attr(feature = "openapi", schema(example = "/payload/to"))]

@@ -21,11 +21,17 @@ enum Command {
     Serve,
     /// Apply the PostgreSQL migrations and exit.
     Migrate,
+    /// Print the OpenAPI document (what `/openapi.json` serves) and exit; needs no settings.
+    Openapi,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        println!("{}", serde_json::to_string_pretty(producer_api::openapi::document())?);
+        return Ok(());
+    }
     let env = Env::from_process();
     if let Some(Command::Migrate) = cli.command {
         let url = db::database_url(&env).unwrap_or_else(|e| service::exit_on_bad_setting("producer-api", &e));

@@ -1,13 +1,16 @@
 //! The OpenAPI document, generated from the handlers and types, and a page that renders it.
 
+use std::sync::LazyLock;
+
 use axum::Json;
 use axum::http::header;
 use axum::response::{Html, IntoResponse};
+use serde_json::{Value, json};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::ProblemDoc;
-use crate::routes;
+use crate::{audit_logs, routes};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
@@ -40,8 +43,110 @@ impl Modify for BearerAuth {
     }
 }
 
-pub async fn json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The document served at `/openapi.json` (and printed by `producer-api openapi`): utoipa's,
+/// with the bodies that store jobs and the audit-log query made as strict as the validation
+/// ([`jobs::openapi`]), so generated clients and validators refuse what the API refuses.
+pub fn document() -> &'static Value {
+    static DOCUMENT: LazyLock<Value> = LazyLock::new(|| {
+        let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serializes");
+        strict_bodies(&mut doc);
+        strict_parameters(&mut doc);
+        operation_ids(&mut doc);
+        prune_unused(&mut doc);
+        doc
+    });
+    &DOCUMENT
+}
+
+pub async fn json() -> Json<&'static Value> {
+    Json(document())
+}
+
+/// The request bodies of `POST /v1/jobs`, `/v1/jobs/batch` and `/v1/schedules` point at the
+/// strict schemas.
+fn strict_bodies(doc: &mut Value) {
+    let schemas = &mut doc["components"]["schemas"];
+    for (name, schema) in jobs::openapi::request_schemas() {
+        schemas[name] = schema;
+    }
+    for (path, schema) in
+        [("/v1/jobs", "JobRequest"), ("/v1/jobs/batch", "BatchRequest"), ("/v1/schedules", "ScheduleRequest")]
+    {
+        doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"] =
+            json!({"$ref": format!("#/components/schemas/{schema}")});
+    }
+}
+
+/// Each parameter's rules as the handlers check them.
+fn strict_parameters(doc: &mut Value) {
+    let one_line = r"^[^\u0000-\u001F\u007F-\u009F]{1,256}$";
+    let rules = [
+        ("Idempotency-Key", json!({"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]{1,255}$"})),
+        ("tenant_id", json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": one_line})),
+        ("action", json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": one_line})),
+        ("actor", json!({"type": "string", "minLength": 1, "maxLength": 256, "pattern": one_line})),
+        (
+            "limit",
+            json!({"type": "integer", "minimum": 1, "maximum": audit_logs::MAX_LIMIT, "default": audit_logs::DEFAULT_LIMIT}),
+        ),
+        ("cursor", json!({"type": "string", "minLength": 1, "maxLength": 128, "pattern": "^[A-Za-z0-9_-]{1,128}$"})),
+    ];
+    let Some(paths) = doc["paths"].as_object_mut() else { return };
+    for parameter in paths
+        .values_mut()
+        .filter_map(Value::as_object_mut)
+        .flat_map(|operations| operations.values_mut())
+        .filter_map(|operation| operation.get_mut("parameters").and_then(Value::as_array_mut))
+        .flatten()
+    {
+        let name = parameter["name"].as_str().unwrap_or_default().to_owned();
+        if let Some((_, schema)) = rules.iter().find(|(n, _)| *n == name) {
+            parameter["schema"] = schema.clone();
+        }
+    }
+}
+
+/// Names each operation for generated clients: utoipa takes the handler's name, and
+/// `audit_logs::list` and `schedules::list` (or `put`, `delete`) would collide.
+fn operation_ids(doc: &mut Value) {
+    let names = [
+        ("/v1/jobs", "post", "enqueueJob"),
+        ("/v1/jobs/batch", "post", "enqueueBatch"),
+        ("/v1/jobs/{id}", "get", "getJob"),
+        ("/v1/jobs/{id}", "delete", "cancelJob"),
+        ("/v1/audit-logs", "get", "listAuditLogs"),
+        ("/v1/schedules", "post", "putSchedule"),
+        ("/v1/schedules", "get", "listSchedules"),
+        ("/v1/schedules/{name}", "delete", "deleteSchedule"),
+        ("/v1/schedules/{name}/pause", "post", "pauseSchedule"),
+        ("/v1/schedules/{name}/resume", "post", "resumeSchedule"),
+        ("/v1/schedules/{name}/run", "post", "runSchedule"),
+    ];
+    for (path, method, name) in names {
+        if let Some(operation) = doc["paths"].get_mut(path).and_then(|p| p.get_mut(method)) {
+            operation["operationId"] = json!(name);
+        }
+    }
+}
+
+/// Drops the component schemas nothing refers to any more (the loose ones the strict bodies
+/// replaced), until none is left over.
+fn prune_unused(doc: &mut Value) {
+    loop {
+        let text = doc.to_string();
+        let Some(schemas) = doc["components"]["schemas"].as_object_mut() else { return };
+        let unused: Vec<String> = schemas
+            .keys()
+            .filter(|name| !text.contains(&format!("\"#/components/schemas/{name}\"")))
+            .cloned()
+            .collect();
+        if unused.is_empty() {
+            return;
+        }
+        for name in unused {
+            schemas.remove(&name);
+        }
+    }
 }
 
 /// Redoc's standalone bundle (npm package `redoc` 2.5.4, `bundles/redoc.standalone.js`, MIT),
@@ -89,7 +194,55 @@ pub async fn redoc_js() -> impl IntoResponse {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::Value;
     use sha2::{Digest, Sha256};
+
+    /// One schema per kind, chosen by `kind`; every reference resolves; the loose documentation
+    /// types the strict schemas replaced are gone.
+    #[test]
+    fn the_bodies_that_store_jobs_are_one_schema_per_kind() {
+        let doc = super::document();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        let job = &schemas["JobRequest"];
+        assert_eq!(job["oneOf"].as_array().unwrap().len(), 4);
+        assert_eq!(job["discriminator"]["propertyName"], "kind");
+        assert_eq!(schemas["OtpSmsJob"]["additionalProperties"], false);
+        assert_eq!(schemas["OtpSmsJob"]["properties"]["max_attempts"]["maximum"], 10);
+        assert_eq!(schemas["AuditLogBatchJob"]["properties"]["max_attempts"]["maximum"], 50);
+        assert_eq!(schemas["ScheduleRequest"]["properties"]["job"]["oneOf"].as_array().unwrap().len(), 3);
+        let body = |path: &str| {
+            doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"].clone()
+        };
+        assert_eq!(body("/v1/jobs"), "#/components/schemas/JobRequest");
+        assert_eq!(body("/v1/jobs/batch"), "#/components/schemas/BatchRequest");
+        let text = doc.to_string();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name = &part[..part.find('"').unwrap()];
+            assert!(schemas.contains_key(name), "{name}");
+        }
+        for gone in ["JobRequestDoc", "BatchRequestDoc", "Payload", "OtpSms"] {
+            assert!(!schemas.contains_key(gone), "{gone}");
+        }
+        let limit = doc["paths"]["/v1/audit-logs"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .cloned()
+            .unwrap_or(Value::Null);
+        assert_eq!(limit["schema"]["maximum"], 1000);
+        let mut ids: Vec<&str> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .flat_map(|item| item.as_object().unwrap().values())
+            .filter_map(|operation| operation["operationId"].as_str())
+            .collect();
+        let count = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), count, "operation ids are unique: {ids:?}");
+    }
 
     #[test]
     fn the_vendored_redoc_is_the_one_recorded() {

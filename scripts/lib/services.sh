@@ -22,6 +22,8 @@
 #   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
 #                            tests run (moto's SES emulator, the standardwebhooks verifier, schemathesis);
 #                            exports JOBPLANE_PYTHON=<venv>/bin/python
+#   jp_ensure_node           `node` (>= 20) and `npm` (Debian's nodejs and npm), and the TypeScript client's
+#                            packages (`npm ci` from clients/typescript/package-lock.json, offline when cached)
 #   jp_services_from_urls    aims the two above at the ports of loopback REDIS_URL/DATABASE_URL, and
 #                            skips a service whose URL names another host
 #   jp_stop_started_services stops the Redis/PostgreSQL that *this* shell started, and nothing else
@@ -671,4 +673,23 @@ jp_ensure_python_tools() {
         jp_die "could not install $JP_PYTHON_PACKAGES into $venv (log: $log)"
     fi
     export JOBPLANE_PYTHON="$py"
+}
+
+# jp_ensure_node: node >= 20 and npm, and clients/typescript/node_modules installed from its
+# lockfile (`npm ci`, preferring npm's cache, so a machine that ran it once needs no network).
+jp_ensure_node() {
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        jp_apt_install nodejs npm
+    fi
+    local major
+    major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    ((major >= 20)) || jp_die "node $(node --version 2>/dev/null) is older than 20, which the TypeScript client needs"
+    local dir="$JP_ROOT/clients/typescript"
+    if [[ -f $dir/node_modules/.package-lock.json && $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]]; then
+        return 0
+    fi
+    mkdir -p "$JP_LOG_DIR"
+    local log="$JP_LOG_DIR/npm.log"
+    jp_info "npm ci in clients/typescript (log: ${log#"$JP_ROOT"/})"
+    (cd "$dir" && npm ci --prefer-offline --no-audit --no-fund >>"$log" 2>&1) || jp_die "npm ci in clients/typescript failed; see $log"
 }

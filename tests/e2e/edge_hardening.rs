@@ -196,7 +196,7 @@ async fn schemathesis(python: &std::path::Path, document: &str, seed: &str, phas
 }
 
 /// Waits for `child`, killing it after `limit`.
-async fn wait_with_limit(child: Child, limit: Duration) -> std::process::Output {
+pub(crate) async fn wait_with_limit(child: Child, limit: Duration) -> std::process::Output {
     let id = child.id();
     let waiting = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap());
     if let Ok(output) = tokio::time::timeout(limit, waiting).await {

@@ -36,7 +36,17 @@ async fn the_openapi_document_describes_the_api() {
         .map(|p| p["name"].as_str().unwrap())
         .collect();
     assert_eq!(params, ["tenant_id", "action", "actor", "from", "to", "limit", "cursor"]);
-    for schema in ["OtpSms", "Email", "Webhook", "AuditLog", "Problem", "JobInfo", "FieldError", "AuditPage"] {
+    for schema in [
+        "OtpSmsPayload",
+        "EmailPayload",
+        "WebhookPayload",
+        "AuditLogPayload",
+        "JobRequest",
+        "Problem",
+        "JobInfo",
+        "FieldError",
+        "AuditPage",
+    ] {
         assert!(schemas.get(schema).is_some(), "schema {schema} missing");
     }
     assert_eq!(doc["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");

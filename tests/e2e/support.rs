@@ -192,6 +192,11 @@ impl OwnRedis {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Its process id, for a test that signals it from another program.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// Starts (again) on the same port, with AOF so a restart keeps what was written.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
