@@ -19,6 +19,7 @@
 //! - Inspection, read only: [`inspect`] (dead letters listed and read, the queues' counts and
 //!   per-minute outcomes), [`browse`] (every job of a kind in one state, in cursor pages whose
 //!   cost does not grow with the queue; one job by id with its attempts).
+//! - Providers' callbacks: [`callbacks`] (`CALLBACK_BASE_URL`, `CALLBACK_SECRET`).
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
 //!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
 //! - Control of live work: [`pause`] (pausing a kind; a queue's latency), [`rate`] (rate limits
@@ -31,6 +32,7 @@
 //! The scripts are tested directly against a real Redis in `tests/scripts.rs`.
 
 pub mod browse;
+pub mod callbacks;
 pub mod control;
 pub mod dead;
 pub mod delivery;

@@ -73,8 +73,8 @@ fn at() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(1_764_300_000_123).unwrap()
 }
 
-fn stored(status: DeliveryStatus, detail: Option<&str>) -> Option<StoredDelivery> {
-    Some(StoredDelivery { status, at: at().timestamp_millis(), detail: detail.map(str::to_owned) })
+fn stored(status: DeliveryStatus, detail: Option<&str>) -> StoredDelivery {
+    StoredDelivery { status, at: at().timestamp_millis(), detail: detail.map(str::to_owned) }
 }
 
 #[tokio::test]
@@ -113,7 +113,7 @@ async fn reports_follow_their_precedence_and_a_resend_changes_nothing() {
     for (i, (status, detail, outcome, held, held_detail)) in table.into_iter().enumerate() {
         assert_eq!(lab.report(&id, status, detail).await, outcome, "step {i}");
         let record = lab.record(&id).await.unwrap();
-        assert_eq!(record.delivery, stored(held, held_detail), "step {i}");
+        assert_eq!(record.delivery, Some(stored(held, held_detail)), "step {i}");
         assert_eq!(JobRecord { delivery: None, ..record }, before, "step {i}: nothing else changes");
     }
     assert_eq!(lab.pttl(&id).await, -1, "a waiting job's record has no expiry, and gets none");
@@ -130,7 +130,7 @@ async fn a_report_keeps_the_finished_records_expiry_and_survives_the_success() {
     lab.succeed(leased).await;
     let record = lab.record(&id).await.unwrap();
     assert_eq!((record.status, record.payload.as_deref()), (JobStatus::Succeeded, None));
-    assert_eq!(record.delivery, stored(DeliveryStatus::Delivered, None));
+    assert_eq!(record.delivery, Some(stored(DeliveryStatus::Delivered, None)));
     assert_eq!(record.provider_message_id.as_deref(), Some("SM1"));
     // Reported after the success: the record keeps its expiry.
     let ttl = lab.pttl(&id).await;
@@ -140,7 +140,7 @@ async fn a_report_keeps_the_finished_records_expiry_and_survives_the_success() {
         DeliveryOutcome::Recorded
     );
     let record = lab.record(&id).await.unwrap();
-    assert_eq!(record.delivery, stored(DeliveryStatus::Undelivered, Some("carrier said no to [digits]")));
+    assert_eq!(record.delivery, Some(stored(DeliveryStatus::Undelivered, Some("carrier said no to [digits]"))));
     assert_eq!(record.status, JobStatus::Succeeded);
     let kept = lab.pttl(&id).await;
     assert!(kept > 3_580_000 && kept <= ttl, "KEEPTTL: {kept} after {ttl}");
@@ -162,5 +162,5 @@ async fn a_cancelled_record_keeps_its_report() {
     control.cancel(&id, None).await.unwrap();
     let record = lab.record(&id).await.unwrap();
     assert_eq!(record.status, JobStatus::Cancelled);
-    assert_eq!(record.delivery, stored(DeliveryStatus::Undelivered, None));
+    assert_eq!(record.delivery, Some(stored(DeliveryStatus::Undelivered, None)));
 }

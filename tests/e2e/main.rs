@@ -8,6 +8,7 @@ mod batch;
 mod binaries;
 mod browse;
 mod browser;
+mod callbacks;
 mod cancel;
 mod chaos;
 mod class_sweep;
