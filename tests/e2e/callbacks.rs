@@ -222,3 +222,17 @@ async fn a_flood_of_callbacks_is_cut_by_the_rate_limit() {
     // The producer API itself is not limited by it.
     assert_eq!(app.http.get(app.url("/healthz")).send().await.unwrap().status(), 200);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_the_callbacks_and_the_delivery() {
+    let app = TestApp::spawn().await;
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let twilio = &doc["paths"]["/v1/callbacks/twilio"]["post"];
+    for status in ["204", "403", "413", "429", "503"] {
+        assert!(twilio["responses"].get(status).is_some(), "POST /v1/callbacks/twilio lacks {status}");
+    }
+    assert!(twilio.get("security").is_none(), "no bearer key on a callback");
+    let schemas = &doc["components"]["schemas"];
+    assert!(schemas["JobInfo"]["properties"].get("delivery").is_some(), "{}", schemas["JobInfo"]);
+    assert_eq!(schemas["DeliveryStatus"]["enum"], json!(["delivered", "undelivered", "bounced", "complained"]));
+}
