@@ -380,3 +380,40 @@ async fn the_worker_gives_twilio_the_status_callback_and_twilios_report_updates_
     drop(worker);
     db.drop().await;
 }
+
+#[test]
+fn bad_provider_and_callback_settings_stop_the_processes_with_one_line_naming_the_variable() {
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let keys = ("PRODUCER_API_KEYS", "a:0123456789abcdef");
+    let cases: [Case; 7] = [
+        ("worker", &[("SMS_PROVIDER", "mitake")], "worker: MITAKE_USERNAME: is required"),
+        ("worker", &[("SMS_PROVIDER", "mitake"), ("MITAKE_USERNAME", "u")], "worker: MITAKE_PASSWORD: is required"),
+        (
+            "worker",
+            &[("SMS_PROVIDER", "mitake"), ("MITAKE_USERNAME", "u"), ("MITAKE_PASSWORD", "p"), ("MITAKE_BASE_URL", "x")],
+            "worker: MITAKE_BASE_URL: ",
+        ),
+        ("worker", &[("SMS_PROVIDER", "mitake"), ("CALLBACK_SECRET", "short")], "worker: CALLBACK_SECRET: "),
+        ("producer-api", &[keys, ("CALLBACK_BASE_URL", "api.example.com")], "producer-api: CALLBACK_BASE_URL: "),
+        ("producer-api", &[keys, ("CALLBACK_SECRET", "has spaces in it ok?")], "producer-api: CALLBACK_SECRET: "),
+        (
+            "producer-api",
+            &[keys, ("CALLBACK_RATE_LIMIT_PER_SECOND", "0")],
+            "producer-api: CALLBACK_RATE_LIMIT_PER_SECOND: ",
+        ),
+    ];
+    for (name, env, expected) in cases {
+        let output = std::process::Command::new(crate::support::binary(name))
+            .env_clear()
+            .env("WORKER_KINDS", "otp_sms")
+            .env("WORKER_METRICS_ADDR", "0")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{name} {env:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.starts_with(expected), "{stderr}");
+        assert!(!stderr.contains("has spaces"), "a bad secret is not echoed: {stderr}");
+    }
+}
