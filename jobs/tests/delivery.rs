@@ -164,3 +164,30 @@ async fn a_cancelled_record_keeps_its_report() {
     assert_eq!(record.status, JobStatus::Cancelled);
     assert_eq!(record.delivery, Some(stored(DeliveryStatus::Undelivered, None)));
 }
+
+#[tokio::test]
+async fn a_replay_drops_the_report_of_the_message_before() {
+    let lab = Lab::new();
+    let job = lab.enqueued().await;
+    let id = job.id.to_string();
+    let leased = lab.lease().await;
+    let now = Utc::now();
+    let done = Finished {
+        job: leased,
+        outcome: Outcome::Dead(jobs::record::DeadReason::Permanent),
+        error: Some("HTTP 400".into()),
+        provider_id: None,
+        started_at: now,
+        finished_at: now,
+    };
+    lab.queue().finish(&[done], now, &Retention::default()).await.unwrap();
+    // A late report of a message an earlier attempt did send after all.
+    assert_eq!(lab.report(&id, DeliveryStatus::Undelivered, None).await, DeliveryOutcome::Recorded);
+    assert_eq!(lab.record(&id).await.unwrap().status, JobStatus::Dead);
+    jobs::dead::DeadLetters::new(lab.conn.clone(), lab.keys.clone())
+        .replay(&id, None, "ops", Utc::now())
+        .await
+        .unwrap();
+    let record = lab.record(&id).await.unwrap();
+    assert_eq!((record.status, record.delivery), (JobStatus::Queued, None));
+}
