@@ -17,7 +17,8 @@
 -- the key after the replay gets this job back, not a second delivery. A letter past its key's
 -- 24 h replays without a key.
 -- The attempt history stays, so it shows the attempts before and after the replay. A webhook's
--- first deferral (df) is cleared.
+-- first deferral (df) is cleared, and so is a delivery report (dv): like the provider's message
+-- id (pm), it was about a message of before; the replay's own send gets its own report.
 
 local record = load_record(KEYS[1])
 if not record or not is_dead_letter(record) or not redis.call('ZSCORE', KEYS[2], ARGV[1]) then
@@ -50,6 +51,7 @@ record.rs, record.da, record.fa, record.le, record.pm, record.fp, record.fx = ni
 -- A webhook's wait for its destination starts afresh: a letter that expired waiting
 -- (WEBHOOK_MAX_DEFERRAL_SECONDS) would otherwise be overdue again at its first deferral.
 record.df = nil
+record.dv = nil
 if ARGV[3] ~= '' then
   record.pl = ARGV[3]
 end

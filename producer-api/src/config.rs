@@ -42,6 +42,9 @@ pub struct Config {
     /// How long a cancelled job stays readable, per kind (`JOB_RETENTION_SECONDS[_<KIND>]`,
     /// the worker's setting for succeeded jobs).
     pub retention: std::collections::BTreeMap<jobs::Kind, Duration>,
+    /// `CALLBACK_BASE_URL`, `CALLBACK_SECRET`, `TWILIO_AUTH_TOKEN`, `CALLBACK_RATE_LIMIT_PER_SECOND`:
+    /// the providers' callbacks (`/v1/callbacks/*`).
+    pub callbacks: crate::callbacks::CallbackConfig,
 }
 
 impl Config {
@@ -84,6 +87,7 @@ impl Config {
             retention: jobs::settings::finished_retention(env)?,
             http: service::HttpLimits::from_env(env)?,
             schedule_limits: ScheduleLimits::from_env(env)?,
+            callbacks: crate::callbacks::CallbackConfig::from_env(env)?,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit_logs;
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod openapi;
 pub mod problem;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub schedule_limits: jobs::schedule::ScheduleLimits,
     /// Cancels jobs (`DELETE /v1/jobs/{id}`).
     pub control: jobs::control::Control,
+    /// The providers' callbacks (`/v1/callbacks/*`): their settings and rate limit.
+    pub callbacks: callbacks::Callbacks,
 }
 
 impl AppState {
@@ -66,12 +69,14 @@ impl AppState {
             otp_limits: config.otp_limits,
             schedule_limits: config.schedule_limits,
             control,
+            callbacks: callbacks::Callbacks::new(&config.callbacks),
         })
     }
 }
 
 pub fn router(state: AppState) -> Router {
     let store = state.store.clone();
+    let callbacks = callbacks::router(&state);
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
@@ -86,6 +91,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/schedules/{name}/run", post(schedules::run))
+        .merge(callbacks)
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))

@@ -193,6 +193,18 @@ fn describe() {
     describe_counter!("jobplane_audit_events_written_total", "Audit-log events committed to PostgreSQL");
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");
     describe_counter!("jobplane_sms_records_dropped_total", "sms_deliveries rows given up after retries");
+    describe_counter!(
+        "jobplane_sms_delivery_status_dropped_total",
+        "Delivery reports not written to sms_deliveries (PostgreSQL failed or was too slow), by provider"
+    );
+    describe_gauge!(
+        "jobplane_sms_credit_remaining",
+        "Credit left at the SMS provider, as it last stated it (Mitake's AccountPoint), by provider"
+    );
+    describe_counter!(
+        "jobplane_delivery_reports_total",
+        "Authentic delivery reports from providers' callbacks, by provider and status (resends included)"
+    );
     describe_counter!("jobplane_schedule_fired_total", "Schedule ticks that enqueued a job, by kind");
     describe_histogram!(
         "jobplane_schedule_lateness_seconds",
