@@ -42,6 +42,8 @@ pub struct Config {
     /// How long a cancelled job stays readable, per kind (`JOB_RETENTION_SECONDS[_<KIND>]`,
     /// the worker's setting for succeeded jobs).
     pub retention: std::collections::BTreeMap<jobs::Kind, Duration>,
+    /// `SUPPRESSION_CAP` (default 100000): most addresses on the email suppression list.
+    pub suppression_cap: u64,
 }
 
 impl Config {
@@ -84,6 +86,7 @@ impl Config {
             retention: jobs::settings::finished_retention(env)?,
             http: service::HttpLimits::from_env(env)?,
             schedule_limits: ScheduleLimits::from_env(env)?,
+            suppression_cap: jobs::suppression::cap_from_env(env)?,
         })
     }
 }

@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod schedules;
+pub mod suppressions;
 
 use std::sync::Arc;
 
@@ -39,6 +40,8 @@ pub struct AppState {
     pub schedule_limits: jobs::schedule::ScheduleLimits,
     /// Cancels jobs (`DELETE /v1/jobs/{id}`).
     pub control: jobs::control::Control,
+    /// The email suppression list (`GET /v1/suppressions/{address}`; SES bounces add to it).
+    pub suppressions: jobs::suppression::Suppressions,
 }
 
 impl AppState {
@@ -53,6 +56,11 @@ impl AppState {
             config.retention.clone(),
             config.redis_timeout,
         );
+        let suppressions = jobs::suppression::Suppressions::new(
+            conn.clone(),
+            &Keys::new(&config.redis.namespace),
+            config.suppression_cap,
+        );
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
             .with_otp_limits(config.otp_limits)
             .with_replica_wait(config.replica_wait);
@@ -66,6 +74,7 @@ impl AppState {
             otp_limits: config.otp_limits,
             schedule_limits: config.schedule_limits,
             control,
+            suppressions,
         })
     }
 }
@@ -86,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/schedules/{name}/run", post(schedules::run))
+        .route("/v1/suppressions/{address}", get(suppressions::check))
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))
