@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod schedules;
+pub mod ses_events;
 pub mod sns;
 pub mod suppressions;
 
