@@ -100,9 +100,9 @@ pub fn parse(message: &str, now: DateTime<Utc>) -> Result<Option<Event>, String>
             let bounce = raw.bounce.ok_or("a Bounce without `bounce`")?;
             let permanent = bounce.bounce_type == "Permanent";
             let first = bounce.bounced_recipients.first();
-            let text = first.and_then(|r| r.diagnostic_code.clone()).or_else(|| {
-                Some(format!("{} bounce ({})", bounce.bounce_type, bounce.bounce_sub_type))
-            });
+            let text = first
+                .and_then(|r| r.diagnostic_code.clone())
+                .or_else(|| Some(format!("{} bounce ({})", bounce.bounce_type, bounce.bounce_sub_type)));
             Event {
                 job_id,
                 outcome: if permanent { Outcome::Bounced } else { Outcome::Undelivered },
