@@ -128,17 +128,26 @@ fn bounded(text: &str, max: usize) -> String {
     text[..end].to_owned()
 }
 
-/// The two keys of the list.
+/// The two keys of the list, and the prefix of the provider messages already applied.
 #[derive(Debug, Clone)]
 struct SuppressionKeys {
     entries: String,
     order: String,
+    prefix: String,
 }
 
 impl SuppressionKeys {
     fn new(keys: &Keys) -> Self {
         let prefix = format!("{}:{{suppressions}}", keys.namespace());
-        Self { entries: format!("{prefix}:entries"), order: format!("{prefix}:order") }
+        Self { entries: format!("{prefix}:entries"), order: format!("{prefix}:order"), prefix }
+    }
+
+    /// STRING marking provider message `id` as applied (expiring): named by a digest, so any
+    /// text a provider sends makes a short key.
+    fn message(&self, id: &str) -> String {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(id.as_bytes());
+        format!("{}:msg:{}", self.prefix, hex::encode(&digest[..16]))
     }
 }
 
@@ -223,6 +232,27 @@ impl Suppressions {
             }
         }
         Ok(None)
+    }
+
+    /// Claims provider message `id` (an SNS `MessageId`) for processing: true the first time
+    /// within `ttl`, false when it was claimed already (a resend: nothing to do). A claim whose
+    /// processing failed is given back with [`Suppressions::release_message`], so the resend
+    /// is processed.
+    pub async fn claim_message(&self, id: &str, ttl: std::time::Duration) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.keys.message(id))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn release_message(&self, id: &str) -> Result<(), StoreError> {
+        let _: i64 = redis::cmd("DEL").arg(self.keys.message(id)).query_async(&mut self.conn.clone()).await?;
+        Ok(())
     }
 
     /// How many addresses are listed.

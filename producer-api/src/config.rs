@@ -44,6 +44,9 @@ pub struct Config {
     pub retention: std::collections::BTreeMap<jobs::Kind, Duration>,
     /// `SUPPRESSION_CAP` (default 100000): most addresses on the email suppression list.
     pub suppression_cap: u64,
+    /// `SES_SNS_URL_PATTERN` (default: SNS's own hosts) and `SES_SNS_TOPIC_ARNS` (default: any
+    /// topic): what `POST /v1/callbacks/ses` accepts (`crate::sns`).
+    pub sns: crate::sns::Verifier,
 }
 
 impl Config {
@@ -87,6 +90,7 @@ impl Config {
             http: service::HttpLimits::from_env(env)?,
             schedule_limits: ScheduleLimits::from_env(env)?,
             suppression_cap: jobs::suppression::cap_from_env(env)?,
+            sns: sns_verifier(env)?,
         })
     }
 }
@@ -142,4 +146,24 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cretpw"), "{shown}");
     }
+}
+
+/// `SES_SNS_URL_PATTERN` and `SES_SNS_TOPIC_ARNS`, checked.
+fn sns_verifier(env: &Env) -> Result<crate::sns::Verifier, SettingError> {
+    let pattern = env.get("SES_SNS_URL_PATTERN").filter(|p| !p.is_empty()).unwrap_or(crate::sns::DEFAULT_URL_PATTERN);
+    let topics: Vec<String> = env
+        .get("SES_SNS_TOPIC_ARNS")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = topics.iter().find(|t| !t.starts_with("arn:") || t.len() > 256) {
+        return Err(SettingError::new(
+            "SES_SNS_TOPIC_ARNS",
+            format!("`{bad}` is not a topic ARN (arn:aws:sns:<region>:<account>:<name>)"),
+        ));
+    }
+    crate::sns::Verifier::new(pattern, topics).map_err(|problem| SettingError::new("SES_SNS_URL_PATTERN", problem))
 }

@@ -44,6 +44,8 @@ pub struct AppState {
     pub control: jobs::control::Control,
     /// The email suppression list (`GET /v1/suppressions/{address}`; SES bounces add to it).
     pub suppressions: jobs::suppression::Suppressions,
+    /// Verifies SNS messages (`POST /v1/callbacks/ses`) and caches SNS's certificates.
+    pub sns: sns::Verifier,
 }
 
 impl AppState {
@@ -77,6 +79,7 @@ impl AppState {
             schedule_limits: config.schedule_limits,
             control,
             suppressions,
+            sns: config.sns.clone(),
         })
     }
 }
@@ -124,6 +127,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     service::metrics_handle();
+    if !config.sns.is_default_pattern() {
+        tracing::warn!(
+            "SES_SNS_URL_PATTERN overrides SNS's hosts: SNS messages are verified with certificates from other hosts. \
+             Only tests should set it; never in production"
+        );
+    }
     let state = AppState::new(&config)?;
     // Enqueueing needs only Redis: a PostgreSQL outage at start must not stop the API.
     tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));
