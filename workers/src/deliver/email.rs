@@ -407,6 +407,21 @@ mod tests {
     }
 
     #[test]
+    fn the_configuration_set_is_checked_at_start() {
+        let base = [("EMAIL_PROVIDER", "ses"), ("EMAIL_FROM", "a@example.org")];
+        let with = |name: &'static str| {
+            let pairs: Vec<(&str, &str)> = base.iter().copied().chain([("SES_CONFIGURATION_SET", name)]).collect();
+            EmailSettings::from_env(&Env::from_pairs(&pairs), true)
+        };
+        assert!(
+            matches!(with("jobplane-events_1"), Ok(EmailSettings::Ses { configuration_set: Some(s), .. }) if s == "jobplane-events_1")
+        );
+        assert!(matches!(with(""), Ok(EmailSettings::Ses { configuration_set: None, .. })));
+        let e = with("no spaces").unwrap_err().to_string();
+        assert!(e.starts_with("SES_CONFIGURATION_SET: "), "{e}");
+    }
+
+    #[test]
     fn long_texts_are_bounded_on_a_char_boundary() {
         let text = bounded("é".repeat(600));
         assert!(text.len() <= ERROR_TEXT + '…'.len_utf8());
