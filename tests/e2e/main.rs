@@ -37,6 +37,7 @@ mod receiver;
 mod redis_down;
 mod replicas;
 mod scale;
+mod ses_feedback;
 mod sched_review;
 mod schedule_control;
 mod schedule_limits;
