@@ -348,6 +348,9 @@ pub async fn detail_page(
                 @if let Some(g) = &job.group { tr { th { "group" } td { code { (g) } } } }
                 @if let Some(key) = &job.idempotency_key { tr { th { "idempotency key" } td { code { (key) } } } }
                 @if let Some(e) = &s.last_error { tr { th { "last error" } td.err { (e) } } }
+                @if let Some(d) = &job.delivery {
+                    tr { th { "delivery" } td #delivery { (d.status.as_str()) " · " (format_time(d.at)) @if let Some(detail) = &d.detail { " · " (detail) } } }
+                }
             }
             @if let Some(listed) = listed { p { a href=(list_url(s.kind, listed)) { "All " (listed) " " (s.kind.as_str()) " jobs" } } }
             @else { p { a href=(format!("/dead/{id}")) { "See it among the dead letters" } } }

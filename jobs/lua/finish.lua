@@ -57,7 +57,7 @@ for _, done in ipairs(call.done) do
       succeeded = succeeded + 1
       succeeded_ids[#succeeded_ids + 1] = id
       local kept = {st = 'succeeded', at = record.at, ma = record.ma, pr = record.pr, ca = record.ca, ra = record.ra,
-        sa = record.sa, fa = done.finished_at, le = record.le, pm = record.pm, pi = record.pi, gr = record.gr}
+        sa = record.sa, fa = done.finished_at, le = record.le, pm = record.pm, pi = record.pi, gr = record.gr, dv = record.dv}
       if record.hs then
         add_attempt(record, done.finished_at, done.error)
         kept.hs = record.hs

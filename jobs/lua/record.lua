@@ -8,7 +8,9 @@
 -- fp / fx the fingerprint and expiry of the idempotency record a dead job gave up, nt notes,
 -- hs attempt history ({n, sa, fa, er, wk}), pi priority ("h", "l"; absent: normal), gr group
 -- (absent: none); lanes.lua reads the last two. df first deferral of a webhook waiting for its
--- destination (destination_acquire.lua). Times are ms since the epoch.
+-- destination (destination_acquire.lua). dv the provider's delivery report ({s status, a at,
+-- d detail}; delivery.lua), kept on the compact records of finished jobs. Times are ms since
+-- the epoch.
 
 -- Redis's own clock, ms: workers whose clocks disagree never take each other's live jobs.
 local function clock_ms()
@@ -102,7 +104,7 @@ local CANCELLED_MIN_KEEP = 3600000
 local function cancel_record(key, record, now, idem_prefix)
   local kept = {st = 'cancelled', at = record.at, ln = record.ln, ma = record.ma, pr = record.pr, ca = record.ca,
     ra = record.ra, sa = record.sa, wk = record.wk, fa = now, le = record.le, pm = record.pm, ik = record.ik,
-    cx = record.cx or now, cr = record.cr, nt = record.nt, hs = record.hs, pi = record.pi, gr = record.gr}
+    cx = record.cx or now, cr = record.cr, nt = record.nt, hs = record.hs, pi = record.pi, gr = record.gr, dv = record.dv}
   local ttl = math.max(record.cr or 0, CANCELLED_MIN_KEEP)
   if record.ik and record.pr then
     ttl = math.max(ttl, redis.call('PTTL', idem_prefix .. ':' .. record.pr .. ':' .. record.ik))

@@ -268,6 +268,9 @@ pub struct JobDetail {
     pub history: Vec<Attempt>,
     /// Operator actions on this job so far.
     pub notes: Vec<String>,
+    /// The provider's delivery report, once one came ([`crate::delivery`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::delivery::Delivery>,
 }
 
 /// How many jobs of a kind are in each state that can be counted in O(1): the stream indexes
@@ -546,6 +549,7 @@ impl JobBrowser {
         Ok(Some(JobDetail {
             summary: JobSummary::read(id, kind, &record, lease),
             idempotency_key: record.idempotency_key.clone().filter(|k| !k.is_empty()),
+            delivery: record.delivery.as_ref().map(crate::delivery::StoredDelivery::shown),
             priority: (!record.priority.is_normal()).then_some(record.priority),
             group: record.group.clone(),
             reason: record.reason,

@@ -14,10 +14,12 @@
 //! - State transitions, each one script over one queue: [`store`] (enqueue: `lua/enqueue.lua`,
 //!   one structured call per queue, tagged results) and [`queue`] (the worker's side: fetch,
 //!   finish, extend, release), [`dead`] (replay and delete dead letters), [`control`] (cancel
-//!   and run now, for producers and operators).
+//!   and run now, for producers and operators), [`delivery`] (providers' delivery reports put
+//!   on jobs, `lua/delivery.lua`, with their precedence).
 //! - Inspection, read only: [`inspect`] (dead letters listed and read, the queues' counts and
 //!   per-minute outcomes), [`browse`] (every job of a kind in one state, in cursor pages whose
 //!   cost does not grow with the queue; one job by id with its attempts).
+//! - Providers' callbacks: [`callbacks`] (`CALLBACK_BASE_URL`, `CALLBACK_SECRET`).
 //! - Connections and operations: [`redis_conn`] (one node, Cluster or Sentinel behind one
 //!   `Conn`), [`readiness`] (Redis's answer to `/readyz`), [`queue_depths`] (the depth gauges).
 //! - Control of live work: [`pause`] (pausing a kind; a queue's latency), [`rate`] (rate limits
@@ -32,8 +34,10 @@
 //! The scripts are tested directly against a real Redis in `tests/scripts.rs`.
 
 pub mod browse;
+pub mod callbacks;
 pub mod control;
 pub mod dead;
+pub mod delivery;
 pub mod destinations;
 pub mod envelope;
 pub mod fingerprint;

@@ -161,6 +161,10 @@ pub struct JobRecord {
     /// holds a slot ([`crate::destinations`]); the longest deferral counts from it.
     #[serde(rename = "df", default, skip_serializing_if = "Option::is_none")]
     pub deferred_at: Option<i64>,
+    /// The provider's report on the message (`dv`, [`crate::delivery`]): kept when the job
+    /// finishes, since reports come after the success.
+    #[serde(rename = "dv", default, skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::delivery::StoredDelivery>,
     /// Every finished attempt, oldest first. A job that succeeded at its first attempt keeps
     /// none: its record says when it started and finished.
     #[serde(rename = "hs", default, skip_serializing_if = "Vec::is_empty")]
@@ -205,6 +209,7 @@ impl JobRecord {
             priority: job.priority,
             group: job.group.clone(),
             deferred_at: None,
+            delivery: None,
             history: Vec::new(),
         }
     }
@@ -290,6 +295,7 @@ pub(crate) mod tests {
             priority: Priority::Normal,
             group: None,
             deferred_at: None,
+            delivery: None,
             history: vec![AttemptRecord {
                 attempt: 1,
                 started_at: 1,

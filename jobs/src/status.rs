@@ -81,6 +81,10 @@ pub struct JobInfo {
     /// The job's group; absent when it has none.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The provider's report on the message, once one came (SMS delivery reports, SES
+    /// events): see `jobs::delivery` for the precedence between reports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub delivery: Option<crate::delivery::Delivery>,
     /// The API key name that enqueued the job; not shown, used to keep producers apart.
     #[serde(skip)]
     pub producer: String,
@@ -102,6 +106,7 @@ impl JobInfo {
             provider_message_id: record.provider_message_id.clone().filter(|v| !v.is_empty()),
             priority: (!record.priority.is_normal()).then_some(record.priority),
             group: record.group.clone(),
+            delivery: record.delivery.as_ref().map(crate::delivery::StoredDelivery::shown),
             producer: record.producer.clone(),
         }
     }

@@ -480,6 +480,20 @@ impl Store {
         Ok(found.map(|(kind, record)| JobInfo::from_record(id, kind, &record)))
     }
 
+    /// Puts a provider's report on job `job_id` of `kind`, idempotently: see
+    /// [`crate::delivery`] for the precedence. An unknown or expired job is
+    /// [`crate::delivery::DeliveryOutcome::Unknown`], nothing written.
+    pub async fn record_delivery(
+        &self,
+        kind: Kind,
+        job_id: &str,
+        delivery: &crate::delivery::Delivery,
+    ) -> Result<crate::delivery::DeliveryOutcome, StoreError> {
+        crate::delivery::Deliveries::new(self.conn.clone(), self.keys.clone(), self.call_timeout)
+            .record(kind, job_id, delivery)
+            .await
+    }
+
     /// Whether Redis (every master, on a cluster) has room for writes, from `INFO memory`.
     pub async fn memory(&self) -> Result<crate::redis_conn::Memory, StoreError> {
         Ok(self.bounded(crate::redis_conn::memory(&self.conn)).await??)

@@ -519,6 +519,7 @@ async fn fill(conn: &Conn, keys: &Keys, n: usize) -> Vec<String> {
         priority: jobs::Priority::Normal,
         group: None,
         deferred_at: None,
+        delivery: None,
         history: Vec::new(),
     };
     let mut c = conn.clone();

@@ -1058,6 +1058,7 @@ async fn a_success_shrinks_the_record_and_keeps_it_for_the_retention() {
             priority: jobs::Priority::Normal,
             group: None,
             deferred_at: None,
+            delivery: None,
             history,
         };
         let mut layout = vec![(q.wake(), "list"), (stats_key(&q, now), "hash")];
@@ -1433,6 +1434,7 @@ async fn replay_requeues_a_dead_letter_under_its_id() {
             idem_expires_at: None,
             notes: vec![note],
             deferred_at: None,
+            delivery: None,
             ..dead.clone()
         };
         assert_eq!(lab.record(Kind::Webhook, &id).await.unwrap(), expected);

@@ -47,6 +47,9 @@ pub struct Config {
     /// `SES_SNS_URL_PATTERN` (default: SNS's own hosts) and `SES_SNS_TOPIC_ARNS` (default: any
     /// topic): what `POST /v1/callbacks/ses` accepts (`crate::sns`).
     pub sns: crate::sns::Verifier,
+    /// `CALLBACK_BASE_URL`, `CALLBACK_SECRET`, `TWILIO_AUTH_TOKEN`, `CALLBACK_RATE_LIMIT_PER_SECOND`:
+    /// the providers' callbacks (`/v1/callbacks/*`).
+    pub callbacks: crate::callbacks::CallbackConfig,
 }
 
 impl Config {
@@ -91,6 +94,7 @@ impl Config {
             schedule_limits: ScheduleLimits::from_env(env)?,
             suppression_cap: jobs::suppression::cap_from_env(env)?,
             sns: sns_verifier(env)?,
+            callbacks: crate::callbacks::CallbackConfig::from_env(env)?,
         })
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod audit_logs;
 pub mod auth;
+pub mod callbacks;
 pub mod config;
 pub mod openapi;
 pub mod problem;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub suppressions: jobs::suppression::Suppressions,
     /// Verifies SNS messages (`POST /v1/callbacks/ses`) and caches SNS's certificates.
     pub sns: sns::Verifier,
+    /// The providers' callbacks (`/v1/callbacks/*`): their settings and rate limit.
+    pub callbacks: callbacks::Callbacks,
 }
 
 impl AppState {
@@ -80,12 +83,14 @@ impl AppState {
             control,
             suppressions,
             sns: config.sns.clone(),
+            callbacks: callbacks::Callbacks::new(&config.callbacks),
         })
     }
 }
 
 pub fn router(state: AppState) -> Router {
     let store = state.store.clone();
+    let callbacks = callbacks::router(&state);
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
@@ -101,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/schedules/{name}/run", post(schedules::run))
         .route("/v1/suppressions/{address}", get(suppressions::check))
+        .merge(callbacks)
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
         .route(openapi::REDOC_PATH, get(openapi::redoc_js))

@@ -86,6 +86,13 @@ pub enum ApiError {
     QueueFull,
     #[error("the audit-log database did not answer; try again shortly")]
     DatabaseUnavailable,
+    /// A provider callback whose signature or secret is missing or wrong: `403`, the same
+    /// answer whatever was wrong, and nothing about any job.
+    #[error("the callback's signature or secret is not valid")]
+    CallbackForbidden,
+    /// Over `CALLBACK_RATE_LIMIT_PER_SECOND`: `429` with `Retry-After`.
+    #[error("too many callbacks; try again shortly")]
+    CallbacksBusy(std::time::Duration),
     #[error("internal error")]
     Internal(String),
 }
@@ -197,6 +204,11 @@ impl IntoResponse for ApiError {
                 "The schedule belongs to another producer",
                 detail,
             ),
+            ApiError::CallbackForbidden => Problem::forbidden(detail),
+            ApiError::CallbacksBusy(after) => {
+                Problem::new(StatusCode::TOO_MANY_REQUESTS, "/problems/callbacks-busy", "Too many callbacks", detail)
+                    .retry_after(after.as_secs().max(1))
+            }
             ApiError::Unavailable | ApiError::DatabaseUnavailable => Problem::unavailable(detail),
             ApiError::QueueFull => Problem::queue_full(detail),
             ApiError::Internal(cause) => Problem::internal(cause),

@@ -193,6 +193,10 @@ fn describe() {
     describe_counter!("jobplane_audit_events_written_total", "Audit-log events committed to PostgreSQL");
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");
     describe_counter!("jobplane_sms_records_dropped_total", "sms_deliveries rows given up after retries");
+    describe_counter!(
+        "jobplane_delivery_reports_total",
+        "Authentic delivery reports from providers' callbacks, by provider and status (resends included)"
+    );
     describe_counter!("jobplane_schedule_fired_total", "Schedule ticks that enqueued a job, by kind");
     describe_histogram!(
         "jobplane_schedule_lateness_seconds",

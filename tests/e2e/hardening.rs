@@ -72,6 +72,7 @@ async fn ties_on_one_score_page_each_letter_exactly_once() {
                 priority: jobs::Priority::Normal,
                 group: None,
                 deferred_at: None,
+                delivery: None,
                 history: Vec::new(),
             };
             pipe.set(q.job(&id), record.encode()).ignore();

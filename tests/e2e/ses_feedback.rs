@@ -166,7 +166,10 @@ async fn post_sns(app: &TestApp, body: &Value) -> reqwest::StatusCode {
 
 async fn email(app: &TestApp, to: &str) -> String {
     let response = app
-        .post_job(&json!({"kind": "email", "max_attempts": 3, "payload": {"to": to, "subject": "Hi", "text": "x"}}), None)
+        .post_job(
+            &json!({"kind": "email", "max_attempts": 3, "payload": {"to": to, "subject": "Hi", "text": "x"}}),
+            None,
+        )
         .await;
     assert_eq!(response.status(), 202);
     response.json::<Value>().await.unwrap()["id"].as_str().unwrap().to_owned()
@@ -177,7 +180,8 @@ async fn finished(app: &TestApp, id: &str) -> Value {
 }
 
 async fn suppression(app: &TestApp, address: &str) -> (u16, Value) {
-    let response = app.http.get(app.url(&format!("/v1/suppressions/{address}"))).bearer_auth(SHOP_KEY).send().await.unwrap();
+    let response =
+        app.http.get(app.url(&format!("/v1/suppressions/{address}"))).bearer_auth(SHOP_KEY).send().await.unwrap();
     let status = response.status().as_u16();
     (status, response.json().await.unwrap_or(Value::Null))
 }
@@ -217,7 +221,10 @@ async fn a_hard_bounce_suppresses_the_address_and_the_next_email_is_never_sent()
     let job = finished(&app, &next).await;
     assert_eq!(job["status"], "dead", "{job}");
     assert_eq!(job["attempts"], 1);
-    assert!(job["last_error"].as_str().unwrap().starts_with("gone@example.org is on the suppression list (bounce"), "{job}");
+    assert!(
+        job["last_error"].as_str().unwrap().starts_with("gone@example.org is on the suppression list (bounce"),
+        "{job}"
+    );
     assert_eq!(app.job_fields("email", &next).await["reason"], "suppressed");
     assert_eq!(moto.sent().await.len(), 1, "SES was not called for the suppressed address");
 }
@@ -241,7 +248,10 @@ async fn a_complaint_suppresses_and_a_delivery_is_recorded() {
     assert_eq!(job["delivery"]["status"], "delivered", "{job}");
     assert_eq!(suppression(&app, "reader@example.org").await.0, 404);
 
-    assert_eq!(post_sns(&app, &lab.notification("msg-cpl", &complaint(&annoyed, "annoyed@example.org"), "1")).await, 204);
+    assert_eq!(
+        post_sns(&app, &lab.notification("msg-cpl", &complaint(&annoyed, "annoyed@example.org"), "1")).await,
+        204
+    );
     let job: Value = app.get_job(&annoyed, SHOP_KEY).await.json().await.unwrap();
     assert_eq!(job["delivery"]["status"], "complained", "{job}");
     assert_eq!(suppression(&app, "annoyed@example.org").await.1["reason"], "complaint");
@@ -270,7 +280,8 @@ async fn forged_or_oversized_messages_are_refused() {
     let event = bounce("019ac0de-0000-7000-8000-000000000001", "victim@example.org", "Permanent");
 
     let mut tampered = lab.notification("f-1", &event, "1");
-    tampered["Message"] = json!(bounce("019ac0de-0000-7000-8000-000000000001", "other@example.org", "Permanent").to_string());
+    tampered["Message"] =
+        json!(bounce("019ac0de-0000-7000-8000-000000000001", "other@example.org", "Permanent").to_string());
     assert_eq!(post_sns(&app, &tampered).await, 403);
 
     let mut off_host = lab.notification("f-2", &event, "1");
@@ -322,8 +333,13 @@ async fn operators_search_and_remove_entries_and_the_address_is_mailed_again() {
 
     let first = email(&app, "back@example.org").await;
     assert_eq!(finished(&app, &first).await["status"], "succeeded");
-    assert_eq!(post_sns(&app, &lab.notification("b-1", &bounce(&first, "back@example.org", "Permanent"), "1")).await, 204);
-    let added = console.post("/api/suppressions", ADMIN_TOKEN, &json!({"address": "Manual@Example.net", "detail": "asked"})).await;
+    assert_eq!(
+        post_sns(&app, &lab.notification("b-1", &bounce(&first, "back@example.org", "Permanent"), "1")).await,
+        204
+    );
+    let added = console
+        .post("/api/suppressions", ADMIN_TOKEN, &json!({"address": "Manual@Example.net", "detail": "asked"}))
+        .await;
     assert_eq!(added.status(), 201);
 
     let page: Value = console.get("/api/suppressions?q=EXAMPLE.ORG", VIEWER_TOKEN).await.json().await.unwrap();
