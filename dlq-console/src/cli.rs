@@ -415,7 +415,7 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
         }
         Command::Unsuppress { address } => match console.unsuppress(operator, &address).await.map_err(explain)? {
             Some(entry) => {
-                println!("{}: removed from the suppression list (was {})", entry.address, entry.reason.as_str())
+                println!("{}: removed from the suppression list (was {})", entry.address, entry.reason.as_str());
             }
             None => anyhow::bail!("`{address}` is not on the suppression list"),
         },

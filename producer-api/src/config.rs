@@ -99,6 +99,26 @@ impl Config {
     }
 }
 
+/// `SES_SNS_URL_PATTERN` and `SES_SNS_TOPIC_ARNS`, checked.
+fn sns_verifier(env: &Env) -> Result<crate::sns::Verifier, SettingError> {
+    let pattern = env.get("SES_SNS_URL_PATTERN").filter(|p| !p.is_empty()).unwrap_or(crate::sns::DEFAULT_URL_PATTERN);
+    let topics: Vec<String> = env
+        .get("SES_SNS_TOPIC_ARNS")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = topics.iter().find(|t| !t.starts_with("arn:") || t.len() > 256) {
+        return Err(SettingError::new(
+            "SES_SNS_TOPIC_ARNS",
+            format!("`{bad}` is not a topic ARN (arn:aws:sns:<region>:<account>:<name>)"),
+        ));
+    }
+    crate::sns::Verifier::new(pattern, topics).map_err(|problem| SettingError::new("SES_SNS_URL_PATTERN", problem))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,12 +151,17 @@ mod tests {
         assert!(
             error(&[keys, ("SCHEDULES_MIN_INTERVAL_SECONDS", "0")]).starts_with("SCHEDULES_MIN_INTERVAL_SECONDS: ")
         );
+        assert!(error(&[keys, ("SUPPRESSION_CAP", "0")]).starts_with("SUPPRESSION_CAP: "));
+        assert!(error(&[keys, ("SES_SNS_URL_PATTERN", "(")]).starts_with("SES_SNS_URL_PATTERN: "));
+        assert!(error(&[keys, ("SES_SNS_TOPIC_ARNS", "topic")]).starts_with("SES_SNS_TOPIC_ARNS: "));
         let config = Config::from_env(&Env::from_pairs(&[keys])).unwrap();
         assert_eq!(config.schedule_limits, ScheduleLimits::default());
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.idempotency_ttl, Duration::from_hours(24));
         assert_eq!(config.otp_limits.per_number, 5);
         assert!(config.sms_templates.contains("default"));
+        assert!(config.sns.is_default_pattern());
+        assert_eq!(config.suppression_cap, jobs::suppression::DEFAULT_CAP);
     }
 
     #[test]
@@ -150,24 +175,4 @@ mod tests {
         let shown = format!("{config:?}");
         assert!(!shown.contains("s3cretpw"), "{shown}");
     }
-}
-
-/// `SES_SNS_URL_PATTERN` and `SES_SNS_TOPIC_ARNS`, checked.
-fn sns_verifier(env: &Env) -> Result<crate::sns::Verifier, SettingError> {
-    let pattern = env.get("SES_SNS_URL_PATTERN").filter(|p| !p.is_empty()).unwrap_or(crate::sns::DEFAULT_URL_PATTERN);
-    let topics: Vec<String> = env
-        .get("SES_SNS_TOPIC_ARNS")
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if let Some(bad) = topics.iter().find(|t| !t.starts_with("arn:") || t.len() > 256) {
-        return Err(SettingError::new(
-            "SES_SNS_TOPIC_ARNS",
-            format!("`{bad}` is not a topic ARN (arn:aws:sns:<region>:<account>:<name>)"),
-        ));
-    }
-    crate::sns::Verifier::new(pattern, topics).map_err(|problem| SettingError::new("SES_SNS_URL_PATTERN", problem))
 }

@@ -58,9 +58,10 @@ struct Mail {
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Bounce {
-    bounce_type: String,
-    #[serde(default)]
-    bounce_sub_type: String,
+    #[serde(rename = "bounceType")]
+    kind: String,
+    #[serde(default, rename = "bounceSubType")]
+    sub_kind: String,
     #[serde(default)]
     bounced_recipients: Vec<Recipient>,
     timestamp: Option<DateTime<Utc>>,
@@ -80,7 +81,8 @@ struct Complaint {
     #[serde(default)]
     complained_recipients: Vec<Recipient>,
     timestamp: Option<DateTime<Utc>>,
-    complaint_feedback_type: Option<String>,
+    #[serde(rename = "complaintFeedbackType")]
+    feedback_type: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -98,11 +100,11 @@ pub fn parse(message: &str, now: DateTime<Utc>) -> Result<Option<Event>, String>
     let event = match raw.event_type.as_str() {
         "Bounce" => {
             let bounce = raw.bounce.ok_or("a Bounce without `bounce`")?;
-            let permanent = bounce.bounce_type == "Permanent";
+            let permanent = bounce.kind == "Permanent";
             let first = bounce.bounced_recipients.first();
             let text = first
                 .and_then(|r| r.diagnostic_code.clone())
-                .or_else(|| Some(format!("{} bounce ({})", bounce.bounce_type, bounce.bounce_sub_type)));
+                .or_else(|| Some(format!("{} bounce ({})", bounce.kind, bounce.sub_kind)));
             Event {
                 job_id,
                 outcome: if permanent { Outcome::Bounced } else { Outcome::Undelivered },
@@ -118,7 +120,7 @@ pub fn parse(message: &str, now: DateTime<Utc>) -> Result<Option<Event>, String>
                 job_id,
                 outcome: Outcome::Complained,
                 at: complaint.timestamp.unwrap_or(now),
-                code: complaint.complaint_feedback_type.clone(),
+                code: complaint.feedback_type.clone(),
                 text: Some("the recipient marked the message as spam".into()),
                 suppress: addresses(&complaint.complained_recipients),
             }

@@ -85,6 +85,9 @@ pub enum Refused {
     Topic,
 }
 
+/// Certificates by URL (DER), with when each was fetched.
+type CertCache = HashMap<String, (Arc<Vec<u8>>, Instant)>;
+
 /// The checks and the certificate cache, shared by every request.
 #[derive(Debug, Clone)]
 pub struct Verifier {
@@ -92,7 +95,7 @@ pub struct Verifier {
     /// `SES_SNS_TOPIC_ARNS`: when not empty, the only topics accepted.
     topics: Vec<String>,
     http: reqwest::Client,
-    cache: Arc<Mutex<HashMap<String, (Arc<Vec<u8>>, Instant)>>>,
+    cache: Arc<Mutex<CertCache>>,
 }
 
 impl Verifier {
@@ -130,7 +133,7 @@ impl Verifier {
             other => return Err(Refused::UnknownVersion(other.chars().take(8).collect())),
         };
         let url = &envelope.signing_cert_url;
-        if !self.on_pattern(url) || !url.split('?').next().unwrap_or("").ends_with(".pem") {
+        if !self.on_pattern(url) || !url.split('?').next().unwrap_or("").to_ascii_lowercase().ends_with(".pem") {
             return Err(Refused::OffPattern("SigningCertURL"));
         }
         if !self.topics.is_empty() && !self.topics.contains(&envelope.topic_arn) {
@@ -166,7 +169,7 @@ impl Verifier {
         Ok(der)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Arc<Vec<u8>>, Instant)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, CertCache> {
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
