@@ -385,3 +385,55 @@ async fn messages_carry_the_configuration_set_and_the_job_tag() {
     assert_eq!(sent["ConfigurationSetName"], "jobplane-events");
     assert_eq!(sent["EmailTags"], json!([{"Name": "jobplane_job_id", "Value": id}]));
 }
+
+/// The console's page and CLI over the same list, and the API's routes in its OpenAPI document.
+#[tokio::test]
+async fn the_page_the_cli_and_the_openapi_document() {
+    let app = TestApp::spawn().await;
+    let console = TestConsole::start(&app, &[]).await;
+    let (code, out, err) = crate::pause::cli(&app, &["suppress", "Page@Example.org", "--detail", "by hand"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "page@example.org: suppressed (manual)");
+    let (code, out, _) = crate::pause::cli(&app, &["suppressions", "--q", "page@", "--json"]);
+    assert_eq!(code, 0);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["items"][0]["address"], "page@example.org");
+    assert_eq!(listed["items"][0]["detail"], "by hand");
+    assert_eq!(suppression(&app, "page@example.org").await.1["reason"], "manual");
+
+    let login = console.http.post(format!("{}/login", console.base)).form(&[("token", ADMIN_TOKEN)]).send().await;
+    let cookie = login.unwrap().headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let html = console
+        .http
+        .get(format!("{}/suppressions?q=PAGE", console.base))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("page@example.org") && html.contains("by hand"), "{html}");
+    let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
+    let remove = |csrf: String| {
+        console
+            .http
+            .post(format!("{}/suppressions/page@example.org/delete", console.base))
+            .header("cookie", &cookie)
+            .form(&[("csrf", csrf)])
+            .send()
+    };
+    assert_eq!(remove("forged".into()).await.unwrap().status(), 403, "CSRF check");
+    assert_eq!(suppression(&app, "page@example.org").await.0, 200);
+    assert!(remove(csrf).await.unwrap().status().is_success());
+    assert_eq!(suppression(&app, "page@example.org").await.0, 404);
+    let (code, _, err) = crate::pause::cli(&app, &["unsuppress", "page@example.org"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("is not on the suppression list"), "{err}");
+
+    let doc: Value = app.http.get(app.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    assert!(doc["paths"]["/v1/suppressions/{address}"]["get"]["responses"].get("404").is_some());
+    assert!(doc["paths"]["/v1/callbacks/ses"]["post"]["responses"].get("403").is_some());
+    let unauthorized = app.http.get(app.url("/v1/suppressions/page@example.org")).send().await.unwrap();
+    assert_eq!(unauthorized.status(), 401);
+}
