@@ -360,6 +360,12 @@ async fn operators_search_and_remove_entries_and_the_address_is_mailed_again() {
     assert_eq!(removed.status(), 200);
     assert_eq!(console.http.delete(&url).bearer_auth(ADMIN_TOKEN).send().await.unwrap().status(), 404);
     assert_eq!(suppression(&app, "back@example.org").await.0, 404);
+    // SNS resending the bounce does not bring the entry back: a message id is applied once.
+    assert_eq!(
+        post_sns(&app, &lab.notification("b-1", &bounce(&first, "back@example.org", "Permanent"), "1")).await,
+        204
+    );
+    assert_eq!(suppression(&app, "back@example.org").await.0, 404);
 
     let again = email(&app, "back@example.org").await;
     assert_eq!(finished(&app, &again).await["status"], "succeeded");
@@ -367,6 +373,10 @@ async fn operators_search_and_remove_entries_and_the_address_is_mailed_again() {
     let manual = email(&app, "manual@example.net").await;
     assert_eq!(finished(&app, &manual).await["status"], "dead");
     assert_eq!(moto.sent().await.len(), 2);
+    let dead: Value = console.get("/api/dead?kind=email&reason=suppressed", ADMIN_TOKEN).await.json().await.unwrap();
+    assert_eq!(dead["items"].as_array().unwrap().len(), 1, "{dead}");
+    assert_eq!(dead["items"][0]["id"], manual.as_str());
+    assert_eq!(dead["items"][0]["reason"], "suppressed");
 }
 
 /// The worker sends with `SES_CONFIGURATION_SET` and the job's tag: what the events come back with.
