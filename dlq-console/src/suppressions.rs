@@ -165,7 +165,7 @@ pub async fn list_page(State(state): State<AppState>, session: Session, Query(qu
                     td.err { (s.detail) }
                     td { @if let Some(job) = &s.job_id { code { (job) } } }
                     td { @if session.role == Role::Admin {
-                        form.inline method="post" action=(format!("/suppressions/{}/delete", s.address)) {
+                        form.inline method="post" action=(format!("/suppressions/{}/delete", url_encode(&s.address))) {
                             input type="hidden" name="csrf" value=(session.csrf);
                             button.danger type="submit" { "Remove" }
                         }

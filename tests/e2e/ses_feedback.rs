@@ -424,11 +424,15 @@ async fn the_page_the_cli_and_the_openapi_document() {
         .await
         .unwrap();
     assert!(html.contains("page@example.org") && html.contains("by hand"), "{html}");
+    assert!(
+        html.contains("action=\"/suppressions/page%40example.org/delete\""),
+        "the form names the address encoded: {html}"
+    );
     let csrf = html.split("name=\"csrf\" value=\"").nth(1).unwrap().split('"').next().unwrap().to_owned();
     let remove = |csrf: String| {
         console
             .http
-            .post(format!("{}/suppressions/page@example.org/delete", console.base))
+            .post(format!("{}/suppressions/page%40example.org/delete", console.base))
             .header("cookie", &cookie)
             .form(&[("csrf", csrf)])
             .send()
