@@ -86,7 +86,9 @@ fn url_safe(b: u8) -> bool {
 }
 
 fn base_url(raw: &str) -> Result<String, SettingError> {
-    let bad = |problem: &str| SettingError::new("CALLBACK_BASE_URL", format!("`{raw}` {problem}"));
+    // Shown without any password it holds.
+    let shown = crate::settings::redacted_url(raw);
+    let bad = |problem: &str| SettingError::new("CALLBACK_BASE_URL", format!("`{shown}` {problem}"));
     let parsed = url::Url::parse(raw).map_err(|e| bad(&format!("is not a URL ({e})")))?;
     if !matches!(parsed.scheme(), "http" | "https") || !parsed.has_host() {
         return Err(bad("must be an http or https URL with a host"));
@@ -116,7 +118,8 @@ mod tests {
     fn settings_are_checked_and_the_secret_never_shown() {
         assert!(error(&[("CALLBACK_BASE_URL", "ftp://x")]).starts_with("CALLBACK_BASE_URL: "));
         assert!(error(&[("CALLBACK_BASE_URL", "https://a.example/?x=1")]).starts_with("CALLBACK_BASE_URL: "));
-        assert!(error(&[("CALLBACK_BASE_URL", "https://u:p@a.example")]).starts_with("CALLBACK_BASE_URL: "));
+        let userinfo = error(&[("CALLBACK_BASE_URL", "https://u:pw-s3cret@a.example")]);
+        assert!(userinfo.starts_with("CALLBACK_BASE_URL: ") && !userinfo.contains("pw-s3cret"), "{userinfo}");
         assert!(error(&[("CALLBACK_SECRET", "short")]).starts_with("CALLBACK_SECRET: "));
         assert!(error(&[("CALLBACK_SECRET", "has space 0123456789")]).starts_with("CALLBACK_SECRET: "));
         let s = CallbackSettings::from_env(&Env::from_pairs(&[

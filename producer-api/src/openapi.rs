@@ -15,7 +15,7 @@ use crate::routes;
     paths(routes::create_job, routes::create_batch, routes::get_job, routes::cancel_job, crate::audit_logs::list,
         crate::schedules::put, crate::schedules::list, crate::schedules::delete,
         crate::schedules::pause, crate::schedules::resume, crate::schedules::run, crate::suppressions::check,
-        crate::callbacks::twilio::report, crate::callbacks::ses::notification),
+        crate::callbacks::twilio::report, crate::callbacks::mitake::report, crate::callbacks::ses::notification),
     components(schemas(ProblemDoc, routes::CancelAnswer, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::delivery::Delivery, jobs::delivery::DeliveryStatus, jobs::Kind, jobs::Priority,
         crate::suppressions::SuppressionView, jobs::suppression::SuppressionReason)),
     modifiers(&BearerAuth),

@@ -194,6 +194,14 @@ fn describe() {
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");
     describe_counter!("jobplane_sms_records_dropped_total", "sms_deliveries rows given up after retries");
     describe_counter!(
+        "jobplane_sms_delivery_status_dropped_total",
+        "Delivery reports not written to sms_deliveries (PostgreSQL failed or was too slow), by provider"
+    );
+    describe_gauge!(
+        "jobplane_sms_credit_remaining",
+        "Credit left at the SMS provider, as it last stated it (Mitake's AccountPoint), by provider"
+    );
+    describe_counter!(
         "jobplane_delivery_reports_total",
         "Authentic delivery reports from providers' callbacks, by provider and status (resends included)"
     );

@@ -33,6 +33,7 @@ mod observability;
 mod ops;
 mod panics;
 mod pause;
+mod providers;
 mod ratelimit;
 mod receiver;
 mod redis_down;

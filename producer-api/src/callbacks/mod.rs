@@ -19,9 +19,12 @@
 //! `State<AppState>` and the request parts it needs (`Bytes` for the body), answering
 //! `Result<StatusCode, ApiError>` (`ApiError::CallbackForbidden` when verification fails, else
 //! `accept(&state, report).await` and [`ACCEPTED`]); one `.route("/v1/callbacks/<name>", ...)`
-//! line in [`router`]; its path in `openapi.rs`.
+//! line in [`router`]; its path in `openapi.rs`. SMS providers also write the final status on
+//! the job's `sms_deliveries` rows (`sms_rows::record`).
 
+pub mod mitake;
 pub mod ses;
+mod sms_rows;
 pub mod twilio;
 
 use std::sync::{Arc, Mutex};
@@ -32,7 +35,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use jobs::Kind;
 use jobs::callbacks::CallbackSettings;
 use jobs::delivery::{Delivery, DeliveryOutcome};
@@ -97,6 +100,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/callbacks/twilio", post(twilio::report))
         .route("/v1/callbacks/ses", post(ses::notification).layer(DefaultBodyLimit::max(ses::BODY_LIMIT)))
+        .route("/v1/callbacks/mitake", get(mitake::report).post(mitake::report))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
 }

@@ -77,6 +77,7 @@ pub async fn report(
     };
     let report = Report { provider: "twilio", kind: Kind::OtpSms, job_id, delivery };
     accept(&state, &report).await?;
+    super::sms_rows::record(&state.db, "twilio", &report.job_id, &report.delivery);
     Ok(ACCEPTED)
 }
 

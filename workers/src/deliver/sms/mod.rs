@@ -8,6 +8,7 @@
 //! here whatever a provider put in them, so a gateway that echoes the request cannot leak it.
 
 mod gateway;
+mod mitake;
 mod record;
 mod twilio;
 
@@ -83,7 +84,7 @@ pub struct Sent {
 /// A way to send an SMS (`SMS_PROVIDER`). Errors follow the job outcomes: `Permanent` for a
 /// number that cannot receive it, `Retry`/`RetryAfter` for the rest.
 pub trait SmsProvider: Send + Sync + fmt::Debug {
-    /// `twilio`, `http` or `log`, as recorded in `sms_deliveries.provider`.
+    /// `twilio`, `mitake`, `http` or `log`, as recorded in `sms_deliveries.provider`.
     fn name(&self) -> &'static str;
 
     fn send<'a>(&'a self, message: &'a Message<'a>) -> BoxFuture<'a, Result<Sent, JobError>>;
@@ -126,6 +127,7 @@ enum ProviderSettings {
     Log,
     Twilio(twilio::TwilioSettings),
     Http(gateway::GatewaySettings),
+    Mitake(mitake::MitakeSettings),
 }
 
 impl SmsSettings {
@@ -134,11 +136,15 @@ impl SmsSettings {
         if timeout.is_zero() || timeout > Duration::from_mins(2) {
             return Err(SettingError::new("SMS_TIMEOUT_MS", "must be between 1 and 120000"));
         }
+        let callbacks = jobs::callbacks::CallbackSettings::from_env(env)?;
         let provider = match env.or("SMS_PROVIDER", "log").as_str() {
             "log" => ProviderSettings::Log,
-            "twilio" => ProviderSettings::Twilio(twilio::TwilioSettings::from_env(env)?),
+            "twilio" => ProviderSettings::Twilio(twilio::TwilioSettings::from_env(env, &callbacks)?),
             "http" => ProviderSettings::Http(gateway::GatewaySettings::from_env(env)?),
-            other => return Err(SettingError::new("SMS_PROVIDER", format!("`{other}` is not twilio, http or log"))),
+            "mitake" => ProviderSettings::Mitake(mitake::MitakeSettings::from_env(env, &callbacks)?),
+            other => {
+                return Err(SettingError::new("SMS_PROVIDER", format!("`{other}` is not twilio, mitake, http or log")));
+            }
         };
         Ok(Self { timeout, provider, templates: SmsTemplates::from_env(env)? })
     }
@@ -151,6 +157,7 @@ impl SmsSender {
             ProviderSettings::Log => Arc::new(LogProvider),
             ProviderSettings::Twilio(twilio) => Arc::new(twilio::Twilio::new(twilio, settings.timeout)?),
             ProviderSettings::Http(gateway) => Arc::new(gateway::Gateway::new(gateway, settings.timeout)?),
+            ProviderSettings::Mitake(mitake) => Arc::new(mitake::Mitake::new(mitake, settings.timeout)?),
         };
         let pool = db::pool(database_url, 2).map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
         Ok(Self { provider, templates: settings.templates.clone(), records: record::Recorder::spawn(pool) })

@@ -2,7 +2,9 @@
 //! {TWILIO_ACCOUNT_SID}/Messages.json`, form-encoded `To`, `From` (or `MessagingServiceSid`
 //! when `TWILIO_FROM` is a Messaging Service SID) and `Body`, with HTTP basic auth
 //! `TWILIO_ACCOUNT_SID:TWILIO_AUTH_TOKEN`. A 2xx (Twilio answers 201) is sent; its `sid`
-//! becomes the job's `provider_message_id`.
+//! becomes the job's `provider_message_id`. With `CALLBACK_BASE_URL` set, `StatusCallback` is
+//! `{CALLBACK_BASE_URL}/v1/callbacks/twilio?job=<job id>`: Twilio reports the final status
+//! there, signed (producer-api's `callbacks::twilio`).
 //!
 //! Failures, by Twilio's error body `{code, message, more_info, status}`:
 //! - a number that cannot receive the SMS (invalid, unreachable, landline, opted out, region
@@ -53,6 +55,8 @@ pub struct Twilio {
     account_sid: String,
     token: SecretString,
     from: (&'static str, String),
+    /// `{CALLBACK_BASE_URL}/v1/callbacks/twilio`, when set.
+    status_callback: Option<String>,
 }
 
 impl std::fmt::Debug for Twilio {
@@ -72,6 +76,7 @@ pub struct TwilioSettings {
     from: (&'static str, String),
     /// `TWILIO_BASE_URL`, without its trailing `/`.
     base: String,
+    status_callback: Option<String>,
 }
 
 impl std::fmt::Debug for TwilioSettings {
@@ -82,12 +87,13 @@ impl std::fmt::Debug for TwilioSettings {
             .field("from", &self.from)
             // `TWILIO_BASE_URL` may carry a proxy's or an emulator's credentials.
             .field("base", &jobs::settings::redacted_url(&self.base))
+            .field("status_callback", &self.status_callback)
             .finish()
     }
 }
 
 impl TwilioSettings {
-    pub fn from_env(env: &Env) -> Result<Self, SettingError> {
+    pub fn from_env(env: &Env, callbacks: &jobs::callbacks::CallbackSettings) -> Result<Self, SettingError> {
         let account_sid = env.require("TWILIO_ACCOUNT_SID", "the account SID, AC followed by 32 hex digits")?;
         if !is_sid(account_sid, "AC") {
             return Err(SettingError::new("TWILIO_ACCOUNT_SID", "must be AC followed by 32 hex digits"));
@@ -105,6 +111,7 @@ impl TwilioSettings {
             token: SecretString::from(token),
             from,
             base: base.trim_end_matches('/').to_owned(),
+            status_callback: callbacks.url("/v1/callbacks/twilio"),
         })
     }
 }
@@ -114,18 +121,23 @@ impl Twilio {
         let client = http::client_builder(concat!("Jobplane-SMS/", env!("CARGO_PKG_VERSION")), timeout)
             .build()
             .map_err(|e| SettingError::new("SMS_PROVIDER", format!("cannot build the HTTP client ({e})")))?;
-        let TwilioSettings { account_sid, token, from, base } = settings.clone();
+        let TwilioSettings { account_sid, token, from, base, status_callback } = settings.clone();
         Ok(Self {
             client,
             url: format!("{base}/2010-04-01/Accounts/{account_sid}/Messages.json"),
             account_sid,
             token,
             from,
+            status_callback,
         })
     }
 
     async fn post(&self, message: &Message<'_>) -> Result<Sent, JobError> {
-        let form = [("To", message.to), ("Body", message.body), (self.from.0, self.from.1.as_str())];
+        let callback = self.status_callback.as_ref().map(|url| format!("{url}?job={}", message.job_id));
+        let mut form = vec![("To", message.to), ("Body", message.body), (self.from.0, self.from.1.as_str())];
+        if let Some(callback) = &callback {
+            form.push(("StatusCallback", callback.as_str()));
+        }
         let response = self
             .client
             .post(&self.url)
@@ -303,7 +315,8 @@ mod tests {
     fn settings_are_checked() {
         let sid = "AC0123456789abcdef0123456789abcdef";
         let ok = [("TWILIO_ACCOUNT_SID", sid), ("TWILIO_AUTH_TOKEN", "t"), ("TWILIO_FROM", "+14155550100")];
-        let settings = TwilioSettings::from_env(&Env::from_pairs(&ok)).unwrap();
+        let none = jobs::callbacks::CallbackSettings::default();
+        let settings = TwilioSettings::from_env(&Env::from_pairs(&ok), &none).unwrap();
         assert!(!format!("{settings:?}").contains("\"t\""));
         let twilio = Twilio::new(&settings, Duration::from_secs(1)).unwrap();
         assert_eq!(twilio.url, format!("https://api.twilio.com/2010-04-01/Accounts/{sid}/Messages.json"));
@@ -312,7 +325,7 @@ mod tests {
             let mut pairs = ok.to_vec();
             pairs.retain(|(n, _)| *n != name);
             pairs.push((name, value));
-            TwilioSettings::from_env(&Env::from_pairs(&pairs)).unwrap_err().to_string()
+            TwilioSettings::from_env(&Env::from_pairs(&pairs), &none).unwrap_err().to_string()
         };
         assert!(error("TWILIO_ACCOUNT_SID", "").starts_with("TWILIO_ACCOUNT_SID: is required"));
         assert!(error("TWILIO_ACCOUNT_SID", "AC12").starts_with("TWILIO_ACCOUNT_SID: must be"));
