@@ -87,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
         fleet: jobs::fleet::Fleet::new(conn.clone(), keys.clone()),
         destinations: jobs::destinations::Destinations::new(conn.clone(), &keys),
+        suppressions: jobs::suppression::Suppressions::new(conn.clone(), &keys, 1),
     };
 
     let t = Instant::now();

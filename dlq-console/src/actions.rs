@@ -67,6 +67,8 @@ pub struct Console {
     pub fleet: jobs::fleet::Fleet,
     /// Webhook destinations cooling down (see `destinations.rs`).
     pub destinations: jobs::destinations::Destinations,
+    /// The email suppression list (see `suppressions.rs`).
+    pub suppressions: jobs::suppression::Suppressions,
 }
 
 impl Console {

@@ -151,6 +151,27 @@ pub enum Command {
     },
     /// End a webhook destination's cool-down (its id from `destinations`): its jobs go at once.
     ResumeDestination { id: String },
+    /// The email suppression list: addresses containing `--q` (all without it).
+    Suppressions {
+        #[arg(long)]
+        q: Option<String>,
+        /// Most shown (1–200).
+        #[arg(long, default_value_t = crate::suppressions::DEFAULT_LIMIT)]
+        limit: usize,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        cursor: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Put an address on the suppression list by hand (reason `manual`).
+    Suppress {
+        address: String,
+        #[arg(long, default_value = "")]
+        detail: String,
+    },
+    /// Take an address off the suppression list: it may be mailed again.
+    Unsuppress { address: String },
 }
 
 /// A rate limit on the command line: `<n>/s[:<burst>]`, or `off` for none.
@@ -172,7 +193,7 @@ impl std::str::FromStr for RateArg {
 pub struct FilterArgs {
     #[arg(long)]
     pub kind: Option<Kind>,
-    /// exhausted, permanent, expired or panicked.
+    /// exhausted, permanent, expired, panicked or suppressed.
     #[arg(long)]
     pub reason: Option<String>,
     /// Text in the last error or the (redacted) payload.
@@ -396,6 +417,20 @@ pub async fn run(console: &Console, operator: &str, command: Command) -> anyhow:
         Command::ResumeDestination { id } => match console.resume_destination(operator, &id).await.map_err(explain)? {
             Some(moved) => println!("{id}: cool-down ended; {moved} waiting job(s) moved to the ready list"),
             None => anyhow::bail!("no webhook destination `{id}` is cooling down"),
+        },
+        Command::Suppressions { q, limit, cursor, json } => {
+            let query = crate::suppressions::SearchQuery { q, cursor, limit: Some(limit.to_string()) };
+            crate::suppressions::print(console, query, json).await?;
+        }
+        Command::Suppress { address, detail } => {
+            let entry = console.suppress(operator, &address, &detail).await.map_err(explain)?;
+            println!("{}: suppressed (manual)", entry.address);
+        }
+        Command::Unsuppress { address } => match console.unsuppress(operator, &address).await.map_err(explain)? {
+            Some(entry) => {
+                println!("{}: removed from the suppression list (was {})", entry.address, entry.reason.as_str());
+            }
+            None => anyhow::bail!("`{address}` is not on the suppression list"),
         },
         Command::Stats { json } => {
             let mut rows = Vec::new();

@@ -43,6 +43,8 @@ pub struct Config {
     pub json_logs: bool,
     /// `HTTP_HEADER_READ_TIMEOUT_MS`, `HTTP_IDLE_TIMEOUT_SECONDS`, `HTTP_MAX_CONNECTIONS`.
     pub http: service::HttpLimits,
+    /// `SUPPRESSION_CAP` (default 100000): most addresses on the email suppression list.
+    pub suppression_cap: u64,
 }
 
 /// The key that signs session cookies: a secret, so its `Debug` does not show it.
@@ -143,6 +145,7 @@ impl Config {
             secure_cookies: env.flag("CONSOLE_SECURE_COOKIES", false)?,
             json_logs: env.get("LOG_FORMAT") == Some("json"),
             http: service::HttpLimits::from_env(env)?,
+            suppression_cap: jobs::suppression::cap_from_env(env)?,
         })
     }
 

@@ -1,7 +1,7 @@
 //! The operators' console for dead letters: a JSON API (`/api`, bearer tokens), server-rendered
 //! pages (a login form and a session cookie) and a CLI, all over [`actions::Console`].
 //! [`fleet`] holds what operators do to live work: pause and resume a kind, see the workers;
-//! [`rate`] sets a kind's rate limit.
+//! [`rate`] sets a kind's rate limit; [`suppressions`] is the email suppression list.
 
 pub mod actions;
 pub mod api;
@@ -15,6 +15,7 @@ pub mod pages;
 pub mod rate;
 pub mod schedule_actions;
 pub mod sessions;
+pub mod suppressions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,6 +57,7 @@ impl AppState {
             pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
             rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
             destinations: jobs::destinations::Destinations::new(conn.clone(), &keys),
+            suppressions: jobs::suppression::Suppressions::new(conn.clone(), &keys, config.suppression_cap),
             fleet: jobs::fleet::Fleet::new(conn.clone(), keys),
         };
         let schedules = ScheduleStore::new(conn, &config.redis.namespace);
@@ -86,7 +88,9 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{kind}/groups", get(browse::api_groups))
         .route("/workers", get(fleet::api_workers))
         .route("/webhook-destinations", get(destinations::api_list))
-        .route("/webhook-destinations/{id}/resume", post(destinations::api_resume));
+        .route("/webhook-destinations/{id}/resume", post(destinations::api_resume))
+        .route("/suppressions", get(suppressions::api_list).post(suppressions::api_add))
+        .route("/suppressions/{address}", axum::routing::delete(suppressions::api_delete));
     let pages = Router::new()
         .route("/", get(pages::overview))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -111,7 +115,9 @@ pub fn router(state: AppState) -> Router {
         .route("/queues/{kind}/rate-limit", post(rate::page_put))
         .route("/workers", get(fleet::workers_page))
         .route("/webhook-destinations", get(destinations::list_page))
-        .route("/webhook-destinations/{id}/resume", post(destinations::page_resume));
+        .route("/webhook-destinations/{id}/resume", post(destinations::page_resume))
+        .route("/suppressions", get(suppressions::list_page))
+        .route("/suppressions/{address}/delete", post(suppressions::page_delete));
     let store = state.console.store.clone();
     Router::new()
         .nest("/api", api)

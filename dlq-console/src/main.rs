@@ -62,6 +62,12 @@ async fn main() -> anyhow::Result<()> {
                 pauses: jobs::pause::Pauses::new(conn.clone(), keys.clone()),
                 rates: jobs::rate::RateLimits::new(conn.clone(), keys.clone()),
                 destinations: jobs::destinations::Destinations::new(conn.clone(), &keys),
+                suppressions: jobs::suppression::Suppressions::new(
+                    conn.clone(),
+                    &keys,
+                    jobs::suppression::cap_from_env(&env)
+                        .unwrap_or_else(|e| service::exit_on_bad_setting("dlq-console", &e)),
+                ),
                 fleet: jobs::fleet::Fleet::new(conn, keys),
             };
             if let Err(e) = cli::run(&console, &cli.operator, command).await {

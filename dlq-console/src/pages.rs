@@ -205,6 +205,7 @@ pub(crate) fn page(title: &str, session: Option<&Session>, body: Markup) -> Mark
                         a href="/schedules" { "Schedules" }
                         a href="/workers" { "Workers" }
                         a href="/webhook-destinations" { "Destinations" }
+                        a href="/suppressions" { "Suppressions" }
                         span.who {
                             (s.operator) @if s.role == Role::ReadOnly { " (read-only)" } " "
                             form.inline method="post" action="/logout" {

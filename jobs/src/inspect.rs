@@ -28,7 +28,7 @@ pub const CHUNK: usize = 1000;
 pub struct DeadFilter {
     #[serde(default)]
     pub kind: Option<Kind>,
-    /// `exhausted`, `permanent`, `expired` or `panicked`.
+    /// `exhausted`, `permanent`, `expired`, `panicked` or `suppressed`.
     #[serde(default)]
     pub reason: Option<String>,
     /// Case-insensitive text in the last error or the payload, both as shown (redacted): a

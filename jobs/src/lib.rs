@@ -26,6 +26,8 @@
 //!   per kind: token buckets, provider throttles), [`fleet`] (the workers' heartbeats),
 //!   [`lanes`] (priorities and groups: which ready list a job waits in, `lua/lanes.lua`
 //!   prepended to every script that pushes or pops).
+//! - Provider feedback: [`suppression`] (addresses never mailed again: hard bounces,
+//!   complaints, operators' entries).
 //!
 //! PostgreSQL is the `db` crate's.
 //!
@@ -62,6 +64,7 @@ pub mod settings;
 pub mod sms_templates;
 pub mod status;
 pub mod store;
+pub mod suppression;
 pub mod validation;
 
 pub use envelope::{JobRequest, NewJob, ValidJob};

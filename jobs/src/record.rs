@@ -31,11 +31,18 @@ pub enum DeadReason {
     Expired,
     /// Its handler panicked on its last attempt.
     Panicked,
+    /// An email to an address on the suppression list ([`crate::suppression`]): never sent.
+    Suppressed,
 }
 
 impl DeadReason {
-    pub const ALL: [DeadReason; 4] =
-        [DeadReason::Exhausted, DeadReason::Permanent, DeadReason::Expired, DeadReason::Panicked];
+    pub const ALL: [DeadReason; 5] = [
+        DeadReason::Exhausted,
+        DeadReason::Permanent,
+        DeadReason::Expired,
+        DeadReason::Panicked,
+        DeadReason::Suppressed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -43,6 +50,7 @@ impl DeadReason {
             DeadReason::Permanent => "permanent",
             DeadReason::Expired => "expired",
             DeadReason::Panicked => "panicked",
+            DeadReason::Suppressed => "suppressed",
         }
     }
 

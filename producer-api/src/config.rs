@@ -42,6 +42,11 @@ pub struct Config {
     /// How long a cancelled job stays readable, per kind (`JOB_RETENTION_SECONDS[_<KIND>]`,
     /// the worker's setting for succeeded jobs).
     pub retention: std::collections::BTreeMap<jobs::Kind, Duration>,
+    /// `SUPPRESSION_CAP` (default 100000): most addresses on the email suppression list.
+    pub suppression_cap: u64,
+    /// `SES_SNS_URL_PATTERN` (default: SNS's own hosts) and `SES_SNS_TOPIC_ARNS` (default: any
+    /// topic): what `POST /v1/callbacks/ses` accepts (`crate::sns`).
+    pub sns: crate::sns::Verifier,
     /// `CALLBACK_BASE_URL`, `CALLBACK_SECRET`, `TWILIO_AUTH_TOKEN`, `CALLBACK_RATE_LIMIT_PER_SECOND`:
     /// the providers' callbacks (`/v1/callbacks/*`).
     pub callbacks: crate::callbacks::CallbackConfig,
@@ -87,9 +92,31 @@ impl Config {
             retention: jobs::settings::finished_retention(env)?,
             http: service::HttpLimits::from_env(env)?,
             schedule_limits: ScheduleLimits::from_env(env)?,
+            suppression_cap: jobs::suppression::cap_from_env(env)?,
+            sns: sns_verifier(env)?,
             callbacks: crate::callbacks::CallbackConfig::from_env(env)?,
         })
     }
+}
+
+/// `SES_SNS_URL_PATTERN` and `SES_SNS_TOPIC_ARNS`, checked.
+fn sns_verifier(env: &Env) -> Result<crate::sns::Verifier, SettingError> {
+    let pattern = env.get("SES_SNS_URL_PATTERN").filter(|p| !p.is_empty()).unwrap_or(crate::sns::DEFAULT_URL_PATTERN);
+    let topics: Vec<String> = env
+        .get("SES_SNS_TOPIC_ARNS")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Some(bad) = topics.iter().find(|t| !t.starts_with("arn:") || t.len() > 256) {
+        return Err(SettingError::new(
+            "SES_SNS_TOPIC_ARNS",
+            format!("`{bad}` is not a topic ARN (arn:aws:sns:<region>:<account>:<name>)"),
+        ));
+    }
+    crate::sns::Verifier::new(pattern, topics).map_err(|problem| SettingError::new("SES_SNS_URL_PATTERN", problem))
 }
 
 #[cfg(test)]
@@ -124,12 +151,17 @@ mod tests {
         assert!(
             error(&[keys, ("SCHEDULES_MIN_INTERVAL_SECONDS", "0")]).starts_with("SCHEDULES_MIN_INTERVAL_SECONDS: ")
         );
+        assert!(error(&[keys, ("SUPPRESSION_CAP", "0")]).starts_with("SUPPRESSION_CAP: "));
+        assert!(error(&[keys, ("SES_SNS_URL_PATTERN", "(")]).starts_with("SES_SNS_URL_PATTERN: "));
+        assert!(error(&[keys, ("SES_SNS_TOPIC_ARNS", "topic")]).starts_with("SES_SNS_TOPIC_ARNS: "));
         let config = Config::from_env(&Env::from_pairs(&[keys])).unwrap();
         assert_eq!(config.schedule_limits, ScheduleLimits::default());
         assert_eq!(config.addr.to_string(), "127.0.0.1:8080");
         assert_eq!(config.idempotency_ttl, Duration::from_hours(24));
         assert_eq!(config.otp_limits.per_number, 5);
         assert!(config.sms_templates.contains("default"));
+        assert!(config.sns.is_default_pattern());
+        assert_eq!(config.suppression_cap, jobs::suppression::DEFAULT_CAP);
     }
 
     #[test]

@@ -10,6 +10,9 @@ pub mod openapi;
 pub mod problem;
 pub mod routes;
 pub mod schedules;
+pub mod ses_events;
+pub mod sns;
+pub mod suppressions;
 
 use std::sync::Arc;
 
@@ -40,6 +43,10 @@ pub struct AppState {
     pub schedule_limits: jobs::schedule::ScheduleLimits,
     /// Cancels jobs (`DELETE /v1/jobs/{id}`).
     pub control: jobs::control::Control,
+    /// The email suppression list (`GET /v1/suppressions/{address}`; SES bounces add to it).
+    pub suppressions: jobs::suppression::Suppressions,
+    /// Verifies SNS messages (`POST /v1/callbacks/ses`) and caches SNS's certificates.
+    pub sns: sns::Verifier,
     /// The providers' callbacks (`/v1/callbacks/*`): their settings and rate limit.
     pub callbacks: callbacks::Callbacks,
 }
@@ -56,6 +63,11 @@ impl AppState {
             config.retention.clone(),
             config.redis_timeout,
         );
+        let suppressions = jobs::suppression::Suppressions::new(
+            conn.clone(),
+            &Keys::new(&config.redis.namespace),
+            config.suppression_cap,
+        );
         let store = Store::new(conn, Keys::new(&config.redis.namespace), config.idempotency_ttl, config.redis_timeout)
             .with_otp_limits(config.otp_limits)
             .with_replica_wait(config.replica_wait);
@@ -69,6 +81,8 @@ impl AppState {
             otp_limits: config.otp_limits,
             schedule_limits: config.schedule_limits,
             control,
+            suppressions,
+            sns: config.sns.clone(),
             callbacks: callbacks::Callbacks::new(&config.callbacks),
         })
     }
@@ -91,6 +105,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules/{name}/pause", post(schedules::pause))
         .route("/v1/schedules/{name}/resume", post(schedules::resume))
         .route("/v1/schedules/{name}/run", post(schedules::run))
+        .route("/v1/suppressions/{address}", get(suppressions::check))
         .merge(callbacks)
         .route("/openapi.json", get(openapi::json))
         .route("/docs", get(openapi::docs))
@@ -118,6 +133,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     service::metrics_handle();
+    if !config.sns.is_default_pattern() {
+        tracing::warn!(
+            "SES_SNS_URL_PATTERN overrides SNS's hosts: SNS messages are verified with certificates from other hosts. \
+             Only tests should set it; never in production"
+        );
+    }
     let state = AppState::new(&config)?;
     // Enqueueing needs only Redis: a PostgreSQL outage at start must not stop the API.
     tokio::spawn(db::migrate_until_done(config.database_url.expose().to_owned()));

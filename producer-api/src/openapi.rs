@@ -17,13 +17,15 @@ use crate::{audit_logs, routes};
     info(title = "Jobplane producer API", description = "Validates and enqueues OTP SMS, email, webhook and audit-log jobs."),
     paths(routes::create_job, routes::create_batch, routes::get_job, routes::cancel_job, crate::audit_logs::list,
         crate::schedules::put, crate::schedules::list, crate::schedules::delete,
-        crate::schedules::pause, crate::schedules::resume, crate::schedules::run,
-        crate::callbacks::twilio::report, crate::callbacks::mitake::report),
-    components(schemas(ProblemDoc, routes::CancelAnswer, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::delivery::Delivery, jobs::delivery::DeliveryStatus, jobs::Kind, jobs::Priority)),
+        crate::schedules::pause, crate::schedules::resume, crate::schedules::run, crate::suppressions::check,
+        crate::callbacks::twilio::report, crate::callbacks::mitake::report, crate::callbacks::ses::notification),
+    components(schemas(ProblemDoc, routes::CancelAnswer, jobs::FieldError, jobs::JobInfo, jobs::JobStatus, jobs::delivery::Delivery, jobs::delivery::DeliveryStatus, jobs::Kind, jobs::Priority,
+        crate::suppressions::SuppressionView, jobs::suppression::SuppressionReason)),
     modifiers(&BearerAuth),
     tags((name = "jobs", description = "Enqueue jobs and follow them"),
          (name = "audit logs", description = "Read the audit events workers wrote to PostgreSQL"),
          (name = "schedules", description = "Recurring jobs on cron expressions in IANA time zones"),
+         (name = "suppressions", description = "Email addresses never mailed again (hard bounces, complaints, operators' entries)"),
          (name = "callbacks", description = "What providers report after a send (no bearer key: each provider's signature, or CALLBACK_SECRET)"))
 )]
 pub struct ApiDoc;

@@ -61,6 +61,8 @@ pub enum ApiError {
     /// A cancel of a job that has finished: `409` naming its status.
     #[error("the job has finished as `{}`: there is nothing left to cancel", .0.as_str())]
     AlreadyFinished(jobs::JobStatus),
+    #[error("`{0}` is not on the suppression list")]
+    NotSuppressed(String),
     #[error("no schedule is named `{0}`")]
     NoSchedule(String),
     #[error(
@@ -186,7 +188,7 @@ impl IntoResponse for ApiError {
                 Problem::new(StatusCode::TOO_MANY_REQUESTS, "/problems/schedule-limit", "Too many schedules", detail)
                     .with("limit", limit.as_str())
             }
-            ApiError::NotFound | ApiError::NoSchedule(_) => Problem::not_found(detail),
+            ApiError::NotFound | ApiError::NoSchedule(_) | ApiError::NotSuppressed(_) => Problem::not_found(detail),
             ApiError::AlreadyFinished(_) => {
                 Problem::new(StatusCode::CONFLICT, "/problems/job-finished", "The job has finished", detail)
             }

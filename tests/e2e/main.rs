@@ -44,6 +44,7 @@ mod sched_review;
 mod schedule_control;
 mod schedule_limits;
 mod schedules;
+mod ses_feedback;
 mod sms;
 mod strict_schema;
 mod support;

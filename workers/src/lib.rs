@@ -243,8 +243,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     let keys = Keys::new(&config.redis.namespace);
     let destinations = jobs::destinations::Destinations::new(conn.clone(), &keys);
     // The providers' settings first: one unusable stops the worker with one line, before any log.
-    let deliveries =
-        Arc::new(Deliveries::start(&config.deliveries, config.database_url.expose(), destinations.clone()).await?);
+    let suppressions = jobs::suppression::Suppressions::new(conn.clone(), &keys, jobs::suppression::DEFAULT_CAP);
+    let deliveries = Arc::new(
+        Deliveries::start(&config.deliveries, config.database_url.expose(), destinations.clone(), suppressions).await?,
+    );
     tracing::info!(redis = %config.redis.topology.describe(), "Redis");
     if config.kinds.contains(&Kind::Webhook) {
         tokio::spawn(deliver::flow::sample_cooling(destinations, Duration::from_secs(5)));

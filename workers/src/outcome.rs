@@ -47,6 +47,10 @@ pub enum JobError {
     /// Too late to deliver (an OTP past its TTL): never sent, kept with the dead letters.
     #[error("{0}")]
     Expired(String),
+    /// An email to an address on the suppression list: never sent, straight to the dead
+    /// letters with reason `suppressed`.
+    #[error("{0}")]
+    Suppressed(String),
     /// Not run: the job waits for its destination ([`crate::deliver::flow`]), its attempt
     /// given back by the same script. Nothing is recorded for it.
     #[error("deferred: waiting for its destination")]
@@ -79,6 +83,7 @@ pub fn judge(
             JobError::Throttled { after, .. } => retry(*after, DeadReason::Exhausted),
             JobError::Permanent(_) => Outcome::Dead(DeadReason::Permanent),
             JobError::Expired(_) => Outcome::Dead(DeadReason::Expired),
+            JobError::Suppressed(_) => Outcome::Dead(DeadReason::Suppressed),
         };
         return (outcome, Some(e.to_string()));
     }
@@ -125,6 +130,8 @@ mod tests {
         assert_eq!(o, Outcome::Dead(DeadReason::Permanent));
         let (o, _) = judge(&job(1, 3), Err(&boxed(JobError::Expired("ttl".into()))), &backoff, now);
         assert_eq!(o, Outcome::Dead(DeadReason::Expired));
+        let (o, e) = judge(&job(1, 3), Err(&boxed(JobError::Suppressed("a@x.org".into()))), &backoff, now);
+        assert_eq!((o, e.as_deref()), (Outcome::Dead(DeadReason::Suppressed), Some("a@x.org")));
         let after = JobError::RetryAfter { after: Duration::from_secs(7), message: "429".into() };
         let (o, _) = judge(&job(1, 3), Err(&boxed(after)), &backoff, now);
         assert_eq!(o, Outcome::Retry { at: now + chrono::Duration::seconds(7) });

@@ -23,6 +23,7 @@
 //! the job's `sms_deliveries` rows (`sms_rows::record`).
 
 pub mod mitake;
+pub mod ses;
 mod sms_rows;
 pub mod twilio;
 
@@ -98,6 +99,7 @@ impl Callbacks {
 pub fn router(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/v1/callbacks/twilio", post(twilio::report))
+        .route("/v1/callbacks/ses", post(ses::notification).layer(DefaultBodyLimit::max(ses::BODY_LIMIT)))
         .route("/v1/callbacks/mitake", get(mitake::report).post(mitake::report))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(state.clone(), rate_limit))

@@ -39,7 +39,15 @@ pub enum EmailProvider {
 #[derive(Debug, Clone)]
 pub enum EmailSettings {
     Log,
-    Ses { from: String, timeout: Duration },
+    Ses {
+        from: String,
+        timeout: Duration,
+        /// `SES_CONFIGURATION_SET`: the configuration set every message is sent with, whose
+        /// event destination (SNS) reports bounces, complaints and deliveries back
+        /// (`POST /v1/callbacks/ses`). Each message carries the tag `jobplane_job_id`, which
+        /// SES echoes in `mail.tags`, so a report finds its job without a lookup table.
+        configuration_set: Option<String>,
+    },
 }
 
 impl EmailSettings {
@@ -66,7 +74,21 @@ impl EmailSettings {
         if timeout.is_zero() {
             return Err(SettingError::new("EMAIL_TIMEOUT_MS", "must be at least 1"));
         }
-        Ok(Self::Ses { from: from.to_owned(), timeout })
+        let configuration_set = match env.get("SES_CONFIGURATION_SET").filter(|s| !s.is_empty()) {
+            Some(name)
+                if name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') =>
+            {
+                Some(name.to_owned())
+            }
+            Some(_) => {
+                return Err(SettingError::new(
+                    "SES_CONFIGURATION_SET",
+                    "must be an SES configuration set name: 1 to 64 letters, digits, `-` or `_`",
+                ));
+            }
+            None => None,
+        };
+        Ok(Self::Ses { from: from.to_owned(), timeout, configuration_set })
     }
 }
 
@@ -76,7 +98,9 @@ impl EmailProvider {
     pub async fn start(settings: &EmailSettings) -> Result<Self, SettingError> {
         match settings {
             EmailSettings::Log => Ok(Self::Log),
-            EmailSettings::Ses { from, timeout } => Ok(Self::Ses(SesSender::start(from, *timeout).await?)),
+            EmailSettings::Ses { from, timeout, configuration_set } => {
+                Ok(Self::Ses(SesSender::start(from, *timeout, configuration_set.clone()).await?))
+            }
         }
     }
 
@@ -103,10 +127,12 @@ pub struct SesSender {
     client: aws_sdk_sesv2::Client,
     /// `EMAIL_FROM`: the sender of messages whose payload names none.
     from: String,
+    /// `SES_CONFIGURATION_SET`.
+    configuration_set: Option<String>,
 }
 
 impl SesSender {
-    async fn start(from: &str, timeout: Duration) -> Result<Self, SettingError> {
+    async fn start(from: &str, timeout: Duration, configuration_set: Option<String>) -> Result<Self, SettingError> {
         let config = load_aws(timeout).await;
         if config.region().is_none() {
             return Err(SettingError::new(
@@ -117,7 +143,7 @@ impl SesSender {
         check_credentials(&config).await?;
         // The service config is built from the shared one; retries are off there too, explicitly.
         let ses = aws_sdk_sesv2::config::Builder::from(&config).retry_config(RetryConfig::disabled()).build();
-        Ok(Self { client: aws_sdk_sesv2::Client::from_conf(ses), from: from.to_owned() })
+        Ok(Self { client: aws_sdk_sesv2::Client::from_conf(ses), from: from.to_owned(), configuration_set })
     }
 
     async fn send(&self, job_id: &str, email: &Email) -> Result<Delivered, JobError> {
@@ -135,6 +161,7 @@ impl SesSender {
             .set_reply_to_addresses(non_empty(&email.reply_to))
             .content(content(email)?)
             .email_tags(tag)
+            .set_configuration_set_name(self.configuration_set.clone())
             .send()
             .await
             .map_err(|e| judge(&e))?;
@@ -377,6 +404,21 @@ mod tests {
         assert_eq!(built.template().unwrap().template_data(), Some(r#"{"name":"Ada"}"#));
         let neither: Email = serde_json::from_value(serde_json::json!({"to": "a@example.org"})).unwrap();
         assert!(matches!(content(&neither), Err(JobError::Permanent(_))));
+    }
+
+    #[test]
+    fn the_configuration_set_is_checked_at_start() {
+        let base = [("EMAIL_PROVIDER", "ses"), ("EMAIL_FROM", "a@example.org")];
+        let with = |name: &'static str| {
+            let pairs: Vec<(&str, &str)> = base.iter().copied().chain([("SES_CONFIGURATION_SET", name)]).collect();
+            EmailSettings::from_env(&Env::from_pairs(&pairs), true)
+        };
+        assert!(
+            matches!(with("jobplane-events_1"), Ok(EmailSettings::Ses { configuration_set: Some(s), .. }) if s == "jobplane-events_1")
+        );
+        assert!(matches!(with(""), Ok(EmailSettings::Ses { configuration_set: None, .. })));
+        let e = with("no spaces").unwrap_err().to_string();
+        assert!(e.starts_with("SES_CONFIGURATION_SET: "), "{e}");
     }
 
     #[test]

@@ -79,7 +79,10 @@ impl Flow {
         let result = deliver.await;
         let delivery = match &result {
             // 2xx, or a 4xx the destination chose: it is up.
-            Ok(_) | Err(JobError::Permanent(_) | JobError::Expired(_) | JobError::Deferred) => Delivery::Answered,
+            Ok(_)
+            | Err(JobError::Permanent(_) | JobError::Expired(_) | JobError::Suppressed(_) | JobError::Deferred) => {
+                Delivery::Answered
+            }
             Err(JobError::Retry(_)) => Delivery::Failed { retry_after: None },
             Err(JobError::RetryAfter { after, .. }) => Delivery::Failed { retry_after: Some(*after) },
             Err(JobError::Throttled { after, .. }) => Delivery::Failed { retry_after: *after },

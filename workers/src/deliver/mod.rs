@@ -31,6 +31,8 @@ pub struct Deliveries {
     /// Only for a worker that consumes `otp_sms`: the others need no SMS settings.
     sms: Option<sms::SmsSender>,
     email: email::EmailProvider,
+    /// Asked about every recipient of an email before it is sent.
+    suppressions: jobs::suppression::Suppressions,
     audit: Option<audit::AuditWriter>,
 }
 
@@ -118,6 +120,7 @@ impl Deliveries {
         settings: &Settings,
         database_url: &str,
         destinations: jobs::destinations::Destinations,
+        suppressions: jobs::suppression::Suppressions,
     ) -> Result<Self, SettingError> {
         let audit = match &settings.audit {
             Some(audit) => {
@@ -140,6 +143,7 @@ impl Deliveries {
                 .map(|w| flow::Flow { destinations, policy: w.flow }),
             sms: settings.sms.as_ref().map(|sms| sms::SmsSender::start(sms, database_url)).transpose()?,
             email: email::EmailProvider::start(&settings.email).await?,
+            suppressions,
             audit,
         })
     }
@@ -166,7 +170,11 @@ impl Deliveries {
                 // The TTL is checked inside, right before the provider is called.
                 sender.deliver(job, &serde_json::from_str(payload).map_err(unreadable)?).await
             }
-            Kind::Email => self.email.send(&job.id, &serde_json::from_str(payload).map_err(unreadable)?).await,
+            Kind::Email => {
+                let email: jobs::payload::Email = serde_json::from_str(payload).map_err(unreadable)?;
+                self.refuse_suppressed(&email).await?;
+                self.email.send(&job.id, &email).await
+            }
             Kind::AuditLog => {
                 let writer =
                     self.audit.as_ref().ok_or_else(|| JobError::Retry("this worker has no audit-log writer".into()))?;
@@ -177,6 +185,27 @@ impl Deliveries {
 }
 
 impl Deliveries {
+    /// Fails an email with a recipient (to, cc or bcc) on the suppression list, before any
+    /// provider is called: one `HMGET` for all its recipients. The whole message is refused,
+    /// not only the suppressed recipient: a message is one send, and its other recipients see
+    /// the suppressed one in its headers.
+    async fn refuse_suppressed(&self, email: &jobs::payload::Email) -> Result<(), JobError> {
+        let recipients = email.to.iter().chain(&email.cc).chain(&email.bcc).map(String::as_str);
+        let listed = self.suppressions.first_listed(recipients).await;
+        match listed.map_err(|e| JobError::Retry(format!("could not read the suppression list: {e}")))? {
+            None => Ok(()),
+            Some(entry) => {
+                metrics::counter!("jobplane_email_suppressed_total", "reason" => entry.reason.as_str()).increment(1);
+                Err(JobError::Suppressed(format!(
+                    "{} is on the suppression list ({} at {})",
+                    entry.address,
+                    entry.reason.as_str(),
+                    entry.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                )))
+            }
+        }
+    }
+
     /// At shutdown: waits, at most `limit`, for the records of the deliveries made so far.
     pub async fn flush(&self, limit: Duration) {
         if let Some(sms) = &self.sms {

@@ -198,6 +198,7 @@ fn redacted(message: &Message<'_>, error: JobError) -> JobError {
         JobError::Throttled { after, message: text } => JobError::Throttled { after, message: message.redact(&text) },
         JobError::Permanent(text) => JobError::Permanent(message.redact(&text)),
         JobError::Expired(text) => JobError::Expired(message.redact(&text)),
+        JobError::Suppressed(text) => JobError::Suppressed(message.redact(&text)),
         JobError::Deferred => JobError::Deferred,
     }
 }
