@@ -20,6 +20,62 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/v1/callbacks/mitake": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * A Mitake delivery report. Authenticated by `secret` (CALLBACK_SECRET); answered alike
+         *     whether or not the job exists.
+         */
+        get: operations["report"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/callbacks/ses": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        post: operations["notification"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/callbacks/twilio": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * A Twilio message status callback. Authenticated by `X-Twilio-Signature`; the job is named by
+         *     the `job` query parameter of the URL the worker gave Twilio.
+         */
+        post: operations["report"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/v1/jobs": {
         parameters: {
             query?: never;
@@ -154,6 +210,22 @@ export interface paths {
         get?: never;
         put?: never;
         post: operations["runSchedule"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/v1/suppressions/{address}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get: operations["check"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -326,6 +398,28 @@ export interface components {
          * @enum {string}
          */
         CatchUp: "latest" | "none";
+        /**
+         * @description A provider's report on a job's message, as `GET /v1/jobs/{id}` shows it. Build it with
+         *     [`Delivery::new`] or [`Delivery::coded`]: the detail is bounded and redacted there.
+         */
+        Delivery: {
+            /**
+             * Format: date-time
+             * @description When the provider says it happened (or, when it does not say, when the report came).
+             */
+            at: string;
+            /**
+             * @description The provider's words (an error code, a bounce's diagnostic), with secrets, numbers and
+             *     codes hidden; at most 256 characters.
+             */
+            detail?: string | null;
+            status: components["schemas"]["DeliveryStatus"];
+        };
+        /**
+         * @description The final word of a provider on one message.
+         * @enum {string}
+         */
+        DeliveryStatus: "delivered" | "undelivered" | "bounced" | "complained";
         EmailBatchJob: {
             /** @description Run after this many seconds (at most 366 days). Not with `run_at`. */
             delay_seconds?: number;
@@ -447,6 +541,7 @@ export interface components {
             attempts: number;
             /** Format: date-time */
             created_at: string;
+            delivery?: null | components["schemas"]["Delivery"];
             /** Format: date-time */
             finished_at?: string | null;
             /** @description The job's group; absent when it has none. */
@@ -671,6 +766,25 @@ export interface components {
          * @enum {string}
          */
         Source: "api" | "file";
+        /**
+         * @description Why an address is suppressed.
+         * @enum {string}
+         */
+        SuppressionReason: "bounce" | "complaint" | "manual";
+        /**
+         * @description An entry as a producer sees it: the job that caused it is left out (it may be another
+         *     producer's).
+         */
+        SuppressionView: {
+            /** @description The normalised address (display name dropped, lower-cased). */
+            address: string;
+            /** Format: date-time */
+            at: string;
+            /** @description What the provider or the operator said (a bounce's diagnostic). */
+            detail: string;
+            /** @description `bounce`, `complaint` or `manual`. */
+            reason: components["schemas"]["SuppressionReason"];
+        };
         WebhookBatchJob: {
             /** @description Run after this many seconds (at most 366 days). Not with `run_at`. */
             delay_seconds?: number;
@@ -811,6 +925,191 @@ export interface operations {
                 };
             };
             /** @description PostgreSQL unreachable, overloaded or not migrated yet (header `Retry-After`) */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    report: {
+        parameters: {
+            query: {
+                /** @description CALLBACK_SECRET, as the worker put it in the report URL */
+                secret: string;
+                /** @description The job id, as the worker put it in the report URL */
+                job?: string;
+                /** @description Mitake's message id */
+                msgid?: string;
+                /** @description Mitake's message state: 4 delivered; 5, 6, 7, 8 not delivered */
+                StatusFlag?: string;
+                /** @description DELIVRD, UNDELIV, EXPIRED, REJECTD, ... */
+                statusstr?: string;
+                /** @description When it ended, YYYYMMDDHHMMSS, Taiwan time */
+                donetime?: string;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Authentic: acknowledged as Mitake expects (a report for an unknown job is dropped, and answered the same) */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "text/plain": string;
+                };
+            };
+            /** @description The secret is missing or wrong, or CALLBACK_SECRET is not set */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over CALLBACK_RATE_LIMIT_PER_SECOND */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis unreachable: Mitake retries */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    notification: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** @description An SNS message (JSON, sent as text/plain): a SubscriptionConfirmation, or a Notification carrying an SES event (Bounce, Complaint, Delivery) */
+        requestBody: {
+            content: {
+                "text/plain": string;
+            };
+        };
+        responses: {
+            /** @description Verified and applied (or a resend, or an event Jobplane ignores); the same whether or not the job exists */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Not a verified SNS message: bad signature, certificate off SNS's hosts, unknown topic, a SubscribeURL off SNS's hosts */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Body over 288 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Callbacks over their rate limit (header `Retry-After`) */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Redis unreachable: SNS retries */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+        };
+    };
+    report: {
+        parameters: {
+            query?: {
+                /** @description The job id, as the worker put it in the StatusCallback URL */
+                job?: string;
+            };
+            header: {
+                /** @description Twilio's signature of the URL and the parameters */
+                "X-Twilio-Signature": string;
+            };
+            path?: never;
+            cookie?: never;
+        };
+        /** @description Twilio's status callback parameters (MessageSid, MessageStatus, ErrorCode, ...) */
+        requestBody: {
+            content: {
+                "application/x-www-form-urlencoded": string;
+            };
+        };
+        responses: {
+            /** @description Authentic: taken (a report for an unknown job is dropped, and answered the same) */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description The signature is missing or wrong, or TWILIO_AUTH_TOKEN / CALLBACK_BASE_URL is not set */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Body over 64 KiB */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Over CALLBACK_RATE_LIMIT_PER_SECOND */
+            429: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis unreachable: Twilio retries */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1483,6 +1782,56 @@ export interface operations {
                 };
             };
             /** @description Redis unreachable (header `Retry-After`): run again; within a second of the first run it makes one job */
+            503: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+        };
+    };
+    check: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                /** @description An email address (a display name is dropped; the match is case-insensitive) */
+                address: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Suppressed: an email to it ends `dead` with reason `suppressed`, unsent */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SuppressionView"];
+                };
+            };
+            /** @description Missing or unknown API key */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Not on the list (or not an address) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"];
+                };
+            };
+            /** @description Redis unreachable */
             503: {
                 headers: {
                     [name: string]: unknown;
