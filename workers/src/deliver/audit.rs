@@ -36,7 +36,7 @@ const INSERT_BATCH: &str = "
         ORDER BY event_id, position
     ),
     claimed AS (
-        INSERT INTO audit_event_ids (event_id) SELECT event_id FROM input
+        INSERT INTO audit_event_ids (event_id, month) SELECT event_id, jobplane_audit_month(occurred_at) FROM input
         ON CONFLICT DO NOTHING RETURNING event_id
     )
     INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, resource_id, ip, user_agent,
@@ -58,6 +58,9 @@ pub struct AuditSettings {
     /// `AUDIT_WRITERS` (default 2): batches written at once, each on its own connection, so
     /// the next batch fills and commits while one is in flight.
     pub writers: usize,
+    /// `AUDIT_RETENTION_MONTHS` (default: none, keep everything): months of `audit_logs` (and
+    /// of `audit_event_ids`) kept whole before the current one; older partitions are dropped.
+    pub retention_months: Option<u32>,
 }
 
 impl AuditSettings {
@@ -84,7 +87,13 @@ impl AuditSettings {
         if !(1..=32).contains(&writers) {
             return Err(SettingError::new("AUDIT_WRITERS", "must be between 1 and 32"));
         }
-        Ok(Self { batch, flush, outage_retry, writers })
+        let retention_months = match env.get("AUDIT_RETENTION_MONTHS") {
+            None => None,
+            Some(v) => Some(v.parse::<u32>().ok().filter(|m| (1..=1200).contains(m)).ok_or_else(|| {
+                SettingError::new("AUDIT_RETENTION_MONTHS", "must be a whole number of months between 1 and 1200")
+            })?),
+        };
+        Ok(Self { batch, flush, outage_retry, writers, retention_months })
     }
 }
 
@@ -266,18 +275,15 @@ fn classify(e: &sqlx::Error) -> Failure {
     Failure::Unavailable(e.to_string())
 }
 
-/// Keeps the monthly partitions of `audit_logs` ahead of time: this month and the next two,
-/// checked at start and then daily. Waits, retrying, while PostgreSQL or the migrations are not
-/// there yet; a missing partition is never fatal (the default partition takes the rows).
-pub async fn keep_partitions(pool: PgPool) {
+/// Keeps the monthly partitions of `audit_logs` and `audit_event_ids` ahead of time (this month
+/// and the next two) and, with `retention_months`, drops the months past the horizon; at start
+/// and then daily. Waits, retrying, while PostgreSQL or the migrations are not there yet; a
+/// missing partition is never fatal (the default partition takes the rows).
+pub async fn keep_partitions(pool: PgPool, retention_months: Option<u32>) {
     let mut wait = Duration::from_secs(1);
     loop {
-        let check = sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2)").fetch_one(&pool);
-        match tokio::time::timeout(db::QUERY_DEADLINE, check).await.unwrap_or_else(|_| Err(db::no_answer())) {
-            Ok(created) => {
-                if created > 0 {
-                    tracing::info!(created, "audit-log partitions created");
-                }
+        match maintain_partitions(&pool, retention_months, Utc::now()).await {
+            Ok(_) => {
                 wait = Duration::from_secs(1);
                 tokio::time::sleep(Duration::from_hours(24)).await;
             }
@@ -288,4 +294,43 @@ pub async fn keep_partitions(pool: PgPool) {
             }
         }
     }
+}
+
+/// What one pass of the partition upkeep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Months whose partitions were created.
+    pub created: i32,
+    /// Partitions detached and dropped, of both tables, oldest first.
+    pub dropped: Vec<String>,
+}
+
+/// One pass of the upkeep as if the time were `now` (the clock is a parameter so a test can
+/// roll a month out without waiting): creates the partitions of `now`'s month and the next two,
+/// then drops those whose month ended more than `retention_months` months before `now`'s month.
+/// Each dropped partition is logged and counted in `jobplane_audit_partitions_dropped_total`.
+pub async fn maintain_partitions(
+    pool: &PgPool,
+    retention_months: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<Upkeep, sqlx::Error> {
+    let ensure =
+        sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2, $1)").bind(now).fetch_one(pool);
+    let created = tokio::time::timeout(db::QUERY_DEADLINE, ensure).await.unwrap_or_else(|_| Err(db::no_answer()))?;
+    if created > 0 {
+        tracing::info!(created, "audit-log partitions created");
+    }
+    let mut upkeep = Upkeep { created, dropped: Vec::new() };
+    let Some(keep) = retention_months else { return Ok(upkeep) };
+    let keep = i32::try_from(keep).unwrap_or(i32::MAX);
+    let drop = sqlx::query_scalar::<_, String>("SELECT jobplane_drop_audit_partitions($1, $2)")
+        .bind(keep)
+        .bind(now)
+        .fetch_all(pool);
+    upkeep.dropped = tokio::time::timeout(db::QUERY_DEADLINE, drop).await.unwrap_or_else(|_| Err(db::no_answer()))?;
+    for partition in &upkeep.dropped {
+        tracing::info!(partition, retention_months = keep, "audit-log partition past the retention horizon dropped");
+    }
+    metrics::counter!("jobplane_audit_partitions_dropped_total").increment(upkeep.dropped.len() as u64);
+    Ok(upkeep)
 }
