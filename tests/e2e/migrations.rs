@@ -223,3 +223,53 @@ async fn a_month_past_the_retention_horizon_is_dropped() {
     pool.close().await;
     db.drop().await;
 }
+
+/// The writer's binary `COPY` carries every column type exactly: NULLs, IPv4 and IPv6,
+/// non-ASCII text, nested metadata, microseconds; a repeated event id in a batch is written once.
+#[tokio::test]
+async fn the_writers_binary_copy_round_trips_every_column() {
+    use workers::deliver::audit::{Row, write_batch};
+    let db = OwnDatabase::create().await;
+    db::migrate_url(&db.url).await.unwrap();
+    let pool = db::pool(&db.url, 1).unwrap();
+    let at = "2026-11-28T03:04:05.123456Z".parse::<chrono::DateTime<Utc>>().unwrap();
+    let row = |ip: Option<&str>, id: uuid::Uuid| Row {
+        event_id: id,
+        tenant_id: "t-é".into(),
+        actor: "user:7".into(),
+        action: "invoice.paid".into(),
+        resource_type: "invoice".into(),
+        resource_id: ip.map(|_| "inv_1".into()),
+        ip: ip.map(|ip| ip.parse().unwrap()),
+        user_agent: ip.map(|_| "curl/8 \"quoted\"\ttab".into()),
+        metadata: serde_json::json!({"n": 1, "nested": {"a": [1, "two", null]}, "ü": "✓"}),
+        occurred_at: at,
+        job_id: ip.map(|_| uuid::Uuid::nil()),
+    };
+    let (a, b, c) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let batch = [row(Some("203.0.113.9"), a), row(Some("2001:db8::1"), b), row(None, c), row(None, a)];
+    write_batch(&pool, &batch).await.unwrap();
+    write_batch(&pool, &batch[1..]).await.unwrap(); // a redelivery writes nothing more
+    let got: Vec<(uuid::Uuid, String, Option<String>, Option<String>, serde_json::Value, chrono::DateTime<Utc>, Option<uuid::Uuid>)> =
+        sqlx::query_as(
+            "SELECT event_id, tenant_id, host(ip), user_agent, metadata, occurred_at, job_id FROM audit_logs ORDER BY event_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].2.as_deref(), Some("203.0.113.9"));
+    assert_eq!(got[1].2.as_deref(), Some("2001:db8::1"));
+    assert_eq!((got[2].2.as_deref(), got[2].3.as_deref(), got[2].6), (None, None, None));
+    assert_eq!(got[0].3.as_deref(), Some("curl/8 \"quoted\"\ttab"));
+    assert_eq!(got[0].6, Some(uuid::Uuid::nil()));
+    for (id, tenant, _, _, metadata, occurred_at, _) in &got {
+        assert!([a, b, c].contains(id));
+        assert_eq!((tenant.as_str(), occurred_at), ("t-é", &at));
+        assert_eq!(metadata, &batch[0].metadata);
+    }
+    let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event_ids").fetch_one(&pool).await.unwrap();
+    assert_eq!(ids, 3);
+    pool.close().await;
+    db.drop().await;
+}
