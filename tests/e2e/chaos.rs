@@ -646,7 +646,7 @@ async fn audit_writer_killed_every_3_s_and_a_postgresql_restart_store_each_event
     // Kill every 3 s until every event is enqueued and at least ten kills are done; restart
     // PostgreSQL once, a third of the way in.
     while !producer.is_finished() || kills < 10 {
-        assert!(started.elapsed() < Duration::from_secs(600), "chaos phase not over within 600 s");
+        assert!(started.elapsed() < Duration::from_mins(10), "chaos phase not over within 10 min");
         tokio::time::sleep(Duration::from_secs(3)).await;
         worker.signal("-KILL");
         assert_eq!(worker.wait(Duration::from_secs(5)), Some(-1), "SIGKILL ends the worker at once");

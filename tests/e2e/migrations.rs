@@ -229,6 +229,15 @@ async fn a_month_past_the_retention_horizon_is_dropped() {
 #[tokio::test]
 async fn the_writers_binary_copy_round_trips_every_column() {
     use workers::deliver::audit::{Row, write_batch};
+    type Written = (
+        uuid::Uuid,
+        String,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+        chrono::DateTime<Utc>,
+        Option<uuid::Uuid>,
+    );
     let db = OwnDatabase::create().await;
     db::migrate_url(&db.url).await.unwrap();
     let pool = db::pool(&db.url, 1).unwrap();
@@ -250,7 +259,7 @@ async fn the_writers_binary_copy_round_trips_every_column() {
     let batch = [row(Some("203.0.113.9"), a), row(Some("2001:db8::1"), b), row(None, c), row(None, a)];
     write_batch(&pool, &batch).await.unwrap();
     write_batch(&pool, &batch[1..]).await.unwrap(); // a redelivery writes nothing more
-    let got: Vec<(uuid::Uuid, String, Option<String>, Option<String>, serde_json::Value, chrono::DateTime<Utc>, Option<uuid::Uuid>)> =
+    let got: Vec<Written> =
         sqlx::query_as(
             "SELECT event_id, tenant_id, host(ip), user_agent, metadata, occurred_at, job_id FROM audit_logs ORDER BY event_id",
         )
