@@ -1,7 +1,8 @@
 //! Audit-log events into PostgreSQL, in batches. Each audit job hands its event to one writer
 //! task and waits; the writer collects events until it has `AUDIT_BATCH_SIZE` of them or
-//! `AUDIT_FLUSH_MS` has passed since the first, and writes them all with one statement. Each job
-//! succeeds only once its batch has committed, so an acknowledged event is in PostgreSQL.
+//! `AUDIT_FLUSH_MS` has passed since the first, and writes them all in one transaction: a binary
+//! `COPY` into a staging table, then one statement. Each job succeeds only once its batch has
+//! committed, so an acknowledged event is in PostgreSQL.
 //!
 //! - A PostgreSQL outage: the batch is retried, with backoff, for up to
 //!   `AUDIT_OUTAGE_RETRY_SECONDS` while the jobs' leases are kept alive; only then do the jobs
@@ -10,7 +11,10 @@
 //!   halves until the refused rows stand alone; those fail permanently (dead letters), their
 //!   neighbours are written.
 //! - A repeated `event_id`, in one batch or across batches and redeliveries, is stored once: the
-//!   statement claims each event id in `audit_event_ids` and inserts only what it claimed.
+//!   statement claims each (event id, month of `occurred_at`) in `audit_event_ids` and inserts
+//!   only what it claimed.
+//! - Retention: [`keep_partitions`] creates the months ahead and, with `AUDIT_RETENTION_MONTHS`,
+//!   drops the months past the horizon from both tables.
 
 use std::net::IpAddr;
 use std::time::Duration;
