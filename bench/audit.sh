@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Jobplane: audit-log ingestion, end to end through the producer API and a worker into
-# PostgreSQL, batched (the defaults) against one INSERT per event (AUDIT_BATCH_SIZE=1 with eight
-# statements in flight), alternated over BENCH_RUNS runs (default 3) of BENCH_EVENTS events
-# (default 100,000). Prints each run (with the CPU time per event of each process), the medians
-# with min–max, and the ratio.
+# Jobplane: audit-log ingestion, over BENCH_RUNS runs (default 3) of BENCH_EVENTS events (default
+# 100,000), each run measuring, in turn on the same machine:
+#   ceiling       PostgreSQL alone: the same rows by binary COPY straight into audit_logs and
+#                 audit_event_ids (two connections), no queue, no deduplication statement;
+#   writer alone  PostgreSQL alone: the worker's own write path (binary COPY into a staging
+#                 table, one INSERT ... ON CONFLICT statement) in batches of 1000, two at once;
+#   batched       end to end through the producer API and a worker into PostgreSQL;
+#   (with BENCH_BASELINE=1 also one INSERT per event, AUDIT_BATCH_SIZE=1 with 8 in flight).
+# Prints each run (with the CPU time per event of each process), the medians with min–max, and
+# end to end as a share of the ceiling. Run it when the machine is quiet, and note `uptime`:
 #
-#   bench/audit.sh
+#   uptime; nice -n 0 bench/audit.sh
 #
 # Uses the local Redis and PostgreSQL (started if need be, see scripts/lib/services.sh), a
 # database and a namespace of its own per run, and removes them afterwards.

@@ -191,6 +191,10 @@ fn describe() {
     describe_gauge!("jobplane_webhook_destinations_cooling", "Webhook destinations cooling down (fleet-wide)");
     describe_histogram!("jobplane_audit_batch_size", "Audit-log events per batch statement");
     describe_counter!("jobplane_audit_events_written_total", "Audit-log events committed to PostgreSQL");
+    describe_counter!(
+        "jobplane_audit_partitions_dropped_total",
+        "Monthly audit-log partitions detached and dropped past AUDIT_RETENTION_MONTHS"
+    );
     describe_counter!("jobplane_sms_sent_total", "OTP SMS handed to the provider, by provider and status");
     describe_counter!("jobplane_sms_records_dropped_total", "sms_deliveries rows given up after retries");
     describe_counter!(

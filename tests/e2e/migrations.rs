@@ -136,23 +136,149 @@ async fn concurrent_partition_calls_take_turns() {
 }
 
 #[tokio::test]
-async fn a_repeated_event_id_is_stored_once_whatever_its_time() {
+async fn a_repeated_event_id_is_stored_once_within_its_month() {
     let db = OwnDatabase::create().await;
     db::migrate_url(&db.url).await.unwrap();
     let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
-    let insert =
-        "WITH claimed AS (INSERT INTO audit_event_ids (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING event_id)
+    let insert = "WITH claimed AS (INSERT INTO audit_event_ids (event_id, month) VALUES ($1, jobplane_audit_month($2))
+                                   ON CONFLICT DO NOTHING RETURNING event_id)
                   INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
                   SELECT event_id, 't1', 'u1', 'login', 'session', $2 FROM claimed";
     let event = uuid::Uuid::now_v7();
-    sqlx::query(insert).bind(event).bind(Utc::now()).execute(&pool).await.unwrap();
-    sqlx::query(insert).bind(event).bind(Utc::now() - chrono::Duration::minutes(5)).execute(&pool).await.unwrap();
+    let month = Utc::now().with_day(1).unwrap().date_naive().and_hms_opt(12, 0, 0).unwrap().and_utc();
+    // The same event_id at another time of the same month (a producer's repeat), then its
+    // redelivery: one row. A month boundary in UTC, whatever the session's time zone.
+    for at in [month + chrono::Duration::days(3), month + chrono::Duration::days(9), month + chrono::Duration::days(3)]
+    {
+        sqlx::query(insert).bind(event).bind(at).execute(&pool).await.unwrap();
+    }
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs WHERE event_id = $1")
         .bind(event)
         .fetch_one(&pool)
         .await
         .unwrap();
     assert_eq!(n, 1);
+    let months: Vec<String> =
+        sqlx::query_scalar("SELECT to_char(jobplane_audit_month(t), 'YYYY-MM-DD') FROM unnest($1::timestamptz[]) AS t")
+            .bind(vec![
+                "2026-11-30T23:30:00-05:00".parse::<chrono::DateTime<Utc>>().unwrap(),
+                "2026-12-01T00:30:00+02:00".parse().unwrap(),
+            ])
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(months, ["2026-12-01", "2026-11-01"]);
+    pool.close().await;
+    db.drop().await;
+}
+
+/// `AUDIT_RETENTION_MONTHS`: the worker's upkeep, run with an injected clock, rolls months out
+/// of both tables (rows, ids and partitions) and keeps the horizon's months whole.
+#[tokio::test]
+async fn a_month_past_the_retention_horizon_is_dropped() {
+    use workers::deliver::audit::maintain_partitions;
+    let db = OwnDatabase::create().await;
+    db::migrate_url(&db.url).await.unwrap();
+    let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+    let at = |s: &str| s.parse::<chrono::DateTime<Utc>>().unwrap();
+    // Rows in June, July and August 2030 (the upkeep without retention run in each month), and
+    // one in 2020 (the default partitions).
+    let insert = "WITH claimed AS (INSERT INTO audit_event_ids (event_id, month) VALUES ($1, jobplane_audit_month($2))
+                                   ON CONFLICT DO NOTHING RETURNING event_id)
+                  INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
+                  SELECT event_id, 't1', 'u1', 'login', 'session', $2 FROM claimed";
+    for month in ["2030-06-15T10:00:00Z", "2030-07-15T10:00:00Z", "2030-08-15T10:00:00Z", "2020-01-15T10:00:00Z"] {
+        let upkeep = maintain_partitions(&pool, None, at(month)).await.unwrap();
+        assert!(upkeep.dropped.is_empty(), "{month}: {upkeep:?}");
+        sqlx::query(insert).bind(uuid::Uuid::now_v7()).bind(at(month)).execute(&pool).await.unwrap();
+    }
+    let count = |table: &'static str| {
+        let pool = pool.clone();
+        async move { sqlx::query_scalar::<_, i64>(&format!("SELECT count(*) FROM {table}")).fetch_one(&pool).await.unwrap() }
+    };
+    assert_eq!((count("audit_logs").await, count("audit_event_ids").await), (4, 4));
+    // Without a retention setting nothing is dropped, however late it is.
+    let upkeep = maintain_partitions(&pool, None, at("2031-01-01T00:00:00Z")).await.unwrap();
+    assert!(upkeep.dropped.is_empty());
+    assert_eq!(count("audit_logs").await, 4);
+    // 1 September 2030, keeping one month: August stays whole, July rolls out (and June, and
+    // 2020's row in the default partitions).
+    let upkeep = maintain_partitions(&pool, Some(1), at("2030-09-01T00:00:00Z")).await.unwrap();
+    let dropped: Vec<&str> = upkeep.dropped.iter().map(String::as_str).collect();
+    assert!(dropped.contains(&"audit_logs_2030_07") && dropped.contains(&"audit_event_ids_2030_07"), "{dropped:?}");
+    assert!(dropped.contains(&"audit_logs_2030_06") && !dropped.iter().any(|p| p.ends_with("2030_08")), "{dropped:?}");
+    let left: Vec<String> =
+        sqlx::query_scalar("SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM') FROM audit_logs")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(left, ["2030-08"]);
+    assert_eq!(count("audit_event_ids").await, 1);
+    let gone: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('audit_logs_2030_07')::text").fetch_one(&pool).await.unwrap();
+    assert_eq!(gone, None);
+    // A second pass in the same month drops nothing more.
+    let again = maintain_partitions(&pool, Some(1), at("2030-09-20T00:00:00Z")).await.unwrap();
+    assert!(again.dropped.is_empty(), "{again:?}");
+    pool.close().await;
+    db.drop().await;
+}
+
+/// The writer's binary `COPY` carries every column type exactly: NULLs, IPv4 and IPv6,
+/// non-ASCII text, nested metadata, microseconds; a repeated event id in a batch is written once.
+#[tokio::test]
+async fn the_writers_binary_copy_round_trips_every_column() {
+    use workers::deliver::audit::{Row, write_batch};
+    type Written = (
+        uuid::Uuid,
+        String,
+        Option<String>,
+        Option<String>,
+        serde_json::Value,
+        chrono::DateTime<Utc>,
+        Option<uuid::Uuid>,
+    );
+    let db = OwnDatabase::create().await;
+    db::migrate_url(&db.url).await.unwrap();
+    let pool = db::pool(&db.url, 1).unwrap();
+    let at = "2026-11-28T03:04:05.123456Z".parse::<chrono::DateTime<Utc>>().unwrap();
+    let row = |ip: Option<&str>, id: uuid::Uuid| Row {
+        event_id: id,
+        tenant_id: "t-é".into(),
+        actor: "user:7".into(),
+        action: "invoice.paid".into(),
+        resource_type: "invoice".into(),
+        resource_id: ip.map(|_| "inv_1".into()),
+        ip: ip.map(|ip| ip.parse().unwrap()),
+        user_agent: ip.map(|_| "curl/8 \"quoted\"\ttab".into()),
+        metadata: serde_json::json!({"n": 1, "nested": {"a": [1, "two", null]}, "ü": "✓"}),
+        occurred_at: at,
+        job_id: ip.map(|_| uuid::Uuid::nil()),
+    };
+    let (a, b, c) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let batch = [row(Some("203.0.113.9"), a), row(Some("2001:db8::1"), b), row(None, c), row(None, a)];
+    write_batch(&pool, &batch).await.unwrap();
+    write_batch(&pool, &batch[1..]).await.unwrap(); // a redelivery writes nothing more
+    let got: Vec<Written> =
+        sqlx::query_as(
+            "SELECT event_id, tenant_id, host(ip), user_agent, metadata, occurred_at, job_id FROM audit_logs ORDER BY event_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert_eq!(got[0].2.as_deref(), Some("203.0.113.9"));
+    assert_eq!(got[1].2.as_deref(), Some("2001:db8::1"));
+    assert_eq!((got[2].2.as_deref(), got[2].3.as_deref(), got[2].6), (None, None, None));
+    assert_eq!(got[0].3.as_deref(), Some("curl/8 \"quoted\"\ttab"));
+    assert_eq!(got[0].6, Some(uuid::Uuid::nil()));
+    for (id, tenant, _, _, metadata, occurred_at, _) in &got {
+        assert!([a, b, c].contains(id));
+        assert_eq!((tenant.as_str(), occurred_at), ("t-é", &at));
+        assert_eq!(metadata, &batch[0].metadata);
+    }
+    let ids: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event_ids").fetch_one(&pool).await.unwrap();
+    assert_eq!(ids, 3);
     pool.close().await;
     db.drop().await;
 }

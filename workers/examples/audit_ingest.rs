@@ -9,6 +9,15 @@
 //!   statement and eight statements run at once: the per-event baseline, given the same
 //!   parallelism a connection pool would give it.
 //!
+//! - `writer alone` (no queue): the same rows, built in this process, written by the worker's own
+//!   write path (`write_batch`: binary `COPY` into a staging table, then one statement into
+//!   `audit_event_ids` and `audit_logs`) in batches of 1000, two at once;
+//! - `ceiling` (PostgreSQL only): the same rows by the fastest path there is, binary `COPY`
+//!   straight into `audit_logs` and `audit_event_ids`, two connections at once, no
+//!   deduplication statement, no queue.
+//!
+//! The one-insert-per-event set-up runs only with `BENCH_BASELINE=1` (it takes ~35 s a run).
+//!
 //! Prints each run, with the CPU time per event of each process involved (producer-api, the
 //! worker, Redis, and PostgreSQL: the run's own backends plus the shared WAL writer,
 //! checkpointer and background writer), the median of each set-up, and their ratio.
@@ -177,6 +186,95 @@ async fn run_once(
     Ok((rate, enqueued, cpu))
 }
 
+/// The rows the end-to-end run posts, as the worker writes them.
+fn rows(events: usize, now: chrono::DateTime<chrono::Utc>) -> Vec<workers::deliver::audit::Row> {
+    (0..events)
+        .map(|i| workers::deliver::audit::Row {
+            event_id: uuid::Uuid::now_v7(),
+            tenant_id: format!("t{}", i % 50),
+            actor: "user:7".into(),
+            action: "invoice.paid".into(),
+            resource_type: "invoice".into(),
+            resource_id: Some(format!("inv_{i}")),
+            ip: None,
+            user_agent: None,
+            metadata: json!({"n": i}),
+            occurred_at: now,
+            job_id: Some(uuid::Uuid::now_v7()),
+        })
+        .collect()
+}
+
+/// `audit_event_ids` rows (event_id, month) in binary `COPY` format.
+fn ids_copy(rows: &[workers::deliver::audit::Row]) -> Vec<u8> {
+    use chrono::Datelike;
+    let mut out = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+    for row in rows {
+        let month = row.occurred_at.date_naive().with_day(1).unwrap_or_default();
+        let epoch = chrono::NaiveDate::from_ymd_opt(2000, 1, 1).unwrap_or_default();
+        let days = i32::try_from((month - epoch).num_days()).unwrap_or_default();
+        out.extend_from_slice(&2_i16.to_be_bytes());
+        out.extend_from_slice(&16_i32.to_be_bytes());
+        out.extend_from_slice(row.event_id.as_bytes());
+        out.extend_from_slice(&4_i32.to_be_bytes());
+        out.extend_from_slice(&days.to_be_bytes());
+    }
+    out.extend_from_slice(&(-1_i16).to_be_bytes());
+    out
+}
+
+/// PostgreSQL alone: the rows of a run written without a queue, by the worker's write path
+/// (`ceiling` false) or by binary `COPY` straight into the tables (`ceiling` true). Rows per
+/// second and PostgreSQL's CPU µs per event.
+async fn postgres_only(events: usize, ceiling: bool) -> anyhow::Result<(f64, f64)> {
+    use workers::deliver::audit::{Columns, binary_copy, write_batch};
+    let server = std::env::var("BENCH_PG").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let database = format!("bench_audit_{}", uuid::Uuid::now_v7().simple());
+    let admin = sqlx::PgPool::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(&format!("CREATE DATABASE {database}")).execute(&admin).await?;
+    let db_url = format!("{server}/{database}");
+    db::migrate(&db::pool(&db_url, 1)?).await?;
+    let pool = db::pool(&db_url, 2)?;
+    // Connect both before the clock starts.
+    let warm = futures::future::try_join(pool.acquire(), pool.acquire()).await?;
+    drop(warm);
+    let rows = rows(events, chrono::Utc::now());
+    let before: u64 = postgres_pids(&database).into_iter().map(cpu_us).sum();
+    let started = Instant::now();
+    let chunk = if ceiling { events.div_ceil(2).max(1) } else { 1000 };
+    let writes = futures::stream::iter(rows.chunks(chunk).map(|rows| {
+        let pool = pool.clone();
+        async move {
+            if !ceiling {
+                return write_batch(&pool, rows).await;
+            }
+            let mut conn = pool.acquire().await?;
+            let mut copy = conn
+                .copy_in_raw(
+                    "COPY audit_logs (event_id, tenant_id, actor, action, resource_type, resource_id, ip, \
+                              user_agent, metadata, occurred_at, job_id) FROM STDIN (FORMAT binary)",
+                )
+                .await?;
+            copy.send(binary_copy(rows, Columns::AuditLogs)).await?;
+            copy.finish().await?;
+            let mut copy =
+                conn.copy_in_raw("COPY audit_event_ids (event_id, month) FROM STDIN (FORMAT binary)").await?;
+            copy.send(ids_copy(rows)).await?;
+            copy.finish().await.map(|_| ())
+        }
+    }))
+    .buffer_unordered(2);
+    let results: Vec<Result<(), sqlx::Error>> = writes.collect().await;
+    results.into_iter().collect::<Result<(), _>>()?;
+    let rate = events as f64 / started.elapsed().as_secs_f64();
+    let after: u64 = postgres_pids(&database).into_iter().map(cpu_us).sum();
+    let written: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs").fetch_one(&pool).await?;
+    anyhow::ensure!(written == i64::try_from(events)?, "{written} rows written of {events}");
+    pool.close().await;
+    sqlx::query(&format!("DROP DATABASE {database} WITH (FORCE)")).execute(&admin).await?;
+    Ok((rate, after.saturating_sub(before) as f64 / events as f64))
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -187,9 +285,23 @@ async fn main() -> anyhow::Result<()> {
     let events: usize = std::env::var("BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
     let runs: usize = std::env::var("BENCH_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let bin = std::path::PathBuf::from(std::env::var("BENCH_BIN_DIR").unwrap_or_else(|_| "target/release".into()));
-    let (mut batched, mut single) = (Vec::new(), Vec::new());
+    let baseline_too = std::env::var("BENCH_BASELINE").is_ok_and(|v| v == "1");
+    let (mut batched, mut single, mut alone, mut ceiling) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
+        let (rate, postgres) = postgres_only(events, true).await?;
+        println!(
+            "run {run}: ceiling (binary COPY)    {events} rows, PostgreSQL only: {rate:>9.0} rows/s (CPU µs per event: postgres {postgres:.1})"
+        );
+        ceiling.push(rate);
+        let (rate, postgres) = postgres_only(events, false).await?;
+        println!(
+            "run {run}: writer alone (no queue) {events} rows, PostgreSQL only: {rate:>9.0} rows/s (CPU µs per event: postgres {postgres:.1})"
+        );
+        alone.push(rate);
         for baseline in [false, true] {
+            if baseline && !baseline_too {
+                continue;
+            }
             let (rate, enqueued, cpu) = run_once(events, baseline, &bin).await?;
             let name = if baseline { "one insert per event" } else { "batched" };
             let cpu: Vec<String> = cpu.iter().map(|(role, us)| format!("{role} {us:.1}")).collect();
@@ -204,9 +316,15 @@ async fn main() -> anyhow::Result<()> {
         let (lo, hi) = v.iter().fold((f64::MAX, 0.0_f64), |(lo, hi), x| (lo.min(*x), hi.max(*x)));
         format!("{lo:.0}–{hi:.0}")
     };
-    let (b, s) = (median(batched.clone()), median(single.clone()));
-    println!("median batched:              {b:>9.0} rows/s (min–max {})", range(&batched));
-    println!("median one insert per event: {s:>9.0} rows/s (min–max {})", range(&single));
-    println!("ratio batched / one insert per event: {:.1}×", b / s);
+    let (b, c) = (median(batched.clone()), median(ceiling.clone()));
+    println!("median end to end (batched): {b:>9.0} rows/s (min–max {})", range(&batched));
+    println!("median writer alone:         {:>9.0} rows/s (min–max {})", median(alone.clone()), range(&alone));
+    println!("median ceiling (binary COPY):{c:>9.0} rows/s (min–max {})", range(&ceiling));
+    println!("end to end / ceiling: {:.0} %", 100.0 * b / c);
+    if baseline_too {
+        let s = median(single.clone());
+        println!("median one insert per event: {s:>9.0} rows/s (min–max {})", range(&single));
+        println!("ratio batched / one insert per event: {:.1}×", b / s);
+    }
     Ok(())
 }

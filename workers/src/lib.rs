@@ -529,6 +529,8 @@ mod tests {
             (&[("AUDIT_BATCH_SIZE", "0")], "AUDIT_BATCH_SIZE"),
             (&[("AUDIT_FLUSH_MS", "x")], "AUDIT_FLUSH_MS"),
             (&[("AUDIT_WRITERS", "99")], "AUDIT_WRITERS"),
+            (&[("AUDIT_RETENTION_MONTHS", "0")], "AUDIT_RETENTION_MONTHS"),
+            (&[("AUDIT_RETENTION_MONTHS", "six")], "AUDIT_RETENTION_MONTHS"),
         ];
         for (pairs, name) in cases {
             let err = config(pairs, None).expect_err(name);

@@ -1,7 +1,8 @@
 //! Audit-log events into PostgreSQL, in batches. Each audit job hands its event to one writer
 //! task and waits; the writer collects events until it has `AUDIT_BATCH_SIZE` of them or
-//! `AUDIT_FLUSH_MS` has passed since the first, and writes them all with one statement. Each job
-//! succeeds only once its batch has committed, so an acknowledged event is in PostgreSQL.
+//! `AUDIT_FLUSH_MS` has passed since the first, and writes them all in one transaction: a binary
+//! `COPY` into a staging table, then one statement. Each job succeeds only once its batch has
+//! committed, so an acknowledged event is in PostgreSQL.
 //!
 //! - A PostgreSQL outage: the batch is retried, with backoff, for up to
 //!   `AUDIT_OUTAGE_RETRY_SECONDS` while the jobs' leases are kept alive; only then do the jobs
@@ -10,8 +11,12 @@
 //!   halves until the refused rows stand alone; those fail permanently (dead letters), their
 //!   neighbours are written.
 //! - A repeated `event_id`, in one batch or across batches and redeliveries, is stored once: the
-//!   statement claims each event id in `audit_event_ids` and inserts only what it claimed.
+//!   statement claims each (event id, month of `occurred_at`) in `audit_event_ids` and inserts
+//!   only what it claimed.
+//! - Retention: [`keep_partitions`] creates the months ahead and, with `AUDIT_RETENTION_MONTHS`,
+//!   drops the months past the horizon from both tables.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
@@ -24,19 +29,26 @@ use uuid::Uuid;
 
 use crate::outcome::{Delivered, JobError};
 
-/// One statement per batch: the batch's columns arrive as arrays, duplicates of an event id
-/// inside the batch collapse to the first, and only newly claimed ids are inserted.
-const INSERT_BATCH: &str = "
+/// The staging table a batch is copied into: one per connection (temporary), emptied at each
+/// commit. No constraints: the rules are `audit_logs`'s, checked by [`FROM_STAGING`].
+const STAGING: &str = "
+    CREATE TEMP TABLE IF NOT EXISTS audit_staging (
+        position bigint, event_id uuid, tenant_id text, actor text, action text, resource_type text,
+        resource_id text, ip inet, user_agent text, metadata jsonb, occurred_at timestamptz, job_id uuid
+    ) ON COMMIT DELETE ROWS";
+
+const COPY_STAGING: &str = "COPY audit_staging (position, event_id, tenant_id, actor, action, resource_type, \
+     resource_id, ip, user_agent, metadata, occurred_at, job_id) FROM STDIN (FORMAT binary)";
+
+/// One statement moves the staged batch: duplicates of an event id inside the batch collapse to
+/// the first, `audit_event_ids` claims each (event id, month) and only the claimed rows are
+/// inserted.
+const FROM_STAGING: &str = "
     WITH input AS (
-        SELECT DISTINCT ON (event_id) *
-        FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::inet[],
-                    $8::text[], $9::jsonb[], $10::timestamptz[], $11::uuid[])
-             WITH ORDINALITY AS t(event_id, tenant_id, actor, action, resource_type, resource_id, ip,
-                                  user_agent, metadata, occurred_at, job_id, position)
-        ORDER BY event_id, position
+        SELECT DISTINCT ON (event_id) * FROM audit_staging ORDER BY event_id, position
     ),
     claimed AS (
-        INSERT INTO audit_event_ids (event_id) SELECT event_id FROM input
+        INSERT INTO audit_event_ids (event_id, month) SELECT event_id, jobplane_audit_month(occurred_at) FROM input
         ON CONFLICT DO NOTHING RETURNING event_id
     )
     INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, resource_id, ip, user_agent,
@@ -58,6 +70,9 @@ pub struct AuditSettings {
     /// `AUDIT_WRITERS` (default 2): batches written at once, each on its own connection, so
     /// the next batch fills and commits while one is in flight.
     pub writers: usize,
+    /// `AUDIT_RETENTION_MONTHS` (default: none, keep everything): months of `audit_logs` (and
+    /// of `audit_event_ids`) kept whole before the current one; older partitions are dropped.
+    pub retention_months: Option<u32>,
 }
 
 impl AuditSettings {
@@ -84,24 +99,30 @@ impl AuditSettings {
         if !(1..=32).contains(&writers) {
             return Err(SettingError::new("AUDIT_WRITERS", "must be between 1 and 32"));
         }
-        Ok(Self { batch, flush, outage_retry, writers })
+        let retention_months = match env.get("AUDIT_RETENTION_MONTHS") {
+            None => None,
+            Some(v) => Some(v.parse::<u32>().ok().filter(|m| (1..=1200).contains(m)).ok_or_else(|| {
+                SettingError::new("AUDIT_RETENTION_MONTHS", "must be a whole number of months between 1 and 1200")
+            })?),
+        };
+        Ok(Self { batch, flush, outage_retry, writers, retention_months })
     }
 }
 
 /// One event as it is written.
 #[derive(Debug, Clone)]
-struct Row {
-    event_id: Uuid,
-    tenant_id: String,
-    actor: String,
-    action: String,
-    resource_type: String,
-    resource_id: Option<String>,
-    ip: Option<String>,
-    user_agent: Option<String>,
-    metadata: serde_json::Value,
-    occurred_at: DateTime<Utc>,
-    job_id: Option<Uuid>,
+pub struct Row {
+    pub event_id: Uuid,
+    pub tenant_id: String,
+    pub actor: String,
+    pub action: String,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+    pub metadata: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+    pub job_id: Option<Uuid>,
 }
 
 impl Row {
@@ -113,7 +134,7 @@ impl Row {
             action: event.action.clone(),
             resource_type: event.resource_type.clone(),
             resource_id: event.resource_id.clone(),
-            ip: event.ip.map(|ip| ip.to_string()),
+            ip: event.ip,
             user_agent: event.user_agent.clone(),
             metadata: serde_json::Value::Object(event.metadata.clone()),
             occurred_at: event.occurred_at.ok_or_else(|| JobError::Permanent("the event has no occurred_at".into()))?,
@@ -230,28 +251,87 @@ async fn write_retrying(pool: &PgPool, rows: &[Row], outage_retry: Duration) -> 
 }
 
 async fn insert(pool: &PgPool, rows: &[Row]) -> Result<(), Failure> {
-    let column = |f: fn(&Row) -> String| rows.iter().map(f).collect::<Vec<_>>();
-    let optional = |f: fn(&Row) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
-    let insert = sqlx::query(INSERT_BATCH)
-        .bind(rows.iter().map(|r| r.event_id).collect::<Vec<_>>())
-        .bind(column(|r| r.tenant_id.clone()))
-        .bind(column(|r| r.actor.clone()))
-        .bind(column(|r| r.action.clone()))
-        .bind(column(|r| r.resource_type.clone()))
-        .bind(optional(|r| r.resource_id.clone()))
-        .bind(optional(|r| r.ip.clone()))
-        .bind(optional(|r| r.user_agent.clone()))
-        .bind(rows.iter().map(|r| sqlx::types::Json(&r.metadata)).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.job_id).collect::<Vec<_>>())
-        .execute(pool);
     // The server ends a statement after `STATEMENT_TIMEOUT`; this bounds the wait when it (or
     // the network) stops answering at all, so the writer task never hangs on one batch.
-    tokio::time::timeout(db::QUERY_DEADLINE, insert)
+    tokio::time::timeout(db::QUERY_DEADLINE, write_batch(pool, rows))
         .await
         .unwrap_or_else(|_| Err(db::no_answer()))
-        .map(|_| ())
         .map_err(|e| classify(&e))
+}
+
+/// Writes `rows` in one transaction: a binary `COPY` into the connection's staging table, then
+/// one statement into `audit_event_ids` and `audit_logs` (public for the benchmark, which
+/// measures it against PostgreSQL's own ceiling).
+pub async fn write_batch(pool: &PgPool, rows: &[Row]) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(STAGING).execute(&mut *tx).await?;
+    let mut copy = tx.copy_in_raw(COPY_STAGING).await?;
+    copy.send(binary_copy(rows, Columns::Staging)).await?;
+    copy.finish().await?;
+    sqlx::query(FROM_STAGING).execute(&mut *tx).await?;
+    tx.commit().await
+}
+
+/// Which columns [`binary_copy`] writes for each row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Columns {
+    /// `audit_staging`'s: the position in the batch, then `audit_logs`'s.
+    Staging,
+    /// `audit_logs`'s (event_id, tenant_id, actor, action, resource_type, resource_id, ip,
+    /// user_agent, metadata, occurred_at, job_id).
+    AuditLogs,
+}
+
+/// Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC).
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// `rows` in PostgreSQL's binary `COPY` format: the header, each row's fields as length-prefixed
+/// values in their types' binary forms, and the trailer.
+pub fn binary_copy(rows: &[Row], columns: Columns) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 256 + 21);
+    out.extend_from_slice(b"PGCOPY\n\xff\r\n\0");
+    out.extend_from_slice(&[0; 8]); // flags, header extension length
+    for (position, row) in rows.iter().enumerate() {
+        let fields: i16 = if columns == Columns::Staging { 12 } else { 11 };
+        out.extend_from_slice(&fields.to_be_bytes());
+        if columns == Columns::Staging {
+            field(&mut out, Some(&i64::try_from(position).unwrap_or(i64::MAX).to_be_bytes()));
+        }
+        field(&mut out, Some(row.event_id.as_bytes()));
+        for text in [&row.tenant_id, &row.actor, &row.action, &row.resource_type] {
+            field(&mut out, Some(text.as_bytes()));
+        }
+        field(&mut out, row.resource_id.as_deref().map(str::as_bytes));
+        field(&mut out, row.ip.map(inet).as_deref());
+        field(&mut out, row.user_agent.as_deref().map(str::as_bytes));
+        let mut jsonb = vec![1_u8]; // jsonb's binary form: a version byte, then the text
+        serde_json::to_writer(&mut jsonb, &row.metadata).unwrap_or_default();
+        field(&mut out, Some(&jsonb));
+        let micros = row.occurred_at.timestamp_micros() - POSTGRES_EPOCH_MICROS;
+        field(&mut out, Some(&micros.to_be_bytes()));
+        field(&mut out, row.job_id.as_ref().map(Uuid::as_bytes).map(<[u8; 16]>::as_slice));
+    }
+    out.extend_from_slice(&(-1_i16).to_be_bytes());
+    out
+}
+
+/// One field: its length (-1 for NULL), then its bytes.
+fn field(out: &mut Vec<u8>, value: Option<&[u8]>) {
+    match value {
+        None => out.extend_from_slice(&(-1_i32).to_be_bytes()),
+        Some(bytes) => {
+            out.extend_from_slice(&i32::try_from(bytes.len()).unwrap_or(i32::MAX).to_be_bytes());
+            out.extend_from_slice(bytes);
+        }
+    }
+}
+
+/// `inet`'s binary form: family (2 for IPv4, 3 for IPv6), prefix bits, is-cidr, length, address.
+fn inet(ip: IpAddr) -> Vec<u8> {
+    match ip {
+        IpAddr::V4(v4) => [&[2, 32, 0, 4][..], &v4.octets()].concat(),
+        IpAddr::V6(v6) => [&[3, 128, 0, 16][..], &v6.octets()].concat(),
+    }
 }
 
 /// SQLSTATE classes 22 (data exception) and 23 (integrity constraint violation) are about the
@@ -266,18 +346,15 @@ fn classify(e: &sqlx::Error) -> Failure {
     Failure::Unavailable(e.to_string())
 }
 
-/// Keeps the monthly partitions of `audit_logs` ahead of time: this month and the next two,
-/// checked at start and then daily. Waits, retrying, while PostgreSQL or the migrations are not
-/// there yet; a missing partition is never fatal (the default partition takes the rows).
-pub async fn keep_partitions(pool: PgPool) {
+/// Keeps the monthly partitions of `audit_logs` and `audit_event_ids` ahead of time (this month
+/// and the next two) and, with `retention_months`, drops the months past the horizon; at start
+/// and then daily. Waits, retrying, while PostgreSQL or the migrations are not there yet; a
+/// missing partition is never fatal (the default partition takes the rows).
+pub async fn keep_partitions(pool: PgPool, retention_months: Option<u32>) {
     let mut wait = Duration::from_secs(1);
     loop {
-        let check = sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2)").fetch_one(&pool);
-        match tokio::time::timeout(db::QUERY_DEADLINE, check).await.unwrap_or_else(|_| Err(db::no_answer())) {
-            Ok(created) => {
-                if created > 0 {
-                    tracing::info!(created, "audit-log partitions created");
-                }
+        match maintain_partitions(&pool, retention_months, Utc::now()).await {
+            Ok(_) => {
                 wait = Duration::from_secs(1);
                 tokio::time::sleep(Duration::from_hours(24)).await;
             }
@@ -288,4 +365,43 @@ pub async fn keep_partitions(pool: PgPool) {
             }
         }
     }
+}
+
+/// What one pass of the partition upkeep did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Months whose partitions were created.
+    pub created: i32,
+    /// Partitions detached and dropped, of both tables, oldest first.
+    pub dropped: Vec<String>,
+}
+
+/// One pass of the upkeep as if the time were `now` (the clock is a parameter so a test can
+/// roll a month out without waiting): creates the partitions of `now`'s month and the next two,
+/// then drops those whose month ended more than `retention_months` months before `now`'s month.
+/// Each dropped partition is logged and counted in `jobplane_audit_partitions_dropped_total`.
+pub async fn maintain_partitions(
+    pool: &PgPool,
+    retention_months: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<Upkeep, sqlx::Error> {
+    let ensure =
+        sqlx::query_scalar::<_, i32>("SELECT jobplane_ensure_audit_partitions(2, $1)").bind(now).fetch_one(pool);
+    let created = tokio::time::timeout(db::QUERY_DEADLINE, ensure).await.unwrap_or_else(|_| Err(db::no_answer()))?;
+    if created > 0 {
+        tracing::info!(created, "audit-log partitions created");
+    }
+    let mut upkeep = Upkeep { created, dropped: Vec::new() };
+    let Some(keep) = retention_months else { return Ok(upkeep) };
+    let keep = i32::try_from(keep).unwrap_or(i32::MAX);
+    let drop = sqlx::query_scalar::<_, String>("SELECT jobplane_drop_audit_partitions($1, $2)")
+        .bind(keep)
+        .bind(now)
+        .fetch_all(pool);
+    upkeep.dropped = tokio::time::timeout(db::QUERY_DEADLINE, drop).await.unwrap_or_else(|_| Err(db::no_answer()))?;
+    for partition in &upkeep.dropped {
+        tracing::info!(partition, retention_months = keep, "audit-log partition past the retention horizon dropped");
+    }
+    metrics::counter!("jobplane_audit_partitions_dropped_total").increment(upkeep.dropped.len() as u64);
+    Ok(upkeep)
 }

@@ -1,7 +1,7 @@
 //! Deliveries: what running a job of each kind means. Each kind's real provider sits behind
 //! its module; the worker runtime only sees [`Deliveries::run`].
 
-mod audit;
+pub mod audit;
 mod email;
 pub mod flow;
 pub mod http;
@@ -128,7 +128,7 @@ impl Deliveries {
                 let connections = u32::try_from(audit.writers + 1).unwrap_or(u32::MAX);
                 let pool = db::pool(database_url, connections)
                     .map_err(|e| SettingError::new("DATABASE_URL", e.to_string()))?;
-                tokio::spawn(audit::keep_partitions(pool.clone()));
+                tokio::spawn(audit::keep_partitions(pool.clone(), audit.retention_months));
                 Some(audit::AuditWriter::spawn(pool, *audit))
             }
             None => None,
