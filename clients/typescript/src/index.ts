@@ -160,6 +160,12 @@ function retryAfterSeconds(response: Response): number | undefined {
   return Math.min(Number(value), 3600);
 }
 
+/** `value` when it is a finite number of milliseconds > 0 (a NaN deadline would retry forever). */
+function milliseconds(name: string, value: number): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw new RangeError(`${name} must be a finite number of milliseconds > 0, not ${value}`);
+  return value;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class JobplaneClient {
@@ -175,8 +181,8 @@ export class JobplaneClient {
       headers: { Authorization: `Bearer ${options.apiKey}` },
       fetch: limitedFetch(options.fetch ?? globalThis.fetch),
     });
-    this.#deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
-    this.#attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
+    this.#deadlineMs = milliseconds("deadlineMs", options.deadlineMs ?? DEFAULT_DEADLINE_MS);
+    this.#attemptTimeoutMs = milliseconds("attemptTimeoutMs", options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS);
   }
 
   /** Enqueues one job under its idempotency key (a fresh one unless given). */
@@ -281,7 +287,7 @@ export class JobplaneClient {
   /** Sends an attempt until it succeeds, fails for good, or the deadline comes. */
   async #send<T>(options: CallOptions, resendUnanswered: boolean, attempt: (signal: AbortSignal) => Promise<Attempt<T>>): Promise<Attempt<T>> {
     const started = Date.now();
-    const deadline = options.deadlineMs ?? this.#deadlineMs;
+    const deadline = options.deadlineMs === undefined ? this.#deadlineMs : milliseconds("deadlineMs", options.deadlineMs);
     for (let n = 1; ; n++) {
       const left = Math.max(1, deadline - (Date.now() - started));
       let failure: Error;

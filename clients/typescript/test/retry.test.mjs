@@ -78,3 +78,10 @@ test("a batch failing part-way says which jobs were enqueued", async () => {
     return true;
   });
 });
+
+test("a deadline that is no number of milliseconds is refused, not retried forever", async () => {
+  const fetch = async () => problem(503);
+  assert.throws(() => new JobplaneClient({ baseUrl: "http://api.invalid", apiKey: "k", deadlineMs: Number(undefined), fetch }), RangeError);
+  const client = new JobplaneClient({ baseUrl: "http://api.invalid", apiKey: "k", fetch });
+  await assert.rejects(client.enqueue(job, { deadlineMs: Number("") / 0 }), RangeError);
+});
