@@ -1,4 +1,8 @@
 //! The typed payload of each kind, its validation, and its normal form as stored in Redis.
+//!
+//! Also compiled into the producers' Rust client (`clients/rust/src/lib.rs`, `#[path]`), without
+//! the rest of this crate: use only `crate::Kind`, `crate::payload` and `crate::validation` here,
+//! and the dependencies `clients/rust/Cargo.toml` lists (`cargo build -p jobplane-client` checks).
 
 use std::fmt;
 use std::net::IpAddr;

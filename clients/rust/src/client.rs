@@ -148,6 +148,11 @@ impl Client {
 
     pub async fn enqueue_with(&self, job: &Job, options: &CallOptions) -> Result<Accepted, Error> {
         let key = job.idempotency_key.clone().unwrap_or_else(fresh_key);
+        // The API's rule; a key that cannot be a header value would be left out, and the job
+        // made without one.
+        if !(1..=255).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::Invalid(format!("idempotency key {key:?}: must be 1 to 255 visible ASCII characters")));
+        }
         let body = serde_json::to_value(job).map_err(|e| Error::Invalid(e.to_string()))?;
         let call = Call {
             method: Method::POST,
@@ -589,6 +594,19 @@ mod tests {
         assert_eq!(enqueued.len(), MAX_BATCH);
         assert_eq!(source.status(), Some(422));
         assert_eq!(error.status(), Some(422));
+    }
+
+    /// A key the header cannot carry is refused before sending, not left out (which would
+    /// enqueue the job with no key at all).
+    #[tokio::test]
+    async fn a_key_no_header_can_carry_is_refused() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = Client::new(format!("http://127.0.0.1:{port}"), "k").unwrap();
+        let job = Job::raw(Kind::Webhook, json!({"url": "https://example.org/h", "event": "e"}));
+        for key in ["order-\u{fc}", "a\nb"] {
+            let error = client.enqueue(&job.clone().idempotency_key(key)).await.unwrap_err();
+            assert!(matches!(error, Error::Invalid(_)), "{key:?}: {error:?}");
+        }
     }
 
     #[test]

@@ -188,6 +188,8 @@ export class JobplaneClient {
   /** Enqueues one job under its idempotency key (a fresh one unless given). */
   async enqueue(job: JobRequest, options: CallOptions = {}): Promise<Accepted> {
     const key = options.idempotencyKey ?? crypto.randomUUID();
+    // The API's rule; a key fetch cannot send would otherwise fail every attempt until the deadline.
+    if (!/^[\x21-\x7e]{1,255}$/.test(key)) throw new RangeError(`idempotencyKey ${JSON.stringify(key)}: must be 1 to 255 visible ASCII characters`);
     const headers = this.#headers(options, key);
     const { data, response } = await this.#send(options, true, (signal) =>
       this.#api.POST("/v1/jobs", { body: job, headers, signal }),

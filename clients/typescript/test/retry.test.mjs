@@ -85,3 +85,10 @@ test("a deadline that is no number of milliseconds is refused, not retried forev
   const client = new JobplaneClient({ baseUrl: "http://api.invalid", apiKey: "k", fetch });
   await assert.rejects(client.enqueue(job, { deadlineMs: Number("") / 0 }), RangeError);
 });
+
+test("an idempotency key the API refuses is refused at once, not retried", async () => {
+  let calls = 0;
+  const client = new JobplaneClient({ baseUrl: "http://api.invalid", apiKey: "k", fetch: async () => (calls++, accepted()) });
+  for (const key of ["order-ü", "a b", ""]) await assert.rejects(client.enqueue(job, { idempotencyKey: key }), RangeError);
+  assert.equal(calls, 0);
+});
