@@ -1,4 +1,8 @@
 //! The four kinds of job, each one queue.
+//!
+//! Also compiled into the producers' Rust client (`clients/rust/src/lib.rs`, `#[path]`), without
+//! the rest of this crate: use only `crate::Kind`, `crate::payload` and `crate::validation` here,
+//! and the dependencies `clients/rust/Cargo.toml` lists (`cargo build -p jobplane-client` checks).
 
 use std::fmt;
 use std::str::FromStr;

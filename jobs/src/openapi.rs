@@ -188,8 +188,8 @@ fn name(max: usize) -> Value {
 
 fn otp_sms() -> Value {
     json!({"type": "object", "additionalProperties": false, "required": ["to", "code"], "properties": {
-        "to": {"type": "string", "format": "e164", "pattern": "^\\+[1-9][0-9]{6,14}$", "example": "+14155550100",
-            "description": "E.164, such as +14155550100; the number must be a valid one of its country's plan."},
+        "to": {"type": "string", "format": "e164", "maxLength": 32, "pattern": "^\\+[0-9][0-9 ().-]{5,29}[0-9]$", "example": "+14155550100",
+            "description": "E.164, such as +14155550100 (spaces, dashes, dots and parentheses between the digits are taken and dropped: +1 (415) 555-0100); the number must be a valid one of its country's plan."},
         "code": {"type": "string", "pattern": "^[0-9]{4,10}$", "writeOnly": true, "example": "482913",
             "description": "4 to 10 digits; never logged, never shown."},
         "template": {"allOf": [name(64)], "example": "login",
@@ -355,6 +355,10 @@ mod tests {
         assert!(tenant.is_match("t\tx") && !tenant.is_match("\t"));
         let to = pattern(&schemas["OtpSmsPayload"]["properties"]["to"]);
         assert!(to.is_match("+14155550100") && !to.is_match("0912345678"));
+        // The API takes these and stores +14155552671: a strict client must send them too.
+        for spaced in ["+1 415 555 2671", "+1 (415) 555-2671", "+886 912-345-678", "+44 7911.123456"] {
+            assert!(to.is_match(spaced), "{spaced}");
+        }
         let url = pattern(&schemas["WebhookPayload"]["properties"]["url"]);
         assert!(url.is_match("https://example.org/h?x=1") && !url.is_match("https://u:p@example.org/"));
         assert!(!url.is_match("ftp://example.org"));

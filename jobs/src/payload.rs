@@ -1,4 +1,8 @@
 //! The typed payload of each kind, its validation, and its normal form as stored in Redis.
+//!
+//! Also compiled into the producers' Rust client (`clients/rust/src/lib.rs`, `#[path]`), without
+//! the rest of this crate: use only `crate::Kind`, `crate::payload` and `crate::validation` here,
+//! and the dependencies `clients/rust/Cargo.toml` lists (`cargo build -p jobplane-client` checks).
 
 use std::fmt;
 use std::net::IpAddr;
@@ -468,6 +472,10 @@ mod tests {
         let p = parse(Kind::OtpSms, json!({"to": "+1 415 555 2671", "code": "123456"})).unwrap();
         let Payload::OtpSms(otp) = p else { panic!() };
         assert_eq!(otp.to, "+14155552671");
+        // The strict schema's pattern takes these too (jobs/src/openapi.rs).
+        for spaced in ["+1 (415) 555-2671", "+886 912-345-678", "+44 7911.123456"] {
+            assert!(parse(Kind::OtpSms, json!({"to": spaced, "code": "123456"})).is_ok(), "{spaced}");
+        }
         assert_eq!(otp.ttl_seconds, 300);
         for bad in ["0912345678", "+1555", "+999999999999", "hello"] {
             assert_eq!(fields(parse(Kind::OtpSms, json!({"to": bad, "code": "1234"}))), ["/payload/to"], "{bad}");

@@ -1,4 +1,8 @@
 //! Field errors that name where in the request a rule was broken, as a JSON pointer.
+//!
+//! Also compiled into the producers' Rust client (`clients/rust/src/lib.rs`, `#[path]`), without
+//! the rest of this crate: use only `crate::Kind`, `crate::payload` and `crate::validation` here,
+//! and the dependencies `clients/rust/Cargo.toml` lists (`cargo build -p jobplane-client` checks).
 
 use serde::{Deserialize, Serialize};
 

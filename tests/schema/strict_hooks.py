@@ -15,7 +15,8 @@ import schemathesis
 from hypothesis import strategies as st
 
 # Valid numbers of a few plans (phonenumber's is_valid): a number's plan is no regular expression.
-NUMBERS = ["+14155550100", "+14155552671", "+886912345678", "+447911123456", "+33612345678", "+819012345678"]
+NUMBERS = ["+14155550100", "+14155552671", "+886912345678", "+447911123456", "+33612345678", "+819012345678",
+           "+1 415 555 2671", "+1 (415) 555-2671", "+886 912-345-678"]  # spaced: the API normalises them
 schemathesis.openapi.format("e164", st.sampled_from(NUMBERS))
 
 _local = st.from_regex(r"\A[a-z0-9][a-z0-9._+-]{0,20}[a-z0-9]\Z")

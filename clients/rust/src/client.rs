@@ -19,6 +19,11 @@ use crate::views::{Accepted, AuditEvent, AuditPage, BatchItem, Cancelled, JobVie
 /// The most jobs one `POST /v1/jobs/batch` takes; [`Client::enqueue_batch`] splits longer lists.
 pub const MAX_BATCH: usize = 1000;
 
+/// The most of one answer's body read: 16 MiB, far above the largest the API sends (an audit
+/// page of 1000 events). A longer success answer is [`Error::Unexpected`]; a longer error answer
+/// is cut there. A hostile or broken server cannot make the client hold more.
+pub const MAX_ANSWER_BYTES: usize = 16 << 20;
+
 /// Per-call options.
 #[derive(Debug, Clone, Default)]
 pub struct CallOptions {
@@ -143,6 +148,11 @@ impl Client {
 
     pub async fn enqueue_with(&self, job: &Job, options: &CallOptions) -> Result<Accepted, Error> {
         let key = job.idempotency_key.clone().unwrap_or_else(fresh_key);
+        // The API's rule; a key that cannot be a header value would be left out, and the job
+        // made without one.
+        if !(1..=255).contains(&key.len()) || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::Invalid(format!("idempotency key {key:?}: must be 1 to 255 visible ASCII characters")));
+        }
         let body = serde_json::to_value(job).map_err(|e| Error::Invalid(e.to_string()))?;
         let call = Call {
             method: Method::POST,
@@ -160,7 +170,8 @@ impl Client {
 
     /// Enqueues `jobs` in order, [`MAX_BATCH`] to a request; each job without a key gets a
     /// fresh one, so a retried request makes no job twice. The API validates each request
-    /// whole: when one fails, the requests before it were enqueued and the error says which.
+    /// whole: when a request after the first fails, the error is [`Error::Batch`] with the
+    /// answers of the requests before it (those jobs were enqueued).
     pub async fn enqueue_batch(&self, jobs: &[Job]) -> Result<Vec<BatchItem>, Error> {
         self.enqueue_batch_with(jobs, &CallOptions::default()).await
     }
@@ -185,14 +196,12 @@ impl Client {
                 options,
                 resend_unanswered: true,
             };
-            let (_, answer): (StatusCode, BatchAnswer) = self.send(&call).await.map_err(|e| match e {
-                Error::Problem(mut p) if !items.is_empty() => {
-                    let done = format!("the first {} job(s) were enqueued", items.len());
-                    p.detail = Some(p.detail.map_or(done.clone(), |d| format!("{d} ({done})")));
-                    Error::Problem(p)
-                }
-                other => other,
-            })?;
+            let answer = match self.send::<BatchAnswer>(&call).await {
+                Ok((_, answer)) => answer,
+                Err(source) if items.is_empty() => return Err(source),
+                // The requests before this one were enqueued: say which, whatever the failure.
+                Err(source) => return Err(Error::Batch { enqueued: items, source: Box::new(source) }),
+            };
             items.extend(answer.jobs);
         }
         Ok(items)
@@ -366,10 +375,16 @@ impl Client {
         };
         let status = response.status();
         let hint = retry::retry_after(response.headers());
-        let bytes = match response.bytes().await {
-            Ok(bytes) => bytes,
+        let (bytes, cut) = match read_limited(response, MAX_ANSWER_BYTES).await {
+            Ok(read) => read,
             Err(e) => return Err(Retry::Unanswered(e)),
         };
+        if status.is_success() && cut {
+            return Ok(Err(Error::Unexpected {
+                status: status.as_u16(),
+                message: format!("the answer is longer than {MAX_ANSWER_BYTES} bytes"),
+            }));
+        }
         if status.is_success() {
             let text = if bytes.is_empty() { &b"null"[..] } else { &bytes[..] };
             return Ok(serde_json::from_slice(text).map(|v| (status, v)).map_err(|e| Error::Unexpected {
@@ -384,6 +399,7 @@ impl Client {
             detail: Some(String::from_utf8_lossy(&bytes[..bytes.len().min(512)]).into_owned()),
             errors: Vec::new(),
             limit: None,
+            enqueued: None,
             retry_after: None,
         });
         problem.retry_after = hint;
@@ -418,6 +434,19 @@ enum Retry {
 #[derive(serde::Deserialize)]
 struct BatchAnswer {
     jobs: Vec<BatchItem>,
+}
+
+/// At most `limit` bytes of `response`'s body, and whether there was more (the rest unread).
+async fn read_limited(mut response: reqwest::Response, limit: usize) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        if bytes.len() + chunk.len() > limit {
+            bytes.extend_from_slice(&chunk[..limit - bytes.len()]);
+            return Ok((bytes, true));
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok((bytes, false))
 }
 
 /// A fresh idempotency key: a UUIDv7, unique across producers.
@@ -480,6 +509,104 @@ mod tests {
         let Error::Transport { attempts, .. } = error else { panic!("{error:?}") };
         assert!(attempts >= 2, "{attempts}");
         assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    }
+
+    /// A fake API on a free port (the far side of the network): answers each request with the
+    /// next of `answers` (status line and headers, then the body), after reading the request
+    /// whole; `endless` makes the last answer a body that never ends.
+    fn fake_api(answers: Vec<(String, Vec<u8>)>, endless: bool) -> String {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let count = answers.len();
+            for (i, (head, body)) in answers.into_iter().enumerate() {
+                let Ok((stream, _)) = listener.accept() else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                let mut request = vec![0; length];
+                reader.read_exact(&mut request).unwrap();
+                let mut stream = stream;
+                if endless && i + 1 == count {
+                    let _ = write!(stream, "{head}\r\ntransfer-encoding: chunked\r\n\r\n");
+                    let chunk = vec![b' '; 1 << 16];
+                    while write!(stream, "{:x}\r\n", chunk.len())
+                        .and_then(|()| stream.write_all(&chunk))
+                        .and_then(|()| stream.write_all(b"\r\n"))
+                        .is_ok()
+                    {}
+                    return;
+                }
+                let _ = write!(stream, "{head}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n", body.len());
+                let _ = stream.write_all(&body);
+            }
+        });
+        base
+    }
+
+    /// A server whose answer never ends is read only up to the limit, not until the attempt's
+    /// timeout with all of it held in memory.
+    #[tokio::test]
+    async fn an_endless_answer_is_cut_at_the_limit() {
+        let base = fake_api(vec![("HTTP/1.1 200 OK\r\ncontent-type: application/json".into(), Vec::new())], true);
+        let client = Client::builder(base, "k")
+            .attempt_timeout(Duration::from_secs(20))
+            .deadline(Duration::from_secs(20))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let error = client.get("j").await.unwrap_err();
+        assert!(matches!(error, Error::Unexpected { status: 200, .. }), "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    }
+
+    /// When the second request of a batch fails, the caller gets the first request's answers.
+    #[tokio::test]
+    async fn a_batch_failing_part_way_says_what_was_enqueued() {
+        let item = |i: usize| json!({"id": format!("j{i}"), "idempotency_key": format!("k{i}"), "status": "queued", "replayed": false});
+        let first = json!({"jobs": (0..MAX_BATCH).map(item).collect::<Vec<_>>()}).to_string();
+        let problem =
+            json!({"type": "/problems/validation", "title": "Invalid", "status": 422, "detail": "no"}).to_string();
+        let base = fake_api(
+            vec![
+                ("HTTP/1.1 202 Accepted\r\ncontent-type: application/json".into(), first.into_bytes()),
+                (
+                    "HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/problem+json".into(),
+                    problem.into_bytes(),
+                ),
+            ],
+            false,
+        );
+        let client = Client::new(base, "k").unwrap();
+        let job = Job::raw(Kind::Webhook, json!({"url": "https://example.org/h", "event": "e"}));
+        let jobs = vec![job; MAX_BATCH + 1];
+        let error = client.enqueue_batch(&jobs).await.unwrap_err();
+        let Error::Batch { enqueued, source } = &error else { panic!("{error:?}") };
+        assert_eq!(enqueued.len(), MAX_BATCH);
+        assert_eq!(source.status(), Some(422));
+        assert_eq!(error.status(), Some(422));
+    }
+
+    /// A key the header cannot carry is refused before sending, not left out (which would
+    /// enqueue the job with no key at all).
+    #[tokio::test]
+    async fn a_key_no_header_can_carry_is_refused() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = Client::new(format!("http://127.0.0.1:{port}"), "k").unwrap();
+        let job = Job::raw(Kind::Webhook, json!({"url": "https://example.org/h", "event": "e"}));
+        for key in ["order-\u{fc}", "a\nb"] {
+            let error = client.enqueue(&job.clone().idempotency_key(key)).await.unwrap_err();
+            assert!(matches!(error, Error::Invalid(_)), "{key:?}: {error:?}");
+        }
     }
 
     #[test]

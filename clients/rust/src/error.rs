@@ -23,6 +23,10 @@ pub struct Problem {
     /// The limit a `429` names (`otp_per_number`, ...), when it names one.
     #[serde(default)]
     pub limit: Option<String>,
+    /// Batch only: the jobs of other kinds the request did enqueue before a conflict or an OTP
+    /// limit refused the rest (a `422` or `429`), as the API lists them.
+    #[serde(default)]
+    pub enqueued: Option<serde_json::Value>,
     /// The answer's `Retry-After`, when it had one.
     #[serde(skip)]
     pub retry_after: Option<Duration>,
@@ -64,6 +68,11 @@ pub enum Error {
     /// An answer that is not what the API documents.
     #[error("unexpected answer {status}: {message}")]
     Unexpected { status: u16, message: String },
+    /// A batch stopped part-way: the requests before the failed one were enqueued, and
+    /// `enqueued` holds their answers in order (the first `enqueued.len()` jobs); `source` is
+    /// why the rest were not. Sending the rest again (with the keys the jobs carry) is safe.
+    #[error("{} job(s) of the batch were enqueued, then: {source}", enqueued.len())]
+    Batch { enqueued: Vec<crate::views::BatchItem>, source: Box<Error> },
     /// The call was refused before it was sent: a rule of the API broken here already, or a
     /// client setting.
     #[error("invalid request: {0}")]
@@ -75,6 +84,7 @@ impl Error {
     pub fn problem(&self) -> Option<&Problem> {
         match self {
             Error::Problem(p) => Some(p),
+            Error::Batch { source, .. } => source.problem(),
             _ => None,
         }
     }
@@ -84,6 +94,7 @@ impl Error {
         match self {
             Error::Problem(p) => Some(p.status),
             Error::Unexpected { status, .. } => Some(*status),
+            Error::Batch { source, .. } => source.status(),
             _ => None,
         }
     }

@@ -42,6 +42,50 @@ export const DEFAULT_ATTEMPT_TIMEOUT_MS = 10_000;
 /** The most jobs one POST /v1/jobs/batch takes; enqueueBatch splits longer lists. */
 export const MAX_BATCH = 1000;
 
+/**
+ * The most of one answer's body read: 16 MiB, far above the largest the API sends (an audit page
+ * of 1000 events). A hostile or broken server cannot make the client hold more.
+ */
+export const MAX_ANSWER_BYTES = 16 * 1024 * 1024;
+
+/** An answer longer than MAX_ANSWER_BYTES: not what the API sends, so not retried. */
+export class AnswerTooLongError extends Error {
+  constructor(readonly status: number) {
+    super(`the API's answer (${status}) is longer than ${MAX_ANSWER_BYTES} bytes`);
+    this.name = "AnswerTooLongError";
+  }
+}
+
+/**
+ * A batch stopped part-way: the requests before the failed one were enqueued; `enqueued` holds
+ * their answers in order (the first `enqueued.length` jobs), `cause` why the rest were not.
+ */
+export class BatchError extends Error {
+  constructor(readonly enqueued: BatchItem[], cause: unknown) {
+    super(`${enqueued.length} job(s) of the batch were enqueued, then: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = "BatchError";
+  }
+}
+
+/** `fetch`, its answers' bodies cut off (an AnswerTooLongError) past MAX_ANSWER_BYTES. */
+function limitedFetch(fetch: typeof globalThis.fetch): typeof globalThis.fetch {
+  return async (input, init) => {
+    const response = await fetch(input, init);
+    if (response.body === null || [101, 204, 205, 304].includes(response.status)) return response;
+    let seen = 0;
+    const body = response.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform(chunk, controller) {
+          seen += chunk.byteLength;
+          if (seen > MAX_ANSWER_BYTES) controller.error(new AnswerTooLongError(response.status));
+          else controller.enqueue(chunk);
+        },
+      }),
+    );
+    return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+  };
+}
+
 /** The API refused the call (or still answered 503/429 when the deadline came). */
 export class ProblemError extends Error {
   readonly type: string;
@@ -51,6 +95,8 @@ export class ProblemError extends Error {
   readonly errors: FieldError[];
   /** The answer's Retry-After in seconds, when it had one. */
   readonly retryAfter: number | undefined;
+  /** Batch only: the jobs of other kinds the request did enqueue before a conflict or an OTP limit (422, 429). */
+  readonly enqueued: unknown;
 
   constructor(status: number, body: unknown, retryAfter: number | undefined) {
     const problem = (typeof body === "object" && body !== null ? body : {}) as Record<string, unknown>;
@@ -63,6 +109,7 @@ export class ProblemError extends Error {
     this.detail = detail;
     this.errors = Array.isArray(problem.errors) ? (problem.errors as FieldError[]) : [];
     this.retryAfter = retryAfter;
+    this.enqueued = problem.enqueued;
   }
 
   /** The JSON pointers of the fields this problem names. */
@@ -113,6 +160,12 @@ function retryAfterSeconds(response: Response): number | undefined {
   return Math.min(Number(value), 3600);
 }
 
+/** `value` when it is a finite number of milliseconds > 0 (a NaN deadline would retry forever). */
+function milliseconds(name: string, value: number): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value <= 0) throw new RangeError(`${name} must be a finite number of milliseconds > 0, not ${value}`);
+  return value;
+}
+
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export class JobplaneClient {
@@ -126,15 +179,17 @@ export class JobplaneClient {
     this.#api = createClient<paths>({
       baseUrl: options.baseUrl.replace(/\/+$/, ""),
       headers: { Authorization: `Bearer ${options.apiKey}` },
-      ...(options.fetch ? { fetch: options.fetch } : {}),
+      fetch: limitedFetch(options.fetch ?? globalThis.fetch),
     });
-    this.#deadlineMs = options.deadlineMs ?? DEFAULT_DEADLINE_MS;
-    this.#attemptTimeoutMs = options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS;
+    this.#deadlineMs = milliseconds("deadlineMs", options.deadlineMs ?? DEFAULT_DEADLINE_MS);
+    this.#attemptTimeoutMs = milliseconds("attemptTimeoutMs", options.attemptTimeoutMs ?? DEFAULT_ATTEMPT_TIMEOUT_MS);
   }
 
   /** Enqueues one job under its idempotency key (a fresh one unless given). */
   async enqueue(job: JobRequest, options: CallOptions = {}): Promise<Accepted> {
     const key = options.idempotencyKey ?? crypto.randomUUID();
+    // The API's rule; a key fetch cannot send would otherwise fail every attempt until the deadline.
+    if (!/^[\x21-\x7e]{1,255}$/.test(key)) throw new RangeError(`idempotencyKey ${JSON.stringify(key)}: must be 1 to 255 visible ASCII characters`);
     const headers = this.#headers(options, key);
     const { data, response } = await this.#send(options, true, (signal) =>
       this.#api.POST("/v1/jobs", { body: job, headers, signal }),
@@ -144,8 +199,8 @@ export class JobplaneClient {
 
   /**
    * Enqueues `jobs` in order, MAX_BATCH to a request; each job without a key gets a fresh one,
-   * so a retried request makes no job twice. When a request fails, the ones before it were
-   * enqueued (the error's message says how many).
+   * so a retried request makes no job twice. When a request after the first fails, the error is
+   * a BatchError whose `enqueued` holds the answers of the requests before it (those jobs were enqueued).
    */
   async enqueueBatch(jobs: BatchJob[], options: CallOptions = {}): Promise<BatchItem[]> {
     const items: BatchItem[] = [];
@@ -157,7 +212,7 @@ export class JobplaneClient {
         );
         items.push(...(data as Schemas["BatchAccepted"]).jobs);
       } catch (e) {
-        if (e instanceof Error && items.length > 0) e.message += ` (the first ${items.length} job(s) were enqueued)`;
+        if (items.length > 0) throw new BatchError(items, e);
         throw e;
       }
     }
@@ -234,7 +289,7 @@ export class JobplaneClient {
   /** Sends an attempt until it succeeds, fails for good, or the deadline comes. */
   async #send<T>(options: CallOptions, resendUnanswered: boolean, attempt: (signal: AbortSignal) => Promise<Attempt<T>>): Promise<Attempt<T>> {
     const started = Date.now();
-    const deadline = options.deadlineMs ?? this.#deadlineMs;
+    const deadline = options.deadlineMs === undefined ? this.#deadlineMs : milliseconds("deadlineMs", options.deadlineMs);
     for (let n = 1; ; n++) {
       const left = Math.max(1, deadline - (Date.now() - started));
       let failure: Error;
@@ -248,7 +303,7 @@ export class JobplaneClient {
         if (response.status !== 503 && response.status !== 429) throw failure;
         hintMs = (retryAfter ?? 0) * 1000;
       } catch (e) {
-        if (e instanceof ProblemError) throw e;
+        if (e instanceof ProblemError || e instanceof AnswerTooLongError) throw e;
         failure = new TransportError(n, e);
         if (!resendUnanswered) throw failure;
       }

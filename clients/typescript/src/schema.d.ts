@@ -643,7 +643,7 @@ export interface components {
             template?: string;
             /**
              * Format: e164
-             * @description E.164, such as +14155550100; the number must be a valid one of its country's plan.
+             * @description E.164, such as +14155550100 (spaces, dashes, dots and parentheses between the digits are taken and dropped: +1 (415) 555-0100); the number must be a valid one of its country's plan.
              * @example +14155550100
              */
             to: string;
