@@ -504,16 +504,11 @@ fn missing_or_bad_sms_settings_stop_the_processes_with_one_line_naming_the_varia
         ),
     ];
     for (name, env, expected) in cases {
-        let output = std::process::Command::new(crate::support::binary(name))
-            .env_clear()
-            .env("WORKER_KINDS", "otp_sms")
-            .env("WORKER_METRICS_ADDR", "0")
-            .envs(env.iter().copied())
-            .output()
-            .unwrap();
-        assert_eq!(output.status.code(), Some(2), "{name} {env:?}");
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.starts_with(expected), "{stderr}");
+        crate::support::stops_at_start(
+            name,
+            &[("WORKER_KINDS", "otp_sms"), ("WORKER_METRICS_ADDR", "0")],
+            env,
+            expected,
+        );
     }
 }

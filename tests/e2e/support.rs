@@ -375,6 +375,22 @@ impl Drop for OwnPostgres {
 }
 
 /// A binary of the workspace, as `cargo nextest run --workspace` (or `cargo build`) built it.
+/// Starts binary `name` with only `env` (plus `base`) and asserts it stops at once with exit
+/// status 2 and one line on stderr that starts with `expected`; answers that line.
+pub fn stops_at_start(name: &str, base: &[(&str, &str)], env: &[(&str, &str)], expected: &str) -> String {
+    let output = std::process::Command::new(binary(name))
+        .env_clear()
+        .envs(base.iter().copied())
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{name} {env:?}");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(expected), "{stderr}");
+    stderr
+}
+
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(|deps| deps.parent()).unwrap();
