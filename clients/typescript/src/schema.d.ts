@@ -31,7 +31,7 @@ export interface paths {
          * A Mitake delivery report. Authenticated by `secret` (CALLBACK_SECRET); answered alike
          *     whether or not the job exists.
          */
-        get: operations["report"];
+        get: operations["mitakeDeliveryReport"];
         put?: never;
         post?: never;
         delete?: never;
@@ -49,7 +49,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        post: operations["notification"];
+        post: operations["sesNotification"];
         delete?: never;
         options?: never;
         head?: never;
@@ -69,7 +69,7 @@ export interface paths {
          * A Twilio message status callback. Authenticated by `X-Twilio-Signature`; the job is named by
          *     the `job` query parameter of the URL the worker gave Twilio.
          */
-        post: operations["report"];
+        post: operations["twilioStatusCallback"];
         delete?: never;
         options?: never;
         head?: never;
@@ -223,7 +223,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: operations["check"];
+        get: operations["checkSuppression"];
         put?: never;
         post?: never;
         delete?: never;
@@ -935,7 +935,7 @@ export interface operations {
             };
         };
     };
-    report: {
+    mitakeDeliveryReport: {
         parameters: {
             query: {
                 /** @description CALLBACK_SECRET, as the worker put it in the report URL */
@@ -1004,7 +1004,7 @@ export interface operations {
             };
         };
     };
-    notification: {
+    sesNotification: {
         parameters: {
             query?: never;
             header?: never;
@@ -1055,7 +1055,7 @@ export interface operations {
             };
         };
     };
-    report: {
+    twilioStatusCallback: {
         parameters: {
             query?: {
                 /** @description The job id, as the worker put it in the StatusCallback URL */
@@ -1792,7 +1792,7 @@ export interface operations {
             };
         };
     };
-    check: {
+    checkSuppression: {
         parameters: {
             query?: never;
             header?: never;
