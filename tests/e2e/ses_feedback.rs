@@ -139,9 +139,14 @@ fn delivered(job_id: &str) -> Value {
            "delivery": {"timestamp": "2026-11-28T01:00:01.000Z", "smtpResponse": "250 2.0.0 OK"}})
 }
 
+/// The API with the lab's certificate host and, unless `extra` says otherwise, the lab's topic
+/// allowed (`SES_SNS_TOPIC_ARNS`).
 async fn app_for(lab: &SnsLab, extra: &[(&str, &str)]) -> TestApp {
     let pattern = lab.pattern();
     let mut pairs = vec![("SES_SNS_URL_PATTERN", pattern.as_str())];
+    if !extra.iter().any(|(k, _)| *k == "SES_SNS_TOPIC_ARNS") {
+        pairs.push(("SES_SNS_TOPIC_ARNS", TOPIC));
+    }
     pairs.extend_from_slice(extra);
     TestApp::spawn_with(&redis_url(), &pairs).await
 }
@@ -306,6 +311,21 @@ async fn forged_or_oversized_messages_are_refused() {
 
     assert_eq!(suppression(&app, "victim@example.org").await.0, 404, "nothing forged was applied");
     assert_eq!(suppression(&app, "other@example.org").await.0, 404);
+}
+
+/// Anyone can make an SNS topic, subscribe this endpoint to it and publish "SES events" that
+/// SNS signs with its own certificate: without an allow-list every message is refused, the
+/// subscription too.
+#[tokio::test]
+async fn without_an_allowed_topic_nothing_signed_by_sns_is_taken() {
+    let lab = SnsLab::start().await;
+    let app = app_for(&lab, &[("SES_SNS_TOPIC_ARNS", "")]).await;
+    let event = bounce("019ac0de-0000-7000-8000-000000000002", "victim@example.org", "Permanent");
+    assert_eq!(post_sns(&app, &lab.notification("t-1", &event, "1")).await, 403);
+    let confirm = lab.confirmation(&format!("{}/confirm?Action=ConfirmSubscription&Token=tok-123", lab.base));
+    assert_eq!(post_sns(&app, &confirm).await, 403);
+    assert!(lab.confirmations.lock().unwrap().is_empty(), "no subscription confirmed");
+    assert_eq!(suppression(&app, "victim@example.org").await.0, 404);
 }
 
 #[tokio::test]
