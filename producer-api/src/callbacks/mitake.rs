@@ -57,6 +57,7 @@ pub async fn report(State(state): State<AppState>, uri: Uri, body: Bytes) -> Res
     if !state.callbacks.settings.secret_matches(field("secret").unwrap_or("")) {
         return Err(ApiError::CallbackForbidden);
     }
+    super::admit(&state)?;
     let msgid: String = field("msgid").unwrap_or("").chars().filter(char::is_ascii_alphanumeric).take(64).collect();
     if let Some(status) = status(field("StatusFlag"), field("statusstr")) {
         let at = field("donetime").and_then(taiwan_time).unwrap_or_else(Utc::now);

@@ -43,6 +43,7 @@ pub async fn notification(State(state): State<AppState>, body: Bytes) -> Result<
             return Err(ApiError::CallbackForbidden);
         }
     };
+    super::admit(&state)?;
     match envelope.kind.as_str() {
         "SubscriptionConfirmation" => confirm(&state, &envelope).await,
         "Notification" => {

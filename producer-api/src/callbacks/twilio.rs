@@ -60,6 +60,7 @@ pub async fn report(
     if !signature_matches(token, &url, &params, presented) {
         return Err(ApiError::CallbackForbidden);
     }
+    super::admit(&state)?;
     let field = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let status = match field("MessageStatus") {
         Some("delivered") => DeliveryStatus::Delivered,
