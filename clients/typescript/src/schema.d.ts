@@ -984,16 +984,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Over CALLBACK_RATE_LIMIT_PER_SECOND */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Redis unreachable: Mitake retries */
+            /** @description Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`): Mitake retries */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1039,14 +1030,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Callbacks over their rate limit (header `Retry-After`) */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Redis unreachable: SNS retries */
+            /** @description Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`): SNS retries (it never retries a 4xx) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1100,16 +1084,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Over CALLBACK_RATE_LIMIT_PER_SECOND */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Redis unreachable: Twilio retries */
+            /** @description Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`) */
             503: {
                 headers: {
                     [name: string]: unknown;

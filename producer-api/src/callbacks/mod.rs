@@ -6,7 +6,7 @@
 //! Every callback route shares, through [`router`]:
 //! - a body limit of [`BODY_LIMIT`] (`413` beyond it),
 //! - one rate limit for all authentic callbacks together (`CALLBACK_RATE_LIMIT_PER_SECOND`,
-//!   `429` with `Retry-After` beyond it), taken by [`admit`] once a request has been verified:
+//!   `503` with `Retry-After` beyond it, not `429`: SNS never retries a 4xx), taken by [`admit`] once a request has been verified:
 //!   a flood of forged callbacks costs one signature check each and never uses up the
 //!   providers' share, so it cannot crowd out their real reports,
 //! - uniform answers: `403` for a bad signature or secret, and for an authentic report `204`
@@ -105,8 +105,8 @@ pub fn router() -> Router<AppState> {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
 }
 
-/// Takes one authentic callback from the shared rate limit: `429` (`Retry-After: 1`) beyond
-/// it. Called after verification only, so forged requests never use up the providers' share.
+/// Takes one authentic callback from the shared rate limit: `503` (`Retry-After: 1`) beyond
+/// it, which providers retry (SNS drops a message answered with any 4xx). Called after verification only, so forged requests never use up the providers' share.
 pub fn admit(state: &AppState) -> Result<(), ApiError> {
     if state.callbacks.limiter.take() { Ok(()) } else { Err(ApiError::CallbacksBusy(Duration::from_secs(1))) }
 }

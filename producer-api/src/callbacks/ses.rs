@@ -32,8 +32,7 @@ const SEEN_FOR: std::time::Duration = std::time::Duration::from_hours(6);
         (status = 204, description = "Verified and applied (or a resend, or an event Jobplane ignores); the same whether or not the job exists"),
         (status = 403, description = "Not a verified SNS message: bad signature, certificate off SNS's hosts, unknown topic, a SubscribeURL off SNS's hosts"),
         (status = 413, description = "Body over 288 KiB"),
-        (status = 429, description = "Callbacks over their rate limit (header `Retry-After`)"),
-        (status = 503, description = "Redis unreachable: SNS retries"),
+        (status = 503, description = "Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`): SNS retries (it never retries a 4xx)"),
     ))]
 pub async fn notification(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
     let envelope = match state.sns.verify(&body).await {
