@@ -93,8 +93,12 @@ impl SnsLab {
 
     /// A signed notification carrying `message` (an SES event).
     fn notification(&self, message_id: &str, message: &Value, version: &str) -> Value {
+        self.notification_at(message_id, message, version, &now())
+    }
+
+    /// A signed notification sent by SNS at `timestamp`.
+    fn notification_at(&self, message_id: &str, message: &Value, version: &str, timestamp: &str) -> Value {
         let message = message.to_string();
-        let timestamp = "2026-11-28T01:00:00.000Z";
         let text = format!(
             "Message\n{message}\nMessageId\n{message_id}\nTimestamp\n{timestamp}\nTopicArn\n{TOPIC}\nType\nNotification\n"
         );
@@ -104,7 +108,7 @@ impl SnsLab {
     }
 
     fn confirmation(&self, subscribe_url: &str) -> Value {
-        let (message, token, timestamp) = ("You have chosen to subscribe", "tok-123", "2026-11-28T01:00:00.000Z");
+        let (message, token, timestamp) = ("You have chosen to subscribe", "tok-123", now());
         let text = format!(
             "Message\n{message}\nMessageId\nsub-1\nSubscribeURL\n{subscribe_url}\nTimestamp\n{timestamp}\nToken\n{token}\nTopicArn\n{TOPIC}\nType\nSubscriptionConfirmation\n"
         );
@@ -119,6 +123,11 @@ impl Drop for SnsLab {
         self.server.abort();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Now, as SNS writes its `Timestamp`.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn bounce(job_id: &str, address: &str, kind: &str) -> Value {
@@ -304,6 +313,10 @@ async fn forged_or_oversized_messages_are_refused() {
     let mut other_topic = lab.notification("f-5", &event, "1");
     other_topic["TopicArn"] = json!("arn:aws:sns:us-east-1:999999999999:other");
     assert_eq!(post_sns(&app, &other_topic).await, 403);
+
+    // Signed, but sent by SNS a day ago: a replay, past the window in which resends are told apart.
+    let old = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(post_sns(&app, &lab.notification_at("f-6", &event, "1", &old)).await, 403);
 
     assert_eq!(post_sns(&app, &json!({"hello": "world"})).await, 403);
     let huge = json!({"Type": "Notification", "Message": "x".repeat(300 * 1024)});
