@@ -44,8 +44,8 @@ pub struct Config {
     pub retention: std::collections::BTreeMap<jobs::Kind, Duration>,
     /// `SUPPRESSION_CAP` (default 100000): most addresses on the email suppression list.
     pub suppression_cap: u64,
-    /// `SES_SNS_URL_PATTERN` (default: SNS's own hosts) and `SES_SNS_TOPIC_ARNS` (default: any
-    /// topic): what `POST /v1/callbacks/ses` accepts (`crate::sns`).
+    /// `SES_SNS_URL_PATTERN` (default: SNS's own hosts) and `SES_SNS_TOPIC_ARNS` (default: none,
+    /// so every SNS message is refused): what `POST /v1/callbacks/ses` accepts (`crate::sns`).
     pub sns: crate::sns::Verifier,
     /// `CALLBACK_BASE_URL`, `CALLBACK_SECRET`, `TWILIO_AUTH_TOKEN`, `CALLBACK_RATE_LIMIT_PER_SECOND`:
     /// the providers' callbacks (`/v1/callbacks/*`).

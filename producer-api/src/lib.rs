@@ -90,7 +90,7 @@ impl AppState {
 
 pub fn router(state: AppState) -> Router {
     let store = state.store.clone();
-    let callbacks = callbacks::router(&state);
+    let callbacks = callbacks::router();
     let request_id = axum::http::HeaderName::from_static("x-request-id");
     Router::new()
         .route("/v1/jobs", post(routes::create_job).layer(DefaultBodyLimit::max(routes::SINGLE_BODY_LIMIT)))
@@ -121,9 +121,20 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(ApiError::Internal("a handler panicked".into()))
         }))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<axum::body::Body>| {
+            tracing::debug_span!("request", method = %request.method(), uri = %logged_uri(request.uri()), version = ?request.version())
+        }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+}
+
+/// A request's URI as the request span shows it: a callback's query is hidden, since Mitake's
+/// carries `CALLBACK_SECRET` (and every callback's names a job).
+fn logged_uri(uri: &axum::http::Uri) -> std::borrow::Cow<'_, str> {
+    match uri.query() {
+        Some(_) if uri.path().starts_with("/v1/callbacks/") => format!("{}?[redacted]", uri.path()).into(),
+        _ => uri.to_string().into(),
+    }
 }
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight.
@@ -145,4 +156,17 @@ pub async fn run(
     tracing::info!(addr = %listener.local_addr()?, "producer-api listening");
     service::http_server::serve(listener, router(state), config.http, shutdown).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_spans_never_show_a_callbacks_query() {
+        let uri: axum::http::Uri = "/v1/callbacks/mitake?secret=s3cret-0123456789abcdef&job=x".parse().unwrap();
+        assert_eq!(logged_uri(&uri), "/v1/callbacks/mitake?[redacted]");
+        let uri: axum::http::Uri = "/v1/audit-logs?limit=5".parse().unwrap();
+        assert_eq!(logged_uri(&uri), "/v1/audit-logs?limit=5");
+    }
 }

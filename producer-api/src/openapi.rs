@@ -111,7 +111,8 @@ fn strict_parameters(doc: &mut Value) {
 }
 
 /// Names each operation for generated clients: utoipa takes the handler's name, and
-/// `audit_logs::list` and `schedules::list` (or `put`, `delete`) would collide.
+/// `audit_logs::list` and `schedules::list` (or `put`, `delete`), `twilio::report` and
+/// `mitake::report` would collide.
 fn operation_ids(doc: &mut Value) {
     let names = [
         ("/v1/jobs", "post", "enqueueJob"),
@@ -125,6 +126,10 @@ fn operation_ids(doc: &mut Value) {
         ("/v1/schedules/{name}/pause", "post", "pauseSchedule"),
         ("/v1/schedules/{name}/resume", "post", "resumeSchedule"),
         ("/v1/schedules/{name}/run", "post", "runSchedule"),
+        ("/v1/suppressions/{address}", "get", "checkSuppression"),
+        ("/v1/callbacks/twilio", "post", "twilioStatusCallback"),
+        ("/v1/callbacks/mitake", "get", "mitakeDeliveryReport"),
+        ("/v1/callbacks/ses", "post", "sesNotification"),
     ];
     for (path, method, name) in names {
         if let Some(operation) = doc["paths"].get_mut(path).and_then(|p| p.get_mut(method)) {

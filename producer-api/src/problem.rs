@@ -90,7 +90,7 @@ pub enum ApiError {
     /// answer whatever was wrong, and nothing about any job.
     #[error("the callback's signature or secret is not valid")]
     CallbackForbidden,
-    /// Over `CALLBACK_RATE_LIMIT_PER_SECOND`: `429` with `Retry-After`.
+    /// Over `CALLBACK_RATE_LIMIT_PER_SECOND`: `503` with `Retry-After` (SNS retries only 5xx).
     #[error("too many callbacks; try again shortly")]
     CallbacksBusy(std::time::Duration),
     #[error("internal error")]
@@ -206,7 +206,7 @@ impl IntoResponse for ApiError {
             ),
             ApiError::CallbackForbidden => Problem::forbidden(detail),
             ApiError::CallbacksBusy(after) => {
-                Problem::new(StatusCode::TOO_MANY_REQUESTS, "/problems/callbacks-busy", "Too many callbacks", detail)
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "/problems/callbacks-busy", "Too many callbacks", detail)
                     .retry_after(after.as_secs().max(1))
             }
             ApiError::Unavailable | ApiError::DatabaseUnavailable => Problem::unavailable(detail),

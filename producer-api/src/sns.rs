@@ -8,7 +8,11 @@
 //!   HTTPS URL on an SNS host, so a forged message cannot name a certificate of its own. The
 //!   certificate URL must also end in `.pem`.
 //! - The certificate is fetched with a timeout, no redirects, at most [`CERT_MAX_BYTES`], over
-//!   TLS checked against the web PKI roots; kept [`CERT_TTL`] in a bounded cache.
+//!   TLS checked against the web PKI roots; kept [`CERT_TTL`] in a bounded cache; at most
+//!   [`CERT_FETCHES_PER_MINUTE`] fetches a minute, so forged URLs cannot make it a fetch each.
+//! - `TopicArn` must be one of `SES_SNS_TOPIC_ARNS`, checked first; while it is unset every
+//!   message is refused: SNS signs any AWS account's topic alike, so the signature alone says
+//!   nothing about who published.
 //! - The string to sign is each of the documented fields, in the documented order (`Message`,
 //!   `MessageId`, `Subject` when present, `Timestamp`, `TopicArn`, `Type` for a notification;
 //!   `Message`, `MessageId`, `SubscribeURL`, `Timestamp`, `Token`, `TopicArn`, `Type` for a
@@ -36,6 +40,10 @@ pub const CERT_MAX_BYTES: usize = 16 * 1024;
 pub const CERT_TTL: Duration = Duration::from_hours(24);
 /// Certificates kept at most (SNS uses one per region at a time).
 const CERT_CACHE_MAX: usize = 32;
+/// Certificates fetched at most per minute, cache misses all together: each message naming a
+/// URL not cached (any path on SNS's host will do) would otherwise cost a fetch, and callbacks
+/// are only rate-limited once verified. SNS uses one certificate per region for months.
+pub const CERT_FETCHES_PER_MINUTE: u32 = 10;
 /// The longest wait for SNS's host (a certificate, a subscription confirmation).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -81,7 +89,7 @@ pub enum Refused {
     Certificate(String),
     #[error("the signature does not verify")]
     BadSignature,
-    #[error("topic not in SES_SNS_TOPIC_ARNS")]
+    #[error("topic not in SES_SNS_TOPIC_ARNS (every topic is refused while it is unset)")]
     Topic,
 }
 
@@ -92,10 +100,12 @@ type CertCache = HashMap<String, (Arc<Vec<u8>>, Instant)>;
 #[derive(Debug, Clone)]
 pub struct Verifier {
     pattern: Regex,
-    /// `SES_SNS_TOPIC_ARNS`: when not empty, the only topics accepted.
+    /// `SES_SNS_TOPIC_ARNS`: the only topics accepted; empty, none is.
     topics: Vec<String>,
     http: reqwest::Client,
     cache: Arc<Mutex<CertCache>>,
+    /// Fetches in the current minute, and when it began.
+    fetches: Arc<Mutex<(u32, Instant)>>,
 }
 
 impl Verifier {
@@ -110,7 +120,7 @@ impl Verifier {
             .no_proxy()
             .build()
             .map_err(|e| format!("no HTTP client: {e}"))?;
-        Ok(Self { pattern, topics, http, cache: Arc::default() })
+        Ok(Self { pattern, topics, http, cache: Arc::default(), fetches: Arc::new(Mutex::new((0, Instant::now()))) })
     }
 
     /// Whether the pinned pattern is the default one.
@@ -126,6 +136,11 @@ impl Verifier {
     /// Parses `body` as an SNS envelope and verifies it: pattern, topic, signature.
     pub async fn verify(&self, body: &[u8]) -> Result<Envelope, Refused> {
         let envelope: Envelope = serde_json::from_slice(body).map_err(|e| Refused::Malformed(e.to_string()))?;
+        // Anyone can make a topic, subscribe this endpoint and publish: SNS signs it all alike.
+        // Only the operator's topics are taken, and none when none is named.
+        if !self.topics.contains(&envelope.topic_arn) {
+            return Err(Refused::Topic);
+        }
         let to_sign = string_to_sign(&envelope)?;
         let algorithm: &dyn SignatureVerificationAlgorithm = match envelope.signature_version.as_str() {
             "1" => &RsaPkcs1 { sha256: false },
@@ -135,9 +150,6 @@ impl Verifier {
         let url = &envelope.signing_cert_url;
         if !self.on_pattern(url) || !url.split('?').next().unwrap_or("").to_ascii_lowercase().ends_with(".pem") {
             return Err(Refused::OffPattern("SigningCertURL"));
-        }
-        if !self.topics.is_empty() && !self.topics.contains(&envelope.topic_arn) {
-            return Err(Refused::Topic);
         }
         let signature = base64::engine::general_purpose::STANDARD
             .decode(envelope.signature.trim())
@@ -157,6 +169,9 @@ impl Verifier {
         {
             return Ok(der.clone());
         }
+        if !self.may_fetch() {
+            return Err(Refused::Certificate(format!("over {CERT_FETCHES_PER_MINUTE} certificate fetches a minute")));
+        }
         let der = Arc::new(self.fetch_certificate(url).await?);
         let mut cache = self.lock();
         if cache.len() >= CERT_CACHE_MAX {
@@ -167,6 +182,16 @@ impl Verifier {
         }
         cache.insert(url.to_owned(), (der.clone(), Instant::now()));
         Ok(der)
+    }
+
+    /// Takes one fetch from this minute's [`CERT_FETCHES_PER_MINUTE`].
+    fn may_fetch(&self) -> bool {
+        let mut guard = self.fetches.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if guard.1.elapsed() >= Duration::from_mins(1) {
+            *guard = (0, Instant::now());
+        }
+        guard.0 += 1;
+        guard.0 <= CERT_FETCHES_PER_MINUTE
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, CertCache> {
@@ -325,6 +350,8 @@ mod tests {
             assert!(!v.on_pattern(bad), "{bad}");
         }
         assert!(!Verifier::new(r"^http://127\.0\.0\.1:\d+/", vec![]).unwrap().is_default_pattern());
+        let fetches = (0..CERT_FETCHES_PER_MINUTE + 5).filter(|_| v.may_fetch()).count();
+        assert_eq!(fetches, CERT_FETCHES_PER_MINUTE as usize, "certificate fetches are bounded");
         assert!(Verifier::new("(", vec![]).is_err());
     }
 }

@@ -93,8 +93,12 @@ impl SnsLab {
 
     /// A signed notification carrying `message` (an SES event).
     fn notification(&self, message_id: &str, message: &Value, version: &str) -> Value {
+        self.notification_at(message_id, message, version, &now())
+    }
+
+    /// A signed notification sent by SNS at `timestamp`.
+    fn notification_at(&self, message_id: &str, message: &Value, version: &str, timestamp: &str) -> Value {
         let message = message.to_string();
-        let timestamp = "2026-11-28T01:00:00.000Z";
         let text = format!(
             "Message\n{message}\nMessageId\n{message_id}\nTimestamp\n{timestamp}\nTopicArn\n{TOPIC}\nType\nNotification\n"
         );
@@ -104,7 +108,7 @@ impl SnsLab {
     }
 
     fn confirmation(&self, subscribe_url: &str) -> Value {
-        let (message, token, timestamp) = ("You have chosen to subscribe", "tok-123", "2026-11-28T01:00:00.000Z");
+        let (message, token, timestamp) = ("You have chosen to subscribe", "tok-123", now());
         let text = format!(
             "Message\n{message}\nMessageId\nsub-1\nSubscribeURL\n{subscribe_url}\nTimestamp\n{timestamp}\nToken\n{token}\nTopicArn\n{TOPIC}\nType\nSubscriptionConfirmation\n"
         );
@@ -119,6 +123,11 @@ impl Drop for SnsLab {
         self.server.abort();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Now, as SNS writes its `Timestamp`.
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 fn bounce(job_id: &str, address: &str, kind: &str) -> Value {
@@ -139,9 +148,14 @@ fn delivered(job_id: &str) -> Value {
            "delivery": {"timestamp": "2026-11-28T01:00:01.000Z", "smtpResponse": "250 2.0.0 OK"}})
 }
 
+/// The API with the lab's certificate host and, unless `extra` says otherwise, the lab's topic
+/// allowed (`SES_SNS_TOPIC_ARNS`).
 async fn app_for(lab: &SnsLab, extra: &[(&str, &str)]) -> TestApp {
     let pattern = lab.pattern();
     let mut pairs = vec![("SES_SNS_URL_PATTERN", pattern.as_str())];
+    if !extra.iter().any(|(k, _)| *k == "SES_SNS_TOPIC_ARNS") {
+        pairs.push(("SES_SNS_TOPIC_ARNS", TOPIC));
+    }
     pairs.extend_from_slice(extra);
     TestApp::spawn_with(&redis_url(), &pairs).await
 }
@@ -300,12 +314,31 @@ async fn forged_or_oversized_messages_are_refused() {
     other_topic["TopicArn"] = json!("arn:aws:sns:us-east-1:999999999999:other");
     assert_eq!(post_sns(&app, &other_topic).await, 403);
 
+    // Signed, but sent by SNS a day ago: a replay, past the window in which resends are told apart.
+    let old = (chrono::Utc::now() - chrono::Duration::days(1)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    assert_eq!(post_sns(&app, &lab.notification_at("f-6", &event, "1", &old)).await, 403);
+
     assert_eq!(post_sns(&app, &json!({"hello": "world"})).await, 403);
     let huge = json!({"Type": "Notification", "Message": "x".repeat(300 * 1024)});
     assert_eq!(post_sns(&app, &huge).await, 413);
 
     assert_eq!(suppression(&app, "victim@example.org").await.0, 404, "nothing forged was applied");
     assert_eq!(suppression(&app, "other@example.org").await.0, 404);
+}
+
+/// Anyone can make an SNS topic, subscribe this endpoint to it and publish "SES events" that
+/// SNS signs with its own certificate: without an allow-list every message is refused, the
+/// subscription too.
+#[tokio::test]
+async fn without_an_allowed_topic_nothing_signed_by_sns_is_taken() {
+    let lab = SnsLab::start().await;
+    let app = app_for(&lab, &[("SES_SNS_TOPIC_ARNS", "")]).await;
+    let event = bounce("019ac0de-0000-7000-8000-000000000002", "victim@example.org", "Permanent");
+    assert_eq!(post_sns(&app, &lab.notification("t-1", &event, "1")).await, 403);
+    let confirm = lab.confirmation(&format!("{}/confirm?Action=ConfirmSubscription&Token=tok-123", lab.base));
+    assert_eq!(post_sns(&app, &confirm).await, 403);
+    assert!(lab.confirmations.lock().unwrap().is_empty(), "no subscription confirmed");
+    assert_eq!(suppression(&app, "victim@example.org").await.0, 404);
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ export interface paths {
          * A Mitake delivery report. Authenticated by `secret` (CALLBACK_SECRET); answered alike
          *     whether or not the job exists.
          */
-        get: operations["report"];
+        get: operations["mitakeDeliveryReport"];
         put?: never;
         post?: never;
         delete?: never;
@@ -49,7 +49,7 @@ export interface paths {
         };
         get?: never;
         put?: never;
-        post: operations["notification"];
+        post: operations["sesNotification"];
         delete?: never;
         options?: never;
         head?: never;
@@ -69,7 +69,7 @@ export interface paths {
          * A Twilio message status callback. Authenticated by `X-Twilio-Signature`; the job is named by
          *     the `job` query parameter of the URL the worker gave Twilio.
          */
-        post: operations["report"];
+        post: operations["twilioStatusCallback"];
         delete?: never;
         options?: never;
         head?: never;
@@ -223,7 +223,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        get: operations["check"];
+        get: operations["checkSuppression"];
         put?: never;
         post?: never;
         delete?: never;
@@ -935,7 +935,7 @@ export interface operations {
             };
         };
     };
-    report: {
+    mitakeDeliveryReport: {
         parameters: {
             query: {
                 /** @description CALLBACK_SECRET, as the worker put it in the report URL */
@@ -984,16 +984,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Over CALLBACK_RATE_LIMIT_PER_SECOND */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Redis unreachable: Mitake retries */
+            /** @description Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`): Mitake retries */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1004,7 +995,7 @@ export interface operations {
             };
         };
     };
-    notification: {
+    sesNotification: {
         parameters: {
             query?: never;
             header?: never;
@@ -1039,14 +1030,7 @@ export interface operations {
                 };
                 content?: never;
             };
-            /** @description Callbacks over their rate limit (header `Retry-After`) */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content?: never;
-            };
-            /** @description Redis unreachable: SNS retries */
+            /** @description Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`): SNS retries (it never retries a 4xx) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1055,7 +1039,7 @@ export interface operations {
             };
         };
     };
-    report: {
+    twilioStatusCallback: {
         parameters: {
             query?: {
                 /** @description The job id, as the worker put it in the StatusCallback URL */
@@ -1100,16 +1084,7 @@ export interface operations {
                     "application/problem+json": components["schemas"]["Problem"];
                 };
             };
-            /** @description Over CALLBACK_RATE_LIMIT_PER_SECOND */
-            429: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"];
-                };
-            };
-            /** @description Redis unreachable: Twilio retries */
+            /** @description Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`) */
             503: {
                 headers: {
                     [name: string]: unknown;
@@ -1792,7 +1767,7 @@ export interface operations {
             };
         };
     };
-    check: {
+    checkSuppression: {
         parameters: {
             query?: never;
             header?: never;

@@ -46,8 +46,7 @@ const TAIWAN_OFFSET_SECONDS: i32 = 8 * 3600;
         (status = 200, description = "Authentic: acknowledged as Mitake expects (a report for an unknown job is dropped, and answered the same)", body = String, content_type = "text/plain"),
         (status = 403, description = "The secret is missing or wrong, or CALLBACK_SECRET is not set", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over CALLBACK_RATE_LIMIT_PER_SECOND", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unreachable: Mitake retries", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`): Mitake retries", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn report(State(state): State<AppState>, uri: Uri, body: Bytes) -> Result<Response, ApiError> {
     let mut params: Vec<(String, String)> =
@@ -57,6 +56,7 @@ pub async fn report(State(state): State<AppState>, uri: Uri, body: Bytes) -> Res
     if !state.callbacks.settings.secret_matches(field("secret").unwrap_or("")) {
         return Err(ApiError::CallbackForbidden);
     }
+    super::admit(&state)?;
     let msgid: String = field("msgid").unwrap_or("").chars().filter(char::is_ascii_alphanumeric).take(64).collect();
     if let Some(status) = status(field("StatusFlag"), field("statusstr")) {
         let at = field("donetime").and_then(taiwan_time).unwrap_or_else(Utc::now);

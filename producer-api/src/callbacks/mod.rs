@@ -5,8 +5,10 @@
 //!
 //! Every callback route shares, through [`router`]:
 //! - a body limit of [`BODY_LIMIT`] (`413` beyond it),
-//! - one rate limit for all callbacks together (`CALLBACK_RATE_LIMIT_PER_SECOND`, `429` with
-//!   `Retry-After` beyond it), so a flood of forged callbacks costs one check each at most,
+//! - one rate limit for all authentic callbacks together (`CALLBACK_RATE_LIMIT_PER_SECOND`,
+//!   `503` with `Retry-After` beyond it, not `429`: SNS never retries a 4xx), taken by [`admit`] once a request has been verified:
+//!   a flood of forged callbacks costs one signature check each and never uses up the
+//!   providers' share, so it cannot crowd out their real reports,
 //! - uniform answers: `403` for a bad signature or secret, and for an authentic report `204`
 //!   whether or not the job exists (unknown and expired jobs are dropped silently), so no
 //!   caller learns which job ids exist; `503` when Redis cannot take it (the provider retries).
@@ -17,8 +19,8 @@
 //!
 //! To add a provider: a module here with an `async fn` handler taking
 //! `State<AppState>` and the request parts it needs (`Bytes` for the body), answering
-//! `Result<StatusCode, ApiError>` (`ApiError::CallbackForbidden` when verification fails, else
-//! `accept(&state, report).await` and [`ACCEPTED`]); one `.route("/v1/callbacks/<name>", ...)`
+//! `Result<StatusCode, ApiError>` (`ApiError::CallbackForbidden` when verification fails, then
+//! `admit(&state)?`, then `accept(&state, report).await` and [`ACCEPTED`]); one `.route("/v1/callbacks/<name>", ...)`
 //! line in [`router`]; its path in `openapi.rs`. SMS providers also write the final status on
 //! the job's `sms_deliveries` rows (`sms_rows::record`).
 
@@ -31,10 +33,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use jobs::Kind;
 use jobs::callbacks::CallbackSettings;
@@ -95,14 +95,20 @@ impl Callbacks {
     }
 }
 
-/// The `/v1/callbacks/*` routes, with their body limit and rate limit; no bearer key.
-pub fn router(state: &AppState) -> Router<AppState> {
+/// The `/v1/callbacks/*` routes, with their body limit; no bearer key (the handlers verify, then
+/// [`admit`]).
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/callbacks/twilio", post(twilio::report))
         .route("/v1/callbacks/ses", post(ses::notification).layer(DefaultBodyLimit::max(ses::BODY_LIMIT)))
         .route("/v1/callbacks/mitake", get(mitake::report).post(mitake::report))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .layer(middleware::from_fn_with_state(state.clone(), rate_limit))
+}
+
+/// Takes one authentic callback from the shared rate limit: `503` (`Retry-After: 1`) beyond
+/// it, which providers retry (SNS drops a message answered with any 4xx). Called after verification only, so forged requests never use up the providers' share.
+pub fn admit(state: &AppState) -> Result<(), ApiError> {
+    if state.callbacks.limiter.take() { Ok(()) } else { Err(ApiError::CallbacksBusy(Duration::from_secs(1))) }
 }
 
 /// A verified report of one provider on one job's message.
@@ -157,14 +163,6 @@ impl Limiter {
         let (left, taken) = if tokens >= 1.0 { (tokens - 1.0, true) } else { (tokens, false) };
         *guard = (left, now);
         taken
-    }
-}
-
-async fn rate_limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if state.callbacks.limiter.take() {
-        next.run(request).await
-    } else {
-        ApiError::CallbacksBusy(Duration::from_secs(1)).into_response()
     }
 }
 

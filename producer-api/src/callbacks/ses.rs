@@ -5,7 +5,8 @@
 //!   a hard bounce or a complaint and puts the report on the job through [`super::accept`].
 //!
 //! A `MessageId` is applied once ([`jobs::suppression::Suppressions::claim_message`]); SNS's
-//! resends are `204` no-ops. Every authentic message answers `204`, job or no job.
+//! resends are `204` no-ops. A notification whose `Timestamp` is older than the claim is kept
+//! (6 h; SNS resends for an hour at most) is a replay: `403`. Every authentic message answers `204`, job or no job.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -32,8 +33,7 @@ const SEEN_FOR: std::time::Duration = std::time::Duration::from_hours(6);
         (status = 204, description = "Verified and applied (or a resend, or an event Jobplane ignores); the same whether or not the job exists"),
         (status = 403, description = "Not a verified SNS message: bad signature, certificate off SNS's hosts, unknown topic, a SubscribeURL off SNS's hosts"),
         (status = 413, description = "Body over 288 KiB"),
-        (status = 429, description = "Callbacks over their rate limit (header `Retry-After`)"),
-        (status = 503, description = "Redis unreachable: SNS retries"),
+        (status = 503, description = "Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`): SNS retries (it never retries a 4xx)"),
     ))]
 pub async fn notification(State(state): State<AppState>, body: Bytes) -> Result<StatusCode, ApiError> {
     let envelope = match state.sns.verify(&body).await {
@@ -43,6 +43,14 @@ pub async fn notification(State(state): State<AppState>, body: Bytes) -> Result<
             return Err(ApiError::CallbackForbidden);
         }
     };
+    if envelope.kind == "Notification" && !recent(&envelope.timestamp, Utc::now()) {
+        // SNS stops resending after an hour at most: an older message is a replay, which the
+        // claim below (kept SEEN_FOR) could no longer tell apart (a removed suppression would
+        // come back).
+        tracing::warn!(topic = %envelope.topic_arn, "SES callback refused: its Timestamp is not recent");
+        return Err(ApiError::CallbackForbidden);
+    }
+    super::admit(&state)?;
     match envelope.kind.as_str() {
         "SubscriptionConfirmation" => confirm(&state, &envelope).await,
         "Notification" => {
@@ -62,6 +70,14 @@ pub async fn notification(State(state): State<AppState>, body: Bytes) -> Result<
             Ok(ACCEPTED)
         }
     }
+}
+
+/// Whether SNS's `Timestamp` is within [`SEEN_FOR`] of `now` (a few minutes ahead allowed for
+/// clock skew).
+fn recent(timestamp: &str, now: chrono::DateTime<Utc>) -> bool {
+    let Ok(at) = chrono::DateTime::parse_from_rfc3339(timestamp) else { return false };
+    let age = now.signed_duration_since(at);
+    age <= chrono::Duration::from_std(SEEN_FOR).unwrap_or(chrono::Duration::MAX) && age >= -chrono::Duration::minutes(5)
 }
 
 async fn confirm(state: &AppState, envelope: &Envelope) -> Result<StatusCode, ApiError> {
@@ -116,4 +132,20 @@ async fn apply(state: &AppState, envelope: &Envelope) -> Result<(), ApiError> {
         accept(state, &Report { provider: "ses", kind: Kind::Email, job_id, delivery }).await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_recent_messages_are_taken() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-28T07:00:00Z").unwrap().with_timezone(&Utc);
+        assert!(recent("2026-11-28T06:59:00.000Z", now));
+        assert!(recent("2026-11-28T01:00:01.000Z", now));
+        assert!(!recent("2026-11-28T00:59:00.000Z", now), "older than SEEN_FOR");
+        assert!(recent("2026-11-28T07:04:00.000Z", now), "a little clock skew");
+        assert!(!recent("2026-11-28T08:00:00.000Z", now));
+        assert!(!recent("yesterday", now));
+    }
 }

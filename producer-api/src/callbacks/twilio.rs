@@ -39,8 +39,7 @@ pub const PATH: &str = "/v1/callbacks/twilio";
         (status = 204, description = "Authentic: taken (a report for an unknown job is dropped, and answered the same)"),
         (status = 403, description = "The signature is missing or wrong, or TWILIO_AUTH_TOKEN / CALLBACK_BASE_URL is not set", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
         (status = 413, description = "Body over 64 KiB", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 429, description = "Over CALLBACK_RATE_LIMIT_PER_SECOND", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
-        (status = 503, description = "Redis unreachable: Twilio retries", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
+        (status = 503, description = "Redis unreachable, or authentic callbacks over CALLBACK_RATE_LIMIT_PER_SECOND (header `Retry-After`)", body = crate::problem::ProblemDoc, content_type = "application/problem+json"),
     ))]
 pub async fn report(
     State(state): State<AppState>,
@@ -60,6 +59,7 @@ pub async fn report(
     if !signature_matches(token, &url, &params, presented) {
         return Err(ApiError::CallbackForbidden);
     }
+    super::admit(&state)?;
     let field = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
     let status = match field("MessageStatus") {
         Some("delivered") => DeliveryStatus::Delivered,

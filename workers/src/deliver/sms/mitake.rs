@@ -27,7 +27,8 @@
 //!
 //! The credit left (`AccountPoint`) is exported as `jobplane_sms_credit_remaining{provider}`
 //! and logged as a warning below `MITAKE_LOW_CREDIT_WARNING`. The password never leaves the
-//! request body: `Debug` hides it, and it is cut out of every error text.
+//! request body: `Debug` hides it, and it is cut out of every error text, as given and
+//! form-encoded, as is `CALLBACK_SECRET` (an echoed `response`).
 
 use std::time::Duration;
 
@@ -200,11 +201,23 @@ impl Mitake {
         }
     }
 
-    /// `text` from the gateway without the password or the number as Mitake was given it
+    /// `text` from the gateway without the password (as given or form-encoded), CALLBACK_SECRET
+    /// (in the echoed `response`) or the number as Mitake was given it
     /// (`09…`), before [`Message::snippet`] hides the code and the E.164 number: a gateway that
     /// echoes the request must not leak them.
     fn scrub(&self, text: &str, message: &Message<'_>) -> String {
-        let text = text.replace(self.password.expose_secret(), "[redacted]");
+        let password = self.password.expose_secret();
+        // As sent (form-encoded, `+` or `%20` for a space) and as given.
+        let encoded: String = url::form_urlencoded::byte_serialize(password.as_bytes()).collect();
+        let spaced = encoded.replace('+', "%20");
+        // CALLBACK_SECRET travels in `response`; url-safe, so the same encoded or not.
+        let callback = self.callbacks.secret().map(|s| s.expose_secret().to_owned());
+        let mut text = text.to_owned();
+        for secret in [Some(encoded), Some(spaced), Some(password.to_owned()), callback].into_iter().flatten() {
+            if !secret.is_empty() {
+                text = text.replace(&secret, "[redacted]");
+            }
+        }
         text.replace(&dstaddr(message.to), &super::mask(message.to))
     }
 }
@@ -366,6 +379,24 @@ mod tests {
         let echoed = Reply::parse("statuscode=y\nError=bad request username=acct&password=pw-s3cret");
         let error = m.judge(&echoed, &message()).unwrap_err().to_string();
         assert!(!error.contains("pw-s3cret") && error.contains("password=[redacted]"), "{error}");
+    }
+
+    /// A gateway (or a proxy before it) that echoes the form it was sent shows the password and
+    /// the report URL form-encoded: neither the password nor CALLBACK_SECRET may reach the job's error.
+    #[test]
+    fn an_echoed_form_shows_neither_the_password_nor_the_callback_secret() {
+        let callbacks = CallbackSettings::new(Some("https://api.example.com"), Some("cb-secret-0123456789"));
+        let env = Env::from_pairs(&[("MITAKE_USERNAME", "acct"), ("MITAKE_PASSWORD", "p@ss w0rd!")]);
+        let m = Mitake::new(&MitakeSettings::from_env(&env, &callbacks).unwrap(), Duration::from_secs(1)).unwrap();
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("username", "acct")
+            .append_pair("password", "p@ss w0rd!")
+            .append_pair("response", &m.report_url("j1").unwrap())
+            .finish();
+        let echoed = Reply::parse(&format!("statuscode=y\nError=bad request {form}"));
+        let error = m.judge(&echoed, &message()).unwrap_err().to_string();
+        assert!(!error.contains("cb-secret-0123456789"), "{error}");
+        assert!(!error.contains("w0rd"), "{error}");
     }
 
     #[test]
