@@ -41,3 +41,38 @@ BEGIN
         END IF;
     END LOOP;
 END $$;
+
+-- 3. jobplane_drop_audit_partitions, reordered: the DELETEs from the default partitions (a scan,
+--    as long as the default partition is big) now run before the DETACHes, so the ACCESS
+--    EXCLUSIVE lock that DETACH takes on audit_logs and audit_event_ids (held to the commit, every
+--    audit write and read waits on it) is no longer held across them; and a DETACH waits at most
+--    2 s for a lock (55P03, the upkeep retries later) instead of queueing every write behind a long
+--    reader for the whole statement timeout.
+CREATE OR REPLACE FUNCTION jobplane_drop_audit_partitions(keep_months integer, at timestamptz DEFAULT now())
+RETURNS SETOF text LANGUAGE plpgsql AS $$
+DECLARE
+    horizon date := jobplane_audit_month(at) - make_interval(months => keep_months);
+    part record;
+BEGIN
+    IF keep_months < 1 THEN
+        RAISE EXCEPTION 'keep_months must be at least 1, not %', keep_months;
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('jobplane_ensure_audit_partitions'));
+    DELETE FROM audit_logs_default WHERE occurred_at < horizon::timestamp AT TIME ZONE 'UTC';
+    DELETE FROM audit_event_ids_default WHERE month < horizon;
+    PERFORM set_config('lock_timeout', '2s', true);
+    FOR part IN
+        SELECT c.relname::text AS name, p.relname::text AS parent
+        FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_class p ON p.oid = i.inhparent
+        WHERE p.oid IN (to_regclass('audit_logs'), to_regclass('audit_event_ids'))
+          AND c.relname ~ '_\d{4}_\d{2}$'
+          AND to_date(right(c.relname, 7), 'YYYY_MM') + interval '1 month' <= horizon
+        ORDER BY 1
+    LOOP
+        EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', part.parent, part.name);
+        EXECUTE format('DROP TABLE %I', part.name);
+        RETURN NEXT part.name;
+    END LOOP;
+END $$;

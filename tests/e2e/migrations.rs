@@ -373,6 +373,12 @@ async fn the_retention_migration_upgrades_a_database_with_audit_data() {
     let err = sqlx::query(old_insert).bind(uuid::Uuid::now_v7()).bind(Utc::now()).execute(&pool).await.unwrap_err();
     let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned()).unwrap_or_default();
     assert!(!code.starts_with("22") && !code.starts_with("23") && !code.is_empty(), "{code}: {err}");
+    // The drop function deletes from the default partitions before it detaches, and bounds its lock waits.
+    let src: String = sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'jobplane_drop_audit_partitions'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(src.contains("lock_timeout") && src.find("DELETE") < src.find("DETACH"), "{src}");
     // Retention after the upgrade drops the old month from both tables.
     let upkeep = workers::deliver::audit::maintain_partitions(&pool, Some(1), Utc::now()).await.unwrap();
     assert!(upkeep.dropped.contains(&"audit_event_ids_2025_03".to_owned()), "{upkeep:?}");
