@@ -76,3 +76,54 @@ BEGIN
         RETURN NEXT part.name;
     END LOOP;
 END $$;
+
+-- 4. jobplane_ensure_audit_partitions moved a new month's rows out of the default partitions with
+--    a SELECT and then a DELETE, two statements with two snapshots: a row written to the default
+--    partition between them was deleted without being moved (lost). The rows are now moved by one
+--    DELETE ... RETURNING, so exactly what is deleted is reinserted; a row written after it makes
+--    the CREATE ... PARTITION OF fail (the upkeep retries), never vanishes.
+CREATE OR REPLACE FUNCTION jobplane_ensure_audit_partitions(months_ahead integer DEFAULT 2, at timestamptz DEFAULT now())
+RETURNS integer LANGUAGE plpgsql AS $$
+DECLARE
+    first_month date := jobplane_audit_month(at);
+    month_start date;
+    month_end date;
+    suffix text;
+    created integer := 0;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtext('jobplane_ensure_audit_partitions'));
+    FOR i IN 0..months_ahead LOOP
+        month_start := first_month + make_interval(months => i);
+        month_end := first_month + make_interval(months => i + 1);
+        suffix := to_char(month_start, 'YYYY_MM');
+        IF to_regclass('audit_logs_' || suffix) IS NULL THEN
+            -- Bounds are timestamptz values at UTC midnight, so the session's TimeZone cannot shift them.
+            CREATE TEMP TABLE moving (LIKE audit_logs) ON COMMIT DROP;
+            WITH moved AS (
+                DELETE FROM audit_logs_default
+                WHERE occurred_at >= month_start::timestamp AT TIME ZONE 'UTC'
+                  AND occurred_at < month_end::timestamp AT TIME ZONE 'UTC'
+                RETURNING *
+            )
+            INSERT INTO moving SELECT * FROM moved;
+            EXECUTE format('CREATE TABLE %I PARTITION OF audit_logs FOR VALUES FROM (%L) TO (%L)',
+                           'audit_logs_' || suffix,
+                           month_start::timestamp AT TIME ZONE 'UTC', month_end::timestamp AT TIME ZONE 'UTC');
+            INSERT INTO audit_logs SELECT * FROM moving;
+            DROP TABLE moving;
+            created := created + 1;
+        END IF;
+        IF to_regclass('audit_event_ids_' || suffix) IS NULL THEN
+            CREATE TEMP TABLE moving_ids (LIKE audit_event_ids) ON COMMIT DROP;
+            WITH moved AS (
+                DELETE FROM audit_event_ids_default WHERE month >= month_start AND month < month_end RETURNING *
+            )
+            INSERT INTO moving_ids SELECT * FROM moved;
+            EXECUTE format('CREATE TABLE %I PARTITION OF audit_event_ids FOR VALUES FROM (%L) TO (%L)',
+                           'audit_event_ids_' || suffix, month_start, month_end);
+            INSERT INTO audit_event_ids SELECT * FROM moving_ids;
+            DROP TABLE moving_ids;
+        END IF;
+    END LOOP;
+    RETURN created;
+END $$;

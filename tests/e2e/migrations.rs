@@ -379,6 +379,13 @@ async fn the_retention_migration_upgrades_a_database_with_audit_data() {
         .await
         .unwrap();
     assert!(src.contains("lock_timeout") && src.find("DELETE") < src.find("DETACH"), "{src}");
+    // A new month's rows leave the default partitions by one DELETE ... RETURNING (none lost between two snapshots).
+    let ensure: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'jobplane_ensure_audit_partitions'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(ensure.matches("RETURNING *").count() == 2, "{ensure}");
     // Retention after the upgrade drops the old month from both tables.
     let upkeep = workers::deliver::audit::maintain_partitions(&pool, Some(1), Utc::now()).await.unwrap();
     assert!(upkeep.dropped.contains(&"audit_event_ids_2025_03".to_owned()), "{upkeep:?}");
