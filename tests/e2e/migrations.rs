@@ -294,7 +294,7 @@ async fn the_retention_migration_upgrades_a_database_with_audit_data() {
     let db = OwnDatabase::create().await;
     let before = sqlx::migrate::Migrator {
         migrations: std::borrow::Cow::Owned(
-            db::MIGRATOR.migrations.iter().filter(|m| m.version < 20261128000002).cloned().collect(),
+            db::MIGRATOR.migrations.iter().filter(|m| m.version < 20_261_128_000_002).cloned().collect(),
         ),
         ignore_missing: false,
         locking: true,
@@ -371,7 +371,11 @@ async fn the_retention_migration_upgrades_a_database_with_audit_data() {
     // An old worker's statement: refused with a SQLSTATE outside classes 22 and 23, which the
     // writer (old and new) treats as PostgreSQL unavailable, so its events wait and are retried.
     let err = sqlx::query(old_insert).bind(uuid::Uuid::now_v7()).bind(Utc::now()).execute(&pool).await.unwrap_err();
-    let code = err.as_database_error().and_then(|e| e.code()).map(|c| c.into_owned()).unwrap_or_default();
+    let code = err
+        .as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .map(std::borrow::Cow::into_owned)
+        .unwrap_or_default();
     assert!(!code.starts_with("22") && !code.starts_with("23") && !code.is_empty(), "{code}: {err}");
     // The drop function deletes from the default partitions before it detaches, and bounds its lock waits.
     let src: String = sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'jobplane_drop_audit_partitions'")
