@@ -266,7 +266,7 @@ fn audit_log() -> Value {
     json!({"type": "object", "additionalProperties": false,
         "required": ["tenant_id", "actor", "action", "resource_type"], "properties": {
         "event_id": {"type": "string", "format": "uuid",
-            "description": "Generated when absent; a repeated event_id is stored once."},
+            "description": "Generated when absent; a repeated event_id is stored once per UTC month of occurred_at (a repeat in another month is stored again)."},
         "tenant_id": text(128),
         "actor": actor,
         "action": text(128),

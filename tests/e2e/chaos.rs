@@ -585,7 +585,8 @@ async fn audit_events_survive_a_30_s_postgresql_outage() {
 /// Audit events while the audit writer is SIGKILLed every 3 s (and started again at once) and its
 /// PostgreSQL is restarted once: every event is stored exactly once, none is dead.
 /// `AUDIT_CHAOS_EVENTS` events (default 200,000: 88 s with debug binaries on this 2-core machine
-/// at load average 6; fewer for a quick run).
+/// at load average 6). Fewer events are allowed only while the chaos still hits writes in flight:
+/// the test fails if fewer than two kills, or the restart, found events not yet written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn audit_writer_killed_every_3_s_and_a_postgresql_restart_store_each_event_once() {
     use crate::audit::{drained, event, rows};
@@ -642,16 +643,24 @@ async fn audit_writer_killed_every_3_s_and_a_postgresql_restart_store_each_event
     let pool = db::pool(&url, 1).unwrap();
     let mut worker = start_worker();
     let (mut kills, mut restarted) = (0, false);
+    let target = i64::try_from(events_wanted).unwrap();
+    // Kills (and the restart) that found events not yet written: the test proves nothing if the
+    // writer had finished before them, so it counts them and requires some.
+    let (mut kills_in_flight, mut restart_in_flight) = (0, false);
     // Kill every 3 s until every event is enqueued and at least ten kills are done; restart
-    // PostgreSQL once, a third of the way in.
+    // PostgreSQL once, at the third kill or as soon as a third of the events are written,
+    // whichever comes first, while events are still being written.
     while !producer.is_finished() || kills < 10 {
         assert!(started.elapsed() < Duration::from_mins(10), "chaos phase not over within 10 min");
         tokio::time::sleep(Duration::from_secs(3)).await;
         worker.signal("-KILL");
         assert_eq!(worker.wait(Duration::from_secs(5)), Some(-1), "SIGKILL ends the worker at once");
         kills += 1;
-        eprintln!("audit chaos: kill {kills} at {:?}: {} rows", started.elapsed(), rows(&pool).await);
-        if kills == 3 && !restarted {
+        let written = rows(&pool).await;
+        kills_in_flight += usize::from(written < target);
+        eprintln!("audit chaos: kill {kills} at {:?}: {written} rows", started.elapsed());
+        if !restarted && (kills == 3 || written >= target / 3) {
+            restart_in_flight = written < target;
             pg.stop();
             worker = start_worker(); // the writer waits out the outage
             tokio::time::sleep(Duration::from_secs(2)).await;
@@ -661,9 +670,13 @@ async fn audit_writer_killed_every_3_s_and_a_postgresql_restart_store_each_event
             worker = start_worker();
         }
     }
+    assert!(
+        restart_in_flight && kills_in_flight >= 2,
+        "the chaos must hit events in flight: {kills_in_flight} kills and the restart ({restart_in_flight}) did; \
+         raise AUDIT_CHAOS_EVENTS"
+    );
     let chaos_took = started.elapsed();
     // Every event written (the last worker left running), then the queue empty.
-    let target = i64::try_from(events_wanted).unwrap();
     let deadline = Instant::now() + Duration::from_secs(90);
     while rows(&pool).await < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(200)).await;

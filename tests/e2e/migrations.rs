@@ -282,3 +282,120 @@ async fn the_writers_binary_copy_round_trips_every_column() {
     pool.close().await;
     db.drop().await;
 }
+
+/// Issue 17's migration on a database that already holds audit logs: every old id keeps its
+/// row's month, a month that already had a partition of `audit_logs` gets its partition of
+/// `audit_event_ids` (not the default), a redelivery after the upgrade writes nothing, and a
+/// worker still running the old statement during a rolling upgrade is refused as unavailable
+/// (retried), never as a poison row (dead-lettered).
+#[tokio::test]
+async fn the_retention_migration_upgrades_a_database_with_audit_data() {
+    use workers::deliver::audit::{Row, write_batch};
+    let db = OwnDatabase::create().await;
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            db::MIGRATOR.migrations.iter().filter(|m| m.version < 20_261_128_000_002).cloned().collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    let pool = db::pool(&db.url, 2).unwrap();
+    before.run(&pool).await.unwrap();
+    // A month that had its partition when it was current (2025-03), a row in the default
+    // partition (2020), one this month, and one id whose row is gone.
+    sqlx::query(
+        "CREATE TABLE audit_logs_2025_03 PARTITION OF audit_logs FOR VALUES FROM ('2025-03-01 00:00+00') TO ('2025-04-01 00:00+00')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    // The statement of the writer before issue 17 (60c70c5's INSERT_BATCH, one row).
+    let old_insert =
+        "WITH claimed AS (INSERT INTO audit_event_ids (event_id) VALUES ($1) ON CONFLICT DO NOTHING RETURNING event_id)
+                      INSERT INTO audit_logs (event_id, tenant_id, actor, action, resource_type, occurred_at)
+                      SELECT event_id, 't1', 'u1', 'login', 'session', $2 FROM claimed";
+    let at = |s: &str| s.parse::<chrono::DateTime<Utc>>().unwrap();
+    let events = [
+        (uuid::Uuid::now_v7(), at("2025-03-31T23:59:59Z")),
+        (uuid::Uuid::now_v7(), at("2020-01-15T10:00:00Z")),
+        (uuid::Uuid::now_v7(), Utc::now()),
+    ];
+    for (id, when) in events {
+        sqlx::query(old_insert).bind(id).bind(when).execute(&pool).await.unwrap();
+    }
+    sqlx::query("INSERT INTO audit_event_ids (event_id) VALUES ($1)")
+        .bind(uuid::Uuid::now_v7())
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    db::migrate(&pool).await.unwrap();
+    db::migrate(&pool).await.unwrap(); // applying again is harmless
+
+    let ids: Vec<(String, uuid::Uuid, String)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text, event_id, to_char(month, 'YYYY-MM') FROM audit_event_ids ORDER BY month",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let this_month = Utc::now().format("%Y_%m").to_string();
+    assert_eq!(
+        ids,
+        [
+            ("audit_event_ids_default".to_owned(), events[1].0, "2020-01".to_owned()),
+            ("audit_event_ids_2025_03".to_owned(), events[0].0, "2025-03".to_owned()),
+            (format!("audit_event_ids_{this_month}"), events[2].0, this_month.replace('_', "-")),
+        ]
+    );
+    // Redeliveries of the old events after the upgrade: nothing more is written.
+    let rows: Vec<Row> = events
+        .iter()
+        .map(|&(event_id, occurred_at)| Row {
+            event_id,
+            tenant_id: "t1".into(),
+            actor: "u1".into(),
+            action: "login".into(),
+            resource_type: "session".into(),
+            resource_id: None,
+            ip: None,
+            user_agent: None,
+            metadata: serde_json::json!({}),
+            occurred_at,
+            job_id: None,
+        })
+        .collect();
+    write_batch(&pool, &rows).await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_logs").fetch_one(&pool).await.unwrap();
+    assert_eq!(n, 3);
+    // An old worker's statement: refused with a SQLSTATE outside classes 22 and 23, which the
+    // writer (old and new) treats as PostgreSQL unavailable, so its events wait and are retried.
+    let err = sqlx::query(old_insert).bind(uuid::Uuid::now_v7()).bind(Utc::now()).execute(&pool).await.unwrap_err();
+    let code = err
+        .as_database_error()
+        .and_then(sqlx::error::DatabaseError::code)
+        .map(std::borrow::Cow::into_owned)
+        .unwrap_or_default();
+    assert!(!code.starts_with("22") && !code.starts_with("23") && !code.is_empty(), "{code}: {err}");
+    // The drop function deletes from the default partitions before it detaches, and bounds its lock waits.
+    let src: String = sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'jobplane_drop_audit_partitions'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(src.contains("lock_timeout") && src.find("DELETE") < src.find("DETACH"), "{src}");
+    // A new month's rows leave the default partitions by one DELETE ... RETURNING (none lost between two snapshots).
+    let ensure: String =
+        sqlx::query_scalar("SELECT prosrc FROM pg_proc WHERE proname = 'jobplane_ensure_audit_partitions'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(ensure.matches("RETURNING *").count() == 2, "{ensure}");
+    // Retention after the upgrade drops the old month from both tables.
+    let upkeep = workers::deliver::audit::maintain_partitions(&pool, Some(1), Utc::now()).await.unwrap();
+    assert!(upkeep.dropped.contains(&"audit_event_ids_2025_03".to_owned()), "{upkeep:?}");
+    assert!(upkeep.dropped.contains(&"audit_logs_2025_03".to_owned()), "{upkeep:?}");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_event_ids").fetch_one(&pool).await.unwrap();
+    assert_eq!(left, 1);
+    pool.close().await;
+    db.drop().await;
+}

@@ -326,7 +326,7 @@ export interface components {
             actor: string;
             /**
              * Format: uuid
-             * @description Generated when absent; a repeated event_id is stored once.
+             * @description Generated when absent; a repeated event_id is stored once per UTC month of occurred_at (a repeat in another month is stored again).
              */
             event_id?: string;
             /** @example 203.0.113.7 */
