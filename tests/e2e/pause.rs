@@ -41,9 +41,15 @@ async fn webhook_queue(base: &str) -> Value {
     body["queues"].as_array().unwrap().iter().find(|q| q["kind"] == "webhook").unwrap().clone()
 }
 
-/// Three workers busy on the webhook kind (20 jobs each at once).
+/// Three workers busy on the webhook kind (20 jobs each at once). They share one receiver, so
+/// they get all its 60 slots: with the default 8, the jobs leased beyond them are deferred to
+/// `scheduled`, and the backlog this test watches wait `queued` would be the destination's line.
 fn three_workers(app: &TestApp) -> Vec<WorkerProcess> {
-    let settings = [("WORKER_CONCURRENCY_WEBHOOK", "20"), ("WORKER_LEASE_SECONDS", "3")];
+    let settings = [
+        ("WORKER_CONCURRENCY_WEBHOOK", "20"),
+        ("WORKER_LEASE_SECONDS", "3"),
+        ("WEBHOOK_MAX_IN_FLIGHT_PER_DESTINATION", "60"),
+    ];
     (0..3).map(|_| WorkerProcess::start(&app.redis_url, &app.namespace, &settings)).collect()
 }
 
