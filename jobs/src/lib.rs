@@ -51,6 +51,7 @@ pub mod limits;
 pub mod openapi;
 pub mod pause;
 pub mod payload;
+pub mod priority;
 pub mod queue;
 pub mod queue_depths;
 pub mod rate;

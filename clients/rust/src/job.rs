@@ -4,18 +4,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::Kind;
 use crate::payload::{AuditLog, Email, OtpSms, Webhook};
-
-/// How soon a job runs against the other ready jobs of its kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Priority {
-    High,
-    #[default]
-    Normal,
-    Low,
-}
+use crate::{Kind, Priority};
 
 /// One job: `POST /v1/jobs`, or an item of [`crate::Client::enqueue_batch`].
 #[derive(Debug, Clone, Serialize)]

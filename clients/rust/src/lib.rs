@@ -11,8 +11,8 @@
 //!
 //! # Layout
 //!
-//! - [`payload`], [`validation`], [`Kind`]: the `jobs` crate's own source files (one
-//!   definition, compiled here without its Redis side): the typed payloads and their rules.
+//! - [`payload`], [`validation`], [`Kind`], [`Priority`]: the `jobs` crate's own source files
+//!   (one definition, compiled here without its Redis side): the typed payloads and their rules.
 //! - [`job`]: a job to enqueue, built from a typed payload.
 //! - [`client`]: the calls; [`retry`]: when and how long to retry; [`error`]: what fails.
 //! - [`views`]: what the API answers.
@@ -21,6 +21,8 @@
 mod kind;
 #[path = "../../../jobs/src/payload.rs"]
 pub mod payload;
+#[path = "../../../jobs/src/priority.rs"]
+pub mod priority;
 #[path = "../../../jobs/src/validation.rs"]
 pub mod validation;
 
@@ -32,7 +34,8 @@ pub mod views;
 
 pub use client::{AuditQuery, CallOptions, Client, ClientBuilder, MAX_BATCH};
 pub use error::{Error, Problem};
-pub use job::{Job, Priority};
+pub use job::Job;
 pub use kind::Kind;
+pub use priority::Priority;
 pub use retry::DEFAULT_DEADLINE;
 pub use validation::FieldError;
