@@ -83,6 +83,17 @@ impl<S: Send + Sync> FromRequestParts<S> for JobsQuery {
     }
 }
 
+/// A `limit` parameter as given (trimmed, absent when empty): [`DEFAULT_LIMIT`] when absent,
+/// else a whole number from 1 to [`jobs::browse::MAX_LIMIT`].
+fn page_limit(given: Option<&str>) -> Result<usize, FieldError> {
+    match given {
+        None => Ok(DEFAULT_LIMIT),
+        Some(l) => l.parse::<usize>().ok().and_then(|n| check_limit(n).ok()).ok_or_else(|| {
+            FieldError::new("limit", format!("must be a whole number from 1 to {}", jobs::browse::MAX_LIMIT))
+        }),
+    }
+}
+
 impl JobsQuery {
     /// The listing asked for; `defaults` fills a missing kind and state (the pages), else
     /// both are required (the API).
@@ -105,18 +116,10 @@ impl JobsQuery {
                 None
             }
         };
-        let limit = match given(&self.limit) {
-            None => DEFAULT_LIMIT,
-            Some(l) => {
-                l.parse::<usize>().map_err(|_| ()).and_then(|n| check_limit(n).map_err(|_| ())).unwrap_or_else(|()| {
-                    errors.push(FieldError::new(
-                        "limit",
-                        format!("must be a whole number from 1 to {}", jobs::browse::MAX_LIMIT),
-                    ));
-                    DEFAULT_LIMIT
-                })
-            }
-        };
+        let limit = page_limit(given(&self.limit).as_deref()).unwrap_or_else(|e| {
+            errors.push(e);
+            DEFAULT_LIMIT
+        });
         let group = match (self.group.as_deref().filter(|g| !g.is_empty()), state) {
             (Some(g), Some(JobState::Queued)) if jobs::lanes::valid_group(g) => Some(g.to_owned()),
             (Some(_), Some(JobState::Queued)) => {
@@ -185,15 +188,7 @@ pub async fn api_groups(
         return Err(bad_query(&[FieldError::new("query", format!("is longer than {MAX_QUERY_BYTES} bytes"))]));
     }
     let given = url::form_urlencoded::parse(raw.as_bytes()).find(|(name, _)| name == "limit").map(|(_, v)| v);
-    let limit = match given.as_deref().map(str::trim).filter(|l| !l.is_empty()) {
-        None => DEFAULT_LIMIT,
-        Some(l) => l.parse::<usize>().ok().and_then(|n| check_limit(n).ok()).ok_or_else(|| {
-            bad_query(&[FieldError::new(
-                "limit",
-                format!("must be a whole number from 1 to {}", jobs::browse::MAX_LIMIT),
-            )])
-        })?,
-    };
+    let limit = page_limit(given.as_deref().map(str::trim).filter(|l| !l.is_empty())).map_err(|e| bad_query(&[e]))?;
     let groups = state.console.dead.browser().groups(kind, limit).await.map_err(ActionError::from)?;
     Ok(Json(groups))
 }
